@@ -1,0 +1,256 @@
+//! The command line, as clap parses it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The exit codes, shown in `--help` and the README.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    a phase failed (or a check failed: `doctor`, `status`)
+  2    invalid input: bad arguments or configuration, a failed preflight; nothing was touched
+  3    `plan --detailed-exitcode`: changes are pending
+  130  cancelled (Ctrl-C)";
+
+/// Bootstraps one environment of the Comind-Ops platform, locally (k3d + Docker) or
+/// on AWS (EKS, RDS, S3, ElastiCache, SQS).
+#[derive(Debug, Parser)]
+#[command(name = "comind", version, after_help = EXIT_CODES, max_term_width = 100)]
+pub struct Cli {
+    /// Configuration file [default: ./comind.yaml if it exists]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "COMIND_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Environment name (overrides `environment` in the file and COMIND_ENV)
+    #[arg(long = "env", short = 'e', global = true, value_name = "NAME")]
+    pub environment: Option<String>,
+
+    /// Profile (overrides `profile` in the file and COMIND_PROFILE)
+    #[arg(long, short = 'p', global = true, value_enum)]
+    pub profile: Option<ProfileArg>,
+
+    /// State directory (overrides `state_dir` and COMIND_STATE_DIR)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// How to print: progress and tables, or one JSON object per line
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputMode::Human)]
+    pub output: OutputMode,
+
+    /// What to do
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--profile`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// k3d + Docker on this machine
+    Local,
+    /// EKS, RDS, S3, ElastiCache and SQS
+    Aws,
+}
+
+impl ProfileArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileArg::Local => "local",
+            ProfileArg::Aws => "aws",
+        }
+    }
+}
+
+/// `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputMode {
+    /// Live progress on stderr, tables on stdout
+    Human,
+    /// One JSON object per line on stdout
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented comind.yaml with every default
+    Init(InitArgs),
+    /// Check prerequisites (Docker daemon, k3d, free ports, AWS credentials) and say how to fix each
+    Doctor,
+    /// Show what `up` would change, changing nothing
+    Plan(PlanArgs),
+    /// Bring the environment up (idempotent: a second run changes nothing)
+    Up(UpArgs),
+    /// Show the health of every phase
+    Status(SelectArgs),
+    /// Print the outputs applications use (DATABASE_URL, REDIS_URL, bucket names, queue URLs)
+    Outputs(OutputsArgs),
+    /// Take the environment down, keeping data unless --purge
+    Down(DownArgs),
+    /// Print shell completions
+    Completions(CompletionsArgs),
+    /// Print a Kubernetes ExecCredential with an EKS token (used by the kubeconfig Comind writes)
+    #[command(name = "eks-token", hide = true)]
+    EksToken(EksTokenArgs),
+}
+
+/// `init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Overwrite an existing file
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Phase selection and concurrency, shared by the run commands.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SelectArgs {
+    /// Run only these phases and what they need (comma-separated or repeated)
+    #[arg(long, value_delimiter = ',', value_name = "PHASE")]
+    pub only: Vec<String>,
+
+    /// Leave out these phases and what cannot run without them
+    #[arg(long, value_delimiter = ',', value_name = "PHASE")]
+    pub skip: Vec<String>,
+
+    /// Phases running at once [default: engine.concurrency, 64]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: Option<u32>,
+}
+
+/// `plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    /// Exit 3 when changes are pending, 0 when in sync
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+/// Waiting for another run's lock.
+#[derive(Debug, Args, Clone)]
+pub struct LockArgs {
+    /// Wait this long for another run of this environment to finish [default: do not wait]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_timeout: Option<Duration>,
+}
+
+/// `up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+
+    /// In a production environment, allow changes that replace or delete resources
+    #[arg(long)]
+    pub allow_destructive: bool,
+}
+
+/// `outputs`.
+#[derive(Debug, Args)]
+pub struct OutputsArgs {
+    /// KEY=value lines for a shell or .env file, or a JSON object
+    #[arg(long, value_enum, default_value_t = OutputsFormat::Env)]
+    pub format: OutputsFormat,
+
+    /// Show secret values instead of <redacted>
+    #[arg(long)]
+    pub reveal: bool,
+}
+
+/// `outputs --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputsFormat {
+    /// KEY=value lines
+    Env,
+    /// A JSON object
+    Json,
+}
+
+/// `down`.
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Remove data too: volumes, non-empty buckets, queues with messages, RDS without a final snapshot
+    #[arg(long)]
+    pub purge: bool,
+
+    /// The environment's name, required to take down a production environment
+    #[arg(long, value_name = "ENV")]
+    pub confirm: Option<String>,
+
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+/// `completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `eks-token`.
+#[derive(Debug, Args)]
+pub struct EksTokenArgs {
+    /// The EKS cluster name
+    #[arg(long)]
+    pub cluster: String,
+
+    /// The AWS region
+    #[arg(long)]
+    pub region: String,
+
+    /// AWS endpoint override (the kubeconfig passes what the environment used)
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. 30s or 5m"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn selections_split_on_commas() {
+        let cli = Cli::try_parse_from([
+            "comind",
+            "up",
+            "--only",
+            "postgres,cache",
+            "--skip",
+            "queue",
+        ])
+        .unwrap();
+        let Command::Up(up) = cli.command else {
+            panic!()
+        };
+        assert_eq!(up.select.only, ["postgres", "cache"]);
+        assert_eq!(up.select.skip, ["queue"]);
+    }
+}

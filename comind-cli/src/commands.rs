@@ -1,0 +1,405 @@
+//! What each command does: load the configuration, build a [`Bootstrap`] from the
+//! profile's providers, run it, render the result, choose the exit code. Everything
+//! that bootstraps lives in the library crates.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::CommandFactory;
+use comind_core::config::{Config, INIT_TEMPLATE, LoadOptions, Origin, Override};
+use comind_core::engine::{RunOptions, RunReport};
+use comind_core::event::{EVENT_SCHEMA_VERSION, RunOutcome};
+use comind_core::lock::LockWait;
+use comind_core::{
+    Bootstrap, CheckStatus, DestroyOptions, DownOptions, Environment, Error, ErrorKind, PhaseId,
+    UpOptions,
+};
+
+use crate::args::{
+    Cli, Command, CompletionsArgs, DownArgs, EksTokenArgs, InitArgs, LockArgs, OutputMode,
+    OutputsArgs, OutputsFormat, PlanArgs, SelectArgs, UpArgs,
+};
+use crate::profiles;
+use crate::render::{EventPrinter, report};
+
+/// Exit code for a failed phase or check.
+const FAILED: u8 = 1;
+/// Exit code for invalid input.
+const INVALID: u8 = 2;
+/// Exit code for `plan --detailed-exitcode` with pending changes.
+const PENDING: u8 = 3;
+/// Exit code for a cancelled run.
+const CANCELLED: u8 = 130;
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> ExitCode {
+    let mode = cli.output;
+    let result = match &cli.command {
+        Command::Init(args) => init(&cli, args),
+        Command::Completions(args) => completions(args),
+        Command::EksToken(args) => eks_token(args).await,
+        Command::Doctor => doctor(&cli).await,
+        Command::Plan(args) => plan(&cli, args).await,
+        Command::Up(args) => up(&cli, args).await,
+        Command::Status(args) => status(&cli, args).await,
+        Command::Outputs(args) => outputs(&cli, args).await,
+        Command::Down(args) => down(&cli, args).await,
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            print_error(&err, mode);
+            ExitCode::from(exit_code_of(&err))
+        }
+    }
+}
+
+fn exit_code_of(err: &Error) -> u8 {
+    match err.kind() {
+        ErrorKind::InvalidInput => INVALID,
+        ErrorKind::Cancelled => CANCELLED,
+        _ => FAILED,
+    }
+}
+
+fn print_error(err: &Error, mode: OutputMode) {
+    if mode == OutputMode::Json {
+        let line = serde_json::json!({
+            "v": EVENT_SCHEMA_VERSION,
+            "type": "error",
+            "error": err.report(),
+        });
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+    }
+    eprintln!("{}", report::error(err));
+}
+
+fn exit_code_of_run(report: &RunReport) -> u8 {
+    match report.summary.outcome {
+        RunOutcome::Succeeded => 0,
+        RunOutcome::Failed => FAILED,
+        RunOutcome::Rejected => INVALID,
+        RunOutcome::Cancelled => CANCELLED,
+    }
+}
+
+/// Loads the configuration with the global flags applied.
+fn load_config(cli: &Cli) -> Result<Config, Error> {
+    let mut options = LoadOptions::from_process(cli.config.clone());
+    let mut flag = |name: &str, path: &str, value: String| {
+        options.overrides.push(Override {
+            origin: Origin::Flag(name.to_string()),
+            path: path.to_string(),
+            value,
+        });
+    };
+    if let Some(env) = &cli.environment {
+        flag("--env", "environment", env.clone());
+    }
+    if let Some(profile) = cli.profile {
+        flag("--profile", "profile", profile.as_str().to_string());
+    }
+    if let Some(dir) = &cli.state_dir {
+        flag("--state-dir", "state_dir", dir.display().to_string());
+    }
+    Ok(Config::load(&options)?)
+}
+
+fn bootstrap(
+    cli: &Cli,
+    select: Option<&SelectArgs>,
+    lock: Option<&LockArgs>,
+) -> Result<Bootstrap, Error> {
+    let config = load_config(cli)?;
+    let profile = config.profile;
+    let mut bootstrap = Bootstrap::new(Environment::new(config)?);
+    for provider in profiles::providers(profile)? {
+        bootstrap = bootstrap.with_shared_provider(provider);
+    }
+    if let Some(n) = select.and_then(|s| s.concurrency) {
+        bootstrap = bootstrap.with_concurrency(n as usize);
+    }
+    if let Some(timeout) = lock.and_then(|l| l.lock_timeout) {
+        bootstrap = bootstrap.with_lock_wait(if timeout.is_zero() {
+            LockWait::Fail
+        } else {
+            LockWait::Timeout(timeout)
+        });
+    }
+    Ok(bootstrap)
+}
+
+fn run_options(select: &SelectArgs, purge: bool) -> RunOptions {
+    RunOptions {
+        only: select.only.iter().map(PhaseId::new).collect(),
+        skip: select.skip.iter().map(PhaseId::new).collect(),
+        destroy: DestroyOptions { purge },
+    }
+}
+
+/// Cancels the bootstrap on Ctrl-C or SIGTERM: the first asks running phases to stop
+/// at a safe point, the second aborts.
+fn handle_interrupts(bootstrap: &Bootstrap) -> tokio::task::JoinHandle<()> {
+    let cancel = bootstrap.cancellation().clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut count = 0;
+        loop {
+            #[cfg(unix)]
+            let signalled = match term.as_mut() {
+                Some(term) => tokio::select! {
+                    r = tokio::signal::ctrl_c() => r.is_ok(),
+                    r = term.recv() => r.is_some(),
+                },
+                None => tokio::signal::ctrl_c().await.is_ok(),
+            };
+            #[cfg(not(unix))]
+            let signalled = tokio::signal::ctrl_c().await.is_ok();
+            if !signalled {
+                return;
+            }
+            count += 1;
+            if count == 1 {
+                eprintln!(
+                    "\ninterrupted: starting nothing new; running phases stop at a safe point \
+                     (interrupt again to abort them)"
+                );
+            } else {
+                eprintln!("\ninterrupted again: aborting running phases");
+            }
+            cancel.request();
+        }
+    })
+}
+
+async fn execute<F, Fut>(bootstrap: &Bootstrap, mode: OutputMode, op: F) -> Result<RunReport, Error>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<RunReport, Error>>,
+{
+    let printer = EventPrinter::start(bootstrap.events(), mode);
+    let interrupts = handle_interrupts(bootstrap);
+    let result = op().await;
+    printer.finish().await;
+    interrupts.abort();
+    result
+}
+
+/// Writes a line to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn stdout_line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+}
+
+fn print_human(mode: OutputMode, text: &str) {
+    if mode == OutputMode::Human && !text.is_empty() {
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, "{text}");
+        let _ = out.flush();
+    }
+}
+
+async fn plan(cli: &Cli, args: &PlanArgs) -> Result<u8, Error> {
+    let bootstrap = bootstrap(cli, Some(&args.select), None)?;
+    let run = run_options(&args.select, false);
+    let report = execute(&bootstrap, cli.output, || bootstrap.plan(&run)).await?;
+    print_human(cli.output, &report::plan(&report));
+    if !report.succeeded() {
+        print_human(cli.output, &format!("\n{}", report::summary(&report)));
+        return Ok(exit_code_of_run(&report));
+    }
+    let pending = report.summary.changes > 0 || report.plans.values().any(|p| p.deferred.is_some());
+    Ok(if args.detailed_exitcode && pending {
+        PENDING
+    } else {
+        0
+    })
+}
+
+async fn up(cli: &Cli, args: &UpArgs) -> Result<u8, Error> {
+    let bootstrap = bootstrap(cli, Some(&args.select), Some(&args.lock))?;
+    let run = run_options(&args.select, false);
+    let options = UpOptions {
+        allow_destructive: args.allow_destructive,
+    };
+    let report = execute(&bootstrap, cli.output, || bootstrap.up(&run, &options)).await?;
+    print_human(cli.output, &report::summary(&report));
+    if report.succeeded() {
+        print_human(
+            cli.output,
+            "\nup to date. Outputs for applications: `comind outputs --format env`\n",
+        );
+    }
+    Ok(exit_code_of_run(&report))
+}
+
+async fn down(cli: &Cli, args: &DownArgs) -> Result<u8, Error> {
+    let bootstrap = bootstrap(cli, Some(&args.select), Some(&args.lock))?;
+    let run = run_options(&args.select, args.purge);
+    let options = DownOptions {
+        confirm: args.confirm.clone(),
+    };
+    let report = execute(&bootstrap, cli.output, || bootstrap.down(&run, &options)).await?;
+    print_human(cli.output, &report::summary(&report));
+    let kept = report::kept(&report);
+    if !kept.is_empty() {
+        print_human(
+            cli.output,
+            &format!("{kept}  (`comind down --purge` removes these too)\n"),
+        );
+    }
+    Ok(exit_code_of_run(&report))
+}
+
+async fn status(cli: &Cli, args: &SelectArgs) -> Result<u8, Error> {
+    let bootstrap = bootstrap(cli, Some(args), None)?;
+    let run = run_options(args, false);
+    let report = execute(&bootstrap, cli.output, || bootstrap.status(&run)).await?;
+    print_human(cli.output, &report::status(&report));
+    let all_ready = report.succeeded()
+        && report
+            .statuses
+            .values()
+            .all(|s| s.health == comind_core::Health::Ready);
+    Ok(if all_ready { 0 } else { FAILED })
+}
+
+async fn outputs(cli: &Cli, args: &OutputsArgs) -> Result<u8, Error> {
+    let bootstrap = bootstrap(cli, None, None)?;
+    let (outputs, report) = bootstrap.outputs(&RunOptions::default()).await?;
+    for phase in &report.summary.phases {
+        if let Some(error) = &phase.error {
+            eprintln!("warning: outputs of `{}` are unknown: {error}", phase.id);
+        } else if let Some(plan) = report.plans.get(&phase.id)
+            && plan.outputs.is_none()
+        {
+            eprintln!(
+                "note: `{}` is not up to date; its outputs are known after `comind up`",
+                phase.id
+            );
+        }
+    }
+    let json = args.format == OutputsFormat::Json || cli.output == OutputMode::Json;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(out, "{}", outputs.to_json(args.reveal));
+    } else {
+        let _ = write!(out, "{}", outputs.to_env_lines(args.reveal));
+    }
+    let _ = out.flush();
+    Ok(if report.succeeded() { 0 } else { FAILED })
+}
+
+async fn doctor(cli: &Cli) -> Result<u8, Error> {
+    let config = load_config(cli)?;
+    let profile = config.profile;
+    let mut bootstrap = Bootstrap::new(Environment::new(config)?);
+    match profiles::providers(profile) {
+        Ok(providers) => {
+            for provider in providers {
+                bootstrap = bootstrap.with_shared_provider(provider);
+            }
+        }
+        Err(err) => return Err(err),
+    }
+    let checks = bootstrap.doctor().await;
+    let passed = Bootstrap::doctor_passed(&checks);
+    if cli.output == OutputMode::Json {
+        let line = serde_json::json!({ "checks": checks, "passed": passed });
+        stdout_line(&line.to_string());
+    } else {
+        let rows: Vec<Vec<String>> = checks
+            .iter()
+            .map(|c| {
+                let mark = match c.status {
+                    CheckStatus::Ok => "ok",
+                    CheckStatus::Warning => "warning",
+                    CheckStatus::Failed => "FAILED",
+                };
+                vec![c.check.clone(), mark.to_string(), c.detail.clone()]
+            })
+            .collect();
+        let mut text = report::table(&["CHECK", "STATUS", "DETAIL"], &rows);
+        for check in checks.iter().filter(|c| c.fix.is_some()) {
+            if let Some(fix) = &check.fix {
+                text.push_str(&format!("\n{}: {fix}", check.check));
+            }
+        }
+        text.push('\n');
+        print_human(cli.output, &text);
+    }
+    Ok(if passed { 0 } else { FAILED })
+}
+
+fn init(cli: &Cli, args: &InitArgs) -> Result<u8, Error> {
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(comind_core::config::DEFAULT_FILE_NAME));
+    if path.exists() && !args.force {
+        return Err(Error::invalid_input(format!(
+            "{} already exists; nothing was written",
+            path.display()
+        ))
+        .with_hint("pass --force to overwrite it"));
+    }
+    let mut text = INIT_TEMPLATE.to_string();
+    if let Some(env) = &cli.environment {
+        text = text.replacen(
+            "\nenvironment: dev\n",
+            &format!("\nenvironment: {env}\n"),
+            1,
+        );
+    }
+    if let Some(profile) = cli.profile {
+        text = text.replacen(
+            "\nprofile: local\n",
+            &format!("\nprofile: {}\n", profile.as_str()),
+            1,
+        );
+    }
+    // What we write must load: check before touching the file.
+    Config::from_yaml_str(&text, &path)?;
+    std::fs::write(&path, text).map_err(|e| {
+        Error::permission(format!("cannot write {}", path.display()))
+            .with_source(e)
+            .with_hint("choose another path with --config")
+    })?;
+    if cli.output == OutputMode::Json {
+        stdout_line(&serde_json::json!({ "written": path.display().to_string() }).to_string());
+    } else {
+        stdout_line(&format!(
+            "wrote {}: every field shows its default. Next: `comind doctor`, then `comind up`.",
+            path.display()
+        ));
+    }
+    Ok(0)
+}
+
+fn completions(args: &CompletionsArgs) -> Result<u8, Error> {
+    let mut command = Cli::command();
+    // Generate into memory: clap_complete panics on a closed pipe (`| head`).
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "comind", &mut script);
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&script);
+    Ok(0)
+}
+
+#[cfg(feature = "aws")]
+async fn eks_token(args: &EksTokenArgs) -> Result<u8, Error> {
+    let json =
+        comind_aws::exec_credential(&args.cluster, &args.region, args.endpoint_url.as_deref())
+            .await?;
+    stdout_line(&json);
+    Ok(0)
+}
+
+#[cfg(not(feature = "aws"))]
+async fn eks_token(_args: &EksTokenArgs) -> Result<u8, Error> {
+    profiles::providers(comind_core::Profile::Aws).map(|_| 0)
+}

@@ -1,0 +1,309 @@
+//! Live rendering of a run's events: a progress line per running phase on a
+//! terminal, plain timestamped lines otherwise, or one JSON object per line.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use comind_core::PhaseId;
+use comind_core::event::{Event, EventBus, EventRecord, EventStream, Outcome};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::args::OutputMode;
+
+/// Prints events while a command runs.
+pub struct EventPrinter {
+    done: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl EventPrinter {
+    /// Subscribes to `bus` and prints in `mode` until [`finish`](Self::finish).
+    pub fn start(bus: &EventBus, mode: OutputMode) -> Self {
+        let stream = bus.subscribe();
+        let (done, done_rx) = oneshot::channel();
+        let sink: Box<dyn Sink> = match mode {
+            OutputMode::Json => Box::new(JsonLines),
+            OutputMode::Human if std::io::stderr().is_terminal() => Box::new(Live::new()),
+            OutputMode::Human => Box::new(Plain::default()),
+        };
+        let task = tokio::spawn(pump(stream, done_rx, sink));
+        EventPrinter {
+            done: Some(done),
+            task: Some(task),
+        }
+    }
+
+    /// Prints what is still buffered and stops.
+    pub async fn finish(mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn pump(mut stream: EventStream, mut done: oneshot::Receiver<()>, mut sink: Box<dyn Sink>) {
+    loop {
+        tokio::select! {
+            biased;
+            record = stream.recv() => match record {
+                Some(record) => sink.event(&record),
+                None => break,
+            },
+            _ = &mut done => {
+                while let Some(record) = stream.try_recv() {
+                    sink.event(&record);
+                }
+                break;
+            }
+        }
+    }
+    sink.close();
+}
+
+trait Sink: Send {
+    fn event(&mut self, record: &EventRecord);
+    fn close(&mut self) {}
+}
+
+/// `--output json`: every event as one line on stdout.
+struct JsonLines;
+
+impl Sink for JsonLines {
+    fn event(&mut self, record: &EventRecord) {
+        if let Ok(line) = serde_json::to_string(record) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+}
+
+pub(crate) fn seconds(ms: u64) -> String {
+    let secs = Duration::from_millis(ms).as_secs_f64();
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{}m{:02}s", (secs / 60.0) as u64, (secs % 60.0) as u64)
+    }
+}
+
+/// A one-line description of a terminal phase event, for both renderers.
+fn finished_line(event: &Event) -> Option<String> {
+    Some(match event {
+        Event::PhaseFinished {
+            phase,
+            outcome: Outcome::Succeeded,
+            duration_ms,
+            changes,
+            ..
+        } => {
+            let what = match changes.len() {
+                0 => "no changes".to_string(),
+                1 => "1 change".to_string(),
+                n => format!("{n} changes"),
+            };
+            format!("✓ {phase:<14} {:>7}  {what}", seconds(*duration_ms))
+        }
+        Event::PhaseFinished {
+            phase, duration_ms, ..
+        } => format!("○ {phase:<14} {:>7}  cancelled", seconds(*duration_ms)),
+        Event::PhaseFailed {
+            phase,
+            duration_ms,
+            error,
+        } => format!(
+            "✗ {phase:<14} {:>7}  failed: {}",
+            seconds(*duration_ms),
+            error.message.lines().next().unwrap_or("")
+        ),
+        Event::PhaseSkipped { phase, reason, .. } => format!("- {phase:<14} {:>7}  {reason}", ""),
+        Event::Notice { message } => format!("note: {message}"),
+        _ => return None,
+    })
+}
+
+/// A terminal: a spinner per running phase.
+struct Live {
+    multi: MultiProgress,
+    bars: HashMap<PhaseId, ProgressBar>,
+    style: ProgressStyle,
+}
+
+impl Live {
+    fn new() -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        // The template is a constant that indicatif accepts; fall back to the default
+        // style rather than fail a run over a progress line.
+        let style = ProgressStyle::with_template("{spinner} {prefix:<14} {elapsed:>6}  {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        Live {
+            multi,
+            bars: HashMap::new(),
+            style,
+        }
+    }
+
+    fn bar(&mut self, phase: &PhaseId) -> &ProgressBar {
+        let multi = &self.multi;
+        let style = &self.style;
+        self.bars.entry(phase.clone()).or_insert_with(|| {
+            let bar = multi.add(ProgressBar::new_spinner());
+            bar.set_style(style.clone());
+            bar.set_prefix(phase.to_string());
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        })
+    }
+
+    fn println(&self, line: &str) {
+        let _ = self.multi.println(line);
+    }
+}
+
+impl Sink for Live {
+    fn event(&mut self, record: &EventRecord) {
+        match &record.event {
+            Event::RunStarted {
+                operation,
+                environment,
+                profile,
+                phases,
+                ..
+            } => self.println(&format!(
+                "comind {operation}: environment `{environment}` ({profile}), {} phases",
+                phases.len()
+            )),
+            Event::PhaseStarted { phase, attempt } => {
+                let bar = self.bar(phase);
+                if *attempt > 1 {
+                    bar.set_message(format!("attempt {attempt}"));
+                }
+            }
+            Event::PhaseProgress {
+                phase,
+                message,
+                fraction,
+            } => {
+                let text = match fraction {
+                    Some(f) => format!("{message} ({:.0}%)", f * 100.0),
+                    None => message.clone(),
+                };
+                self.bar(phase).set_message(text);
+            }
+            Event::PhaseRetrying {
+                phase,
+                attempt,
+                delay_ms,
+                error,
+            } => {
+                let text = format!(
+                    "attempt {attempt} failed, retrying in {}: {}",
+                    seconds(*delay_ms),
+                    error.message
+                );
+                self.bar(phase).set_message(text);
+            }
+            event => {
+                let phase = match event {
+                    Event::PhaseFinished { phase, .. }
+                    | Event::PhaseFailed { phase, .. }
+                    | Event::PhaseSkipped { phase, .. } => Some(phase.clone()),
+                    _ => None,
+                };
+                if let Some(phase) = phase
+                    && let Some(bar) = self.bars.remove(&phase)
+                {
+                    bar.finish_and_clear();
+                    self.multi.remove(&bar);
+                }
+                if let Some(line) = finished_line(event) {
+                    self.println(&line);
+                }
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        for (_, bar) in self.bars.drain() {
+            bar.finish_and_clear();
+        }
+        let _ = self.multi.clear();
+    }
+}
+
+/// Not a terminal: plain lines on stderr with the time since the run started;
+/// progress messages at most every few seconds per phase.
+#[derive(Default)]
+struct Plain {
+    last_progress: HashMap<PhaseId, (Instant, String)>,
+}
+
+impl Plain {
+    fn line(record: &EventRecord, text: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "[{:>7}] {text}", seconds(record.elapsed_ms));
+    }
+}
+
+impl Sink for Plain {
+    fn event(&mut self, record: &EventRecord) {
+        match &record.event {
+            Event::RunStarted {
+                operation,
+                environment,
+                profile,
+                phases,
+                ..
+            } => Self::line(
+                record,
+                &format!(
+                    "comind {operation}: environment `{environment}` ({profile}), {} phases",
+                    phases.len()
+                ),
+            ),
+            Event::PhaseStarted { phase, attempt } => {
+                let suffix = if *attempt > 1 {
+                    format!(" (attempt {attempt})")
+                } else {
+                    String::new()
+                };
+                Self::line(record, &format!("  {phase} started{suffix}"));
+            }
+            Event::PhaseProgress { phase, message, .. } => {
+                let due = match self.last_progress.get(phase) {
+                    Some((at, last)) => at.elapsed() >= Duration::from_secs(3) && last != message,
+                    None => true,
+                };
+                if due {
+                    self.last_progress
+                        .insert(phase.clone(), (Instant::now(), message.clone()));
+                    Self::line(record, &format!("  {phase}: {message}"));
+                }
+            }
+            Event::PhaseRetrying {
+                phase,
+                attempt,
+                delay_ms,
+                error,
+            } => Self::line(
+                record,
+                &format!(
+                    "  {phase}: attempt {attempt} failed, retrying in {}: {}",
+                    seconds(*delay_ms),
+                    error.message
+                ),
+            ),
+            event => {
+                if let Some(line) = finished_line(event) {
+                    Self::line(record, &line);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! The shape of `comind.yaml`, with every default.
+//!
+//! Every struct denies unknown fields and defaults every field, so an empty file (or
+//! none) is a complete local dev environment, and a typo is an error at its line.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::Origins;
+use super::types::{
+    DurationSetting, EnvironmentName, Identifier, ImageRef, Port, Profile, ResourceName,
+};
+
+fn image(reference: &str) -> ImageRef {
+    // Only called with the literal defaults below, which the unit tests parse.
+    ImageRef::new(reference).unwrap_or_else(|_| unreachable!("default image `{reference}`"))
+}
+
+fn name(value: &str) -> ResourceName {
+    ResourceName::new(value).unwrap_or_else(|_| unreachable!("default name `{value}`"))
+}
+
+fn ident(value: &str) -> Identifier {
+    Identifier::new(value).unwrap_or_else(|_| unreachable!("default identifier `{value}`"))
+}
+
+/// The default PostgreSQL image of the local profile.
+pub const DEFAULT_POSTGRES_IMAGE: &str = "postgres:16.6-alpine";
+/// The default MinIO image of the local profile.
+pub const DEFAULT_MINIO_IMAGE: &str = "minio/minio:RELEASE.2025-04-22T22-12-26Z";
+/// The default Redis image of the local profile.
+pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.4.2-alpine";
+/// The default ElasticMQ image of the local profile.
+pub const DEFAULT_ELASTICMQ_IMAGE: &str = "softwaremill/elasticmq-native:1.6.11";
+
+/// The whole configuration of one environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The environment's name; part of every resource name. Default `dev`.
+    pub environment: EnvironmentName,
+    /// `local` or `aws`. Default `local`.
+    pub profile: Profile,
+    /// Marks a production environment: destructive changes need explicit confirmation.
+    pub production: bool,
+    /// Where credentials, kubeconfigs, the lock and the last event log live. Default
+    /// `$COMIND_STATE_DIR`, else `$XDG_STATE_HOME/comind`, else `~/.local/state/comind`.
+    pub state_dir: Option<PathBuf>,
+    /// How the engine runs phases.
+    pub engine: EngineSettings,
+    /// Per-phase overrides, by phase id.
+    pub phases: BTreeMap<String, PhaseSettings>,
+    /// The platform services.
+    pub services: Services,
+    /// Settings of the local profile.
+    pub local: LocalSettings,
+    /// Settings of the AWS profile.
+    pub aws: AwsSettings,
+    /// Where each value came from; not part of the file.
+    #[serde(skip)]
+    pub(crate) origins: Origins,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            environment: EnvironmentName::default(),
+            profile: Profile::Local,
+            production: false,
+            state_dir: None,
+            engine: EngineSettings::default(),
+            phases: BTreeMap::new(),
+            services: Services::default(),
+            local: LocalSettings::default(),
+            aws: AwsSettings::default(),
+            origins: Origins::default(),
+        }
+    }
+}
+
+/// How the engine schedules, times and retries phases.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    /// How many phases may run at once. Default 64: independent phases of a normal
+    /// bootstrap never wait for each other.
+    pub concurrency: u32,
+    /// Default time a phase may take, retries included. Default `30m`.
+    pub timeout: DurationSetting,
+    /// How many times a transient failure is retried. Default 3.
+    pub retries: u32,
+    /// First retry delay; doubles each attempt, with jitter. Default `1s`.
+    pub retry_delay: DurationSetting,
+    /// Longest retry delay. Default `30s`.
+    pub retry_max_delay: DurationSetting,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            concurrency: 64,
+            timeout: DurationSetting::minutes(30),
+            retries: 3,
+            retry_delay: DurationSetting::seconds(1),
+            retry_max_delay: DurationSetting::seconds(30),
+        }
+    }
+}
+
+/// Overrides for one phase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PhaseSettings {
+    /// Time the phase may take, retries included.
+    pub timeout: Option<DurationSetting>,
+    /// How many times a transient failure is retried.
+    pub retries: Option<u32>,
+}
+
+/// The platform services.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Services {
+    /// PostgreSQL (required).
+    pub postgres: PostgresSettings,
+    /// S3-compatible object storage (required).
+    pub object_store: ObjectStoreSettings,
+    /// Redis (optional).
+    pub cache: CacheSettings,
+    /// SQS-compatible queues (optional).
+    pub queue: QueueSettings,
+}
+
+/// PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// Must stay `true`: the platform needs PostgreSQL.
+    pub enabled: bool,
+    /// Databases to create. Default `[dev]`.
+    pub databases: Vec<Identifier>,
+    /// The application role that owns the databases. Default `app`.
+    pub user: Identifier,
+    /// Local profile: the container.
+    pub local: PostgresLocal,
+    /// AWS profile: the RDS instance.
+    pub aws: RdsSettings,
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        PostgresSettings {
+            enabled: true,
+            databases: vec![ident("dev")],
+            user: ident("app"),
+            local: PostgresLocal::default(),
+            aws: RdsSettings::default(),
+        }
+    }
+}
+
+/// The local PostgreSQL container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresLocal {
+    /// Image. Default [`DEFAULT_POSTGRES_IMAGE`].
+    pub image: ImageRef,
+    /// Host port on 127.0.0.1. Default 5432.
+    pub port: Port,
+}
+
+impl Default for PostgresLocal {
+    fn default() -> Self {
+        PostgresLocal {
+            image: image(DEFAULT_POSTGRES_IMAGE),
+            port: Port::constant(5432),
+        }
+    }
+}
+
+/// The RDS PostgreSQL instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RdsSettings {
+    /// Instance class. Default `db.t4g.micro`.
+    pub instance_class: String,
+    /// Allocated storage in GiB. Default 20.
+    pub storage_gb: u32,
+    /// PostgreSQL engine version. Default `16.4`.
+    pub engine_version: String,
+    /// Days of automated backups. Default 7.
+    pub backup_retention_days: u32,
+    /// Standby in a second availability zone. Default `false`.
+    pub multi_az: bool,
+}
+
+impl Default for RdsSettings {
+    fn default() -> Self {
+        RdsSettings {
+            instance_class: "db.t4g.micro".to_string(),
+            storage_gb: 20,
+            engine_version: "16.4".to_string(),
+            backup_retention_days: 7,
+            multi_az: false,
+        }
+    }
+}
+
+/// S3-compatible object storage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObjectStoreSettings {
+    /// Must stay `true`: backups and uploads need it.
+    pub enabled: bool,
+    /// Buckets to create; each is named `comind-<env>-<bucket>`. Default
+    /// `[backups, uploads]`.
+    pub buckets: Vec<ResourceName>,
+    /// The bucket that receives backups and carries the expiry rule. Default `backups`.
+    pub backup_bucket: ResourceName,
+    /// Days backups are kept. Default 7.
+    pub backup_retention_days: u32,
+    /// Local profile: the MinIO container.
+    pub local: ObjectStoreLocal,
+}
+
+impl Default for ObjectStoreSettings {
+    fn default() -> Self {
+        ObjectStoreSettings {
+            enabled: true,
+            buckets: vec![name("backups"), name("uploads")],
+            backup_bucket: name("backups"),
+            backup_retention_days: 7,
+            local: ObjectStoreLocal::default(),
+        }
+    }
+}
+
+/// The local MinIO container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObjectStoreLocal {
+    /// Image. Default [`DEFAULT_MINIO_IMAGE`].
+    pub image: ImageRef,
+    /// S3 API host port on 127.0.0.1. Default 9000.
+    pub port: Port,
+    /// Console host port on 127.0.0.1. Default 9001.
+    pub console_port: Port,
+}
+
+impl Default for ObjectStoreLocal {
+    fn default() -> Self {
+        ObjectStoreLocal {
+            image: image(DEFAULT_MINIO_IMAGE),
+            port: Port::constant(9000),
+            console_port: Port::constant(9001),
+        }
+    }
+}
+
+/// Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Whether to run it. Default `true`.
+    pub enabled: bool,
+    /// Local profile: the container.
+    pub local: CacheLocal,
+    /// AWS profile: the ElastiCache replication group.
+    pub aws: ElastiCacheSettings,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            enabled: true,
+            local: CacheLocal::default(),
+            aws: ElastiCacheSettings::default(),
+        }
+    }
+}
+
+/// The local Redis container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheLocal {
+    /// Image. Default [`DEFAULT_REDIS_IMAGE`].
+    pub image: ImageRef,
+    /// Host port on 127.0.0.1. Default 6379.
+    pub port: Port,
+}
+
+impl Default for CacheLocal {
+    fn default() -> Self {
+        CacheLocal {
+            image: image(DEFAULT_REDIS_IMAGE),
+            port: Port::constant(6379),
+        }
+    }
+}
+
+/// The ElastiCache Redis replication group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ElastiCacheSettings {
+    /// Node type. Default `cache.t4g.micro`.
+    pub node_type: String,
+    /// Read replicas besides the primary. Default 1.
+    pub replicas: u32,
+    /// Redis engine version. Default `7.1`.
+    pub engine_version: String,
+}
+
+impl Default for ElastiCacheSettings {
+    fn default() -> Self {
+        ElastiCacheSettings {
+            node_type: "cache.t4g.micro".to_string(),
+            replicas: 1,
+            engine_version: "7.1".to_string(),
+        }
+    }
+}
+
+/// SQS-compatible queues.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Whether to run it. Default `true`.
+    pub enabled: bool,
+    /// Queues to create, each with a dead-letter queue `<name>-dlq`. Default `[jobs]`.
+    pub queues: Vec<ResourceName>,
+    /// Receives before a message moves to the dead-letter queue. Default 5.
+    pub max_receive_count: u32,
+    /// Local profile: the ElasticMQ container.
+    pub local: QueueLocal,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            enabled: true,
+            queues: vec![name("jobs")],
+            max_receive_count: 5,
+            local: QueueLocal::default(),
+        }
+    }
+}
+
+/// The local ElasticMQ container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueLocal {
+    /// Image. Default [`DEFAULT_ELASTICMQ_IMAGE`].
+    pub image: ImageRef,
+    /// Host port on 127.0.0.1. Default 9324.
+    pub port: Port,
+}
+
+impl Default for QueueLocal {
+    fn default() -> Self {
+        QueueLocal {
+            image: image(DEFAULT_ELASTICMQ_IMAGE),
+            port: Port::constant(9324),
+        }
+    }
+}
+
+/// Settings of the local profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalSettings {
+    /// The Docker network the services and the cluster share. Default `comind-<env>`.
+    pub network: Option<ResourceName>,
+    /// How long a service may take to answer its probe after starting. Default `2m`.
+    pub ready_timeout: DurationSetting,
+    /// Docker Engine API endpoint. Default: `DOCKER_HOST`, else the local socket.
+    pub docker_host: Option<String>,
+    /// The k3d cluster.
+    pub cluster: K3dSettings,
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        LocalSettings {
+            network: None,
+            ready_timeout: DurationSetting::minutes(2),
+            docker_host: None,
+            cluster: K3dSettings::default(),
+        }
+    }
+}
+
+/// The local k3d cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct K3dSettings {
+    /// Server nodes. Default 1.
+    pub servers: u32,
+    /// Agent nodes. Default 2.
+    pub agents: u32,
+    /// Kubernetes API host port. Default 6443.
+    pub api_port: Port,
+    /// Ingress HTTP host port. Default 8080.
+    pub http_port: Port,
+    /// Ingress HTTPS host port. Default 8443.
+    pub https_port: Port,
+    /// Image registry host port. Default 5000.
+    pub registry_port: Port,
+}
+
+impl Default for K3dSettings {
+    fn default() -> Self {
+        K3dSettings {
+            servers: 1,
+            agents: 2,
+            api_port: Port::constant(6443),
+            http_port: Port::constant(8080),
+            https_port: Port::constant(8443),
+            registry_port: Port::constant(5000),
+        }
+    }
+}
+
+/// Settings of the AWS profile.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsSettings {
+    /// Region. Default: the standard AWS chain (`AWS_REGION`, profile).
+    pub region: Option<String>,
+    /// Endpoint override for every service. Default: `AWS_ENDPOINT_URL`, else AWS.
+    pub endpoint_url: Option<String>,
+    /// The VPC.
+    pub vpc: VpcSettings,
+    /// The EKS cluster.
+    pub cluster: EksSettings,
+    /// How long to wait for each kind of resource to become available.
+    pub timeouts: AwsTimeouts,
+}
+
+/// The environment's VPC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VpcSettings {
+    /// Use this existing VPC instead of creating one. It is never deleted.
+    pub id: Option<String>,
+    /// Subnets of the existing VPC to use (at least two availability zones).
+    pub subnet_ids: Vec<String>,
+    /// CIDR of the VPC Comind creates. Default `10.40.0.0/16`.
+    pub cidr: String,
+}
+
+impl Default for VpcSettings {
+    fn default() -> Self {
+        VpcSettings {
+            id: None,
+            subnet_ids: Vec::new(),
+            cidr: "10.40.0.0/16".to_string(),
+        }
+    }
+}
+
+/// The EKS cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EksSettings {
+    /// Kubernetes version. Default `1.31`.
+    pub version: String,
+    /// The managed node group.
+    pub node_group: NodeGroupSettings,
+}
+
+impl Default for EksSettings {
+    fn default() -> Self {
+        EksSettings {
+            version: "1.31".to_string(),
+            node_group: NodeGroupSettings::default(),
+        }
+    }
+}
+
+/// The EKS managed node group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeGroupSettings {
+    /// Instance types. Default `[t3.large]`.
+    pub instance_types: Vec<String>,
+    /// Minimum nodes. Default 2.
+    pub min_size: u32,
+    /// Maximum nodes. Default 4.
+    pub max_size: u32,
+    /// Desired nodes. Default 2.
+    pub desired_size: u32,
+    /// Root volume size in GiB. Default 50.
+    pub disk_gb: u32,
+}
+
+impl Default for NodeGroupSettings {
+    fn default() -> Self {
+        NodeGroupSettings {
+            instance_types: vec!["t3.large".to_string()],
+            min_size: 2,
+            max_size: 4,
+            desired_size: 2,
+            disk_gb: 50,
+        }
+    }
+}
+
+/// How long to wait for AWS resources; generous enough for real AWS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsTimeouts {
+    /// EKS cluster. Default `30m`.
+    pub cluster: DurationSetting,
+    /// EKS node group. Default `30m`.
+    pub node_group: DurationSetting,
+    /// RDS instance. Default `45m`.
+    pub database: DurationSetting,
+    /// ElastiCache replication group. Default `30m`.
+    pub cache: DurationSetting,
+}
+
+impl Default for AwsTimeouts {
+    fn default() -> Self {
+        AwsTimeouts {
+            cluster: DurationSetting::minutes(30),
+            node_group: DurationSetting::minutes(30),
+            database: DurationSetting::minutes(45),
+            cache: DurationSetting::minutes(30),
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The commented `comind.yaml` that `comind init` writes.
+
+/// A complete, commented configuration whose active lines equal the defaults. Every
+/// commented line shows a field with its default value.
+pub const INIT_TEMPLATE: &str = r#"# comind.yaml: one environment of the Comind-Ops platform.
+# Every field has a default; delete what you do not change.
+# Any field can also be set from the environment, e.g.
+#   COMIND_ENV=staging  COMIND_SERVICES__POSTGRES__LOCAL__PORT=5433
+
+# Name of the environment: lowercase letters, digits and '-', starting with a letter,
+# at most 20 characters. Part of every resource name (comind-<environment>-postgres).
+environment: dev
+
+# Where it runs: local (k3d + Docker on this machine) or aws (EKS, RDS, S3,
+# ElastiCache, SQS).
+profile: local
+
+# A production environment refuses destructive changes without explicit confirmation.
+# production: false
+
+# Generated credentials, kubeconfigs, the lock and the last run's event log.
+# state_dir: ~/.local/state/comind
+
+# engine:
+#   concurrency: 64        # phases running at once
+#   timeout: 30m           # default time a phase may take, retries included
+#   retries: 3             # retries of transient failures, with backoff and jitter
+#   retry_delay: 1s
+#   retry_max_delay: 30s
+
+# Per-phase overrides, by phase id (see `comind plan`):
+# phases:
+#   postgres:
+#     timeout: 10m
+#     retries: 5
+
+services:
+  postgres:                # required
+    databases: [dev]
+    user: app
+    # local:
+    #   image: postgres:16.6-alpine
+    #   port: 5432
+    # aws:
+    #   instance_class: db.t4g.micro
+    #   storage_gb: 20
+    #   engine_version: "16.4"
+    #   backup_retention_days: 7
+    #   multi_az: false
+
+  object_store:            # required
+    buckets: [backups, uploads]
+    # backup_bucket: backups
+    # backup_retention_days: 7
+    # local:
+    #   image: minio/minio:RELEASE.2025-04-22T22-12-26Z
+    #   port: 9000
+    #   console_port: 9001
+
+  cache:
+    enabled: true
+    # local:
+    #   image: redis:7.4.2-alpine
+    #   port: 6379
+    # aws:
+    #   node_type: cache.t4g.micro
+    #   replicas: 1
+    #   engine_version: "7.1"
+
+  queue:
+    enabled: true
+    queues: [jobs]           # each gets a dead-letter queue <name>-dlq
+    # max_receive_count: 5
+    # local:
+    #   image: softwaremill/elasticmq-native:1.6.11
+    #   port: 9324
+
+# local:
+#   network: comind-dev      # default comind-<environment>
+#   ready_timeout: 2m
+#   docker_host: unix:///var/run/docker.sock
+#   cluster:
+#     servers: 1
+#     agents: 2
+#     api_port: 6443
+#     http_port: 8080
+#     https_port: 8443
+#     registry_port: 5000
+
+# aws:
+#   region: eu-west-1        # default: the AWS chain (AWS_REGION, ~/.aws/config)
+#   endpoint_url: http://127.0.0.1:5000   # default: AWS_ENDPOINT_URL, else AWS
+#   vpc:
+#     cidr: 10.40.0.0/16
+#     # id: vpc-0123456789abcdef0          # use an existing VPC instead
+#     # subnet_ids: [subnet-a, subnet-b]
+#   cluster:
+#     version: "1.31"
+#     node_group:
+#       instance_types: [t3.large]
+#       min_size: 2
+#       max_size: 4
+#       desired_size: 2
+#       disk_gb: 50
+#   timeouts:
+#     cluster: 30m
+#     node_group: 30m
+#     database: 45m
+#     cache: 30m
+"#;

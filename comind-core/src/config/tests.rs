@@ -1,0 +1,241 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn load_str(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("comind.yaml");
+    std::fs::write(&path, text).unwrap();
+    Config::load(&LoadOptions {
+        file: Some(path),
+        env: env(vars),
+        overrides: Vec::new(),
+    })
+}
+
+fn only_problem(err: &ConfigError) -> &Problem {
+    assert_eq!(err.problems().len(), 1, "{err}");
+    &err.problems()[0]
+}
+
+fn line_col(problem: &Problem) -> (usize, usize) {
+    match &problem.origin {
+        Origin::File { line, column, .. } => (*line, *column),
+        other => panic!("expected a file location, got {other}"),
+    }
+}
+
+#[test]
+fn empty_and_missing_files_give_defaults() {
+    let config = Config::from_yaml_str("", "comind.yaml").unwrap();
+    assert_eq!(config, Config::default());
+    let config = Config::from_yaml_str("# nothing\n", "comind.yaml").unwrap();
+    assert_eq!(config.environment.as_str(), "dev");
+    assert_eq!(config.profile, Profile::Local);
+    assert_eq!(config.local_network(), "comind-dev");
+}
+
+#[test]
+fn init_template_equals_the_defaults() {
+    let config = Config::from_yaml_str(INIT_TEMPLATE, "comind.yaml").unwrap();
+    assert_eq!(config, Config::default());
+}
+
+#[test]
+fn every_commented_template_line_is_a_valid_field() {
+    // Uncommenting every `# key: value` line must still parse: the comments document
+    // real fields with their real defaults.
+    let uncommented: String = INIT_TEMPLATE
+        .lines()
+        .map(|line| {
+            let indent = line.len() - line.trim_start().len();
+            let rest = &line[indent..];
+            let Some(body) = rest.strip_prefix("# ") else {
+                return line.to_string();
+            };
+            let inner = body.trim_start();
+            let key: String = inner
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if !key.is_empty() && inner[key.len()..].starts_with(':') {
+                format!("{}{}", &line[..indent], body)
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = Config::from_yaml_str(&uncommented, "comind.yaml")
+        .unwrap_or_else(|e| panic!("{e}\n---\n{uncommented}"));
+    let mut expected = Config::default();
+    expected.aws.region = Some("eu-west-1".to_string());
+    expected.aws.endpoint_url = Some("http://127.0.0.1:5000".to_string());
+    expected.local.network = Some(ResourceName::new("comind-dev").unwrap());
+    expected.local.docker_host = Some("unix:///var/run/docker.sock".to_string());
+    expected.state_dir = Some("~/.local/state/comind".into());
+    expected.phases.insert(
+        "postgres".to_string(),
+        PhaseSettings {
+            timeout: Some(DurationSetting::minutes(10)),
+            retries: Some(5),
+        },
+    );
+    assert_eq!(config, expected);
+}
+
+#[test]
+fn unknown_field_names_its_place() {
+    let err = load_str("services:\n  postgres:\n    prot: 5432\n", &[]).unwrap_err();
+    let problem = only_problem(&err);
+    assert_eq!(problem.field, "services.postgres.prot");
+    assert!(
+        problem.message.contains("unknown field `prot`"),
+        "{problem}"
+    );
+    assert_eq!(line_col(problem), (3, 5));
+}
+
+#[test]
+fn bad_values_name_their_place() {
+    let err = load_str("environment: Dev\n", &[]).unwrap_err();
+    let problem = only_problem(&err);
+    assert_eq!(problem.field, "environment", "{problem:?}");
+    assert_eq!(line_col(problem), (1, 1));
+
+    let err = load_str("services:\n  cache:\n    local:\n      port: 99999\n", &[]).unwrap_err();
+    let problem = only_problem(&err);
+    assert_eq!(problem.field, "services.cache.local.port");
+    assert!(problem.message.contains("port 99999 is out of range"));
+    assert_eq!(line_col(problem), (4, 7));
+}
+
+#[test]
+fn cross_field_problems_are_all_reported_with_locations() {
+    let text = "\
+services:
+  postgres:
+    enabled: false
+  cache:
+    local:
+      port: 5432
+engine:
+  concurrency: 0
+";
+    let err = load_str(text, &[]).unwrap_err();
+    let fields: Vec<&str> = err.problems().iter().map(|p| p.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "engine.concurrency",
+            "services.postgres.enabled",
+            "services.cache.local.port"
+        ],
+        "{err}"
+    );
+    assert_eq!(line_col(&err.problems()[0]), (8, 3));
+    assert_eq!(line_col(&err.problems()[1]), (3, 5));
+    assert_eq!(line_col(&err.problems()[2]), (6, 7));
+    assert!(
+        err.problems()[2]
+            .message
+            .contains("services.postgres.local.port")
+    );
+}
+
+#[test]
+fn env_overrides_win_and_are_named_in_problems() {
+    let config = load_str(
+        "environment: dev\n",
+        &[
+            ("COMIND_ENV", "staging"),
+            ("COMIND_SERVICES__POSTGRES__LOCAL__PORT", "5433"),
+            ("COMIND_SERVICES__OBJECT_STORE__BUCKETS", "backups,media"),
+            ("COMIND_PHASES__POSTGRES__TIMEOUT", "5m"),
+            ("COMIND_LOG", "debug"),
+            ("COMIND_TEST_IMAGES", "x"),
+            ("HOME", "/root"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.environment.as_str(), "staging");
+    assert_eq!(config.services.postgres.local.port.get(), 5433);
+    assert_eq!(config.services.object_store.buckets.len(), 2);
+    assert_eq!(
+        config.phase_settings("postgres").timeout,
+        Some(DurationSetting::minutes(5))
+    );
+    assert_eq!(
+        config.origin_of("services.postgres.local.port"),
+        Origin::Env("COMIND_SERVICES__POSTGRES__LOCAL__PORT".to_string())
+    );
+
+    let err = load_str("", &[("COMIND_SERVICES__POSTGRES__PROT", "1")]).unwrap_err();
+    let problem = only_problem(&err);
+    assert_eq!(
+        problem.origin,
+        Origin::Env("COMIND_SERVICES__POSTGRES__PROT".to_string())
+    );
+    assert!(
+        problem.message.contains("unknown field `prot`"),
+        "{problem}"
+    );
+
+    let err = load_str("", &[("COMIND_SERVICES__CACHE__LOCAL__PORT", "6379")]);
+    assert!(err.is_ok());
+    let err = load_str("", &[("COMIND_SERVICES__CACHE__LOCAL__PORT", "70000")]).unwrap_err();
+    assert!(only_problem(&err).message.contains("out of range"), "{err}");
+    let err = load_str("", &[("COMIND_SERVICES__CACHE__LOCAL__PORT", "5432")]).unwrap_err();
+    let problem = only_problem(&err);
+    assert_eq!(
+        problem.origin,
+        Origin::Env("COMIND_SERVICES__CACHE__LOCAL__PORT".to_string())
+    );
+}
+
+#[test]
+fn flags_override_environment_variables() {
+    let config = Config::load(&LoadOptions {
+        file: None,
+        env: env(&[("COMIND_ENV", "staging"), ("COMIND_PROFILE", "aws")]),
+        overrides: vec![Override {
+            origin: Origin::Flag("--env".to_string()),
+            path: "environment".to_string(),
+            value: "prod".to_string(),
+        }],
+    })
+    .unwrap();
+    assert_eq!(config.environment.as_str(), "prod");
+    assert_eq!(config.profile, Profile::Aws);
+    assert_eq!(
+        config.origin_of("environment"),
+        Origin::Flag("--env".to_string())
+    );
+}
+
+#[test]
+fn a_missing_explicit_file_is_an_error() {
+    let err = Config::load(&LoadOptions {
+        file: Some("/nonexistent/comind.yaml".into()),
+        ..LoadOptions::default()
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent/comind.yaml"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_phase_ids_are_reported_at_their_key() {
+    let config = load_str("phases:\n  postgress:\n    retries: 1\n", &[]).unwrap();
+    let err = config.check_phase_ids(["postgres", "network"]).unwrap_err();
+    let problem = only_problem(&err);
+    assert_eq!(line_col(problem), (2, 3));
+    assert!(problem.message.contains("unknown phase `postgress`"));
+}

@@ -1,0 +1,390 @@
+//! Checks that span more than one field, or that a single type cannot express.
+
+use std::collections::HashMap;
+
+use super::{Config, Problem};
+
+/// SQS allows a maximum receive count from 1 to 1000.
+const MAX_RECEIVE_COUNT: u32 = 1000;
+/// Bucket names are global in S3 and limited to 63 characters.
+const MAX_BUCKET_NAME: usize = 63;
+/// SQS queue names are limited to 80 characters.
+const MAX_QUEUE_NAME: usize = 80;
+
+pub(super) fn check(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    check_engine(config, &mut problems);
+    check_required_services(config, &mut problems);
+    check_lists(config, &mut problems);
+    check_ports(config, &mut problems);
+    check_aws(config, &mut problems);
+    problems
+}
+
+fn check_engine(config: &Config, problems: &mut Vec<Problem>) {
+    let engine = &config.engine;
+    if engine.concurrency == 0 || engine.concurrency > 1024 {
+        problems.push(config.problem(
+            "engine.concurrency",
+            format!(
+                "concurrency {} is out of range: use 1 to 1024",
+                engine.concurrency
+            ),
+        ));
+    }
+    if engine.retry_delay > engine.retry_max_delay {
+        problems.push(config.problem(
+            "engine.retry_delay",
+            format!(
+                "retry_delay ({}) is longer than retry_max_delay ({}); make it shorter",
+                engine.retry_delay, engine.retry_max_delay
+            ),
+        ));
+    }
+    for (id, settings) in &config.phases {
+        if let Some(retries) = settings.retries
+            && retries > 20
+        {
+            problems.push(config.problem(
+                &format!("phases.{id}.retries"),
+                format!("{retries} retries is too many: use 0 to 20"),
+            ));
+        }
+    }
+    if engine.retries > 20 {
+        problems.push(config.problem(
+            "engine.retries",
+            format!("{} retries is too many: use 0 to 20", engine.retries),
+        ));
+    }
+}
+
+fn check_required_services(config: &Config, problems: &mut Vec<Problem>) {
+    if !config.services.postgres.enabled {
+        problems.push(config.problem(
+            "services.postgres.enabled",
+            "PostgreSQL is required by the platform and cannot be disabled; remove this line",
+        ));
+    }
+    if !config.services.object_store.enabled {
+        problems.push(config.problem(
+            "services.object_store.enabled",
+            "object storage is required (backups and uploads live there) and cannot be \
+             disabled; remove this line",
+        ));
+    }
+}
+
+fn duplicates<'a>(items: impl Iterator<Item = &'a str>) -> Vec<(usize, &'a str)> {
+    let mut seen = HashMap::new();
+    let mut dups = Vec::new();
+    for (i, item) in items.enumerate() {
+        if seen.insert(item, i).is_some() {
+            dups.push((i, item));
+        }
+    }
+    dups
+}
+
+fn check_lists(config: &Config, problems: &mut Vec<Problem>) {
+    let env = config.environment.as_str();
+    let pg = &config.services.postgres;
+    if pg.databases.is_empty() {
+        problems.push(config.problem(
+            "services.postgres.databases",
+            "at least one database is needed, e.g. `[dev]`",
+        ));
+    }
+    for (i, db) in duplicates(pg.databases.iter().map(|d| d.as_str())) {
+        problems.push(config.problem(
+            &format!("services.postgres.databases[{i}]"),
+            format!("database `{db}` is listed twice"),
+        ));
+    }
+    if pg.databases.iter().any(|d| d.as_str() == "postgres") {
+        problems.push(config.problem(
+            "services.postgres.databases",
+            "`postgres` is the server's maintenance database; choose another name",
+        ));
+    }
+    if pg.user.as_str() == "postgres" {
+        problems.push(config.problem(
+            "services.postgres.user",
+            "`postgres` is the superuser; the application role needs a name of its own",
+        ));
+    }
+
+    let store = &config.services.object_store;
+    if store.buckets.is_empty() {
+        problems.push(config.problem(
+            "services.object_store.buckets",
+            "at least one bucket is needed, e.g. `[backups, uploads]`",
+        ));
+    }
+    for (i, bucket) in duplicates(store.buckets.iter().map(|b| b.as_str())) {
+        problems.push(config.problem(
+            &format!("services.object_store.buckets[{i}]"),
+            format!("bucket `{bucket}` is listed twice"),
+        ));
+    }
+    for (i, bucket) in store.buckets.iter().enumerate() {
+        let full = format!("comind-{env}-{bucket}");
+        if full.len() > MAX_BUCKET_NAME || bucket.as_str().len() < 3 {
+            problems.push(config.problem(
+                &format!("services.object_store.buckets[{i}]"),
+                format!(
+                    "bucket `{bucket}` becomes `{full}`, which must be 3 to {MAX_BUCKET_NAME} \
+                     characters long; use a name of 3 characters or more and shorten the \
+                     name or the environment"
+                ),
+            ));
+        }
+    }
+    if !store.buckets.contains(&store.backup_bucket) {
+        problems.push(config.problem_at_set(
+            &[
+                "services.object_store.backup_bucket",
+                "services.object_store.buckets",
+            ],
+            format!(
+                "backup bucket `{}` is not in `buckets`; add it there or set \
+                 `backup_bucket` to one of them",
+                store.backup_bucket
+            ),
+        ));
+    }
+    if store.backup_retention_days == 0 {
+        problems.push(config.problem(
+            "services.object_store.backup_retention_days",
+            "backups must be kept at least 1 day",
+        ));
+    }
+
+    let queue = &config.services.queue;
+    if queue.enabled && queue.queues.is_empty() {
+        problems.push(config.problem(
+            "services.queue.queues",
+            "the queue service is enabled but no queues are listed; list at least one, \
+             or set `services.queue.enabled: false`",
+        ));
+    }
+    for (i, name) in duplicates(queue.queues.iter().map(|q| q.as_str())) {
+        problems.push(config.problem(
+            &format!("services.queue.queues[{i}]"),
+            format!("queue `{name}` is listed twice"),
+        ));
+    }
+    for (i, name) in queue.queues.iter().enumerate() {
+        let dlq = format!("comind-{env}-{name}-dlq");
+        if dlq.len() > MAX_QUEUE_NAME {
+            problems.push(config.problem(
+                &format!("services.queue.queues[{i}]"),
+                format!("queue `{name}` makes `{dlq}`, longer than {MAX_QUEUE_NAME} characters"),
+            ));
+        }
+        if name.as_str().ends_with("-dlq") {
+            problems.push(config.problem(
+                &format!("services.queue.queues[{i}]"),
+                format!("queue `{name}` ends in `-dlq`, which is reserved for dead-letter queues"),
+            ));
+        }
+    }
+    if queue.max_receive_count == 0 || queue.max_receive_count > MAX_RECEIVE_COUNT {
+        problems.push(config.problem(
+            "services.queue.max_receive_count",
+            format!(
+                "max_receive_count {} is out of range: use 1 to {MAX_RECEIVE_COUNT}",
+                queue.max_receive_count
+            ),
+        ));
+    }
+}
+
+fn check_ports(config: &Config, problems: &mut Vec<Problem>) {
+    use super::Profile;
+    if config.profile != Profile::Local {
+        return;
+    }
+    let s = &config.services;
+    let k = &config.local.cluster;
+    let mut ports: Vec<(&str, u16)> = vec![
+        ("services.postgres.local.port", s.postgres.local.port.get()),
+        (
+            "services.object_store.local.port",
+            s.object_store.local.port.get(),
+        ),
+        (
+            "services.object_store.local.console_port",
+            s.object_store.local.console_port.get(),
+        ),
+    ];
+    if s.cache.enabled {
+        ports.push(("services.cache.local.port", s.cache.local.port.get()));
+    }
+    if s.queue.enabled {
+        ports.push(("services.queue.local.port", s.queue.local.port.get()));
+    }
+    ports.extend([
+        ("local.cluster.api_port", k.api_port.get()),
+        ("local.cluster.http_port", k.http_port.get()),
+        ("local.cluster.https_port", k.https_port.get()),
+        ("local.cluster.registry_port", k.registry_port.get()),
+    ]);
+    let mut first_user: HashMap<u16, &str> = HashMap::new();
+    for (field, port) in ports {
+        if let Some(previous) = first_user.get(&port) {
+            // Report at whichever of the two the user set, so the location is useful.
+            let at = config.problem_at_set(&[field, previous], "").field;
+            let other = if at == field { *previous } else { field };
+            problems.push(config.problem(
+                &at,
+                format!(
+                    "host port {port} is also used by `{other}`; every published port \
+                     must be different"
+                ),
+            ));
+        } else {
+            first_user.insert(port, field);
+        }
+    }
+    if k.servers == 0 || k.servers > 7 {
+        problems.push(config.problem(
+            "local.cluster.servers",
+            format!("{} servers is out of range: use 1 to 7", k.servers),
+        ));
+    }
+    if k.agents > 20 {
+        problems.push(config.problem(
+            "local.cluster.agents",
+            format!("{} agents is out of range: use 0 to 20", k.agents),
+        ));
+    }
+}
+
+fn check_aws(config: &Config, problems: &mut Vec<Problem>) {
+    let aws = &config.aws;
+    if let Some(region) = &aws.region {
+        let parts: Vec<&str> = region.split('-').collect();
+        let valid = parts.len() >= 3
+            && parts.iter().all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            })
+            && parts
+                .last()
+                .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()));
+        if !valid {
+            problems.push(config.problem(
+                "aws.region",
+                format!("`{region}` is not an AWS region name, such as `eu-west-1`"),
+            ));
+        }
+    }
+    if let Some(url) = &aws.endpoint_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        problems.push(config.problem(
+            "aws.endpoint_url",
+            format!("`{url}` is not an http:// or https:// URL"),
+        ));
+    }
+    let vpc = &aws.vpc;
+    if vpc.id.is_none() && !vpc.subnet_ids.is_empty() {
+        problems.push(config.problem(
+            "aws.vpc.subnet_ids",
+            "subnet_ids are only used with an existing VPC; set `aws.vpc.id` too, \
+             or remove them",
+        ));
+    }
+    if vpc.id.is_some() && vpc.subnet_ids.len() < 2 {
+        problems.push(config.problem(
+            "aws.vpc.subnet_ids",
+            "an existing VPC needs at least two private subnets in different availability \
+             zones listed in `aws.vpc.subnet_ids`",
+        ));
+    }
+    if !is_cidr16_to_24(&vpc.cidr) {
+        problems.push(config.problem(
+            "aws.vpc.cidr",
+            format!(
+                "`{}` is not an IPv4 CIDR block from /16 to /24, such as `10.40.0.0/16`",
+                vpc.cidr
+            ),
+        ));
+    }
+    let ng = &aws.cluster.node_group;
+    if ng.max_size == 0 {
+        problems.push(config.problem(
+            "aws.cluster.node_group.max_size",
+            "max_size must be at least 1",
+        ));
+    }
+    if ng.min_size > ng.max_size {
+        problems.push(config.problem_at_set(
+            &[
+                "aws.cluster.node_group.min_size",
+                "aws.cluster.node_group.max_size",
+            ],
+            format!(
+                "min_size {} is larger than max_size {}",
+                ng.min_size, ng.max_size
+            ),
+        ));
+    }
+    if ng.desired_size < ng.min_size || ng.desired_size > ng.max_size {
+        problems.push(config.problem_at_set(
+            &[
+                "aws.cluster.node_group.desired_size",
+                "aws.cluster.node_group.min_size",
+                "aws.cluster.node_group.max_size",
+            ],
+            format!(
+                "desired_size {} must lie between min_size {} and max_size {}",
+                ng.desired_size, ng.min_size, ng.max_size
+            ),
+        ));
+    }
+    if ng.instance_types.is_empty() {
+        problems.push(config.problem(
+            "aws.cluster.node_group.instance_types",
+            "at least one instance type is needed, e.g. `[t3.large]`",
+        ));
+    }
+    let rds = &config.services.postgres.aws;
+    if !(20..=65536).contains(&rds.storage_gb) {
+        problems.push(config.problem(
+            "services.postgres.aws.storage_gb",
+            format!(
+                "{} GiB is out of range for RDS PostgreSQL: use 20 to 65536",
+                rds.storage_gb
+            ),
+        ));
+    }
+    if rds.backup_retention_days > 35 {
+        problems.push(config.problem(
+            "services.postgres.aws.backup_retention_days",
+            format!(
+                "{} days is more than RDS allows: use 0 to 35",
+                rds.backup_retention_days
+            ),
+        ));
+    }
+    if config.services.cache.aws.replicas > 5 {
+        problems.push(config.problem(
+            "services.cache.aws.replicas",
+            format!(
+                "{} replicas is more than ElastiCache allows: use 0 to 5",
+                config.services.cache.aws.replicas
+            ),
+        ));
+    }
+}
+
+fn is_cidr16_to_24(cidr: &str) -> bool {
+    let Some((addr, bits)) = cidr.split_once('/') else {
+        return false;
+    };
+    addr.parse::<std::net::Ipv4Addr>().is_ok()
+        && bits.parse::<u8>().is_ok_and(|b| (16..=24).contains(&b))
+}

@@ -1,0 +1,533 @@
+//! Service backends: one platform service on one provider.
+//!
+//! A [`ServiceBackend`] ensures its service exists, probes it over its own protocol,
+//! reports its [`ServiceEndpoint`] and destroys it. [`ServicePhase`] wraps a backend as
+//! a [`Phase`]: apply is ensure, then wait until the probe passes, then publish the
+//! endpoint's outputs.
+//!
+//! Endpoints are typed per service kind and turned into outputs in one place, so a
+//! local and an AWS backend of the same kind hand applications the same keys
+//! (`DATABASE_URL`, `REDIS_URL`, `S3_BUCKET_<NAME>`, `SQS_QUEUE_URL_<NAME>`): the
+//! local/cloud parity the platform promises.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::output::{Outputs, key_suffix};
+use crate::phase::{
+    Action, Applied, Change, DestroyOptions, Destroyed, Health, Phase, PhaseContext, PhaseId,
+    PhaseStatus, Plan,
+};
+use crate::secret::Secret;
+use crate::wait::{self, Backoff};
+use crate::{Error, Result};
+
+/// The kinds of platform service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceKind {
+    /// PostgreSQL.
+    Postgres,
+    /// S3-compatible object storage.
+    ObjectStore,
+    /// Redis.
+    Cache,
+    /// SQS-compatible queues.
+    Queue,
+}
+
+impl ServiceKind {
+    /// Every kind.
+    pub const ALL: [ServiceKind; 4] = [
+        ServiceKind::Postgres,
+        ServiceKind::ObjectStore,
+        ServiceKind::Cache,
+        ServiceKind::Queue,
+    ];
+
+    /// The phase id and component name of the service.
+    pub fn id(self) -> &'static str {
+        match self {
+            ServiceKind::Postgres => "postgres",
+            ServiceKind::ObjectStore => "object-store",
+            ServiceKind::Cache => "cache",
+            ServiceKind::Queue => "queue",
+        }
+    }
+
+    /// Output keys every backend of this kind must publish.
+    pub fn required_outputs(self) -> &'static [&'static str] {
+        match self {
+            ServiceKind::Postgres => &[
+                "DATABASE_URL",
+                "POSTGRES_HOST",
+                "POSTGRES_PORT",
+                "POSTGRES_USER",
+                "POSTGRES_PASSWORD",
+                "POSTGRES_DATABASES",
+            ],
+            ServiceKind::ObjectStore => &["S3_ENDPOINT", "S3_REGION", "S3_BUCKETS"],
+            ServiceKind::Cache => &["REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD"],
+            ServiceKind::Queue => &["SQS_ENDPOINT", "SQS_REGION", "SQS_QUEUES"],
+        }
+    }
+
+    /// Output keys that must be secrets.
+    pub fn secret_outputs(self) -> &'static [&'static str] {
+        match self {
+            ServiceKind::Postgres => &["DATABASE_URL", "POSTGRES_PASSWORD"],
+            ServiceKind::ObjectStore => &["S3_SECRET_ACCESS_KEY"],
+            ServiceKind::Cache => &["REDIS_URL", "REDIS_PASSWORD"],
+            ServiceKind::Queue => &["SQS_SECRET_ACCESS_KEY"],
+        }
+    }
+}
+
+impl fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+/// How to reach a PostgreSQL server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresEndpoint {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Application role.
+    pub username: String,
+    /// Its password.
+    pub password: Secret,
+    /// Databases, the first being the default.
+    pub databases: Vec<String>,
+    /// Whether clients must use TLS (`sslmode=require`).
+    pub require_tls: bool,
+}
+
+/// How to reach S3-compatible storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectStoreEndpoint {
+    /// The S3 endpoint URL.
+    pub endpoint_url: String,
+    /// Region.
+    pub region: String,
+    /// Static credentials, where the service uses them (local); on AWS applications use
+    /// their workload identity instead.
+    pub credentials: Option<(String, Secret)>,
+    /// Whether clients must use path-style addressing.
+    pub path_style: bool,
+    /// Buckets: (name in `comind.yaml`, real bucket name).
+    pub buckets: Vec<(String, String)>,
+}
+
+/// How to reach Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEndpoint {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// The password (Redis `AUTH`).
+    pub password: Secret,
+    /// Whether clients must use TLS (`rediss://`).
+    pub tls: bool,
+}
+
+/// One queue and its dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// The name in `comind.yaml`.
+    pub name: String,
+    /// The queue URL.
+    pub url: String,
+    /// The dead-letter queue URL.
+    pub dlq_url: String,
+}
+
+/// How to reach SQS-compatible queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEndpoint {
+    /// The SQS endpoint URL.
+    pub endpoint_url: String,
+    /// Region.
+    pub region: String,
+    /// Static credentials, where the service uses them (local).
+    pub credentials: Option<(String, Secret)>,
+    /// The queues.
+    pub queues: Vec<QueueInfo>,
+}
+
+/// Where a service is and how to use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceEndpoint {
+    /// PostgreSQL.
+    Postgres(PostgresEndpoint),
+    /// Object storage.
+    ObjectStore(ObjectStoreEndpoint),
+    /// Redis.
+    Cache(CacheEndpoint),
+    /// Queues.
+    Queue(QueueEndpoint),
+}
+
+impl ServiceEndpoint {
+    /// The kind of service.
+    pub fn kind(&self) -> ServiceKind {
+        match self {
+            ServiceEndpoint::Postgres(_) => ServiceKind::Postgres,
+            ServiceEndpoint::ObjectStore(_) => ServiceKind::ObjectStore,
+            ServiceEndpoint::Cache(_) => ServiceKind::Cache,
+            ServiceEndpoint::Queue(_) => ServiceKind::Queue,
+        }
+    }
+
+    /// The standard outputs of this endpoint.
+    pub fn to_outputs(&self) -> Outputs {
+        let mut out = Outputs::new();
+        match self {
+            ServiceEndpoint::Postgres(pg) => {
+                let tls = if pg.require_tls {
+                    "?sslmode=require"
+                } else {
+                    ""
+                };
+                let url = |db: &str| {
+                    Secret::new(format!(
+                        "postgres://{}:{}@{}:{}/{db}{tls}",
+                        pg.username,
+                        pg.password.expose(),
+                        pg.host,
+                        pg.port
+                    ))
+                };
+                out.insert_text("POSTGRES_HOST", &pg.host);
+                out.insert_text("POSTGRES_PORT", pg.port.to_string());
+                out.insert_text("POSTGRES_USER", &pg.username);
+                out.insert_secret("POSTGRES_PASSWORD", pg.password.clone());
+                out.insert_text("POSTGRES_DATABASES", pg.databases.join(","));
+                if let Some(first) = pg.databases.first() {
+                    out.insert_secret("DATABASE_URL", url(first));
+                }
+                for db in &pg.databases {
+                    out.insert_secret(format!("DATABASE_URL_{}", key_suffix(db)), url(db));
+                }
+            }
+            ServiceEndpoint::ObjectStore(s3) => {
+                out.insert_text("S3_ENDPOINT", &s3.endpoint_url);
+                out.insert_text("S3_REGION", &s3.region);
+                out.insert_text("S3_FORCE_PATH_STYLE", s3.path_style.to_string());
+                if let Some((key, secret)) = &s3.credentials {
+                    out.insert_text("S3_ACCESS_KEY_ID", key);
+                    out.insert_secret("S3_SECRET_ACCESS_KEY", secret.clone());
+                }
+                let names: Vec<&str> = s3.buckets.iter().map(|(_, real)| real.as_str()).collect();
+                out.insert_text("S3_BUCKETS", names.join(","));
+                for (name, real) in &s3.buckets {
+                    out.insert_text(format!("S3_BUCKET_{}", key_suffix(name)), real);
+                }
+            }
+            ServiceEndpoint::Cache(redis) => {
+                let scheme = if redis.tls { "rediss" } else { "redis" };
+                out.insert_text("REDIS_HOST", &redis.host);
+                out.insert_text("REDIS_PORT", redis.port.to_string());
+                out.insert_secret("REDIS_PASSWORD", redis.password.clone());
+                out.insert_secret(
+                    "REDIS_URL",
+                    Secret::new(format!(
+                        "{scheme}://:{}@{}:{}/0",
+                        redis.password.expose(),
+                        redis.host,
+                        redis.port
+                    )),
+                );
+            }
+            ServiceEndpoint::Queue(sqs) => {
+                out.insert_text("SQS_ENDPOINT", &sqs.endpoint_url);
+                out.insert_text("SQS_REGION", &sqs.region);
+                if let Some((key, secret)) = &sqs.credentials {
+                    out.insert_text("SQS_ACCESS_KEY_ID", key);
+                    out.insert_secret("SQS_SECRET_ACCESS_KEY", secret.clone());
+                }
+                let names: Vec<&str> = sqs.queues.iter().map(|q| q.name.as_str()).collect();
+                out.insert_text("SQS_QUEUES", names.join(","));
+                for queue in &sqs.queues {
+                    let suffix = key_suffix(&queue.name);
+                    out.insert_text(format!("SQS_QUEUE_URL_{suffix}"), &queue.url);
+                    out.insert_text(format!("SQS_DLQ_URL_{suffix}"), &queue.dlq_url);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One platform service on one provider.
+///
+/// Every implementation must pass [`testing::conformance::service`]
+/// (crate feature `testing`): ensure twice changes nothing the second time, the probe
+/// passes after ensure, outputs are complete and secrets redacted, destroy removes
+/// what was created and keeps data unless purging, destroy twice is harmless.
+///
+/// [`testing::conformance::service`]: crate::testing
+#[async_trait]
+pub trait ServiceBackend: Send + Sync + 'static {
+    /// The kind of service.
+    fn kind(&self) -> ServiceKind;
+
+    /// The phase id; by default the kind's id.
+    fn id(&self) -> PhaseId {
+        PhaseId::new(self.kind().id())
+    }
+
+    /// Phases this service needs first (a network).
+    fn dependencies(&self) -> Vec<PhaseId> {
+        Vec::new()
+    }
+
+    /// How long the service may take to pass its probe after `ensure`.
+    fn ready_timeout(&self) -> Duration {
+        Duration::from_secs(120)
+    }
+
+    /// Checks before anything in the run changes (a host port taken by another
+    /// program).
+    ///
+    /// # Errors
+    /// What is in the way and how to fix it.
+    async fn preflight(&self, _ctx: &PhaseContext) -> Result<()> {
+        Ok(())
+    }
+
+    /// What [`ensure`](ServiceBackend::ensure) would change. Changes nothing.
+    ///
+    /// # Errors
+    /// When live state cannot be read.
+    async fn plan(&self, ctx: &PhaseContext) -> Result<Vec<Change>>;
+
+    /// Creates or repairs the service; idempotent. Returns what it changed. It need not
+    /// wait for readiness: the phase polls [`probe`](ServiceBackend::probe) afterwards.
+    ///
+    /// # Errors
+    /// When the service cannot be created or repaired.
+    async fn ensure(&self, ctx: &PhaseContext) -> Result<Vec<Change>>;
+
+    /// Talks to the service over its own protocol with the generated credentials.
+    ///
+    /// # Errors
+    /// Transient while the service starts; permanent when it cannot succeed.
+    async fn probe(&self, ctx: &PhaseContext) -> Result<()>;
+
+    /// Where the service is and how to use it.
+    ///
+    /// # Errors
+    /// When it cannot be discovered.
+    async fn endpoint(&self, ctx: &PhaseContext) -> Result<ServiceEndpoint>;
+
+    /// Removes the service, keeping data unless `options.purge`.
+    ///
+    /// # Errors
+    /// When something could not be removed.
+    async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed>;
+
+    /// Extra context for an error, such as the last lines of a container's log. Must
+    /// not contain secrets.
+    async fn diagnostics(&self, _ctx: &PhaseContext) -> Option<String> {
+        None
+    }
+}
+
+/// A [`ServiceBackend`] run as a [`Phase`].
+pub struct ServicePhase<B: ?Sized> {
+    backend: std::sync::Arc<B>,
+}
+
+impl<B: ServiceBackend + ?Sized> ServicePhase<B> {
+    /// Wraps `backend`.
+    pub fn new(backend: std::sync::Arc<B>) -> Self {
+        ServicePhase { backend }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    async fn wait_ready(&self, ctx: &PhaseContext) -> Result<()> {
+        let kind = self.backend.kind();
+        let timeout = self.backend.ready_timeout();
+        let what = format!("waiting for {kind} to answer its probe");
+        match wait::until(ctx, &what, timeout, Backoff::READINESS, || {
+            self.backend.probe(ctx)
+        })
+        .await
+        {
+            Ok(()) => Ok(()),
+            Err(failed) if failed.last.kind() == crate::ErrorKind::Cancelled => Err(failed.last),
+            Err(failed) => {
+                let diagnostics = self.backend.diagnostics(ctx).await;
+                let mut message = if failed.timed_out {
+                    format!(
+                        "{kind} did not pass its probe within {} ({} attempts); last error: {}",
+                        humantime::format_duration(timeout),
+                        failed.attempts,
+                        failed.last
+                    )
+                } else {
+                    format!("{kind} probe failed: {}", failed.last)
+                };
+                if let Some(diagnostics) = diagnostics {
+                    message.push('\n');
+                    message.push_str(&diagnostics);
+                }
+                let kind = if failed.timed_out {
+                    crate::ErrorKind::Timeout
+                } else {
+                    failed.last.kind()
+                };
+                let mut err = Error::new(kind, message).transient(false);
+                if let Some(resource) = failed.last.resource() {
+                    err = err.with_resource(resource);
+                }
+                if let Some(hint) = failed.last.hint() {
+                    err = err.with_hint(hint);
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<B: ServiceBackend + ?Sized> Phase for ServicePhase<B> {
+    fn id(&self) -> PhaseId {
+        self.backend.id()
+    }
+
+    fn dependencies(&self) -> Vec<PhaseId> {
+        self.backend.dependencies()
+    }
+
+    fn description(&self) -> String {
+        format!("{} service", self.backend.kind())
+    }
+
+    async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
+        self.backend.preflight(ctx).await
+    }
+
+    async fn plan(&self, ctx: &PhaseContext) -> Result<Plan> {
+        let changes = self.backend.plan(ctx).await?;
+        if changes.is_empty() {
+            let endpoint = self.backend.endpoint(ctx).await?;
+            Ok(Plan::in_sync(endpoint.to_outputs()))
+        } else {
+            Ok(Plan::changes(changes))
+        }
+    }
+
+    async fn apply(&self, ctx: &PhaseContext) -> Result<Applied> {
+        let changes = self.backend.ensure(ctx).await?;
+        self.wait_ready(ctx).await?;
+        let endpoint = self.backend.endpoint(ctx).await?;
+        Ok(Applied {
+            changes,
+            outputs: endpoint.to_outputs(),
+        })
+    }
+
+    async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {
+        self.backend.destroy(ctx, options).await
+    }
+
+    async fn status(&self, ctx: &PhaseContext) -> Result<PhaseStatus> {
+        let changes = self.backend.plan(ctx).await?;
+        if !changes.is_empty() {
+            let absent = changes.iter().all(|c| c.action == Action::Create);
+            let list: Vec<String> = changes.iter().map(ToString::to_string).collect();
+            return Ok(PhaseStatus {
+                health: if absent {
+                    Health::Absent
+                } else {
+                    Health::Degraded
+                },
+                detail: list.join("; "),
+                outputs: None,
+            });
+        }
+        match self.backend.probe(ctx).await {
+            Ok(()) => Ok(PhaseStatus {
+                health: Health::Ready,
+                detail: "running and answering its probe".to_string(),
+                outputs: Some(self.backend.endpoint(ctx).await?.to_outputs()),
+            }),
+            Err(err) => Ok(PhaseStatus {
+                health: Health::Degraded,
+                detail: format!("not answering its probe: {err}"),
+                outputs: None,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_give_the_standard_outputs_with_secrets_hidden() {
+        let pg = ServiceEndpoint::Postgres(PostgresEndpoint {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            username: "app".into(),
+            password: Secret::new("pw123"),
+            databases: vec!["dev".into(), "audit_log".into()],
+            require_tls: false,
+        });
+        let out = pg.to_outputs();
+        for key in ServiceKind::Postgres.required_outputs() {
+            assert!(out.get(key).is_some(), "missing {key}");
+        }
+        for key in ServiceKind::Postgres.secret_outputs() {
+            assert!(out.get(key).unwrap().is_secret(), "{key} must be secret");
+        }
+        assert_eq!(
+            out.require("DATABASE_URL").unwrap(),
+            "postgres://app:pw123@127.0.0.1:5432/dev"
+        );
+        assert!(out.get("DATABASE_URL_AUDIT_LOG").is_some());
+        assert!(!format!("{out:?}").contains("pw123"));
+
+        let redis = ServiceEndpoint::Cache(CacheEndpoint {
+            host: "h".into(),
+            port: 6379,
+            password: Secret::new("pw"),
+            tls: true,
+        });
+        assert_eq!(
+            redis.to_outputs().require("REDIS_URL").unwrap(),
+            "rediss://:pw@h:6379/0"
+        );
+
+        let sqs = ServiceEndpoint::Queue(QueueEndpoint {
+            endpoint_url: "http://127.0.0.1:9324".into(),
+            region: "us-east-1".into(),
+            credentials: None,
+            queues: vec![QueueInfo {
+                name: "jobs".into(),
+                url: "http://q/jobs".into(),
+                dlq_url: "http://q/jobs-dlq".into(),
+            }],
+        });
+        let out = sqs.to_outputs();
+        assert_eq!(out.require("SQS_QUEUE_URL_JOBS").unwrap(), "http://q/jobs");
+        assert_eq!(
+            out.require("SQS_DLQ_URL_JOBS").unwrap(),
+            "http://q/jobs-dlq"
+        );
+    }
+}
