@@ -1,7 +1,161 @@
 //! # comind-local
 //!
-//! The local profile: a user-defined Docker network and PostgreSQL, MinIO, Redis and
-//! ElasticMQ containers driven through the Docker Engine API (`bollard`), and later a
-//! k3d cluster joining that network. Its backends pass the core conformance suite.
+//! The local profile of Comind: everything the platform needs on one machine, driven
+//! through the Docker Engine API with `bollard` (no `docker` CLI). [`LocalProvider`]
+//! contributes the phases of an environment: a user-defined Docker network
+//! ([`NetworkPhase`]) and, each in a phase of its own so that they start in parallel,
+//! PostgreSQL ([`PostgresBackend`]), MinIO ([`MinioBackend`]), Redis
+//! ([`RedisBackend`]) and ElasticMQ ([`ElasticMqBackend`]) as containers. Everything
+//! created carries Comind's ownership labels and a hash of its desired spec, so every
+//! run discovers what exists and converges it: a stopped container is started, a
+//! changed one replaced on its volume, a deleted one recreated. Data lives in named
+//! volumes that a plain `comind down` keeps; credentials are generated once into the
+//! state directory. The k3d cluster joins this crate in a later release.
 //!
-//! Not built yet in this release: the CLI reports the `local` profile as unavailable.
+//! ```no_run
+//! # async fn demo() -> comind_core::Result<()> {
+//! use comind_core::config::{Config, LoadOptions};
+//! use comind_core::engine::RunOptions;
+//! use comind_core::{Bootstrap, Environment};
+//! use comind_local::LocalProvider;
+//!
+//! let config = Config::load(&LoadOptions::from_process(None))?;
+//! let bootstrap = Bootstrap::new(Environment::new(config)?).with_provider(LocalProvider::new());
+//! let report = bootstrap.up(&RunOptions::default(), &Default::default()).await?;
+//! println!("{}", report.merged_outputs().to_env_lines(false));
+//! # Ok(()) }
+//! ```
+
+pub mod docker;
+mod doctor;
+pub mod network;
+pub mod services;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use comind_core::config::Config;
+use comind_core::{Diagnosis, Environment, Phase, Provider, Result, ServiceBackend, ServicePhase};
+
+pub use docker::DockerClient;
+pub use doctor::MIN_API_VERSION;
+pub use network::NetworkPhase;
+pub use services::{ElasticMqBackend, MinioBackend, PostgresBackend, RedisBackend};
+
+/// The local profile's provider: a Docker network and the service containers.
+///
+/// Creating one is cheap and connects to nothing. The Docker client is made on first
+/// use and shared by every phase it hands out, so a run connects to the daemon once.
+#[derive(Debug, Default)]
+pub struct LocalProvider {
+    clients: Mutex<HashMap<String, DockerClient>>,
+}
+
+impl LocalProvider {
+    /// A provider; connects to nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The shared Docker client for the engine that `config` names (see
+    /// [`DockerClient::for_config`]).
+    pub fn docker(&self, config: &Config) -> DockerClient {
+        let candidate = DockerClient::for_config(config);
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        clients
+            .entry(candidate.host().to_string())
+            .or_insert(candidate)
+            .clone()
+    }
+
+    /// The service backends `env` runs, in phase order: PostgreSQL, MinIO, then Redis
+    /// and ElasticMQ when enabled.
+    pub fn services(&self, env: &Environment) -> Vec<Arc<dyn ServiceBackend>> {
+        let docker = self.docker(env.config());
+        let services = &env.config().services;
+        let mut backends: Vec<Arc<dyn ServiceBackend>> = vec![
+            Arc::new(PostgresBackend::new(docker.clone(), env)),
+            Arc::new(MinioBackend::new(docker.clone(), env)),
+        ];
+        if services.cache.enabled {
+            backends.push(Arc::new(RedisBackend::new(docker.clone(), env)));
+        }
+        if services.queue.enabled {
+            backends.push(Arc::new(ElasticMqBackend::new(docker, env)));
+        }
+        backends
+    }
+}
+
+#[async_trait]
+impl Provider for LocalProvider {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    fn phases(&self, env: &Arc<Environment>) -> Result<Vec<Arc<dyn Phase>>> {
+        let mut phases: Vec<Arc<dyn Phase>> =
+            vec![Arc::new(NetworkPhase::new(self.docker(env.config())))];
+        phases.extend(
+            self.services(env)
+                .into_iter()
+                .map(|backend| Arc::new(ServicePhase::new(backend)) as Arc<dyn Phase>),
+        );
+        Ok(phases)
+    }
+
+    async fn diagnose(&self, env: &Arc<Environment>) -> Vec<Diagnosis> {
+        doctor::diagnose(&self.docker(env.config()), env).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_are_the_network_then_each_enabled_service() {
+        let mut config = Config::default();
+        let env = Arc::new(Environment::with_state_root(config.clone(), "/tmp/x"));
+        let provider = LocalProvider::new();
+        assert_eq!(provider.name(), "local");
+        let ids: Vec<String> = provider
+            .phases(&env)
+            .unwrap()
+            .iter()
+            .map(|p| p.id().to_string())
+            .collect();
+        assert_eq!(
+            ids,
+            ["network", "postgres", "object-store", "cache", "queue"]
+        );
+        for phase in provider.phases(&env).unwrap().iter().skip(1) {
+            assert_eq!(
+                phase.dependencies(),
+                vec![comind_core::PhaseId::new("network")]
+            );
+        }
+
+        config.services.cache.enabled = false;
+        config.services.queue.enabled = false;
+        let env = Arc::new(Environment::with_state_root(config, "/tmp/x"));
+        let ids: Vec<String> = provider
+            .phases(&env)
+            .unwrap()
+            .iter()
+            .map(|p| p.id().to_string())
+            .collect();
+        assert_eq!(ids, ["network", "postgres", "object-store"]);
+    }
+
+    #[test]
+    fn phases_share_one_docker_client() {
+        let provider = LocalProvider::new();
+        let config = Config::default();
+        let a = provider.docker(&config);
+        let b = provider.docker(&config);
+        assert_eq!(a.host(), b.host());
+        assert_eq!(provider.clients.lock().unwrap().len(), 1);
+    }
+}

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use comind_core::PhaseId;
 use comind_core::event::{Event, EventBus, EventRecord, EventStream, Outcome};
+use comind_core::{Operation, PhaseId};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -93,8 +93,9 @@ pub(crate) fn seconds(ms: u64) -> String {
     }
 }
 
-/// A one-line description of a terminal phase event, for both renderers.
-fn finished_line(event: &Event) -> Option<String> {
+/// A one-line description of a terminal phase event, for both renderers. `operation`
+/// is the run's, so a plan's changes read as pending and a status check as checked.
+fn finished_line(event: &Event, operation: Option<Operation>) -> Option<String> {
     Some(match event {
         Event::PhaseFinished {
             phase,
@@ -103,26 +104,42 @@ fn finished_line(event: &Event) -> Option<String> {
             changes,
             ..
         } => {
-            let what = match changes.len() {
-                0 => "no changes".to_string(),
-                1 => "1 change".to_string(),
-                n => format!("{n} changes"),
+            let n = changes.len();
+            let what = match (operation, n) {
+                (Some(Operation::Status), _) => "checked".to_string(),
+                (Some(Operation::Plan), 0) => "in sync".to_string(),
+                (Some(Operation::Plan), 1) => "1 pending change".to_string(),
+                (Some(Operation::Plan), n) => format!("{n} pending changes"),
+                (_, 0) => "no changes".to_string(),
+                (_, 1) => "1 change".to_string(),
+                (_, n) => format!("{n} changes"),
             };
-            format!("✓ {phase:<14} {:>7}  {what}", seconds(*duration_ms))
+            format!(
+                "✓ {:<14} {:>7}  {what}",
+                phase.as_str(),
+                seconds(*duration_ms)
+            )
         }
         Event::PhaseFinished {
             phase, duration_ms, ..
-        } => format!("○ {phase:<14} {:>7}  cancelled", seconds(*duration_ms)),
+        } => format!(
+            "○ {:<14} {:>7}  cancelled",
+            phase.as_str(),
+            seconds(*duration_ms)
+        ),
         Event::PhaseFailed {
             phase,
             duration_ms,
             error,
         } => format!(
-            "✗ {phase:<14} {:>7}  failed: {}",
+            "✗ {:<14} {:>7}  failed: {}",
+            phase.as_str(),
             seconds(*duration_ms),
             error.message.lines().next().unwrap_or("")
         ),
-        Event::PhaseSkipped { phase, reason, .. } => format!("- {phase:<14} {:>7}  {reason}", ""),
+        Event::PhaseSkipped { phase, reason, .. } => {
+            format!("- {:<14} {:>7}  {reason}", phase.as_str(), "")
+        }
         Event::Notice { message } => format!("note: {message}"),
         _ => return None,
     })
@@ -130,6 +147,7 @@ fn finished_line(event: &Event) -> Option<String> {
 
 /// A terminal: a spinner per running phase.
 struct Live {
+    operation: Option<Operation>,
     multi: MultiProgress,
     bars: HashMap<PhaseId, ProgressBar>,
     style: ProgressStyle,
@@ -143,6 +161,7 @@ impl Live {
         let style = ProgressStyle::with_template("{spinner} {prefix:<14} {elapsed:>6}  {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
         Live {
+            operation: None,
             multi,
             bars: HashMap::new(),
             style,
@@ -175,10 +194,13 @@ impl Sink for Live {
                 profile,
                 phases,
                 ..
-            } => self.println(&format!(
-                "comind {operation}: environment `{environment}` ({profile}), {} phases",
-                phases.len()
-            )),
+            } => {
+                self.operation = Some(*operation);
+                self.println(&format!(
+                    "comind {operation}: environment `{environment}` ({profile}), {} phases",
+                    phases.len()
+                ));
+            }
             Event::PhaseStarted { phase, attempt } => {
                 let bar = self.bar(phase);
                 if *attempt > 1 {
@@ -222,7 +244,7 @@ impl Sink for Live {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);
                 }
-                if let Some(line) = finished_line(event) {
+                if let Some(line) = finished_line(event, self.operation) {
                     self.println(&line);
                 }
             }
@@ -241,6 +263,7 @@ impl Sink for Live {
 /// progress messages at most every few seconds per phase.
 #[derive(Default)]
 struct Plain {
+    operation: Option<Operation>,
     last_progress: HashMap<PhaseId, (Instant, String)>,
 }
 
@@ -260,13 +283,16 @@ impl Sink for Plain {
                 profile,
                 phases,
                 ..
-            } => Self::line(
-                record,
-                &format!(
-                    "comind {operation}: environment `{environment}` ({profile}), {} phases",
-                    phases.len()
-                ),
-            ),
+            } => {
+                self.operation = Some(*operation);
+                Self::line(
+                    record,
+                    &format!(
+                        "comind {operation}: environment `{environment}` ({profile}), {} phases",
+                        phases.len()
+                    ),
+                );
+            }
             Event::PhaseStarted { phase, attempt } => {
                 let suffix = if *attempt > 1 {
                     format!(" (attempt {attempt})")
@@ -300,7 +326,7 @@ impl Sink for Plain {
                 ),
             ),
             event => {
-                if let Some(line) = finished_line(event) {
+                if let Some(line) = finished_line(event, self.operation) {
                     Self::line(record, &line);
                 }
             }

@@ -8,4 +8,6 @@
 
 mod basics;
 mod config;
+#[cfg(feature = "local")]
+mod local;
 mod support;

@@ -1,0 +1,258 @@
+//! Benchmark of the local profile against the real Docker engine.
+//!
+//! Each run brings PostgreSQL, MinIO, Redis and ElasticMQ up from nothing on free
+//! ports, runs a second `up` on the healthy environment (with a new provider, as a new
+//! `comind` process would), then purges everything. It prints one JSON line with the
+//! medians over the runs:
+//!
+//! - `cold_wall_ms`: wall time of the first `up`;
+//! - `services.<id>.duration_ms`: each service phase's own time in that run;
+//! - `slowest_service_ms` and `wall_over_slowest`: the slowest service and the ratio of
+//!   the wall time to it in the same run (1.0 means the services started fully in
+//!   parallel; the target is at most 1.15);
+//! - `second_up_wall_ms` and `second_up_changes` (targets: under 500 ms, 0).
+//!
+//! ```text
+//! cargo run --release -p comind-local --example local_bench -- [--runs N]
+//!     [--postgres-image REF] [--minio-image REF] [--redis-image REF] [--elasticmq-image REF]
+//! ```
+//!
+//! Images default to the test stand-ins (`comind-test/<service>:r1`, built by
+//! `scripts/test-env/build-test-images.sh`), or `COMIND_BENCH_<SERVICE>_IMAGE`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use comind_core::config::{Config, EnvironmentName, ImageRef, Port};
+use comind_core::engine::RunOptions;
+use comind_core::event::RunOutcome;
+use comind_core::{Bootstrap, DestroyOptions, DownOptions, Environment, UpOptions};
+use comind_local::LocalProvider;
+
+const SERVICES: [&str; 4] = ["postgres", "object-store", "cache", "queue"];
+
+struct Options {
+    runs: usize,
+    images: BTreeMap<&'static str, String>,
+}
+
+fn options() -> Options {
+    let mut images = BTreeMap::new();
+    for (flag, var, default) in [
+        (
+            "postgres",
+            "COMIND_BENCH_POSTGRES_IMAGE",
+            "comind-test/postgres:r1",
+        ),
+        ("minio", "COMIND_BENCH_MINIO_IMAGE", "comind-test/minio:r1"),
+        ("redis", "COMIND_BENCH_REDIS_IMAGE", "comind-test/redis:r1"),
+        (
+            "elasticmq",
+            "COMIND_BENCH_ELASTICMQ_IMAGE",
+            "comind-test/elasticmq:r1",
+        ),
+    ] {
+        images.insert(
+            flag,
+            std::env::var(var).unwrap_or_else(|_| default.to_string()),
+        );
+    }
+    let mut runs = 3;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{arg} needs a value")))
+        };
+        match arg.as_str() {
+            "--runs" => {
+                runs = value()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--runs takes a number"))
+            }
+            "--postgres-image" => drop(images.insert("postgres", value())),
+            "--minio-image" => drop(images.insert("minio", value())),
+            "--redis-image" => drop(images.insert("redis", value())),
+            "--elasticmq-image" => drop(images.insert("elasticmq", value())),
+            "-h" | "--help" => usage(""),
+            other => usage(&format!("unknown argument {other}")),
+        }
+    }
+    Options {
+        runs: runs.max(1),
+        images,
+    }
+}
+
+fn usage(problem: &str) -> ! {
+    if !problem.is_empty() {
+        eprintln!("local_bench: {problem}");
+    }
+    eprintln!(
+        "usage: local_bench [--runs N] [--postgres-image REF] [--minio-image REF] \
+         [--redis-image REF] [--elasticmq-image REF]"
+    );
+    std::process::exit(2);
+}
+
+fn config(name: &str, options: &Options) -> Config {
+    let mut config = Config::default();
+    config.environment = EnvironmentName::new(name).unwrap();
+    let image = |key: &str| ImageRef::new(&options.images[key]).unwrap();
+    let s = &mut config.services;
+    s.postgres.local.image = image("postgres");
+    s.object_store.local.image = image("minio");
+    s.cache.local.image = image("redis");
+    s.queue.local.image = image("elasticmq");
+    // Distinct free ports: hold every listener until all are chosen.
+    let listeners: Vec<std::net::TcpListener> = (0..5)
+        .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap())
+        .collect();
+    let ports: Vec<Port> = listeners
+        .iter()
+        .map(|l| Port::new(l.local_addr().unwrap().port()).unwrap())
+        .collect();
+    drop(listeners);
+    s.postgres.local.port = ports[0];
+    s.object_store.local.port = ports[1];
+    s.object_store.local.console_port = ports[2];
+    s.cache.local.port = ports[3];
+    s.queue.local.port = ports[4];
+    config
+}
+
+struct Run {
+    cold_wall_ms: f64,
+    services: BTreeMap<String, f64>,
+    slowest_ms: f64,
+    ratio: f64,
+    second_wall_ms: f64,
+    second_changes: usize,
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn one_run(options: &Options, index: usize) -> Run {
+    let suffix: String = (0..6).map(|_| fastrand::lowercase()).collect();
+    let name = format!("bench{index}-{suffix}");
+    let state = tempfile::tempdir().unwrap();
+    let config = config(&name, options);
+    let bootstrap = |config: &Config| {
+        Bootstrap::new(Environment::with_state_root(config.clone(), state.path()))
+            .with_provider(LocalProvider::new())
+    };
+
+    let cold = bootstrap(&config);
+    let started = Instant::now();
+    let report = cold
+        .up(&RunOptions::default(), &UpOptions::default())
+        .await
+        .unwrap();
+    let cold_wall = started.elapsed();
+    let check = |report: &comind_core::engine::RunReport, what: &str| {
+        if report.summary.outcome != RunOutcome::Succeeded {
+            let errors: Vec<String> = report
+                .summary
+                .phases
+                .iter()
+                .filter_map(|p| p.error.as_ref().map(|e| format!("{}: {e}", p.id)))
+                .collect();
+            panic!("{what} failed: {}", errors.join("; "));
+        }
+    };
+    check(&report, "the cold up");
+    let services: BTreeMap<String, f64> = report
+        .summary
+        .phases
+        .iter()
+        .filter(|p| SERVICES.contains(&p.id.as_str()))
+        .map(|p| (p.id.to_string(), p.duration_ms as f64))
+        .collect();
+    let slowest_ms = services.values().copied().fold(0.0, f64::max);
+
+    let warm = bootstrap(&config);
+    let started = Instant::now();
+    let second = warm
+        .up(&RunOptions::default(), &UpOptions::default())
+        .await
+        .unwrap();
+    let second_wall = started.elapsed();
+    check(&second, "the second up");
+
+    let purge = RunOptions {
+        destroy: DestroyOptions { purge: true },
+        ..RunOptions::default()
+    };
+    let down = bootstrap(&config)
+        .down(&purge, &DownOptions::default())
+        .await
+        .unwrap();
+    check(&down, "down --purge");
+
+    Run {
+        cold_wall_ms: ms(cold_wall),
+        ratio: ms(cold_wall) / slowest_ms,
+        services,
+        slowest_ms,
+        second_wall_ms: ms(second_wall),
+        second_changes: second.summary.changes,
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
+}
+
+fn round(value: f64, places: i32) -> f64 {
+    let factor = 10f64.powi(places);
+    (value * factor).round() / factor
+}
+
+#[tokio::main]
+async fn main() {
+    let options = options();
+    let mut runs = Vec::new();
+    for index in 0..options.runs {
+        let run = one_run(&options, index).await;
+        eprintln!(
+            "run {}: cold {:.0} ms (slowest service {:.0} ms, ratio {:.3}), second up {:.0} ms, {} changes",
+            index + 1,
+            run.cold_wall_ms,
+            run.slowest_ms,
+            run.ratio,
+            run.second_wall_ms,
+            run.second_changes
+        );
+        runs.push(run);
+    }
+    let services: serde_json::Map<String, serde_json::Value> = SERVICES
+        .iter()
+        .map(|id| {
+            let times = runs.iter().map(|r| r.services[*id]).collect();
+            (
+                (*id).to_string(),
+                serde_json::json!({ "duration_ms": round(median(times), 1) }),
+            )
+        })
+        .collect();
+    let line = serde_json::json!({
+        "runs": options.runs,
+        "cold_wall_ms": round(median(runs.iter().map(|r| r.cold_wall_ms).collect()), 1),
+        "services": services,
+        "slowest_service_ms": round(median(runs.iter().map(|r| r.slowest_ms).collect()), 1),
+        "wall_over_slowest": round(median(runs.iter().map(|r| r.ratio).collect()), 3),
+        "second_up_wall_ms": round(median(runs.iter().map(|r| r.second_wall_ms).collect()), 1),
+        "second_up_changes": runs.iter().map(|r| r.second_changes).max().unwrap_or(0),
+        "images": options.images,
+    });
+    println!("{line}");
+}

@@ -1,0 +1,574 @@
+//! PostgreSQL (the `postgres` service) in a container: the configured databases,
+//! owned by an application role, created over the PostgreSQL protocol.
+//!
+//! The superuser `postgres` gets a generated password through
+//! `POSTGRES_PASSWORD_FILE`: the file `/run/comind/postgres-password` is uploaded
+//! before the container first starts. It is mode 0600 in a 0700 directory, both owned
+//! by the image's `postgres` user (uid/gid 70 in the alpine images): the image's
+//! entrypoint reads `*_FILE` variables while it still runs as root, before it drops to
+//! `postgres`, so root must be able to read it (root reads anything) and so must
+//! `postgres` when the container is run as that user directly; nobody else can.
+//!
+//! Once the server accepts connections, Comind connects as the superuser and creates,
+//! idempotently, the application role (`services.postgres.user`, a password of its
+//! own, sent as a SCRAM-SHA-256 verifier so the password never appears in an SQL
+//! statement) and the databases (`services.postgres.databases`) owned by it. The probe
+//! is a real `SELECT 1` as the application role. Both credentials are kept in the
+//! state directory.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use comind_core::environment::Environment;
+use comind_core::service::{PostgresEndpoint, ServiceEndpoint, ServiceKind};
+use comind_core::state::Credentials;
+use comind_core::{
+    Change, DestroyOptions, Destroyed, Error, PhaseContext, PhaseId, Result, Secret, ServiceBackend,
+};
+use serde::{Deserialize, Serialize};
+use tokio_postgres::error::SqlState;
+
+use super::container::{ContainerSpec, LOOPBACK, ServiceContainer};
+use super::ports::PublishedPort;
+use crate::docker::DockerClient;
+use crate::docker::archive::{ContainerFile, Ownership, Template};
+
+/// The port PostgreSQL listens on in the container.
+pub const POSTGRES_PORT: u16 = 5432;
+/// The superuser.
+pub const SUPERUSER: &str = "postgres";
+/// The file holding the superuser's password.
+pub const PASSWORD_FILE: &str = "/run/comind/postgres-password";
+/// Where the data volume is mounted (the images' `PGDATA`).
+const DATA_PATH: &str = "/var/lib/postgresql/data";
+/// The uid and gid of `postgres` in the alpine images.
+const POSTGRES_UID: u64 = 70;
+/// The database every cluster has, for the superuser's connections.
+const MAINTENANCE_DB: &str = "postgres";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The two generated credentials, kept together in the state directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PostgresCredentials {
+    superuser: Credentials,
+    app: Credentials,
+}
+
+impl PostgresCredentials {
+    fn generate(app_user: &str) -> Result<Self> {
+        Ok(PostgresCredentials {
+            superuser: Credentials::generate(SUPERUSER)?,
+            app: Credentials::generate(app_user)?,
+        })
+    }
+
+    fn placeholder(app_user: &str) -> Self {
+        PostgresCredentials {
+            superuser: Credentials {
+                username: SUPERUSER.to_string(),
+                password: Secret::new(""),
+            },
+            app: Credentials {
+                username: app_user.to_string(),
+                password: Secret::new(""),
+            },
+        }
+    }
+}
+
+/// PostgreSQL (the `postgres` service) as a Docker container.
+#[derive(Debug, Clone)]
+pub struct PostgresBackend {
+    container: ServiceContainer,
+    ready_timeout: Duration,
+}
+
+impl PostgresBackend {
+    /// The backend for `env`, talking to Docker through `docker`; its readiness
+    /// timeout is `local.ready_timeout`.
+    pub fn new(docker: DockerClient, env: &Environment) -> Self {
+        PostgresBackend {
+            container: ServiceContainer::new(docker, ServiceKind::Postgres),
+            ready_timeout: super::ready_timeout(env),
+        }
+    }
+
+    /// Overrides how long the service may take to answer after starting.
+    #[must_use]
+    pub fn with_ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    fn component(&self) -> &'static str {
+        self.container.component()
+    }
+
+    fn app_user(env: &Environment) -> String {
+        env.config().services.postgres.user.to_string()
+    }
+
+    fn databases(env: &Environment) -> Vec<String> {
+        env.config()
+            .services
+            .postgres
+            .databases
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn port(env: &Environment) -> u16 {
+        env.config().services.postgres.local.port.get()
+    }
+
+    fn spec(&self, env: &Environment, credentials: &PostgresCredentials) -> ContainerSpec {
+        let settings = &env.config().services.postgres.local;
+        let owner = Ownership {
+            uid: POSTGRES_UID,
+            gid: POSTGRES_UID,
+            mode: 0o600,
+        };
+        ContainerSpec {
+            name: self.container.name(env),
+            image: settings.image.to_string(),
+            image_field: "services.postgres.local.image",
+            cmd: None,
+            env: vec![
+                ("POSTGRES_USER".to_string(), SUPERUSER.to_string()),
+                (
+                    "POSTGRES_PASSWORD_FILE".to_string(),
+                    PASSWORD_FILE.to_string(),
+                ),
+                ("PGDATA".to_string(), DATA_PATH.to_string()),
+            ],
+            ports: vec![PublishedPort {
+                container: POSTGRES_PORT,
+                host: settings.port.get(),
+                field: "services.postgres.local.port",
+            }],
+            network: env.config().local_network(),
+            alias: self.component().to_string(),
+            volume: self.container.volume(env),
+            data_path: DATA_PATH.to_string(),
+            files: vec![ContainerFile {
+                path: PASSWORD_FILE.to_string(),
+                file: owner,
+                dir: Some(Ownership {
+                    mode: 0o700,
+                    ..owner
+                }),
+                content: Template::new()
+                    .secret("superuser-password", &credentials.superuser.password),
+            }],
+            restart: "unless-stopped",
+        }
+    }
+
+    fn credentials(&self, env: &Environment) -> Result<PostgresCredentials> {
+        super::stored(env, self.component())?
+            .ok_or_else(|| super::no_credentials(env, self.component()))
+    }
+
+    fn resource(&self, env: &Environment) -> String {
+        format!("container {}", self.container.name(env))
+    }
+
+    /// Creates the application role and the databases that are missing, gives the
+    /// databases to the role, and resets the role's password if it no longer matches
+    /// the stored one; with `apply` false, only says what it would do.
+    async fn converge_contents(
+        &self,
+        env: &Environment,
+        credentials: &PostgresCredentials,
+        apply: bool,
+    ) -> Result<Vec<Change>> {
+        let resource = self.resource(env);
+        let port = Self::port(env);
+        let user = &credentials.app.username;
+        let client = connect(port, &credentials.superuser, MAINTENANCE_DB)
+            .await
+            .map_err(|e| {
+                pg_error("connect as the superuser", &resource, &e).with_hint(format!(
+                    "if PostgreSQL refuses the password, its data volume was initialized with \
+                 other credentials than those in {}; restore that file, or run `comind \
+                 down --purge` to start over (this deletes the data)",
+                    env.state().path().display()
+                ))
+            })?;
+        let query = |e: tokio_postgres::Error| pg_error("read roles and databases", &resource, &e);
+        let role = client
+            .query_opt(
+                "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+                &[user],
+            )
+            .await
+            .map_err(query)?;
+        let wanted = Self::databases(env);
+        let owners: BTreeMap<String, String> = client
+            .query(
+                "SELECT datname, pg_get_userbyid(datdba) FROM pg_database WHERE datname = ANY($1)",
+                &[&wanted],
+            )
+            .await
+            .map_err(query)?
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+
+        let mut changes = Vec::new();
+        let execute = |sql: String, what: String| {
+            let client = &client;
+            let resource = &resource;
+            async move {
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .map_err(|e| pg_error(&what, resource, &e))
+            }
+        };
+        match role {
+            None => {
+                if apply {
+                    execute(
+                        format!(
+                            "CREATE ROLE {} LOGIN PASSWORD {}",
+                            quote_ident(user),
+                            quote_literal(&verifier(&credentials.app.password))
+                        ),
+                        format!("create role {user}"),
+                    )
+                    .await?;
+                }
+                changes.push(Change::create("role", user));
+            }
+            Some(row) => {
+                let can_login: bool = row.get(0);
+                let password_ok = can_login
+                    && match connect(port, &credentials.app, MAINTENANCE_DB).await {
+                        Ok(_) => true,
+                        Err(e) if is_auth_failure(&e) => false,
+                        Err(e) => {
+                            return Err(pg_error("connect as the application role", &resource, &e));
+                        }
+                    };
+                if !password_ok {
+                    if apply {
+                        execute(
+                            format!(
+                                "ALTER ROLE {} LOGIN PASSWORD {}",
+                                quote_ident(user),
+                                quote_literal(&verifier(&credentials.app.password))
+                            ),
+                            format!("reset the password of role {user}"),
+                        )
+                        .await?;
+                    }
+                    changes.push(
+                        Change::update("role", user)
+                            .because("its password or login did not match the stored credentials"),
+                    );
+                }
+            }
+        }
+        for db in &wanted {
+            match owners.get(db) {
+                None => {
+                    if apply {
+                        execute(
+                            format!(
+                                "CREATE DATABASE {} OWNER {}",
+                                quote_ident(db),
+                                quote_ident(user)
+                            ),
+                            format!("create database {db}"),
+                        )
+                        .await?;
+                    }
+                    changes
+                        .push(Change::create("database", db).because(format!("owned by {user}")));
+                }
+                Some(owner) if owner != user => {
+                    if apply {
+                        execute(
+                            format!(
+                                "ALTER DATABASE {} OWNER TO {}",
+                                quote_ident(db),
+                                quote_ident(user)
+                            ),
+                            format!("change the owner of database {db}"),
+                        )
+                        .await?;
+                    }
+                    changes.push(
+                        Change::update("database", db).because(format!("owner {owner} -> {user}")),
+                    );
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(changes)
+    }
+}
+
+#[async_trait]
+impl ServiceBackend for PostgresBackend {
+    fn kind(&self) -> ServiceKind {
+        ServiceKind::Postgres
+    }
+
+    fn dependencies(&self) -> Vec<PhaseId> {
+        super::network_dependency()
+    }
+
+    fn ready_timeout(&self) -> Duration {
+        self.ready_timeout
+    }
+
+    async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
+        let env = ctx.env();
+        let spec = self.spec(env, &PostgresCredentials::placeholder(&Self::app_user(env)));
+        self.container.preflight(ctx, &spec).await
+    }
+
+    async fn plan(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
+        let env = ctx.env();
+        let user = Self::app_user(env);
+        let mut stored = super::stored::<PostgresCredentials>(env, self.component())?;
+        if let Some(credentials) = &mut stored
+            && credentials.app.username != user
+        {
+            // Renamed in comind.yaml: `up` makes the new role with a new password.
+            credentials.app = PostgresCredentials::placeholder(&user).app;
+        }
+        let credentials = stored
+            .clone()
+            .unwrap_or_else(|| PostgresCredentials::placeholder(&user));
+        let spec = self.spec(env, &credentials);
+        let assessment = self.container.assess(ctx, &spec, None).await?;
+        let mut changes = assessment.changes(&spec);
+        let mut everything = vec![Change::create("role", &user)];
+        everything.extend(
+            Self::databases(env)
+                .into_iter()
+                .map(|db| Change::create("database", db).because(format!("owned by {user}"))),
+        );
+        let contents = match &stored {
+            Some(credentials) => {
+                super::planned_contents(&assessment, &spec, everything, || {
+                    self.converge_contents(env, credentials, false)
+                })
+                .await?
+            }
+            None => everything,
+        };
+        changes.extend(contents);
+        Ok(changes)
+    }
+
+    async fn ensure(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
+        let env = ctx.env();
+        let user = Self::app_user(env);
+        let (mut credentials, _) = super::stored_or_generated(env, self.component(), || {
+            PostgresCredentials::generate(&user)
+        })?;
+        // The application role was renamed in comind.yaml since the credentials were
+        // made: the new role gets a password of its own.
+        if credentials.app.username != user {
+            credentials.app = Credentials::generate(&user)?;
+            env.state().remove_credentials(self.component())?;
+            let replacement = credentials.clone();
+            credentials = env
+                .state()
+                .credentials(self.component(), || Ok(replacement))?;
+        }
+        let spec = self.spec(env, &credentials);
+        let mut changes = self.container.ensure(ctx, &spec, None).await?;
+        ctx.checkpoint()?;
+        let contents = self
+            .container
+            .wait_until(
+                ctx,
+                "waiting for PostgreSQL to create the role and databases",
+                self.ready_timeout,
+                &[&credentials.superuser.password, &credentials.app.password],
+                || self.converge_contents(env, &credentials, true),
+            )
+            .await?;
+        changes.extend(contents);
+        Ok(changes)
+    }
+
+    async fn probe(&self, ctx: &PhaseContext) -> Result<()> {
+        let env = ctx.env();
+        let credentials = self.credentials(env)?;
+        let resource = self.resource(env);
+        let db = Self::databases(env)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| MAINTENANCE_DB.to_string());
+        let client = connect(Self::port(env), &credentials.app, &db)
+            .await
+            .map_err(|e| {
+                pg_error(
+                    &format!("connect to database {db} as the application role"),
+                    &resource,
+                    &e,
+                )
+            })?;
+        let row = client
+            .query_one("SELECT 1", &[])
+            .await
+            .map_err(|e| pg_error("run SELECT 1", &resource, &e))?;
+        let one: i32 = row.get(0);
+        if one == 1 {
+            Ok(())
+        } else {
+            Err(Error::internal(format!("SELECT 1 returned {one}")).with_resource(resource))
+        }
+    }
+
+    async fn endpoint(&self, ctx: &PhaseContext) -> Result<ServiceEndpoint> {
+        let env = ctx.env();
+        let credentials = self.credentials(env)?;
+        Ok(ServiceEndpoint::Postgres(PostgresEndpoint {
+            host: LOOPBACK.to_string(),
+            port: Self::port(env),
+            username: credentials.app.username,
+            password: credentials.app.password,
+            databases: Self::databases(env),
+            require_tls: false,
+        }))
+    }
+
+    async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {
+        let destroyed = self.container.destroy(ctx, options.purge).await?;
+        if options.purge {
+            ctx.env().state().remove_credentials(self.component())?;
+        }
+        Ok(destroyed)
+    }
+
+    async fn diagnostics(&self, ctx: &PhaseContext) -> Option<String> {
+        let credentials = self.credentials(ctx.env()).ok();
+        let secrets: Vec<&Secret> = credentials
+            .iter()
+            .flat_map(|c| [&c.superuser.password, &c.app.password])
+            .collect();
+        self.container.diagnostics(ctx.env(), &secrets).await
+    }
+}
+
+/// A connection to database `db` on 127.0.0.1:`port` as `credentials`; the
+/// connection task ends when the client is dropped.
+async fn connect(
+    port: u16,
+    credentials: &Credentials,
+    db: &str,
+) -> std::result::Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(LOOPBACK)
+        .port(port)
+        .user(&credentials.username)
+        .password(credentials.password.expose())
+        .dbname(db)
+        .application_name("comind")
+        .connect_timeout(CONNECT_TIMEOUT);
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        // The connection's own error reaches the client's next call; nothing to do here.
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+fn is_auth_failure(err: &tokio_postgres::Error) -> bool {
+    err.code().is_some_and(|c| {
+        *c == SqlState::INVALID_PASSWORD || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    })
+}
+
+/// Refused credentials: permission, permanent. Starting up, shutting down, too many
+/// connections, or no answer: unavailable, transient. A missing database: not found.
+/// Any other server error: internal.
+fn pg_error(action: &str, resource: &str, err: &tokio_postgres::Error) -> Error {
+    let detail = match err.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => err.to_string(),
+    };
+    let message = format!("cannot {action}: {detail}");
+    let error = match err.code() {
+        _ if is_auth_failure(err) => Error::permission(message),
+        Some(c)
+            if *c == SqlState::CANNOT_CONNECT_NOW
+                || *c == SqlState::TOO_MANY_CONNECTIONS
+                || *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN =>
+        {
+            Error::unavailable(message)
+        }
+        Some(c) if *c == SqlState::INVALID_CATALOG_NAME => Error::not_found(message),
+        Some(_) => Error::internal(message),
+        None => Error::unavailable(message),
+    };
+    error.with_resource(resource)
+}
+
+/// The SCRAM-SHA-256 verifier of `password`, as `CREATE ROLE ... PASSWORD` takes it.
+fn verifier(password: &Secret) -> String {
+    postgres_protocol::password::scram_sha_256(password.expose().as_bytes())
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_and_literals_are_quoted() {
+        assert_eq!(quote_ident("app"), "\"app\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn the_verifier_does_not_contain_the_password() {
+        let password = Secret::new("plain-password-1234");
+        let v = verifier(&password);
+        assert!(v.starts_with("SCRAM-SHA-256$4096:"), "{v}");
+        assert!(!v.contains("plain-password-1234"));
+    }
+
+    #[test]
+    fn the_password_file_is_private_and_absent_from_the_hash() {
+        let env =
+            comind_core::Environment::with_state_root(comind_core::Config::default(), "/tmp/x");
+        let backend = PostgresBackend::new(DockerClient::new("unix:///nonexistent"), &env);
+        let mut credentials = PostgresCredentials::placeholder("app");
+        credentials.superuser.password = Secret::new("superuser-secret-value");
+        let spec = backend.spec(&env, &credentials);
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(!json.contains("superuser-secret-value"), "{json}");
+        let file = &spec.files[0];
+        assert_eq!(file.path, PASSWORD_FILE);
+        assert_eq!(file.file.mode, 0o600);
+        assert_eq!(file.dir.map(|d| d.mode), Some(0o700));
+        assert!(
+            spec.env
+                .iter()
+                .all(|(_, v)| !v.contains("superuser-secret-value"))
+        );
+        assert_eq!(spec.name, "comind-dev-postgres");
+        assert_eq!(spec.volume, "comind-dev-postgres-data");
+    }
+}
