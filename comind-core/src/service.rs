@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::Result;
 use crate::output::{Outputs, key_suffix};
 use crate::phase::{
     Action, Applied, Change, DestroyOptions, Destroyed, Health, Phase, PhaseContext, PhaseId,
@@ -23,7 +24,6 @@ use crate::phase::{
 };
 use crate::secret::Secret;
 use crate::wait::{self, Backoff};
-use crate::{Error, Result};
 
 /// The kinds of platform service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -367,36 +367,13 @@ impl<B: ServiceBackend + ?Sized> ServicePhase<B> {
         .await
         {
             Ok(()) => Ok(()),
-            Err(failed) if failed.last.kind() == crate::ErrorKind::Cancelled => Err(failed.last),
             Err(failed) => {
-                let diagnostics = self.backend.diagnostics(ctx).await;
-                let mut message = if failed.timed_out {
-                    format!(
-                        "{kind} did not pass its probe within {} ({} attempts); last error: {}",
-                        humantime::format_duration(timeout),
-                        failed.attempts,
-                        failed.last
-                    )
+                let diagnostics = if failed.last.kind() == crate::ErrorKind::Cancelled {
+                    None
                 } else {
-                    format!("{kind} probe failed: {}", failed.last)
+                    self.backend.diagnostics(ctx).await
                 };
-                if let Some(diagnostics) = diagnostics {
-                    message.push('\n');
-                    message.push_str(&diagnostics);
-                }
-                let kind = if failed.timed_out {
-                    crate::ErrorKind::Timeout
-                } else {
-                    failed.last.kind()
-                };
-                let mut err = Error::new(kind, message).transient(false);
-                if let Some(resource) = failed.last.resource() {
-                    err = err.with_resource(resource);
-                }
-                if let Some(hint) = failed.last.hint() {
-                    err = err.with_hint(hint);
-                }
-                Err(err)
+                Err(failed.into_error(kind.id(), timeout, diagnostics))
             }
         }
     }

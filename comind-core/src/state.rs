@@ -129,6 +129,24 @@ impl StateDir {
         }
     }
 
+    /// The credentials of `component` if they were generated before; never writes
+    /// (for plan and status, which must change nothing).
+    ///
+    /// # Errors
+    /// When the file exists but cannot be read or parsed.
+    pub fn stored_credentials<T: DeserializeOwned>(&self, component: &str) -> Result<Option<T>> {
+        let path = self.credentials_path(component);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::internal(format!("credentials file is not readable: {e}"))
+                    .with_resource(path.display().to_string())
+                    .with_hint("restore it from a backup")
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error("read credentials", &path, e)),
+        }
+    }
+
     /// Whether credentials of `component` exist.
     pub fn has_credentials(&self, component: &str) -> bool {
         self.credentials_path(component).is_file()
@@ -246,8 +264,13 @@ mod tests {
             & 0o777;
         assert_eq!(dir_mode, 0o700);
         assert!(state.has_credentials("postgres"));
+        let stored: Option<Credentials> = state.stored_credentials("postgres").unwrap();
+        assert_eq!(stored, Some(first));
         state.remove_credentials("postgres").unwrap();
         state.remove_credentials("postgres").unwrap();
+        assert!(!state.has_credentials("postgres"));
+        let none: Option<Credentials> = state.stored_credentials("postgres").unwrap();
+        assert!(none.is_none(), "reading does not generate");
         assert!(!state.has_credentials("postgres"));
     }
 

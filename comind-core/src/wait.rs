@@ -53,6 +53,50 @@ pub struct WaitFailed {
     pub elapsed: Duration,
 }
 
+impl WaitFailed {
+    /// The error to report for a wait on `subject` (`postgres`, `container x`) that
+    /// had `timeout`: a `Timeout` naming the attempts and the last error when the time
+    /// ran out, else the permanent error's kind; `diagnostics` (a log excerpt, never a
+    /// secret) is appended on its own lines. A cancellation is returned as it is.
+    pub fn into_error(
+        self,
+        subject: &str,
+        timeout: Duration,
+        diagnostics: Option<String>,
+    ) -> Error {
+        if self.last.kind() == crate::ErrorKind::Cancelled {
+            return self.last;
+        }
+        let mut message = if self.timed_out {
+            format!(
+                "{subject} did not answer within {} ({} attempts); last error: {}",
+                humantime::format_duration(timeout),
+                self.attempts,
+                self.last
+            )
+        } else {
+            format!("{subject} failed: {}", self.last)
+        };
+        if let Some(diagnostics) = diagnostics {
+            message.push('\n');
+            message.push_str(&diagnostics);
+        }
+        let kind = if self.timed_out {
+            crate::ErrorKind::Timeout
+        } else {
+            self.last.kind()
+        };
+        let mut err = Error::new(kind, message).transient(false);
+        if let Some(resource) = self.last.resource() {
+            err = err.with_resource(resource);
+        }
+        if let Some(hint) = self.last.hint() {
+            err = err.with_hint(hint);
+        }
+        err
+    }
+}
+
 /// Calls `check` until it succeeds, returns a permanent (non-transient) error, the
 /// `timeout` runs out, or the run is cancelled. Reports progress on `ctx` with
 /// `what` (e.g. "waiting for postgres to accept connections").

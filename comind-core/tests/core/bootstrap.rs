@@ -269,9 +269,7 @@ async fn readiness_waits_for_the_probe_and_times_out_with_diagnostics() {
     let error = cache.error.unwrap();
     assert_eq!(error.kind, ErrorKind::Timeout);
     assert!(
-        error
-            .message
-            .contains("did not pass its probe within 300ms"),
+        error.message.contains("cache did not answer within 300ms"),
         "{}",
         error.message
     );

@@ -524,35 +524,20 @@ impl ServiceContainer {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let failed = match wait::until(ctx, what, timeout, Backoff::READINESS, check).await {
-            Ok(value) => return Ok(value),
-            Err(failed) if failed.last.kind() == ErrorKind::Cancelled => return Err(failed.last),
-            Err(failed) => failed,
-        };
-        let mut message = if failed.timed_out {
-            format!(
-                "{} did not answer within {:.0?} ({} attempts); last error: {}",
-                self.kind, timeout, failed.attempts, failed.last
-            )
-        } else {
-            format!("{what} failed: {}", failed.last)
-        };
-        if let Some(diagnostics) = self.diagnostics(ctx.env(), secrets).await {
-            message.push('\n');
-            message.push_str(&diagnostics);
+        match wait::until(ctx, what, timeout, Backoff::READINESS, check).await {
+            Ok(value) => Ok(value),
+            Err(failed) => {
+                let diagnostics = if failed.last.kind() == ErrorKind::Cancelled {
+                    None
+                } else {
+                    self.diagnostics(ctx.env(), secrets).await
+                };
+                let subject = self.kind.id();
+                Err(failed
+                    .into_error(subject, timeout, diagnostics)
+                    .with_resource(format!("container {}", self.name(ctx.env()))))
+            }
         }
-        let kind = if failed.timed_out {
-            ErrorKind::Timeout
-        } else {
-            failed.last.kind()
-        };
-        let mut err = Error::new(kind, message)
-            .transient(false)
-            .with_resource(format!("container {}", self.name(ctx.env())));
-        if let Some(hint) = failed.last.hint() {
-            err = err.with_hint(hint);
-        }
-        Err(err)
     }
 }
 

@@ -67,18 +67,9 @@ where
 /// When the file exists but cannot be read.
 fn stored<T>(env: &Environment, component: &str) -> Result<Option<T>>
 where
-    T: Serialize + DeserializeOwned,
+    T: DeserializeOwned,
 {
-    if !env.state().has_credentials(component) {
-        return Ok(None);
-    }
-    env.state()
-        .credentials(component, || {
-            Err(Error::internal(format!(
-                "credentials of `{component}` vanished while being read"
-            )))
-        })
-        .map(Some)
+    env.state().stored_credentials(component)
 }
 
 /// The error of an endpoint asked for before any credentials were made.
