@@ -81,6 +81,11 @@ impl Environment {
         &self.state
     }
 
+    /// The prefix of every resource name of this environment: `comind-<env>-`.
+    pub fn resource_prefix(&self) -> String {
+        format!("comind-{}-", self.name())
+    }
+
     /// The conventional name of a resource: `comind-<env>-<component>`.
     pub fn resource_name(&self, component: &str) -> String {
         format!("comind-{}-{component}", self.name())
@@ -158,6 +163,7 @@ mod tests {
         other.insert(LABEL_ENVIRONMENT.to_string(), "prod".to_string());
         assert!(!env.owns(&other, None));
         assert_eq!(env.resource_name("postgres"), "comind-dev-postgres");
+        assert_eq!(env.resource_prefix(), "comind-dev-");
     }
 
     #[test]

@@ -82,6 +82,7 @@ struct Inner {
     phase: Option<String>,
     resource: Option<String>,
     hint: Option<String>,
+    retry_after: Option<std::time::Duration>,
     source: Option<BoxError>,
 }
 
@@ -96,6 +97,7 @@ impl Error {
                 phase: None,
                 resource: None,
                 hint: None,
+                retry_after: None,
                 source: None,
             }),
         }
@@ -170,6 +172,16 @@ impl Error {
         self
     }
 
+    /// Says that a retry cannot succeed before `delay` has passed (a name AWS keeps
+    /// reserved for a minute after a delete). Marks the error transient; the engine
+    /// waits at least this long before the next attempt.
+    #[must_use]
+    pub fn retry_after(mut self, delay: std::time::Duration) -> Self {
+        self.inner.retry_after = Some(delay);
+        self.inner.transient = true;
+        self
+    }
+
     /// Attaches the underlying cause. Its `Display` must not contain secrets.
     #[must_use]
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
@@ -205,6 +217,11 @@ impl Error {
     /// What the user can do about it, if anything.
     pub fn hint(&self) -> Option<&str> {
         self.inner.hint.as_deref()
+    }
+
+    /// The least time to wait before retrying, if the peer said so.
+    pub fn retry_after_delay(&self) -> Option<std::time::Duration> {
+        self.inner.retry_after
     }
 
     /// A serializable snapshot for events and JSON output.
@@ -256,6 +273,7 @@ impl fmt::Debug for Error {
             .field("phase", &self.inner.phase)
             .field("resource", &self.inner.resource)
             .field("hint", &self.inner.hint)
+            .field("retry_after", &self.inner.retry_after)
             .field("source", &self.inner.source)
             .finish()
     }

@@ -364,6 +364,15 @@ impl PhaseContext {
         }
     }
 
+    /// The same context, cancelled through `cancel` (for tools and tests that run a
+    /// phase outside the engine and want to interrupt it).
+    #[must_use]
+    pub fn with_cancellation(&self, cancel: crate::engine::Cancellation) -> Self {
+        let mut ctx = self.clone();
+        ctx.cancel = cancel;
+        ctx
+    }
+
     /// The same context for another operation (used by the service adapter and the
     /// conformance suites).
     #[must_use]

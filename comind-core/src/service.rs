@@ -334,6 +334,14 @@ pub trait ServiceBackend: Send + Sync + 'static {
     /// When something could not be removed.
     async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed>;
 
+    /// Why this plan is incomplete, when it depends on outputs of a dependency that are
+    /// known only after apply (check [`PhaseContext::input`] for
+    /// [`Input::KnownAfterApply`](crate::Input::KnownAfterApply)); `None` when the plan
+    /// is complete.
+    fn deferred(&self, _ctx: &PhaseContext) -> Option<String> {
+        None
+    }
+
     /// Extra context for an error, such as the last lines of a container's log. Must
     /// not contain secrets.
     async fn diagnostics(&self, _ctx: &PhaseContext) -> Option<String> {
@@ -344,12 +352,24 @@ pub trait ServiceBackend: Send + Sync + 'static {
 /// A [`ServiceBackend`] run as a [`Phase`].
 pub struct ServicePhase<B: ?Sized> {
     backend: std::sync::Arc<B>,
+    timeout: Option<Duration>,
 }
 
 impl<B: ServiceBackend + ?Sized> ServicePhase<B> {
     /// Wraps `backend`.
     pub fn new(backend: std::sync::Arc<B>) -> Self {
-        ServicePhase { backend }
+        ServicePhase {
+            backend,
+            timeout: None,
+        }
+    }
+
+    /// Gives the phase a timeout of its own, for services that take longer than the
+    /// engine's default (an RDS instance can take most of an hour).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
     }
 
     /// The backend.
@@ -393,12 +413,23 @@ impl<B: ServiceBackend + ?Sized> Phase for ServicePhase<B> {
         format!("{} service", self.backend.kind())
     }
 
+    fn default_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
         self.backend.preflight(ctx).await
     }
 
     async fn plan(&self, ctx: &PhaseContext) -> Result<Plan> {
         let changes = self.backend.plan(ctx).await?;
+        if let Some(reason) = self.backend.deferred(ctx) {
+            return Ok(Plan {
+                changes,
+                outputs: None,
+                deferred: Some(reason),
+            });
+        }
         if changes.is_empty() {
             let endpoint = self.backend.endpoint(ctx).await?;
             Ok(Plan::in_sync(endpoint.to_outputs()))

@@ -296,7 +296,13 @@ async fn preflight(
     let mut checks = JoinSet::new();
     for &i in runnable {
         let phase = graph.phase(i).clone();
-        let ctx = context(engine, i, Operation::Apply, HashMap::new());
+        // Nothing has been applied yet: every dependency's outputs are to come.
+        let inputs = graph
+            .deps(i)
+            .iter()
+            .map(|&d| (graph.ids()[d].clone(), InputSet::KnownAfterApply))
+            .collect();
+        let ctx = context(engine, i, Operation::Apply, inputs);
         let timeout = engine.options.limits_for(&*phase).timeout;
         checks.spawn(async move {
             let result = match tokio::time::timeout(timeout, phase.preflight(&ctx)).await {
@@ -376,6 +382,9 @@ fn clone_error(err: &Error) -> Error {
     }
     if let Some(phase) = err.phase() {
         copy = copy.with_phase(phase);
+    }
+    if let Some(delay) = err.retry_after_delay() {
+        copy = copy.retry_after(delay);
     }
     if let Some(source) = std::error::Error::source(err) {
         copy = copy.with_source(source.to_string());
@@ -685,7 +694,9 @@ async fn execute(
             }
             Err(error) => with_phase(error, &id),
         };
-        let delay = retry.delay(attempt);
+        let delay = retry
+            .delay(attempt)
+            .max(error.retry_after_delay().unwrap_or_default());
         let retry_now = error.is_transient()
             && attempt <= limits.retries
             && !ctx.cancel.is_requested()

@@ -21,6 +21,9 @@ pub enum Failure {
     None,
     /// Fails transiently this many times, then succeeds.
     Transient(u32),
+    /// Fails this many times saying the peer needs this long before a retry can
+    /// succeed (throttling, a name reserved after a delete), then succeeds.
+    RetryAfter(u32, Duration),
     /// Always fails, permanently.
     Permanent,
     /// Never returns (until the engine's timeout or an abort).
@@ -276,6 +279,14 @@ impl Phase for FakePhase {
                 .with_resource(format!("fake/{}", self.id)));
             }
             Failure::Transient(_) => {}
+            Failure::RetryAfter(times, delay) if attempt <= times => {
+                return Err(Error::unavailable(format!(
+                    "simulated throttling {attempt} of {times}"
+                ))
+                .retry_after(delay)
+                .with_resource(format!("fake/{}", self.id)));
+            }
+            Failure::RetryAfter(..) => {}
             Failure::Permanent => {
                 return Err(Error::invalid_input("simulated permanent failure")
                     .with_resource(format!("fake/{}", self.id))

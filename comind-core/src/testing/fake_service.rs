@@ -28,6 +28,7 @@ pub struct FakeService {
     not_ready_for: u32,
     never_ready: bool,
     ensure_failures: u32,
+    defers_plan: bool,
     ready_timeout: Duration,
     probes: AtomicU32,
     ensures: AtomicU32,
@@ -44,6 +45,7 @@ impl FakeService {
             not_ready_for: 0,
             never_ready: false,
             ensure_failures: 0,
+            defers_plan: false,
             ready_timeout: Duration::from_secs(5),
             probes: AtomicU32::new(0),
             ensures: AtomicU32::new(0),
@@ -82,6 +84,14 @@ impl FakeService {
     #[must_use]
     pub fn failing_ensure(mut self, times: u32) -> Self {
         self.ensure_failures = times;
+        self
+    }
+
+    /// Says its plan is incomplete while its dependencies' outputs are known only
+    /// after apply, like a backend that needs a network's ids to plan.
+    #[must_use]
+    pub fn deferring_plan(mut self) -> Self {
+        self.defers_plan = true;
         self
     }
 
@@ -139,6 +149,21 @@ impl ServiceBackend for FakeService {
 
     fn ready_timeout(&self) -> Duration {
         self.ready_timeout
+    }
+
+    fn deferred(&self, ctx: &PhaseContext) -> Option<String> {
+        let pending: Vec<String> = self
+            .deps
+            .iter()
+            .filter(|dep| matches!(ctx.inputs_of(dep), Ok(None)))
+            .map(|dep| format!("`{dep}`"))
+            .collect();
+        (self.defers_plan && !pending.is_empty()).then(|| {
+            format!(
+                "needs the outputs of {}, known after apply",
+                pending.join(", ")
+            )
+        })
     }
 
     async fn plan(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {

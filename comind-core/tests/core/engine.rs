@@ -633,3 +633,111 @@ async fn a_failed_preflight_rejects_the_run_before_anything_changes() {
     let error = report.summary.phases[1].error.as_ref().unwrap();
     assert!(error.message.contains("5432"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_waits_at_least_as_long_as_the_peer_asks() {
+    let world = World::new();
+    let (engine, _dir) = engine(
+        phases![FakePhase::new("queue", &world).with_failure(Failure::RetryAfter(1, ms(250)))],
+        fast_options(),
+    );
+    let mut events = engine.events().subscribe();
+    let started = Instant::now();
+    let report = engine.run(Operation::Apply, &RunOptions::default()).await;
+    assert!(report.succeeded());
+    assert!(started.elapsed() >= ms(250), "the backoff alone is 5 ms");
+    let mut delays = Vec::new();
+    while let Some(record) = events.try_recv() {
+        if let Event::PhaseRetrying { delay_ms, .. } = record.event {
+            delays.push(delay_ms);
+        }
+    }
+    assert_eq!(delays.len(), 1);
+    assert!(delays[0] >= 250, "{delays:?}");
+}
+
+#[tokio::test]
+async fn preflight_sees_dependencies_as_known_after_apply() {
+    use async_trait::async_trait;
+    use comind_core::{Applied, DestroyOptions, Destroyed, Input, PhaseContext, Plan};
+
+    struct Checks;
+    #[async_trait]
+    impl comind_core::Phase for Checks {
+        fn id(&self) -> PhaseId {
+            PhaseId::new("checks")
+        }
+        fn dependencies(&self) -> Vec<PhaseId> {
+            vec![PhaseId::new("network")]
+        }
+        async fn preflight(&self, ctx: &PhaseContext) -> comind_core::Result<()> {
+            match ctx.input(&PhaseId::new("network"), "NETWORK_ID") {
+                Input::KnownAfterApply => Ok(()),
+                other => Err(comind_core::Error::internal(format!("saw {other:?}"))),
+            }
+        }
+        async fn plan(&self, _: &PhaseContext) -> comind_core::Result<Plan> {
+            Ok(Plan::default())
+        }
+        async fn apply(&self, _: &PhaseContext) -> comind_core::Result<Applied> {
+            Ok(Applied::default())
+        }
+        async fn destroy(
+            &self,
+            _: &PhaseContext,
+            _: DestroyOptions,
+        ) -> comind_core::Result<Destroyed> {
+            Ok(Destroyed::default())
+        }
+    }
+    let world = World::new();
+    let (engine, _dir) = engine(
+        phases![FakePhase::new("network", &world), Checks],
+        fast_options(),
+    );
+    let report = engine.run(Operation::Apply, &RunOptions::default()).await;
+    assert!(report.succeeded(), "{:?}", report.summary);
+}
+
+#[tokio::test]
+async fn a_service_plan_is_deferred_until_its_dependencies_are_applied() {
+    use comind_core::ServiceKind;
+    use comind_core::testing::FakeService;
+
+    let world = World::new();
+    let make = |w: &World| {
+        phases![
+            FakePhase::new("network", w),
+            comind_core::ServicePhase::new(std::sync::Arc::new(
+                FakeService::new(ServiceKind::Postgres, w)
+                    .with_deps(&["network"])
+                    .deferring_plan()
+            ))
+            .with_timeout(ms(2500)),
+        ]
+    };
+    let (engine, _dir) = engine(make(&world), fast_options());
+    assert_eq!(
+        engine
+            .graph()
+            .get(&PhaseId::new("postgres"))
+            .unwrap()
+            .default_timeout(),
+        Some(ms(2500))
+    );
+    let plan = engine.run(Operation::Plan, &RunOptions::default()).await;
+    let postgres = &plan.plans[&PhaseId::new("postgres")];
+    assert!(!postgres.changes.is_empty());
+    assert_eq!(
+        postgres.deferred.as_deref(),
+        Some("needs the outputs of `network`, known after apply")
+    );
+    assert!(
+        engine
+            .run(Operation::Apply, &RunOptions::default())
+            .await
+            .succeeded()
+    );
+    let plan = engine.run(Operation::Plan, &RunOptions::default()).await;
+    assert!(plan.plans[&PhaseId::new("postgres")].is_empty());
+}
