@@ -1,0 +1,457 @@
+//! The `iam` phase: the EKS cluster role and node role.
+//!
+//! Two roles, each with the trust policy of the service that assumes it and the AWS
+//! managed policies EKS documents as required, and nothing more: managed policies
+//! or inline policies that someone else attached to our roles are removed on the next
+//! `up` (a plan shows it first).
+//!
+//! IAM names are global to the account, so a role named like ours but without our
+//! tags is someone else's and stops the run.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use comind_core::{
+    Applied, Change, DestroyOptions, Destroyed, Environment, Error, Outputs, Phase, PhaseContext,
+    PhaseId, Plan, Result,
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::clients::{Clients, Connector};
+use crate::error::AwsResultExt;
+use crate::tags;
+
+/// The phase id.
+pub const ID: &str = "iam";
+/// Output: the ARN of the role the EKS control plane assumes.
+pub const CLUSTER_ROLE_ARN: &str = "CLUSTER_ROLE_ARN";
+/// Output: the ARN of the role the EKS nodes assume.
+pub const NODE_ROLE_ARN: &str = "NODE_ROLE_ARN";
+
+const COMPONENT: &str = ID;
+
+/// One role: who may assume it and which AWS managed policies it carries.
+#[derive(Debug, Clone, Serialize)]
+struct RoleSpec {
+    suffix: &'static str,
+    service: &'static str,
+    policies: &'static [&'static str],
+    #[serde(skip)]
+    output: &'static str,
+    #[serde(skip)]
+    description: &'static str,
+}
+
+const ROLES: [RoleSpec; 2] = [
+    RoleSpec {
+        suffix: "cluster-role",
+        service: "eks.amazonaws.com",
+        policies: &["AmazonEKSClusterPolicy"],
+        output: CLUSTER_ROLE_ARN,
+        description: "Comind: assumed by the EKS control plane",
+    },
+    RoleSpec {
+        suffix: "node-role",
+        service: "ec2.amazonaws.com",
+        policies: &[
+            "AmazonEKSWorkerNodePolicy",
+            "AmazonEKS_CNI_Policy",
+            "AmazonEC2ContainerRegistryReadOnly",
+        ],
+        output: NODE_ROLE_ARN,
+        description: "Comind: assumed by the EKS nodes",
+    },
+];
+
+impl RoleSpec {
+    fn trust(&self) -> Value {
+        json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Service": self.service},
+                "Action": "sts:AssumeRole"
+            }]
+        })
+    }
+
+    fn policy_arns(&self, partition: &str) -> BTreeSet<String> {
+        self.policies
+            .iter()
+            .map(|p| format!("arn:{partition}:iam::aws:policy/{p}"))
+            .collect()
+    }
+}
+
+/// The `iam` phase.
+pub struct IamPhase {
+    aws: Arc<Connector>,
+}
+
+impl std::fmt::Debug for IamPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IamPhase").finish_non_exhaustive()
+    }
+}
+
+impl IamPhase {
+    pub(crate) fn new(aws: Arc<Connector>) -> Self {
+        IamPhase { aws }
+    }
+
+    async fn reconcile(
+        &self,
+        ctx: &PhaseContext,
+        apply: bool,
+    ) -> Result<(Vec<Change>, Option<Outputs>)> {
+        let clients = self.aws.clients(ctx.env()).await?;
+        let mut changes = Vec::new();
+        let mut outputs = Some(Outputs::new());
+        for spec in &ROLES {
+            ctx.checkpoint()?;
+            let arn = reconcile_role(ctx.env(), &clients, spec, apply, &mut changes).await?;
+            match (arn, outputs.as_mut()) {
+                (Some(arn), Some(out)) => out.insert_text(spec.output, arn),
+                _ => outputs = None,
+            }
+        }
+        Ok((changes, outputs))
+    }
+}
+
+/// The live state of one role.
+struct LiveRole {
+    arn: String,
+    trust: Option<Value>,
+    tags: tags::Tags,
+    managed: BTreeSet<String>,
+    inline: Vec<String>,
+}
+
+async fn live_role(clients: &Clients, name: &str) -> Result<Option<LiveRole>> {
+    let resource = format!("iam-role {name}");
+    let Some(out) = clients
+        .iam
+        .get_role()
+        .role_name(name)
+        .send()
+        .await
+        .found("iam:GetRole", &resource)?
+    else {
+        return Ok(None);
+    };
+    let Some(role) = out.role() else {
+        return Ok(None);
+    };
+    let attached = clients
+        .iam
+        .list_attached_role_policies()
+        .role_name(name)
+        .send()
+        .await
+        .aws("iam:ListAttachedRolePolicies", &resource)?;
+    let inline = clients
+        .iam
+        .list_role_policies()
+        .role_name(name)
+        .send()
+        .await
+        .aws("iam:ListRolePolicies", &resource)?;
+    Ok(Some(LiveRole {
+        arn: role.arn().to_string(),
+        trust: role.assume_role_policy_document().and_then(parse_policy),
+        tags: tags::from_iam(role.tags()),
+        managed: attached
+            .attached_policies()
+            .iter()
+            .filter_map(|p| p.policy_arn().map(str::to_string))
+            .collect(),
+        inline: inline.policy_names().to_vec(),
+    }))
+}
+
+/// IAM returns policy documents URL-encoded.
+fn parse_policy(document: &str) -> Option<Value> {
+    serde_json::from_str(&percent_decode(document))
+        .ok()
+        .or_else(|| serde_json::from_str(document).ok())
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(byte) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Brings one role to its spec; its ARN, or `None` while planning a new one.
+async fn reconcile_role(
+    env: &Environment,
+    clients: &Clients,
+    spec: &RoleSpec,
+    apply: bool,
+    changes: &mut Vec<Change>,
+) -> Result<Option<String>> {
+    let name = env.resource_name(spec.suffix);
+    let resource = format!("iam-role {name}");
+    let hash = comind_core::environment::spec_hash(spec);
+    let desired_tags = tags::ownership(env, COMPONENT, Some(&hash));
+    let wanted = spec.policy_arns(clients.partition());
+    let trust = spec.trust();
+
+    let Some(live) = live_role(clients, &name).await? else {
+        changes.push(Change::create("iam-role", &name).because(spec.policies.join(", ")));
+        if !apply {
+            return Ok(None);
+        }
+        let created = clients
+            .iam
+            .create_role()
+            .role_name(&name)
+            .assume_role_policy_document(trust.to_string())
+            .description(spec.description)
+            .set_tags(Some(tags::to_iam(&desired_tags)?))
+            .send()
+            .await
+            .aws("iam:CreateRole", &resource)?;
+        for arn in &wanted {
+            attach(clients, &name, arn).await?;
+        }
+        return created
+            .role()
+            .map(|r| Some(r.arn().to_string()))
+            .ok_or_else(|| Error::internal("CreateRole returned no role"));
+    };
+    tags::require_owned(env, COMPONENT, "iam-role", &name, &live.tags)?;
+
+    if live.trust.as_ref() != Some(&trust) {
+        changes.push(Change::update("iam-role", &name).because("trust policy differs"));
+        if apply {
+            clients
+                .iam
+                .update_assume_role_policy()
+                .role_name(&name)
+                .policy_document(trust.to_string())
+                .send()
+                .await
+                .aws("iam:UpdateAssumeRolePolicy", &resource)?;
+        }
+    }
+    for arn in wanted.difference(&live.managed) {
+        changes.push(Change::update("iam-role", &name).because(format!("attach {arn}")));
+        if apply {
+            attach(clients, &name, arn).await?;
+        }
+    }
+    for arn in live.managed.difference(&wanted) {
+        changes
+            .push(Change::update("iam-role", &name).because(format!("detach {arn}: not needed")));
+        if apply {
+            clients
+                .iam
+                .detach_role_policy()
+                .role_name(&name)
+                .policy_arn(arn)
+                .send()
+                .await
+                .found("iam:DetachRolePolicy", &resource)?;
+        }
+    }
+    for policy in &live.inline {
+        changes.push(
+            Change::update("iam-role", &name)
+                .because(format!("delete inline policy {policy}: not needed")),
+        );
+        if apply {
+            clients
+                .iam
+                .delete_role_policy()
+                .role_name(&name)
+                .policy_name(policy)
+                .send()
+                .await
+                .found("iam:DeleteRolePolicy", &resource)?;
+        }
+    }
+    let missing = tags::missing(&desired_tags, &live.tags);
+    if !missing.is_empty() {
+        changes.push(Change::update("iam-role", &name).because("spec changed: tags"));
+        if apply {
+            clients
+                .iam
+                .tag_role()
+                .role_name(&name)
+                .set_tags(Some(tags::to_iam(&missing)?))
+                .send()
+                .await
+                .aws("iam:TagRole", &resource)?;
+        }
+    }
+    Ok(Some(live.arn))
+}
+
+async fn attach(clients: &Clients, name: &str, arn: &str) -> Result<()> {
+    clients
+        .iam
+        .attach_role_policy()
+        .role_name(name)
+        .policy_arn(arn)
+        .send()
+        .await
+        .aws("iam:AttachRolePolicy", format!("iam-role {name}"))?;
+    Ok(())
+}
+
+async fn delete_role(
+    env: &Environment,
+    clients: &Clients,
+    spec: &RoleSpec,
+) -> Result<Option<Change>> {
+    let name = env.resource_name(spec.suffix);
+    let resource = format!("iam-role {name}");
+    let Some(live) = live_role(clients, &name).await? else {
+        return Ok(None);
+    };
+    if !env.owns(&live.tags, Some(COMPONENT)) {
+        // Someone else's role with our name: never touched.
+        return Ok(None);
+    }
+    for arn in &live.managed {
+        clients
+            .iam
+            .detach_role_policy()
+            .role_name(&name)
+            .policy_arn(arn)
+            .send()
+            .await
+            .found("iam:DetachRolePolicy", &resource)?;
+    }
+    for policy in &live.inline {
+        clients
+            .iam
+            .delete_role_policy()
+            .role_name(&name)
+            .policy_name(policy)
+            .send()
+            .await
+            .found("iam:DeleteRolePolicy", &resource)?;
+    }
+    // EKS puts the node role into instance profiles of its own; they keep the role
+    // from being deleted if a node group went away uncleanly.
+    let profiles = clients
+        .iam
+        .list_instance_profiles_for_role()
+        .role_name(&name)
+        .send()
+        .await
+        .aws("iam:ListInstanceProfilesForRole", &resource)?;
+    for profile in profiles.instance_profiles() {
+        clients
+            .iam
+            .remove_role_from_instance_profile()
+            .instance_profile_name(profile.instance_profile_name())
+            .role_name(&name)
+            .send()
+            .await
+            .found("iam:RemoveRoleFromInstanceProfile", &resource)?;
+    }
+    clients
+        .iam
+        .delete_role()
+        .role_name(&name)
+        .send()
+        .await
+        .found("iam:DeleteRole", &resource)?;
+    Ok(Some(Change::delete("iam-role", name)))
+}
+
+#[async_trait]
+impl Phase for IamPhase {
+    fn id(&self) -> PhaseId {
+        PhaseId::new(ID)
+    }
+
+    fn description(&self) -> String {
+        "IAM roles of the EKS cluster and nodes".to_string()
+    }
+
+    async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
+        let clients = self.aws.clients(ctx.env()).await?;
+        for spec in &ROLES {
+            let name = ctx.env().resource_name(spec.suffix);
+            if let Some(live) = live_role(&clients, &name).await? {
+                tags::require_owned(ctx.env(), COMPONENT, "iam-role", &name, &live.tags)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn plan(&self, ctx: &PhaseContext) -> Result<Plan> {
+        let (changes, outputs) = self.reconcile(ctx, false).await?;
+        Ok(Plan {
+            outputs: if changes.is_empty() { outputs } else { None },
+            changes,
+            deferred: None,
+        })
+    }
+
+    async fn apply(&self, ctx: &PhaseContext) -> Result<Applied> {
+        let (changes, outputs) = self.reconcile(ctx, true).await?;
+        let outputs = outputs
+            .ok_or_else(|| Error::internal("the IAM roles were applied but an ARN is unknown"))?;
+        Ok(Applied { changes, outputs })
+    }
+
+    async fn destroy(&self, ctx: &PhaseContext, _options: DestroyOptions) -> Result<Destroyed> {
+        let clients = self.aws.clients(ctx.env()).await?;
+        let mut changes = Vec::new();
+        for spec in &ROLES {
+            changes.extend(delete_role(ctx.env(), &clients, spec).await?);
+        }
+        Ok(Destroyed {
+            changes,
+            kept: Vec::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_are_read_url_encoded_or_not() {
+        let doc = r#"{"Version":"2012-10-17","Statement":[]}"#;
+        let encoded = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%5D%7D";
+        assert_eq!(parse_policy(encoded), serde_json::from_str(doc).ok());
+        assert_eq!(parse_policy(doc), serde_json::from_str(doc).ok());
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+
+    #[test]
+    fn roles_carry_only_the_documented_policies() {
+        let node = &ROLES[1];
+        let arns = node.policy_arns("aws-cn");
+        assert_eq!(arns.len(), 3);
+        assert!(arns.contains("arn:aws-cn:iam::aws:policy/AmazonEKS_CNI_Policy"));
+        assert_eq!(
+            ROLES[0].trust()["Statement"][0]["Principal"]["Service"],
+            "eks.amazonaws.com"
+        );
+    }
+}

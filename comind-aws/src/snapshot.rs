@@ -1,0 +1,53 @@
+//! Final snapshots: what `down` keeps of the data of RDS and ElastiCache.
+//!
+//! A plain `down` deletes the database and the cache but first snapshots them under
+//! a name of their own, `<resource>-final-<UTC time>`, tagged like the resource (and
+//! with the user's own tags of it). The next `up` restores the newest of them, so data
+//! survives a `down`/`up` cycle; `down --purge` deletes them.
+
+use std::time::SystemTime;
+
+use comind_core::Kept;
+
+/// The name of a final snapshot of `resource` taken at `now`: letters, digits and
+/// single hyphens, as RDS and ElastiCache require.
+pub(crate) fn final_name(resource: &str, now: SystemTime) -> String {
+    let stamp: String = humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    format!("{}{stamp}", prefix(resource))
+}
+
+/// What every final snapshot of `resource` is named like.
+pub(crate) fn prefix(resource: &str) -> String {
+    format!("{resource}-final-")
+}
+
+/// How `down` reports a final snapshot it keeps.
+pub(crate) fn kept(kind: &str, name: &str, of: &str) -> Kept {
+    Kept {
+        kind: kind.to_string(),
+        name: name.to_string(),
+        reason: format!(
+            "final snapshot of {of}, restored by the next `comind up`; `comind down --purge` \
+             deletes it"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn names_are_valid_identifiers() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let name = final_name("comind-dev-postgres", now);
+        assert_eq!(name, "comind-dev-postgres-final-20231114221320");
+        assert!(!name.contains("--"));
+        assert!(name.starts_with(&prefix("comind-dev-postgres")));
+    }
+}

@@ -1,0 +1,637 @@
+//! Whole runs through `comind_core::Bootstrap` with `AwsProvider`, as the CLI makes
+//! them: up, a second up, plan, status, down, down --purge, an interrupted run, a
+//! production environment, and names taken by resources that are not ours.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+
+use comind_core::config::Config;
+use comind_core::engine::RunOptions;
+use comind_core::event::{Event, EventStream, Outcome, RunOutcome};
+use comind_core::{
+    Action, Bootstrap, Change, DestroyOptions, DownOptions, Environment, ErrorKind, Health, Kept,
+    PhaseId, ServiceKind, UpOptions,
+};
+
+use crate::moto_or_skip;
+use crate::support::{self, CallLog, Moto, Peek, owned};
+
+fn bootstrap(
+    moto: &Moto,
+    log: &CallLog,
+    name: &str,
+    state: &std::path::Path,
+    edit: impl FnOnce(&mut Config),
+) -> Bootstrap {
+    let mut config = Config::default();
+    config.environment = name.parse().unwrap();
+    config.profile = comind_core::Profile::Aws;
+    edit(&mut config);
+    Bootstrap::new(Environment::with_state_root(config, state))
+        .with_provider(support::provider(moto, log))
+}
+
+/// What each phase reported in a run: changes and kept resources.
+#[derive(Debug, Default)]
+struct Finished {
+    changes: HashMap<String, Vec<Change>>,
+    kept: HashMap<String, Vec<Kept>>,
+}
+
+fn drain(events: &mut EventStream) -> Finished {
+    let mut finished = Finished::default();
+    while let Some(record) = events.try_recv() {
+        if let Event::PhaseFinished {
+            phase,
+            changes,
+            kept,
+            ..
+        } = &record.event
+        {
+            finished.changes.insert(phase.to_string(), changes.clone());
+            finished.kept.insert(phase.to_string(), kept.clone());
+        }
+    }
+    finished
+}
+
+fn purge() -> RunOptions {
+    RunOptions {
+        destroy: DestroyOptions { purge: true },
+        ..RunOptions::default()
+    }
+}
+
+fn assert_succeeded(report: &comind_core::engine::RunReport, what: &str) {
+    assert!(
+        report.succeeded(),
+        "{what}: {:#?}",
+        report
+            .summary
+            .phases
+            .iter()
+            .filter(|p| p.outcome != Outcome::Succeeded)
+            .collect::<Vec<_>>()
+    );
+}
+
+async fn everything_owned(peek: &Peek, env: &Environment) -> Vec<String> {
+    let mut all = owned::network(peek, env).await;
+    all.extend(owned::iam(peek, env).await);
+    all.extend(owned::cluster(peek, env).await);
+    all.extend(owned::postgres(peek, env).await);
+    all.extend(owned::object_store(peek, env).await);
+    all.extend(owned::cache(peek, env).await);
+    all.extend(owned::queue(peek, env).await);
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_converges_and_a_second_up_makes_no_mutating_call() {
+    let moto = moto_or_skip!();
+    let state = tempfile::tempdir().unwrap();
+    let log = CallLog::default();
+    let bootstrap = bootstrap(&moto, &log, "full", state.path(), |_| {});
+
+    // Plan on nothing: changes everywhere, nothing touched.
+    let plan = bootstrap.plan(&RunOptions::default()).await.unwrap();
+    assert_succeeded(&plan, "plan on nothing");
+    for id in [
+        "network",
+        "iam",
+        "cluster",
+        "postgres",
+        "object-store",
+        "cache",
+        "queue",
+    ] {
+        let p = &plan.plans[&PhaseId::new(id)];
+        assert!(!p.changes.is_empty(), "plan of `{id}` on nothing: {p:?}");
+        assert!(p.outputs.is_none(), "plan of `{id}` on nothing has outputs");
+    }
+    assert!(
+        plan.plans[&PhaseId::new("cluster")].deferred.is_some(),
+        "the cluster's plan depends on network and iam"
+    );
+    assert_eq!(
+        log.mutating(),
+        Vec::<String>::new(),
+        "plan made mutating calls"
+    );
+
+    let up = bootstrap
+        .up(&RunOptions::default(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert_succeeded(&up, "first up");
+    assert!(up.summary.changes > 20, "{:?}", up.summary);
+    // The recorder sees mutating calls, so its silence below means something.
+    let made = log.mutating();
+    for call in [
+        "EC2:CreateVpc",
+        "EKS:CreateCluster",
+        "RDS:CreateDBInstance",
+        "S3:CreateBucket",
+    ] {
+        assert!(
+            made.iter().any(|c| c == call),
+            "{call} not recorded: {made:?}"
+        );
+    }
+
+    // The same keys as any provider of the same kinds.
+    let outputs = up.merged_outputs();
+    for kind in ServiceKind::ALL {
+        for key in kind.required_outputs() {
+            assert!(outputs.get(key).is_some(), "{kind}: `{key}` missing");
+        }
+        for key in kind.secret_outputs() {
+            if let Some(value) = outputs.get(key) {
+                assert!(value.is_secret(), "`{key}` must be a secret");
+            }
+        }
+    }
+    for key in [
+        "DATABASE_URL_DEV",
+        "S3_BUCKET_BACKUPS",
+        "S3_BUCKET_UPLOADS",
+        "SQS_QUEUE_URL_JOBS",
+        "SQS_DLQ_URL_JOBS",
+        "VPC_ID",
+        "CLUSTER_ENDPOINT",
+        "KUBECONFIG",
+    ] {
+        assert!(outputs.get(key).is_some(), "`{key}` missing");
+    }
+    assert_eq!(
+        outputs.require("S3_BUCKET_UPLOADS").unwrap(),
+        "comind-full-uploads"
+    );
+    assert!(
+        outputs
+            .require("DATABASE_URL")
+            .unwrap()
+            .ends_with("/dev?sslmode=require")
+    );
+    assert!(
+        outputs
+            .require("REDIS_URL")
+            .unwrap()
+            .starts_with("rediss://:")
+    );
+    assert_eq!(outputs.require("S3_ENDPOINT").unwrap(), moto.url);
+
+    // The kubeconfig: private, and its user runs `comind eks-token`.
+    let path = std::path::PathBuf::from(outputs.require("KUBECONFIG").unwrap());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let kubeconfig: serde_json::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let exec = &kubeconfig["users"][0]["user"]["exec"];
+    assert_eq!(exec["command"], "comind");
+    assert_eq!(exec["args"][0], "eks-token");
+    assert_eq!(exec["args"][2], "comind-full-cluster");
+
+    // A second up: nothing to do, and not a single mutating call.
+    log.clear();
+    let mut events = bootstrap.events().subscribe();
+    let again = bootstrap
+        .up(&RunOptions::default(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert_succeeded(&again, "second up");
+    let finished = drain(&mut events);
+    for (phase, changes) in &finished.changes {
+        assert!(
+            changes.is_empty(),
+            "second up changed `{phase}`: {changes:?}"
+        );
+    }
+    assert_eq!(again.summary.changes, 0);
+    assert_eq!(
+        log.mutating(),
+        Vec::<String>::new(),
+        "the second up made mutating calls"
+    );
+    let looked = log.calls();
+    assert!(
+        looked.len() > 30,
+        "the second up must still look at everything: {looked:?}"
+    );
+    assert_eq!(again.merged_outputs(), outputs);
+
+    // Plan and status agree.
+    let plan = bootstrap.plan(&RunOptions::default()).await.unwrap();
+    for (id, p) in &plan.plans {
+        assert!(p.is_empty(), "plan of `{id}` after up: {p:?}");
+        assert!(
+            p.outputs.is_some(),
+            "plan of `{id}` after up has no outputs"
+        );
+    }
+    let status = bootstrap.status(&RunOptions::default()).await.unwrap();
+    for (id, s) in &status.statuses {
+        assert_eq!(s.health, Health::Ready, "status of `{id}`: {s:?}");
+    }
+    assert_eq!(
+        log.mutating(),
+        Vec::<String>::new(),
+        "plan or status made mutating calls"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_keeps_data_up_restores_it_and_purge_removes_everything() {
+    let moto = moto_or_skip!();
+    let peek = Peek::new(&moto);
+    let state = tempfile::tempdir().unwrap();
+    let log = CallLog::default();
+    let bootstrap = bootstrap(&moto, &log, "keep", state.path(), |_| {});
+    let env = bootstrap.env().clone();
+    let up = bootstrap
+        .up(&RunOptions::default(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert_succeeded(&up, "up");
+    let outputs = up.merged_outputs();
+    let uploads = outputs.require("S3_BUCKET_UPLOADS").unwrap().to_string();
+    let jobs = outputs.require("SQS_QUEUE_URL_JOBS").unwrap().to_string();
+    peek.s3
+        .put_object()
+        .bucket(&uploads)
+        .key("report.pdf")
+        .body(b"data".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    peek.sqs
+        .send_message()
+        .queue_url(&jobs)
+        .message_body("job-1")
+        .send()
+        .await
+        .unwrap();
+    let password = outputs.require("POSTGRES_PASSWORD").unwrap().to_string();
+
+    let mut events = bootstrap.events().subscribe();
+    let down = bootstrap
+        .down(&RunOptions::default(), &DownOptions::default())
+        .await
+        .unwrap();
+    assert_succeeded(&down, "down");
+    let finished = drain(&mut events);
+    let kept = |phase: &str| -> Vec<String> {
+        finished.kept[phase]
+            .iter()
+            .map(|k| format!("{} {}", k.kind, k.name))
+            .collect()
+    };
+    let pg_kept = kept("postgres");
+    assert_eq!(pg_kept.len(), 1, "{pg_kept:?}");
+    assert!(
+        pg_kept[0].starts_with("db-snapshot comind-keep-postgres-final-"),
+        "{pg_kept:?}"
+    );
+    assert!(
+        finished.changes["postgres"]
+            .iter()
+            .any(|c| c.action == Action::Create && c.kind == "db-snapshot"),
+        "the final snapshot is reported as made"
+    );
+    assert_eq!(
+        kept("object-store"),
+        vec!["bucket comind-keep-uploads".to_string()]
+    );
+    assert!(
+        finished.changes["object-store"].contains(&Change::delete("bucket", "comind-keep-backups")),
+        "the empty bucket goes"
+    );
+    let mut queue_kept = kept("queue");
+    queue_kept.sort();
+    assert_eq!(
+        queue_kept,
+        vec![
+            "queue comind-keep-jobs".to_string(),
+            "queue comind-keep-jobs-dlq".to_string()
+        ]
+    );
+    assert!(kept("cache")[0].starts_with("cache-snapshot comind-keep-cache-final-"));
+    for phase in ["network", "iam", "cluster"] {
+        assert!(
+            !finished.changes[phase].is_empty(),
+            "down removed nothing of `{phase}`"
+        );
+    }
+    let left = everything_owned(&peek, &env).await;
+    assert_eq!(left.len(), 5, "only data is left: {left:?}");
+    assert!(!state.path().join("aws/keep/kubeconfig").exists());
+
+    // up again: the database comes back from its snapshot, the data is still there.
+    let mut events = bootstrap.events().subscribe();
+    let up = bootstrap
+        .up(&RunOptions::default(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert_succeeded(&up, "up after down");
+    let finished = drain(&mut events);
+    assert!(
+        finished.changes["postgres"]
+            .iter()
+            .any(|c| c.kind == "db-instance"
+                && c.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("restored from final snapshot"))),
+        "{:?}",
+        finished.changes["postgres"]
+    );
+    assert!(
+        finished.changes["cache"].iter().any(|c| c
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("restored from final snapshot"))),
+        "{:?}",
+        finished.changes["cache"]
+    );
+    assert_eq!(
+        up.merged_outputs().require("POSTGRES_PASSWORD").unwrap(),
+        password
+    );
+    peek.s3
+        .head_object()
+        .bucket(&uploads)
+        .key("report.pdf")
+        .send()
+        .await
+        .unwrap();
+    let messages = peek
+        .sqs
+        .receive_message()
+        .queue_url(&jobs)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(messages.messages()[0].body(), Some("job-1"));
+
+    // down --purge: nothing at all is left, credentials included.
+    let mut events = bootstrap.events().subscribe();
+    let down = bootstrap
+        .down(&purge(), &DownOptions::default())
+        .await
+        .unwrap();
+    assert_succeeded(&down, "down --purge");
+    let finished = drain(&mut events);
+    for (phase, kept) in &finished.kept {
+        assert!(kept.is_empty(), "purge kept in `{phase}`: {kept:?}");
+    }
+    assert_eq!(everything_owned(&peek, &env).await, Vec::<String>::new());
+    assert!(!env.state().has_credentials("postgres"));
+    assert!(!env.state().has_credentials("cache"));
+    let buckets = peek.s3.list_buckets().send().await.unwrap();
+    assert!(buckets.buckets().is_empty(), "{:?}", buckets.buckets());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_taken_by_resources_without_our_tags_stop_the_run_before_anything_changes() {
+    let moto = moto_or_skip!();
+    let peek = Peek::new(&moto);
+    peek.s3
+        .create_bucket()
+        .bucket("comind-adopt-uploads")
+        .send()
+        .await
+        .unwrap();
+    peek.sqs
+        .create_queue()
+        .queue_name("comind-adopt-jobs")
+        .send()
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let log = CallLog::default();
+    let bootstrap = bootstrap(&moto, &log, "adopt", state.path(), |_| {});
+    let env = bootstrap.env().clone();
+
+    let up = bootstrap
+        .up(&RunOptions::default(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(up.summary.outcome, RunOutcome::Rejected, "{:?}", up.summary);
+    for (phase, kind, name) in [
+        ("object-store", "bucket", "comind-adopt-uploads"),
+        ("queue", "queue", "comind-adopt-jobs"),
+    ] {
+        let summary = up
+            .summary
+            .phases
+            .iter()
+            .find(|p| p.id.as_str() == phase)
+            .unwrap();
+        assert_eq!(summary.outcome, Outcome::Failed, "{phase}");
+        let error = summary.error.as_ref().unwrap();
+        assert_eq!(error.kind, ErrorKind::Conflict, "{phase}: {error}");
+        assert!(!error.transient, "{phase}");
+        assert!(
+            error.message.contains(&format!("{kind} `{name}`")),
+            "{phase}: {error}"
+        );
+        assert!(error.message.contains("not tagged"), "{phase}: {error}");
+        assert!(error.hint.is_some(), "{phase}");
+    }
+    assert_eq!(
+        up.phases_with(Outcome::Skipped).len(),
+        5,
+        "nothing else ran: {:?}",
+        up.summary
+    );
+    assert_eq!(
+        log.mutating(),
+        Vec::<String>::new(),
+        "the rejected run changed something"
+    );
+    assert_eq!(everything_owned(&peek, &env).await, Vec::<String>::new());
+    // Never touched: no tags, no settings.
+    let tagging = peek
+        .s3
+        .get_bucket_tagging()
+        .bucket("comind-adopt-uploads")
+        .send()
+        .await;
+    assert!(tagging.is_err(), "the foreign bucket was tagged");
+    assert!(
+        peek.s3
+            .get_public_access_block()
+            .bucket("comind-adopt-uploads")
+            .send()
+            .await
+            .is_err(),
+        "the foreign bucket was changed"
+    );
+
+    // `down --purge` leaves them alone too, and says so.
+    let mut events = bootstrap.events().subscribe();
+    let down = bootstrap
+        .down(&purge(), &DownOptions::default())
+        .await
+        .unwrap();
+    assert_succeeded(&down, "down --purge");
+    let finished = drain(&mut events);
+    for (phase, name) in [
+        ("object-store", "comind-adopt-uploads"),
+        ("queue", "comind-adopt-jobs"),
+    ] {
+        assert!(
+            finished.kept[phase]
+                .iter()
+                .any(|k| k.name == name && k.reason.contains("not created by Comind")),
+            "{:?}",
+            finished.kept
+        );
+    }
+    peek.s3
+        .head_bucket()
+        .bucket("comind-adopt-uploads")
+        .send()
+        .await
+        .unwrap();
+    peek.sqs
+        .get_queue_url()
+        .queue_name("comind-adopt-jobs")
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_resumes_from_what_exists() {
+    let moto = moto_or_skip!();
+    let peek = Peek::new(&moto);
+    let state = tempfile::tempdir().unwrap();
+    let log = CallLog::default();
+    let first = bootstrap(&moto, &log, "resume", state.path(), |_| {});
+    let env = first.env().clone();
+    // Interrupt while EKS creates the cluster: the phase stops at its next safe point.
+    log.cancel_on("CreateCluster", first.cancellation());
+    let report = first
+        .up(&RunOptions::default(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        report.summary.outcome,
+        RunOutcome::Cancelled,
+        "{:?}",
+        report.summary
+    );
+    let cluster = report
+        .summary
+        .phases
+        .iter()
+        .find(|p| p.id.as_str() == "cluster")
+        .unwrap();
+    assert_eq!(cluster.outcome, Outcome::Cancelled, "{cluster:?}");
+    assert_eq!(
+        owned::cluster(&peek, &env).await,
+        vec!["eks-cluster comind-resume-cluster"]
+    );
+
+    // Run again: what exists is adopted, the rest is made.
+    let second = bootstrap(&moto, &log, "resume", state.path(), |_| {});
+    let mut events = second.events().subscribe();
+    let report = second
+        .up(&RunOptions::default(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert_succeeded(&report, "resumed up");
+    let finished = drain(&mut events);
+    assert!(
+        finished.changes["network"].is_empty(),
+        "{:?}",
+        finished.changes["network"]
+    );
+    let cluster = &finished.changes["cluster"];
+    assert!(
+        !cluster.iter().any(|c| c.kind == "eks-cluster"),
+        "the cluster was adopted, not made again: {cluster:?}"
+    );
+    assert!(
+        cluster
+            .iter()
+            .any(|c| c.kind == "eks-nodegroup" && c.action == Action::Create)
+    );
+    let vpcs = owned::network(&peek, &env)
+        .await
+        .into_iter()
+        .filter(|r| r.starts_with("vpc "))
+        .count();
+    assert_eq!(vpcs, 1);
+    let clusters = peek.eks.list_clusters().send().await.unwrap();
+    assert_eq!(clusters.clusters().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_protects_the_database_and_refuses_an_unconfirmed_purge() {
+    let moto = moto_or_skip!();
+    let peek = Peek::new(&moto);
+    let state = tempfile::tempdir().unwrap();
+    let log = CallLog::default();
+    let bootstrap = bootstrap(&moto, &log, "prod", state.path(), |c| c.production = true);
+    let up = bootstrap
+        .up(&RunOptions::default(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert_succeeded(&up, "up");
+    let db = peek
+        .rds
+        .describe_db_instances()
+        .db_instance_identifier("comind-prod-postgres")
+        .send()
+        .await
+        .unwrap();
+    let db = &db.db_instances()[0];
+    assert_eq!(db.deletion_protection(), Some(true));
+    assert_eq!(db.storage_encrypted(), Some(true));
+    assert_eq!(db.publicly_accessible(), Some(false));
+    let nats = owned::network(&peek, bootstrap.env())
+        .await
+        .into_iter()
+        .filter(|r| r.starts_with("nat-gateway"))
+        .count();
+    assert_eq!(nats, 3, "production runs a NAT gateway per zone");
+
+    log.clear();
+    let refused = bootstrap
+        .down(&purge(), &DownOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::InvalidInput);
+    assert!(refused.message().contains("production"), "{refused}");
+    assert!(
+        refused.hint().unwrap().contains("--confirm prod"),
+        "{refused}"
+    );
+    assert_eq!(
+        log.mutating(),
+        Vec::<String>::new(),
+        "a refused down changed something"
+    );
+
+    let mut events = bootstrap.events().subscribe();
+    let confirmed = DownOptions {
+        confirm: Some("prod".to_string()),
+    };
+    let down = bootstrap.down(&purge(), &confirmed).await.unwrap();
+    assert_succeeded(&down, "confirmed down --purge");
+    let finished = drain(&mut events);
+    assert!(
+        finished.changes["postgres"].iter().any(|c| c
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("deletion protection turned off"))),
+        "{:?}",
+        finished.changes["postgres"]
+    );
+    assert_eq!(
+        owned::postgres(&peek, bootstrap.env()).await,
+        Vec::<String>::new()
+    );
+}
