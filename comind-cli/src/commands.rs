@@ -392,9 +392,12 @@ fn completions(args: &CompletionsArgs) -> Result<u8, Error> {
 
 #[cfg(feature = "aws")]
 async fn eks_token(args: &EksTokenArgs) -> Result<u8, Error> {
-    let json =
-        comind_aws::exec_credential(&args.cluster, &args.region, args.endpoint_url.as_deref())
-            .await?;
+    let json = comind_aws::exec_credential_for(
+        &args.cluster,
+        Some(&args.region),
+        args.endpoint_url.as_deref(),
+    )
+    .await?;
     stdout_line(&json);
     Ok(0)
 }

@@ -499,8 +499,15 @@ mod clients {
     }
 
     fn s3(vars: &HashMap<String, String>) -> aws_sdk_s3::Client {
+        // The MinIO stand-in (SeaweedFS) answers object calls with a retryable 500 for
+        // a moment after its container restarts, although ListBuckets (the readiness
+        // probe) already works; real MinIO does not. Retry long enough to ride it out.
+        let retry = aws_sdk_s3::config::retry::RetryConfig::standard()
+            .with_max_attempts(12)
+            .with_initial_backoff(std::time::Duration::from_millis(250));
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
+            .retry_config(retry)
             .endpoint_url(&vars["S3_ENDPOINT"])
             .region(Region::new(vars["S3_REGION"].clone()))
             .credentials_provider(Credentials::new(

@@ -1,11 +1,14 @@
 //! End-to-end tests of the `comind` binary, driven as a user drives it.
 //!
-//! `config` needs nothing but the binary. `local` needs a Docker engine and the test
-//! images (see `scripts/test-env`); it fails when they are missing and
-//! `COMIND_REQUIRE_PEERS=1` (CI), and skips loudly otherwise.
+//! `config` and `basics` need nothing but the binary. `local` needs a Docker engine
+//! and the test images, `aws` a `moto_server` (see `scripts/test-env`); they fail
+//! when those are missing and `COMIND_REQUIRE_PEERS=1` (CI), and skip loudly
+//! otherwise.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[cfg(feature = "aws")]
+mod aws;
 mod basics;
 mod config;
 #[cfg(feature = "local")]

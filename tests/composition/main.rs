@@ -1,0 +1,12 @@
+//! Tests that compose the crates as an embedder does.
+//!
+//! - `parity`: the same services on the local profile (Docker) and on AWS
+//!   (moto_server) hand applications the same output keys.
+//! - `extension`: another team's phase, on Comind's traits, scheduled after the real
+//!   local PostgreSQL and using the `DATABASE_URL` it publishes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod extension;
+mod parity;
+mod peers;
