@@ -203,7 +203,36 @@ impl Bootstrap {
         let engine = self.checked_engine(run)?;
         let lock = self.lock("comind up").await?;
         if self.env.is_production() && !options.allow_destructive {
-            let plan = engine.run(Operation::Plan, run).await;
+            // The guard's plan reports to a bus of its own: subscribers see one run.
+            let guard = Engine::new(
+                self.phases()?,
+                self.env.clone(),
+                EngineOptions {
+                    events: EventBus::new(),
+                    ..self.options.clone()
+                },
+            )?;
+            let plan = guard.run(Operation::Plan, run).await;
+            if !plan.succeeded() {
+                let unread: Vec<String> = plan
+                    .summary
+                    .phases
+                    .iter()
+                    .filter(|p| p.outcome != crate::event::Outcome::Succeeded)
+                    .map(|p| match &p.error {
+                        Some(error) => format!("`{}` ({error})", p.id),
+                        None => format!("`{}`", p.id),
+                    })
+                    .collect();
+                return Err(Error::invalid_input(format!(
+                    "environment `{}` is production, and whether this run would replace or \
+                     delete something cannot be told: the plan of {} did not succeed; \
+                     nothing was changed",
+                    self.env.name(),
+                    unread.join(", ")
+                ))
+                .with_hint("fix what the plan reports, or pass --allow-destructive"));
+            }
             let destructive: Vec<String> = plan
                 .plans
                 .values()
@@ -283,8 +312,17 @@ impl Bootstrap {
 
     async fn lock(&self, command: &str) -> Result<EnvironmentLock> {
         self.env.state().ensure()?;
-        let lock = EnvironmentLock::acquire(&self.env.state().lock_path(), command, self.lock_wait)
-            .await?;
+        let path = self.env.state().lock_path();
+        // Waiting for another run must not outlast an interrupt.
+        let lock = tokio::select! {
+            lock = EnvironmentLock::acquire(&path, command, self.lock_wait) => lock?,
+            () = self.options.cancel.requested() => {
+                return Err(Error::cancelled(
+                    "cancelled while waiting for the environment lock; nothing was changed",
+                )
+                .with_resource(path.display().to_string()));
+            }
+        };
         if let Some(stale) = lock.recovered_from() {
             let state = if stale.is_dead() {
                 "which is no longer running"

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::error::ErrorReport;
-use crate::phase::{Change, Kept, Operation, PhaseId};
+use crate::phase::{Change, Health, Kept, Operation, PhaseId};
 
 /// The version of the event schema, carried by every record as `v`. It changes only
 /// when a field is removed or changes meaning; new fields and new event types do not
@@ -197,6 +197,12 @@ pub enum Event {
         /// Resources deliberately kept (destroy).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         kept: Vec<Kept>,
+        /// Health found (status runs).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        health: Option<Health>,
+        /// What the health means (status runs).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
     /// A phase failed.
     PhaseFailed {

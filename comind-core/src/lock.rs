@@ -183,7 +183,10 @@ fn busy(path: &Path, holder: Option<LockHolder>, wait: LockWait) -> Error {
         format!("the environment is locked: {who}{waited}"),
     )
     .with_resource(path.display().to_string())
-    .with_hint("wait for that run to finish, or pass --lock-timeout to wait for it")
+    .with_hint(match wait {
+        LockWait::Fail => "wait for that run to finish, or pass --lock-timeout to wait for it",
+        LockWait::Timeout(_) => "that run is still going; wait longer with a larger --lock-timeout",
+    })
 }
 
 #[cfg(test)]

@@ -353,6 +353,7 @@ pub trait ServiceBackend: Send + Sync + 'static {
 pub struct ServicePhase<B: ?Sized> {
     backend: std::sync::Arc<B>,
     timeout: Option<Duration>,
+    enabled: bool,
 }
 
 impl<B: ServiceBackend + ?Sized> ServicePhase<B> {
@@ -361,7 +362,33 @@ impl<B: ServiceBackend + ?Sized> ServicePhase<B> {
         ServicePhase {
             backend,
             timeout: None,
+            enabled: true,
         }
+    }
+
+    /// Wraps the backend of a service the configuration disables. Its desired state is
+    /// "absent": `up` removes what an earlier run created (keeping data, as a plain
+    /// `down` does), and `down` still finds and removes it, so turning a service off
+    /// never leaves resources that nothing manages. It publishes no outputs and has no
+    /// preflight checks.
+    pub fn disabled(backend: std::sync::Arc<B>) -> Self {
+        ServicePhase {
+            enabled: false,
+            ..Self::new(backend)
+        }
+    }
+
+    /// Whether the configuration enables the service.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Whether anything of a disabled service is running: when nothing runs, its plan
+    /// asks only to create (everything, or the container on kept data).
+    async fn is_running(&self, ctx: &PhaseContext) -> Result<bool> {
+        let changes = self.backend.plan(ctx).await?;
+        // In sync (no changes) means it runs; only creations means nothing does.
+        Ok(changes.is_empty() || changes.iter().any(|c| c.action != Action::Create))
     }
 
     /// Gives the phase a timeout of its own, for services that take longer than the
@@ -418,10 +445,24 @@ impl<B: ServiceBackend + ?Sized> Phase for ServicePhase<B> {
     }
 
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
+        if !self.enabled {
+            return Ok(());
+        }
         self.backend.preflight(ctx).await
     }
 
     async fn plan(&self, ctx: &PhaseContext) -> Result<Plan> {
+        if !self.enabled {
+            let kind = self.backend.kind();
+            return Ok(if self.is_running(ctx).await? {
+                Plan::changes(vec![
+                    Change::delete("service", kind.id())
+                        .because("disabled in comind.yaml; its data is kept"),
+                ])
+            } else {
+                Plan::in_sync(Outputs::new())
+            });
+        }
         let changes = self.backend.plan(ctx).await?;
         if let Some(reason) = self.backend.deferred(ctx) {
             return Ok(Plan {
@@ -439,6 +480,20 @@ impl<B: ServiceBackend + ?Sized> Phase for ServicePhase<B> {
     }
 
     async fn apply(&self, ctx: &PhaseContext) -> Result<Applied> {
+        if !self.enabled {
+            let changes = if self.is_running(ctx).await? {
+                self.backend
+                    .destroy(ctx, DestroyOptions { purge: false })
+                    .await?
+                    .changes
+            } else {
+                Vec::new()
+            };
+            return Ok(Applied {
+                changes,
+                outputs: Outputs::new(),
+            });
+        }
         let changes = self.backend.ensure(ctx).await?;
         self.wait_ready(ctx).await?;
         let endpoint = self.backend.endpoint(ctx).await?;
@@ -453,6 +508,22 @@ impl<B: ServiceBackend + ?Sized> Phase for ServicePhase<B> {
     }
 
     async fn status(&self, ctx: &PhaseContext) -> Result<PhaseStatus> {
+        if !self.enabled {
+            let running = self.is_running(ctx).await?;
+            return Ok(PhaseStatus {
+                health: if running {
+                    Health::Degraded
+                } else {
+                    Health::Ready
+                },
+                detail: if running {
+                    "disabled in comind.yaml but still running; `comind up` removes it".into()
+                } else {
+                    "disabled in comind.yaml".into()
+                },
+                outputs: Some(Outputs::new()),
+            });
+        }
         let changes = self.backend.plan(ctx).await?;
         if !changes.is_empty() {
             let absent = changes.iter().all(|c| c.action == Action::Create);

@@ -41,7 +41,13 @@ pub use types::{
 pub const DEFAULT_FILE_NAME: &str = "comind.yaml";
 
 /// Environment variables with the `COMIND_` prefix that are not configuration fields.
-pub const RESERVED_ENV_VARS: &[&str] = &["COMIND_CONFIG", "COMIND_LOG", "COMIND_NO_COLOR"];
+pub const RESERVED_ENV_VARS: &[&str] = &[
+    "COMIND_CONFIG",
+    "COMIND_LOG",
+    "COMIND_NO_COLOR",
+    // The test suite's switch that turns a missing peer into a failure.
+    "COMIND_REQUIRE_PEERS",
+];
 
 /// Where the values of a [`Config`] came from.
 #[derive(Debug, Clone, Default)]
@@ -196,11 +202,18 @@ impl Config {
     /// Every problem found, each with its location and field.
     pub fn load(options: &LoadOptions) -> Result<Config, ConfigError> {
         let mut config = match &options.file {
-            Some(path) => Self::read_file(path)?,
+            Some(path) => {
+                Self::read_file(path, Origin::Flag("--config (or COMIND_CONFIG)".into()))?
+            }
             None => {
                 let default = Path::new(DEFAULT_FILE_NAME);
                 if default.is_file() {
-                    Self::read_file(default)?
+                    let origin = Origin::File {
+                        path: default.to_path_buf(),
+                        line: 1,
+                        column: 1,
+                    };
+                    Self::read_file(default, origin)?
                 } else {
                     Config::default()
                 }
@@ -213,10 +226,10 @@ impl Config {
         Ok(config)
     }
 
-    fn read_file(path: &Path) -> Result<Config, ConfigError> {
+    fn read_file(path: &Path, origin: Origin) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::single(
-                Origin::Flag("--config".to_string()),
+                origin,
                 "",
                 format!(
                     "cannot read configuration file {}: {e}; check the path, or run \

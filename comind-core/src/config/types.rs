@@ -113,7 +113,18 @@ macro_rules! string_newtype {
 pub const MAX_ENVIRONMENT_NAME: usize = 20;
 
 fn check_environment_name(value: &str) -> Result<(), String> {
-    check_dns_label(value, "environment name")?;
+    let valid_chars = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !value.ends_with('-');
+    if !valid_chars {
+        return Err(format!(
+            "environment name `{value}` is not valid: use lowercase letters, digits and `-`, \
+             starting with a letter, not ending with `-`, at most {MAX_ENVIRONMENT_NAME} \
+             characters"
+        ));
+    }
     if value.len() > MAX_ENVIRONMENT_NAME {
         return Err(format!(
             "environment name `{value}` is {} characters long; at most {MAX_ENVIRONMENT_NAME} \

@@ -352,6 +352,17 @@ fn check_aws(config: &Config, problems: &mut Vec<Problem>) {
         ));
     }
     let rds = &config.services.postgres.aws;
+    if config.profile == super::Profile::Aws && config.services.postgres.databases.len() > 1 {
+        problems.push(config.problem(
+            "services.postgres.databases",
+            format!(
+                "the aws profile makes one database ({}): RDS creates it with the instance, \
+                 and further databases need SQL from inside the VPC, which Comind does not \
+                 run yet; list one database",
+                config.services.postgres.databases[0]
+            ),
+        ));
+    }
     if !(20..=65536).contains(&rds.storage_gb) {
         problems.push(config.problem(
             "services.postgres.aws.storage_gb",

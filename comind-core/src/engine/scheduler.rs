@@ -533,12 +533,18 @@ async fn schedule<'g>(
                 slot.outcome = Some(Outcome::Succeeded);
                 slot.changes = returned.changes().len();
                 slot.input = returned.as_input();
+                let (health, detail) = match &returned {
+                    Returned::Status(status) => (Some(status.health), Some(status.detail.clone())),
+                    _ => (None, None),
+                };
                 events.emit(Event::PhaseFinished {
                     phase: id.clone(),
                     outcome: Outcome::Succeeded,
                     duration_ms: millis(executed.duration),
                     changes: returned.changes().to_vec(),
                     kept: returned.kept().to_vec(),
+                    health,
+                    detail,
                 });
                 match returned {
                     Returned::Plan(plan) => {
@@ -582,6 +588,8 @@ async fn schedule<'g>(
                         duration_ms: millis(executed.duration),
                         changes: Vec::new(),
                         kept: Vec::new(),
+                        health: None,
+                        detail: None,
                     });
                 } else {
                     slot.outcome = Some(Outcome::Failed);

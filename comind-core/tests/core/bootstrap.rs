@@ -297,3 +297,124 @@ fn config_loading_reports_every_problem_before_anything_runs() {
     assert_eq!(err.problems().len(), 2, "{err}");
     let _unused: Arc<()> = Arc::new(());
 }
+
+#[tokio::test]
+async fn disabling_a_service_removes_it_keeping_data_and_purge_still_finds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    assert!(
+        bootstrap("environment: demo\n", &world, dir.path())
+            .up(&RunOptions::default(), &UpOptions::default())
+            .await
+            .unwrap()
+            .succeeded()
+    );
+    assert!(world.exists("comind-demo-cache"));
+
+    let env = Environment::with_state_root(config("environment: demo\n"), dir.path());
+    let without_cache = Bootstrap::new(env)
+        .with_engine_options(fast_options())
+        .with_provider(
+            FakeProvider::new("fake")
+                .with_phase(FakePhase::new("network", &world))
+                .with_service(
+                    FakeService::new(ServiceKind::Postgres, &world).with_deps(&["network"]),
+                )
+                .with_phase(comind_core::ServicePhase::disabled(Arc::new(
+                    FakeService::new(ServiceKind::Cache, &world).with_deps(&["network"]),
+                ))),
+        );
+    let plan = without_cache.plan(&RunOptions::default()).await.unwrap();
+    let cache_plan = &plan.plans[&comind_core::PhaseId::new("cache")];
+    assert_eq!(cache_plan.changes.len(), 1, "{cache_plan:?}");
+    assert!(cache_plan.changes[0].to_string().contains("disabled"));
+
+    let report = without_cache
+        .up(&RunOptions::default(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert!(report.succeeded());
+    assert!(
+        !world.exists("comind-demo-cache"),
+        "the disabled service is removed"
+    );
+    assert!(world.exists("comind-demo-cache-data"), "its data is kept");
+    assert!(report.merged_outputs().get("REDIS_URL").is_none());
+    let again = without_cache
+        .up(&RunOptions::default(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(again.summary.changes, 0);
+    let status = without_cache.status(&RunOptions::default()).await.unwrap();
+    assert_eq!(
+        status.statuses[&comind_core::PhaseId::new("cache")].health,
+        comind_core::Health::Ready
+    );
+
+    let purge = RunOptions {
+        destroy: comind_core::DestroyOptions { purge: true },
+        ..RunOptions::default()
+    };
+    assert!(
+        without_cache
+            .down(&purge, &DownOptions::default())
+            .await
+            .unwrap()
+            .succeeded()
+    );
+    assert!(
+        world.names().is_empty(),
+        "purge finds the disabled service's data too: {:?}",
+        world.names()
+    );
+}
+
+#[tokio::test]
+async fn an_interrupt_ends_the_wait_for_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let b = bootstrap("environment: demo\n", &world, dir.path())
+        .with_lock_wait(LockWait::Timeout(std::time::Duration::from_secs(30)));
+    b.env().state().ensure().unwrap();
+    let _held = EnvironmentLock::acquire(&b.env().state().lock_path(), "comind up", LockWait::Fail)
+        .await
+        .unwrap();
+    let cancel = b.cancellation().clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        cancel.request();
+    });
+    let started = std::time::Instant::now();
+    let err = b
+        .up(&RunOptions::default(), &UpOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(world.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_production_up_reports_one_run_to_subscribers() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let b = bootstrap("environment: prod\nproduction: true\n", &world, dir.path());
+    let mut events = b.events().subscribe();
+    assert!(
+        b.up(&RunOptions::default(), &UpOptions::default())
+            .await
+            .unwrap()
+            .succeeded()
+    );
+    let mut started = Vec::new();
+    while let Some(record) = events.try_recv() {
+        if let comind_core::event::Event::RunStarted { operation, .. } = &record.event {
+            started.push(*operation);
+        }
+    }
+    assert_eq!(
+        started,
+        [comind_core::Operation::Apply],
+        "the guard's plan stays private"
+    );
+}
