@@ -36,7 +36,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use comind_core::config::Config;
-use comind_core::{Diagnosis, Environment, Phase, Provider, Result, ServiceBackend, ServicePhase};
+use comind_core::{
+    Diagnosis, Environment, Phase, Provider, Result, ServiceBackend, ServiceKind, ServicePhase,
+};
 
 pub use docker::DockerClient;
 pub use doctor::MIN_API_VERSION;
@@ -69,22 +71,17 @@ impl LocalProvider {
             .clone()
     }
 
-    /// The service backends `env` runs, in phase order: PostgreSQL, MinIO, then Redis
-    /// and ElasticMQ when enabled.
+    /// The service backends of `env`, in phase order: PostgreSQL, MinIO, Redis and
+    /// ElasticMQ, whether or not the configuration enables the optional ones (see
+    /// [`phases`](Provider::phases)).
     pub fn services(&self, env: &Environment) -> Vec<Arc<dyn ServiceBackend>> {
         let docker = self.docker(env.config());
-        let services = &env.config().services;
-        let mut backends: Vec<Arc<dyn ServiceBackend>> = vec![
+        vec![
             Arc::new(PostgresBackend::new(docker.clone(), env)),
             Arc::new(MinioBackend::new(docker.clone(), env)),
-        ];
-        if services.cache.enabled {
-            backends.push(Arc::new(RedisBackend::new(docker.clone(), env)));
-        }
-        if services.queue.enabled {
-            backends.push(Arc::new(ElasticMqBackend::new(docker, env)));
-        }
-        backends
+            Arc::new(RedisBackend::new(docker.clone(), env)),
+            Arc::new(ElasticMqBackend::new(docker, env)),
+        ]
     }
 }
 
@@ -97,11 +94,21 @@ impl Provider for LocalProvider {
     fn phases(&self, env: &Arc<Environment>) -> Result<Vec<Arc<dyn Phase>>> {
         let mut phases: Vec<Arc<dyn Phase>> =
             vec![Arc::new(NetworkPhase::new(self.docker(env.config())))];
-        phases.extend(
-            self.services(env)
-                .into_iter()
-                .map(|backend| Arc::new(ServicePhase::new(backend)) as Arc<dyn Phase>),
-        );
+        // A disabled optional service stays a phase whose desired state is "absent", so
+        // turning it off removes what an earlier run made and `down` still finds it.
+        let services = &env.config().services;
+        phases.extend(self.services(env).into_iter().map(|backend| {
+            let enabled = match backend.kind() {
+                ServiceKind::Cache => services.cache.enabled,
+                ServiceKind::Queue => services.queue.enabled,
+                ServiceKind::Postgres | ServiceKind::ObjectStore => true,
+            };
+            Arc::new(if enabled {
+                ServicePhase::new(backend)
+            } else {
+                ServicePhase::disabled(backend)
+            }) as Arc<dyn Phase>
+        }));
         Ok(phases)
     }
 
@@ -115,7 +122,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn phases_are_the_network_then_each_enabled_service() {
+    fn phases_are_the_network_then_every_service() {
         let mut config = Config::default();
         let env = Arc::new(Environment::with_state_root(config.clone(), "/tmp/x"));
         let provider = LocalProvider::new();
@@ -146,7 +153,11 @@ mod tests {
             .iter()
             .map(|p| p.id().to_string())
             .collect();
-        assert_eq!(ids, ["network", "postgres", "object-store"]);
+        assert_eq!(
+            ids,
+            ["network", "postgres", "object-store", "cache", "queue"],
+            "disabled services stay phases, so what they made is still managed"
+        );
     }
 
     #[test]

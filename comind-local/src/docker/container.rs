@@ -8,10 +8,15 @@ use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use comind_core::{Error, Result};
 use futures_util::StreamExt;
+
+/// How long a service gets to shut down cleanly on `down` or a replacement before it
+/// is killed. Docker's default is 10 s; a database flushing a large buffer pool may
+/// need longer, and waiting costs nothing when it stops sooner.
+pub(crate) const STOP_GRACE_SECONDS: i32 = 30;
 
 use super::DockerClient;
 use super::error::{docker_error, is_not_found, message_of, resource, status_of};
@@ -283,12 +288,31 @@ impl DockerClient {
             .map_err(|e| docker_error("unpause", &resource("container", name), e))
     }
 
-    /// Removes the container `name` (by name or id), stopping it first if it runs.
+    /// Removes the container `name` (by name or id). A running container is first
+    /// stopped the way `docker stop` does it (its stop signal, then up to
+    /// [`STOP_GRACE_SECONDS`] before a kill), so the service shuts down cleanly and
+    /// flushes its data: PostgreSQL checkpoints, Redis writes its append-only file.
     /// Named volumes (the data) are kept; anonymous volumes, which an image's `VOLUME`
     /// makes for paths Comind does not mount, are removed with it so none is left
     /// behind. Returns whether it existed.
     pub(crate) async fn remove_container(&self, name: &str) -> Result<bool> {
         let docker = self.docker().await?;
+        match docker
+            .stop_container(
+                name,
+                Some(
+                    StopContainerOptionsBuilder::new()
+                        .t(STOP_GRACE_SECONDS)
+                        .build(),
+                ),
+            )
+            .await
+        {
+            // Stopped now, already stopped (304), or gone: removal decides which.
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => return Ok(false),
+            Err(e) => return Err(docker_error("stop", &resource("container", name), e)),
+        }
         match docker
             .remove_container(
                 name,

@@ -293,19 +293,20 @@ impl ServiceContainer {
             },
             None => None,
         };
-        // A container is to be made: check its volume and image.
+        // A container is to be made: check its volume and image. The image is pulled
+        // first, so an image that cannot be pulled leaves nothing behind.
         let volume_exists = match self.docker.volume(&spec.volume).await? {
             Some(v) if !env.owns(&v.labels, Some(self.component())) => {
                 return Err(self.not_ours(env, "volume", &spec.volume));
             }
             Some(_) => true,
-            None => {
-                steps.push(Step::CreateVolume);
-                false
-            }
+            None => false,
         };
         if !self.docker.has_image(&spec.image).await? {
             steps.push(Step::PullImage);
+        }
+        if !volume_exists {
+            steps.push(Step::CreateVolume);
         }
         steps.push(match replace {
             Some(reason) => Step::ReplaceContainer(reason),
