@@ -70,6 +70,11 @@ impl Failure {
                 request_id: err.meta().extra("aws_request_id").map(str::to_string),
             },
             SdkError::TimeoutError(_) => Failure::Timeout(DisplayErrorContext(err).to_string()),
+            // No credentials is not a network failure: retrying cannot help, and the
+            // fix is the credentials, not the endpoint.
+            SdkError::DispatchFailure(_) if lacks_credentials(err) => {
+                Failure::Setup(display_chain(err))
+            }
             SdkError::DispatchFailure(dispatch) => {
                 let detail = DisplayErrorContext(err).to_string();
                 if dispatch.is_timeout() {
@@ -107,6 +112,36 @@ impl Failure {
             _ => false,
         }
     }
+}
+
+/// Whether `err` failed because no credentials could be loaded (the SDK wraps the
+/// credentials provider's error somewhere in the source chain).
+fn lacks_credentials(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+            .is_some()
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// The messages of `err` and its causes, outermost first, without the SDK's debug
+/// dump of the request.
+fn display_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p == &text) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 /// What a service error's source says: the HTTP status and the request id AWS
@@ -596,5 +631,32 @@ mod tests {
         let err = to_error("eks:CreateAddon", "cluster x", html_404);
         assert_eq!(err.kind(), ErrorKind::Internal);
         assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn missing_credentials_are_a_permanent_setup_error_not_an_outage() {
+        use aws_credential_types::provider::error::CredentialsError;
+        use aws_smithy_runtime_api::client::result::ConnectorError;
+        use aws_smithy_types::error::ErrorMetadata;
+
+        let connector = ConnectorError::other(
+            Box::new(CredentialsError::not_loaded(
+                "no providers in chain provided credentials",
+            )),
+            None,
+        );
+        let sdk: SdkError<ErrorMetadata, HttpResponse> = SdkError::dispatch_failure(connector);
+        let failure = Failure::from_sdk(&sdk);
+        assert!(matches!(failure, Failure::Setup(_)), "{failure:?}");
+        let err = to_error("ec2:DescribeVpcs", "vpc comind-dev", failure);
+        assert!(
+            !err.is_transient(),
+            "retrying cannot make credentials appear"
+        );
+        assert!(err.hint().unwrap().contains("credentials"));
+        assert!(
+            !err.to_string().contains("DispatchFailure {"),
+            "no debug dump: {err}"
+        );
     }
 }

@@ -132,8 +132,19 @@ impl AwsProviderBuilder {
 /// A service as a phase whose timeout covers its AWS resource's own wait: the engine's
 /// default (30 minutes) is shorter than an RDS instance may need
 /// (`aws.timeouts.database`).
-fn service(backend: Arc<dyn ServiceBackend>, timeout: Option<Duration>) -> Arc<dyn Phase> {
-    let phase = ServicePhase::new(backend);
+/// A disabled service stays a phase whose desired state is "absent" (see
+/// [`ServicePhase::disabled`]), so turning it off removes what an earlier run made and
+/// `down` still finds it.
+fn service(
+    backend: Arc<dyn ServiceBackend>,
+    timeout: Option<Duration>,
+    enabled: bool,
+) -> Arc<dyn Phase> {
+    let phase = if enabled {
+        ServicePhase::new(backend)
+    } else {
+        ServicePhase::disabled(backend)
+    };
     Arc::new(match timeout {
         Some(timeout) => phase.with_timeout(timeout),
         None => phase,
@@ -158,19 +169,27 @@ impl Provider for AwsProvider {
             Arc::new(NetworkPhase::new(self.aws.clone())),
             Arc::new(IamPhase::new(self.aws.clone())),
             Arc::new(ClusterPhase::new(self.aws.clone(), env)),
-            service(Arc::new(postgres), Some(postgres_timeout)),
-            service(Arc::new(S3ObjectStore::new(self.aws.clone())), None),
+            service(Arc::new(postgres), Some(postgres_timeout), true),
+            service(Arc::new(S3ObjectStore::new(self.aws.clone())), None, true),
         ];
         if services.cache.enabled {
             elasticache::check_settings(env)?;
-            let cache = ElastiCacheRedis::new(self.aws.clone(), env);
-            let timeout = cache.phase_timeout();
-            phases.push(service(Arc::new(cache), Some(timeout)));
         }
+        let cache = ElastiCacheRedis::new(self.aws.clone(), env);
+        let cache_timeout = cache.phase_timeout();
+        phases.push(service(
+            Arc::new(cache),
+            Some(cache_timeout),
+            services.cache.enabled,
+        ));
         if services.queue.enabled {
             sqs::check_settings(env)?;
-            phases.push(service(Arc::new(SqsQueues::new(self.aws.clone())), None));
         }
+        phases.push(service(
+            Arc::new(SqsQueues::new(self.aws.clone())),
+            None,
+            services.queue.enabled,
+        ));
         Ok(phases)
     }
 

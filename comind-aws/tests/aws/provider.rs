@@ -39,7 +39,16 @@ fn phases_depend_only_on_what_they_need() {
     let names: Vec<String> = phases.iter().map(|p| p.id().to_string()).collect();
     assert_eq!(
         names,
-        ["network", "iam", "cluster", "postgres", "object-store"]
+        [
+            "network",
+            "iam",
+            "cluster",
+            "postgres",
+            "object-store",
+            "cache",
+            "queue"
+        ],
+        "disabled services stay phases, so what they made is still managed"
     );
 }
 
