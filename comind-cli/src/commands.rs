@@ -207,11 +207,19 @@ async fn plan(cli: &Cli, args: &PlanArgs) -> Result<u8, Error> {
     let bootstrap = bootstrap(cli, Some(&args.select), None)?;
     let run = run_options(&args.select, false);
     let report = execute(&bootstrap, cli.output, || bootstrap.plan(&run)).await?;
-    print_human(cli.output, &report::plan(&report));
     if !report.succeeded() {
-        print_human(cli.output, &format!("\n{}", report::summary(&report)));
+        // A plan that could not read everything must not look like "no changes".
+        print_human(
+            cli.output,
+            &format!(
+                "{}\nplan incomplete: the phases below could not be read\n\n{}",
+                report::plan_of_read_phases(&report),
+                report::summary(&report)
+            ),
+        );
         return Ok(exit_code_of_run(&report));
     }
+    print_human(cli.output, &report::plan(&report));
     let pending = report.summary.changes > 0 || report.plans.values().any(|p| p.deferred.is_some());
     Ok(if args.detailed_exitcode && pending {
         PENDING
@@ -229,9 +237,22 @@ async fn up(cli: &Cli, args: &UpArgs) -> Result<u8, Error> {
     let report = execute(&bootstrap, cli.output, || bootstrap.up(&run, &options)).await?;
     print_human(cli.output, &report::summary(&report));
     if report.succeeded() {
+        let done = match report.summary.changes {
+            0 => "\nup to date: nothing needed changing.".to_string(),
+            n => format!("\nup: {n} change(s) made; the environment matches the configuration."),
+        };
         print_human(
             cli.output,
-            "\nup to date. Outputs for applications: `comind outputs --format env`\n",
+            &format!(
+                "{done} Outputs for applications: `comind outputs --format env` \
+                 (add --reveal to include secrets)\n"
+            ),
+        );
+    } else if report.summary.outcome == RunOutcome::Failed {
+        print_human(
+            cli.output,
+            "\nchanges made by failed or cancelled phases are not counted; \
+             `comind plan` shows where the environment stands\n",
         );
     }
     Ok(exit_code_of_run(&report))

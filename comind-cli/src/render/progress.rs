@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use comind_core::event::{Event, EventBus, EventRecord, EventStream, Outcome};
-use comind_core::{Operation, PhaseId};
+use comind_core::{Health, Operation, PhaseId};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -102,11 +102,17 @@ fn finished_line(event: &Event, operation: Option<Operation>) -> Option<String> 
             outcome: Outcome::Succeeded,
             duration_ms,
             changes,
+            health,
             ..
         } => {
             let n = changes.len();
             let what = match (operation, n) {
-                (Some(Operation::Status), _) => "checked".to_string(),
+                (Some(Operation::Status), _) => match health {
+                    Some(Health::Ready) => "ready".to_string(),
+                    Some(Health::Degraded) => "degraded".to_string(),
+                    Some(Health::Absent) => "absent".to_string(),
+                    Some(Health::Unknown) | None => "checked".to_string(),
+                },
                 (Some(Operation::Plan), 0) => "in sync".to_string(),
                 (Some(Operation::Plan), 1) => "1 pending change".to_string(),
                 (Some(Operation::Plan), n) => format!("{n} pending changes"),

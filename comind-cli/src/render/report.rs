@@ -128,6 +128,17 @@ fn symbol(action: Action) -> &'static str {
     }
 }
 
+/// The changes of the phases whose plan could be read, for a plan that failed
+/// elsewhere; empty when there are none.
+pub fn plan_of_read_phases(report: &RunReport) -> String {
+    let text = plan(report);
+    if text.starts_with("No changes") {
+        String::new()
+    } else {
+        text
+    }
+}
+
 /// A plan: each phase's pending changes, then the totals.
 pub fn plan(report: &RunReport) -> String {
     let mut out = String::new();

@@ -208,6 +208,13 @@ const CASES: &[Case] = &[
         "superuser",
     ),
     case(
+        "several databases on the aws profile",
+        "profile: aws\nservices:\n  postgres:\n    databases: [app, audit]\n",
+        "4:5",
+        "services.postgres.databases",
+        "the aws profile makes one database",
+    ),
+    case(
         "aws region malformed",
         "aws:\n  region: europe\n",
         "2:3",

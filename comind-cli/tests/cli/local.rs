@@ -265,6 +265,18 @@ fn a_full_session_up_outputs_status_down_and_purge() {
     assert_eq!(left.len(), 4, "{left:?}");
     let up = env.run(&["up"]);
     assert_eq!(up.code, 0, "{}", up.all());
+    // `down` stopped PostgreSQL cleanly: no crash recovery on the next start.
+    let logs = Command::new("docker")
+        .args(["logs", &format!("comind-{}-postgres", env.name)])
+        .output()
+        .unwrap();
+    let logs =
+        String::from_utf8_lossy(&logs.stderr).into_owned() + &String::from_utf8_lossy(&logs.stdout);
+    assert!(logs.contains("database system is ready"), "{logs}");
+    assert!(
+        !logs.contains("not properly shut down"),
+        "down killed PostgreSQL: {logs}"
+    );
     let vars_after = env_lines(&env.run(&["outputs", "--reveal"]).stdout);
     assert_eq!(
         vars_after["POSTGRES_PASSWORD"], vars["POSTGRES_PASSWORD"],
@@ -280,6 +292,36 @@ fn a_full_session_up_outputs_status_down_and_purge() {
         env.labelled()
     );
     assert_eq!(env.ports.len(), 5);
+}
+
+#[test]
+fn disabling_a_service_removes_it_and_purge_still_finds_it() {
+    if !peers_available() {
+        return;
+    }
+    let env = LocalEnv::new("");
+    assert_eq!(env.run(&["up", "--only", "cache"]).code, 0);
+    let off = [("COMIND_SERVICES__CACHE__ENABLED", "false")];
+    let plan = env.scratch.run_with_env(&["plan"], &off);
+    assert!(
+        plan.stdout.contains("delete service cache (disabled"),
+        "{}",
+        plan.all()
+    );
+    let up = env.scratch.run_with_env(&["up", "--only", "cache"], &off);
+    assert_eq!(up.code, 0, "{}", up.all());
+    let left = env.labelled();
+    assert!(
+        !left.iter().any(|n| n.starts_with("ps ")),
+        "the container is gone: {left:?}"
+    );
+    assert!(
+        left.iter().any(|n| n.contains("cache-data")),
+        "its data is kept: {left:?}"
+    );
+    let purge = env.scratch.run_with_env(&["down", "--purge"], &off);
+    assert_eq!(purge.code, 0, "{}", purge.all());
+    assert!(env.labelled().is_empty(), "{:?}", env.labelled());
 }
 
 #[test]
