@@ -1720,6 +1720,17 @@ fn cidr_of(text: Option<&str>) -> Option<Cidr> {
     })
 }
 
+/// Why the plan of a resource placed in the environment's subnets (`what`, such as
+/// "the subnet group and security group") is incomplete: while `network` is not
+/// applied yet, the ids it will use are known only after apply.
+pub(crate) fn placement_deferred(ctx: &PhaseContext, what: &str) -> Option<String> {
+    matches!(
+        ctx.input(&PhaseId::new(ID), SUBNET_IDS),
+        comind_core::Input::KnownAfterApply
+    )
+    .then(|| format!("{what} use ids from `network`, known after apply"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -894,14 +894,7 @@ impl ServiceBackend for RdsPostgres {
     }
 
     fn deferred(&self, ctx: &PhaseContext) -> Option<String> {
-        matches!(
-            ctx.input(&PhaseId::new(network::ID), network::SUBNET_IDS),
-            Input::KnownAfterApply
-        )
-        .then(|| {
-            "the subnet group and security group use ids from `network`, known after apply"
-                .to_string()
-        })
+        network::placement_deferred(ctx, "the subnet group and security group")
     }
 
     fn dependencies(&self) -> Vec<PhaseId> {
