@@ -193,6 +193,12 @@ impl Provider for AwsProvider {
         Ok(phases)
     }
 
+    /// Resolves the SDK configuration once, so that a missing region is invalid input
+    /// reported before anything runs, not a failure of every phase.
+    async fn prepare(&self, env: &Arc<Environment>) -> Result<()> {
+        self.aws.clients(env).await.map(|_| ())
+    }
+
     async fn diagnose(&self, env: &Arc<Environment>) -> Vec<Diagnosis> {
         let mut checks = Vec::new();
         let clients = match self.aws.clients(env).await {

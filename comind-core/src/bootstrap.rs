@@ -159,9 +159,12 @@ impl Bootstrap {
         Ok(engine)
     }
 
-    fn checked_engine(&self, run: &RunOptions) -> Result<Engine> {
+    async fn checked_engine(&self, run: &RunOptions) -> Result<Engine> {
         let engine = self.engine()?;
         engine.check_selection(run)?;
+        for provider in &self.providers {
+            provider.prepare(&self.env).await?;
+        }
         Ok(engine)
     }
 
@@ -170,7 +173,7 @@ impl Bootstrap {
     /// # Errors
     /// Invalid selection or graph; phase failures are in the report.
     pub async fn plan(&self, run: &RunOptions) -> Result<RunReport> {
-        let engine = self.checked_engine(run)?;
+        let engine = self.checked_engine(run).await?;
         Ok(engine.run(Operation::Plan, run).await)
     }
 
@@ -179,7 +182,7 @@ impl Bootstrap {
     /// # Errors
     /// Invalid selection or graph; phase failures are in the report.
     pub async fn status(&self, run: &RunOptions) -> Result<RunReport> {
-        let engine = self.checked_engine(run)?;
+        let engine = self.checked_engine(run).await?;
         Ok(engine.run(Operation::Status, run).await)
     }
 
@@ -200,7 +203,7 @@ impl Bootstrap {
     /// destructive change without `allow_destructive`. Phase failures are in the
     /// report.
     pub async fn up(&self, run: &RunOptions, options: &UpOptions) -> Result<RunReport> {
-        let engine = self.checked_engine(run)?;
+        let engine = self.checked_engine(run).await?;
         let lock = self.lock("comind up").await?;
         if self.env.is_production() && !options.allow_destructive {
             // The guard's plan reports to a bus of its own: subscribers see one run.
@@ -259,7 +262,7 @@ impl Bootstrap {
     /// Invalid selection or graph, the lock held by another run, or a production
     /// environment without `confirm` naming it.
     pub async fn down(&self, run: &RunOptions, options: &DownOptions) -> Result<RunReport> {
-        let engine = self.checked_engine(run)?;
+        let engine = self.checked_engine(run).await?;
         if self.env.is_production() && options.confirm.as_deref() != Some(self.env.name()) {
             let what = if run.destroy.purge {
                 "destroy it and its data"

@@ -25,6 +25,17 @@ pub trait Provider: Send + Sync + 'static {
     /// this provider can judge).
     fn phases(&self, env: &Arc<Environment>) -> Result<Vec<Arc<dyn Phase>>>;
 
+    /// Checks, before any run (plan included), what must hold for anything to work and
+    /// can only be known asynchronously, such as a region resolved from the AWS chain.
+    /// Must not change anything. The default checks nothing.
+    ///
+    /// # Errors
+    /// `InvalidInput` when the environment cannot be run as configured; the CLI exits 2
+    /// with nothing touched.
+    async fn prepare(&self, _env: &Arc<Environment>) -> Result<()> {
+        Ok(())
+    }
+
     /// Checks prerequisites (a daemon, a binary, credentials, free ports) and says how
     /// to fix each problem. Must not change anything.
     async fn diagnose(&self, env: &Arc<Environment>) -> Vec<Diagnosis>;

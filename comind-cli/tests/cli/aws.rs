@@ -266,3 +266,30 @@ fn production_refuses_down_without_confirmation() {
     let confirmed = env.run(&["down", "--purge", "--confirm", &env.name]);
     assert_eq!(confirmed.code, 0, "{}", confirmed.all());
 }
+
+#[test]
+fn a_missing_region_is_invalid_input_before_anything_runs() {
+    let scratch = Scratch::new();
+    scratch.config("profile: aws\n");
+    let output = scratch
+        .command()
+        .args(["up"])
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", scratch.path().join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            scratch.path().join("no-aws-credentials"),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no AWS region is set"), "{stderr}");
+    assert!(
+        stderr.contains("aws.region"),
+        "the hint names the setting: {stderr}"
+    );
+}
