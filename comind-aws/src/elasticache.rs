@@ -22,14 +22,14 @@ use aws_sdk_elasticache::types::{AuthTokenUpdateStrategyType, ReplicationGroup, 
 use comind_core::service::CacheEndpoint;
 use comind_core::state::Credentials;
 use comind_core::{
-    Change, DestroyOptions, Destroyed, Environment, Error, Input, Kept, PhaseContext, PhaseId,
-    Result, ServiceBackend, ServiceEndpoint, ServiceKind,
+    Change, DestroyOptions, Destroyed, Environment, Error, Kept, PhaseContext, PhaseId, Result,
+    ServiceBackend, ServiceEndpoint, ServiceKind,
 };
 use serde::Serialize;
 
 use crate::clients::{Clients, Connector};
 use crate::error::AwsResultExt;
-use crate::network;
+use crate::network::{self, Placement};
 use crate::snapshot;
 use crate::tags::{self, Tags};
 use crate::waiter::{Observed, Status, Wait};
@@ -187,12 +187,6 @@ async fn final_snapshots(
     Ok(found)
 }
 
-/// The network the cache lives in.
-struct Placement {
-    subnets: Vec<String>,
-    security_group: String,
-}
-
 /// One pass over the cache: planning (reads only) or applying.
 struct Run<'a> {
     ctx: &'a PhaseContext,
@@ -215,28 +209,7 @@ impl Run<'_> {
     }
 
     fn placement(&self) -> Result<Option<Placement>> {
-        let net = PhaseId::new(network::ID);
-        if matches!(
-            self.ctx.input(&net, network::SUBNET_IDS),
-            Input::KnownAfterApply
-        ) {
-            return Ok(None);
-        }
-        Ok(Some(Placement {
-            subnets: self
-                .ctx
-                .require_input(&net, network::SUBNET_IDS)?
-                .expose()
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
-            security_group: self
-                .ctx
-                .require_input(&net, network::CACHE_SECURITY_GROUP_ID)?
-                .expose()
-                .to_string(),
-        }))
+        network::placement(self.ctx, network::CACHE_SECURITY_GROUP_ID)
     }
 
     fn spec_tags(&self) -> Tags {

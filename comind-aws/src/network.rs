@@ -1720,6 +1720,44 @@ fn cidr_of(text: Option<&str>) -> Option<Cidr> {
     })
 }
 
+/// Ids in a comma-separated output such as [`SUBNET_IDS`].
+pub(crate) fn split_ids(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Where a private resource (an RDS instance, a cache) goes: the environment's private
+/// subnets, behind the security group that admits only the cluster.
+pub(crate) struct Placement {
+    pub(crate) subnets: Vec<String>,
+    pub(crate) security_group: String,
+}
+
+/// The placement of a resource behind the security group published as
+/// `security_group_key`; `None` while `network` is known only after apply.
+///
+/// # Errors
+/// When `network` is applied but does not publish the outputs.
+pub(crate) fn placement(ctx: &PhaseContext, security_group_key: &str) -> Result<Option<Placement>> {
+    let net = PhaseId::new(ID);
+    if matches!(
+        ctx.input(&net, SUBNET_IDS),
+        comind_core::Input::KnownAfterApply
+    ) {
+        return Ok(None);
+    }
+    Ok(Some(Placement {
+        subnets: split_ids(ctx.require_input(&net, SUBNET_IDS)?.expose()),
+        security_group: ctx
+            .require_input(&net, security_group_key)?
+            .expose()
+            .to_string(),
+    }))
+}
+
 /// Why the plan of a resource placed in the environment's subnets (`what`, such as
 /// "the subnet group and security group") is incomplete: while `network` is not
 /// applied yet, the ids it will use are known only after apply.

@@ -29,14 +29,14 @@ use aws_sdk_rds::types::{DbInstance, DbSnapshot, SourceType};
 use comind_core::service::PostgresEndpoint;
 use comind_core::state::Credentials;
 use comind_core::{
-    Change, DestroyOptions, Destroyed, Environment, Error, Input, Kept, PhaseContext, PhaseId,
-    Result, ServiceBackend, ServiceEndpoint, ServiceKind,
+    Change, DestroyOptions, Destroyed, Environment, Error, Kept, PhaseContext, PhaseId, Result,
+    ServiceBackend, ServiceEndpoint, ServiceKind,
 };
 use serde::Serialize;
 
 use crate::clients::{Clients, Connector};
 use crate::error::AwsResultExt;
-use crate::network;
+use crate::network::{self, Placement};
 use crate::snapshot;
 use crate::tags::{self, Tags};
 use crate::waiter::{Observed, Status, Wait};
@@ -212,12 +212,6 @@ struct Run<'a> {
     timeout: Duration,
 }
 
-/// The network the database lives in.
-struct Placement {
-    subnets: Vec<String>,
-    security_group: String,
-}
-
 impl Run<'_> {
     fn will(&mut self, change: Change) -> bool {
         self.changes.push(change);
@@ -229,28 +223,7 @@ impl Run<'_> {
     }
 
     fn placement(&self) -> Result<Option<Placement>> {
-        let net = PhaseId::new(network::ID);
-        if matches!(
-            self.ctx.input(&net, network::SUBNET_IDS),
-            Input::KnownAfterApply
-        ) {
-            return Ok(None);
-        }
-        Ok(Some(Placement {
-            subnets: self
-                .ctx
-                .require_input(&net, network::SUBNET_IDS)?
-                .expose()
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
-            security_group: self
-                .ctx
-                .require_input(&net, network::DATABASE_SECURITY_GROUP_ID)?
-                .expose()
-                .to_string(),
-        }))
+        network::placement(self.ctx, network::DATABASE_SECURITY_GROUP_ID)
     }
 
     fn spec_tags(&self) -> Tags {

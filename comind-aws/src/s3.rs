@@ -190,7 +190,17 @@ struct Run<'a> {
     changes: Vec<Change>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// A planning (`apply: false`, reads only) or applying pass.
+    fn new(env: &'a Environment, clients: &'a Clients, apply: bool) -> Self {
+        Run {
+            env,
+            clients,
+            apply,
+            changes: Vec::new(),
+        }
+    }
+
     fn will(&mut self, change: Change) -> bool {
         self.changes.push(change);
         self.apply
@@ -622,12 +632,7 @@ impl ServiceBackend for S3ObjectStore {
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
         check_settings(ctx.env())?;
         let clients = self.aws.clients(ctx.env()).await?;
-        let run = Run {
-            env: ctx.env(),
-            clients: &clients,
-            apply: false,
-            changes: Vec::new(),
-        };
+        let run = Run::new(ctx.env(), &clients, false);
         for bucket in buckets(ctx.env()) {
             if run.exists(&bucket.name).await? {
                 let live = run.tags_of(&bucket.name).await?;
@@ -639,24 +644,14 @@ impl ServiceBackend for S3ObjectStore {
 
     async fn plan(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = Run {
-            env: ctx.env(),
-            clients: &clients,
-            apply: false,
-            changes: Vec::new(),
-        };
+        let mut run = Run::new(ctx.env(), &clients, false);
         run.converge().await?;
         Ok(run.changes)
     }
 
     async fn ensure(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = Run {
-            env: ctx.env(),
-            clients: &clients,
-            apply: true,
-            changes: Vec::new(),
-        };
+        let mut run = Run::new(ctx.env(), &clients, true);
         run.converge().await?;
         Ok(run.changes)
     }
@@ -699,12 +694,7 @@ impl ServiceBackend for S3ObjectStore {
 
     async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let run = Run {
-            env: ctx.env(),
-            clients: &clients,
-            apply: true,
-            changes: Vec::new(),
-        };
+        let run = Run::new(ctx.env(), &clients, true);
         let (ours, foreign) = run.owned_buckets().await?;
         let mut destroyed = Destroyed::default();
         for name in foreign {

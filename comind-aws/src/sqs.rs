@@ -164,7 +164,17 @@ struct Run<'a> {
     changes: Vec<Change>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// A planning (`apply: false`, reads only) or applying pass.
+    fn new(env: &'a Environment, clients: &'a Clients, apply: bool) -> Self {
+        Run {
+            env,
+            clients,
+            apply,
+            changes: Vec::new(),
+        }
+    }
+
     fn will(&mut self, change: Change) -> bool {
         self.changes.push(change);
         self.apply
@@ -407,12 +417,7 @@ impl ServiceBackend for SqsQueues {
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
         check_settings(ctx.env())?;
         let clients = self.aws.clients(ctx.env()).await?;
-        let run = Run {
-            env: ctx.env(),
-            clients: &clients,
-            apply: false,
-            changes: Vec::new(),
-        };
+        let run = Run::new(ctx.env(), &clients, false);
         for queue in queues(ctx.env()) {
             for name in [queue.name.clone(), dlq_name(&queue.name)] {
                 if let Some((_, live)) = run.find(&name).await? {
@@ -425,24 +430,14 @@ impl ServiceBackend for SqsQueues {
 
     async fn plan(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = Run {
-            env: ctx.env(),
-            clients: &clients,
-            apply: false,
-            changes: Vec::new(),
-        };
+        let mut run = Run::new(ctx.env(), &clients, false);
         run.converge().await?;
         Ok(run.changes)
     }
 
     async fn ensure(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = Run {
-            env: ctx.env(),
-            clients: &clients,
-            apply: true,
-            changes: Vec::new(),
-        };
+        let mut run = Run::new(ctx.env(), &clients, true);
         run.converge().await?;
         Ok(run.changes)
     }
@@ -497,12 +492,7 @@ impl ServiceBackend for SqsQueues {
 
     async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let run = Run {
-            env: ctx.env(),
-            clients: &clients,
-            apply: true,
-            changes: Vec::new(),
-        };
+        let run = Run::new(ctx.env(), &clients, true);
         let configured: Vec<String> = queues(ctx.env())
             .iter()
             .flat_map(|q| [q.name.clone(), dlq_name(&q.name)])

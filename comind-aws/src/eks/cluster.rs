@@ -108,14 +108,6 @@ impl Inputs {
     }
 }
 
-fn split(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// The dependencies' outputs; `None` while they are known only after apply (plan).
 fn inputs(ctx: &PhaseContext) -> Result<Option<Inputs>> {
     let net = PhaseId::new(network::ID);
@@ -133,11 +125,11 @@ fn inputs(ctx: &PhaseContext) -> Result<Option<Inputs>> {
         return Ok(None);
     }
     let public = match ctx.input(&net, network::PUBLIC_SUBNET_IDS) {
-        Input::Known(value) => split(value.expose()),
+        Input::Known(value) => network::split_ids(value.expose()),
         _ => Vec::new(),
     };
     Ok(Some(Inputs {
-        private_subnets: split(ctx.require_input(&net, network::SUBNET_IDS)?.expose()),
+        private_subnets: network::split_ids(ctx.require_input(&net, network::SUBNET_IDS)?.expose()),
         public_subnets: public,
         security_group: ctx
             .require_input(&net, network::CLUSTER_SECURITY_GROUP_ID)?
