@@ -220,8 +220,7 @@ async fn plan(cli: &Cli, args: &PlanArgs) -> Result<u8, Error> {
         return Ok(exit_code_of_run(&report));
     }
     print_human(cli.output, &report::plan(&report));
-    let pending = report.summary.changes > 0 || report.plans.values().any(|p| p.deferred.is_some());
-    Ok(if args.detailed_exitcode && pending {
+    Ok(if args.detailed_exitcode && report.has_pending_changes() {
         PENDING
     } else {
         0
@@ -281,12 +280,7 @@ async fn status(cli: &Cli, args: &SelectArgs) -> Result<u8, Error> {
     let run = run_options(args, false);
     let report = execute(&bootstrap, cli.output, || bootstrap.status(&run)).await?;
     print_human(cli.output, &report::status(&report));
-    let all_ready = report.succeeded()
-        && report
-            .statuses
-            .values()
-            .all(|s| s.health == comind_core::Health::Ready);
-    Ok(if all_ready { 0 } else { FAILED })
+    Ok(if report.all_ready() { 0 } else { FAILED })
 }
 
 async fn outputs(cli: &Cli, args: &OutputsArgs) -> Result<u8, Error> {
@@ -316,17 +310,7 @@ async fn outputs(cli: &Cli, args: &OutputsArgs) -> Result<u8, Error> {
 }
 
 async fn doctor(cli: &Cli) -> Result<u8, Error> {
-    let config = load_config(cli)?;
-    let profile = config.profile;
-    let mut bootstrap = Bootstrap::new(Environment::new(config)?);
-    match profiles::providers(profile) {
-        Ok(providers) => {
-            for provider in providers {
-                bootstrap = bootstrap.with_shared_provider(provider);
-            }
-        }
-        Err(err) => return Err(err),
-    }
+    let bootstrap = bootstrap(cli, None, None)?;
     let checks = bootstrap.doctor().await;
     let passed = Bootstrap::doctor_passed(&checks);
     if cli.output == OutputMode::Json {

@@ -402,11 +402,6 @@ impl PhaseContext {
         &self.env
     }
 
-    /// The environment, shared.
-    pub fn env_arc(&self) -> Arc<Environment> {
-        self.env.clone()
-    }
-
     /// The event bus of the run.
     pub fn events(&self) -> &EventBus {
         &self.events

@@ -408,35 +408,29 @@ async fn describe_node_group(
 }
 
 fn cluster_issues(cluster: &Cluster) -> Option<String> {
-    let issues: Vec<String> = cluster
-        .health()
-        .map(|h| h.issues())
-        .unwrap_or_default()
-        .iter()
-        .map(|i| {
-            format!(
-                "{}: {}",
-                i.code().map(|c| c.as_str()).unwrap_or("issue"),
-                i.message().unwrap_or("")
-            )
-        })
-        .collect();
-    (!issues.is_empty()).then(|| issues.join("; "))
+    let issues = cluster.health().map(|h| h.issues()).unwrap_or_default();
+    joined_issues(
+        issues
+            .iter()
+            .map(|i| (i.code().map(|c| c.as_str()), i.message())),
+    )
 }
 
 fn node_group_issues(ng: &Nodegroup) -> Option<String> {
-    let issues: Vec<String> = ng
-        .health()
-        .map(|h| h.issues())
-        .unwrap_or_default()
-        .iter()
-        .map(|i| {
-            format!(
-                "{}: {}",
-                i.code().map(|c| c.as_str()).unwrap_or("issue"),
-                i.message().unwrap_or("")
-            )
-        })
+    let issues = ng.health().map(|h| h.issues()).unwrap_or_default();
+    joined_issues(
+        issues
+            .iter()
+            .map(|i| (i.code().map(|c| c.as_str()), i.message())),
+    )
+}
+
+/// EKS health issues as `code: message; ...`, or `None` when there are none.
+fn joined_issues<'a>(
+    issues: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> Option<String> {
+    let issues: Vec<String> = issues
+        .map(|(code, message)| format!("{}: {}", code.unwrap_or("issue"), message.unwrap_or("")))
         .collect();
     (!issues.is_empty()).then(|| issues.join("; "))
 }

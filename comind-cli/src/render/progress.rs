@@ -93,6 +93,23 @@ pub(crate) fn seconds(ms: u64) -> String {
     }
 }
 
+/// The line that opens a run, for both renderers.
+fn started_line(event: &Event) -> Option<String> {
+    match event {
+        Event::RunStarted {
+            operation,
+            environment,
+            profile,
+            phases,
+            ..
+        } => Some(format!(
+            "comind {operation}: environment `{environment}` ({profile}), {} phases",
+            phases.len()
+        )),
+        _ => None,
+    }
+}
+
 /// A one-line description of a terminal phase event, for both renderers. `operation`
 /// is the run's, so a plan's changes read as pending and a status check as checked.
 fn finished_line(event: &Event, operation: Option<Operation>) -> Option<String> {
@@ -194,18 +211,11 @@ impl Live {
 impl Sink for Live {
     fn event(&mut self, record: &EventRecord) {
         match &record.event {
-            Event::RunStarted {
-                operation,
-                environment,
-                profile,
-                phases,
-                ..
-            } => {
+            event @ Event::RunStarted { operation, .. } => {
                 self.operation = Some(*operation);
-                self.println(&format!(
-                    "comind {operation}: environment `{environment}` ({profile}), {} phases",
-                    phases.len()
-                ));
+                if let Some(line) = started_line(event) {
+                    self.println(&line);
+                }
             }
             Event::PhaseStarted { phase, attempt } => {
                 let bar = self.bar(phase);
@@ -283,21 +293,11 @@ impl Plain {
 impl Sink for Plain {
     fn event(&mut self, record: &EventRecord) {
         match &record.event {
-            Event::RunStarted {
-                operation,
-                environment,
-                profile,
-                phases,
-                ..
-            } => {
+            event @ Event::RunStarted { operation, .. } => {
                 self.operation = Some(*operation);
-                Self::line(
-                    record,
-                    &format!(
-                        "comind {operation}: environment `{environment}` ({profile}), {} phases",
-                        phases.len()
-                    ),
-                );
+                if let Some(line) = started_line(event) {
+                    Self::line(record, &line);
+                }
             }
             Event::PhaseStarted { phase, attempt } => {
                 let suffix = if *attempt > 1 {

@@ -17,7 +17,7 @@ const RESERVED_PREFIXES: &[&str] = &["COMIND_TEST_"];
 /// Maps fields whose keys are free-form (the phase ids under `phases`).
 const OPEN_MAPS: &[&str] = &["phases"];
 
-pub(super) fn overrides_from_env(vars: &[(String, String)]) -> Result<Vec<Override>, ConfigError> {
+pub(super) fn overrides_from_env(vars: &[(String, String)]) -> Vec<Override> {
     let mut overrides: Vec<Override> = vars
         .iter()
         .filter(|(name, _)| name.starts_with(PREFIX))
@@ -42,7 +42,7 @@ pub(super) fn overrides_from_env(vars: &[(String, String)]) -> Result<Vec<Overri
         .collect();
     // A deterministic order makes the first reported problem stable.
     overrides.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(overrides)
+    overrides
 }
 
 pub(super) fn apply(config: &mut Config, overrides: &[Override]) -> Result<(), ConfigError> {

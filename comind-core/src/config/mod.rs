@@ -219,7 +219,7 @@ impl Config {
                 }
             }
         };
-        let mut overrides = env::overrides_from_env(&options.env)?;
+        let mut overrides = env::overrides_from_env(&options.env);
         overrides.extend(options.overrides.iter().cloned());
         env::apply(&mut config, &overrides)?;
         config.validate()?;

@@ -28,6 +28,21 @@ impl RunReport {
         self.summary.outcome == RunOutcome::Succeeded
     }
 
+    /// For a plan run: whether `up` would change something, or cannot tell yet because
+    /// a plan depends on outputs known only after apply.
+    pub fn has_pending_changes(&self) -> bool {
+        self.summary.changes > 0 || self.plans.values().any(|p| p.deferred.is_some())
+    }
+
+    /// For a status run: whether every phase was read and is ready.
+    pub fn all_ready(&self) -> bool {
+        self.succeeded()
+            && self
+                .statuses
+                .values()
+                .all(|s| s.health == crate::phase::Health::Ready)
+    }
+
     /// Ids of phases with `outcome`.
     pub fn phases_with(&self, outcome: Outcome) -> Vec<PhaseId> {
         self.summary

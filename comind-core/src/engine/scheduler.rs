@@ -336,20 +336,23 @@ async fn preflight(
         return false;
     }
     failed.sort_by_key(|(i, _)| *i);
-    for (i, err) in &failed {
-        let err = with_phase(clone_error(err), &graph.ids()[*i]);
-        let report = err.report();
-        events.emit(Event::PhaseFailed {
-            phase: graph.ids()[*i].clone(),
-            duration_ms: 0,
-            error: report.clone(),
-        });
-        slots[*i].outcome = Some(Outcome::Failed);
-        slots[*i].error = Some(report);
-    }
+    let failed: Vec<usize> = failed
+        .into_iter()
+        .map(|(i, err)| {
+            let report = with_phase(err, &graph.ids()[i]).report();
+            events.emit(Event::PhaseFailed {
+                phase: graph.ids()[i].clone(),
+                duration_ms: 0,
+                error: report.clone(),
+            });
+            slots[i].outcome = Some(Outcome::Failed);
+            slots[i].error = Some(report);
+            i
+        })
+        .collect();
     let names: Vec<String> = failed
         .iter()
-        .map(|(i, _)| format!("`{}`", graph.ids()[*i]))
+        .map(|&i| format!("`{}`", graph.ids()[i]))
         .collect();
     for &i in runnable {
         if slots[i].outcome.is_none() {
@@ -360,36 +363,13 @@ async fn preflight(
                     "not run: preflight checks of {} failed, so nothing was changed",
                     names.join(", ")
                 ),
-                failed
-                    .iter()
-                    .map(|(j, _)| graph.ids()[*j].clone())
-                    .collect(),
+                failed.iter().map(|&j| graph.ids()[j].clone()).collect(),
                 Outcome::Skipped,
                 events,
             );
         }
     }
     true
-}
-
-fn clone_error(err: &Error) -> Error {
-    let mut copy = Error::new(err.kind(), err.message().to_string()).transient(err.is_transient());
-    if let Some(resource) = err.resource() {
-        copy = copy.with_resource(resource);
-    }
-    if let Some(hint) = err.hint() {
-        copy = copy.with_hint(hint);
-    }
-    if let Some(phase) = err.phase() {
-        copy = copy.with_phase(phase);
-    }
-    if let Some(delay) = err.retry_after_delay() {
-        copy = copy.retry_after(delay);
-    }
-    if let Some(source) = std::error::Error::source(err) {
-        copy = copy.with_source(source.to_string());
-    }
-    copy
 }
 
 fn with_phase(err: Error, id: &PhaseId) -> Error {

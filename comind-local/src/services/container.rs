@@ -440,8 +440,9 @@ impl ServiceContainer {
         self.docker.start_container(&id, &spec.port_fields()).await
     }
 
-    /// Removes every container of this service in the environment (found by label),
-    /// and its volumes when purging; otherwise reports them kept.
+    /// Removes every container of this service in the environment (found by label).
+    /// When purging, also its volumes and then its credentials, which protected the
+    /// data that is now gone; otherwise the volumes are reported kept.
     ///
     /// # Errors
     /// When something could not be listed or removed.
@@ -471,6 +472,9 @@ impl ServiceContainer {
                     reason: KEPT_VOLUME_REASON.to_string(),
                 });
             }
+        }
+        if purge {
+            ctx.env().state().remove_credentials(self.component())?;
         }
         Ok(destroyed)
     }

@@ -313,11 +313,7 @@ impl ServiceBackend for MinioBackend {
     }
 
     async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {
-        let destroyed = self.container.destroy(ctx, options.purge).await?;
-        if options.purge {
-            ctx.env().state().remove_credentials(self.component())?;
-        }
-        Ok(destroyed)
+        self.container.destroy(ctx, options.purge).await
     }
 
     async fn diagnostics(&self, ctx: &PhaseContext) -> Option<String> {

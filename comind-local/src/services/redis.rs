@@ -197,11 +197,7 @@ impl ServiceBackend for RedisBackend {
     }
 
     async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {
-        let destroyed = self.container.destroy(ctx, options.purge).await?;
-        if options.purge {
-            ctx.env().state().remove_credentials(self.component())?;
-        }
-        Ok(destroyed)
+        self.container.destroy(ctx, options.purge).await
     }
 
     async fn diagnostics(&self, ctx: &PhaseContext) -> Option<String> {

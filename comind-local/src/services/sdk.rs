@@ -112,8 +112,12 @@ pub(crate) fn error_code<E: ProvideErrorMetadata>(err: &SdkError<E>) -> Option<S
 /// same: making one sets up an HTTP client, which readiness polling would otherwise
 /// repeat every few milliseconds.
 pub(crate) struct ClientCache<C> {
-    slot: std::sync::Mutex<Option<(String, C)>>,
+    /// The client, with the endpoint and credentials it was made for; the secret stays
+    /// a [`Secret`] so nothing can print it.
+    slot: std::sync::Mutex<Option<(CacheKey, C)>>,
 }
+
+type CacheKey = (String, String, Secret);
 
 impl<C> Default for ClientCache<C> {
     fn default() -> Self {
@@ -138,7 +142,7 @@ impl<C: Clone> ClientCache<C> {
         secret: &Secret,
         make: impl FnOnce() -> C,
     ) -> C {
-        let key = format!("{endpoint}\n{access_key}\n{}", secret.expose());
+        let key: CacheKey = (endpoint.to_string(), access_key.to_string(), secret.clone());
         let mut slot = self
             .slot
             .lock()
