@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use aws_sdk_elasticache::types::{AuthTokenUpdateStrategyType, ReplicationGroup, Snapshot};
+use comind_core::reconcile::Pass;
 use comind_core::service::CacheEndpoint;
 use comind_core::state::Credentials;
 use comind_core::{
@@ -795,18 +796,12 @@ impl ServiceBackend for ElastiCacheRedis {
         self.run(ctx, &clients, false).check_names().await
     }
 
-    async fn plan(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
+    async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = self.run(ctx, &clients, false);
+        let mut run = self.run(ctx, &clients, pass.is_apply());
         run.converge().await?;
-        Ok(run.changes)
-    }
-
-    async fn ensure(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
-        let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = self.run(ctx, &clients, true);
-        run.converge().await?;
-        Ok(run.changes)
+        pass.record(run.changes);
+        Ok(())
     }
 
     async fn probe(&self, ctx: &PhaseContext) -> Result<()> {

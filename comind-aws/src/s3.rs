@@ -23,6 +23,7 @@ use aws_sdk_s3::types::{
     ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
     VersioningConfiguration,
 };
+use comind_core::reconcile::Pass;
 use comind_core::service::ObjectStoreEndpoint;
 use comind_core::{
     Change, DestroyOptions, Destroyed, Environment, Error, ErrorKind, Kept, PhaseContext, Result,
@@ -642,18 +643,12 @@ impl ServiceBackend for S3ObjectStore {
         Ok(())
     }
 
-    async fn plan(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
+    async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = Run::new(ctx.env(), &clients, false);
+        let mut run = Run::new(ctx.env(), &clients, pass.is_apply());
         run.converge().await?;
-        Ok(run.changes)
-    }
-
-    async fn ensure(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
-        let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = Run::new(ctx.env(), &clients, true);
-        run.converge().await?;
-        Ok(run.changes)
+        pass.record(run.changes);
+        Ok(())
     }
 
     async fn probe(&self, ctx: &PhaseContext) -> Result<()> {

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName;
+use comind_core::reconcile::Pass;
 use comind_core::service::{QueueEndpoint, QueueInfo};
 use comind_core::{
     Change, DestroyOptions, Destroyed, Environment, Error, Kept, PhaseContext, Result,
@@ -428,18 +429,12 @@ impl ServiceBackend for SqsQueues {
         Ok(())
     }
 
-    async fn plan(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
+    async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = Run::new(ctx.env(), &clients, false);
+        let mut run = Run::new(ctx.env(), &clients, pass.is_apply());
         run.converge().await?;
-        Ok(run.changes)
-    }
-
-    async fn ensure(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
-        let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = Run::new(ctx.env(), &clients, true);
-        run.converge().await?;
-        Ok(run.changes)
+        pass.record(run.changes);
+        Ok(())
     }
 
     async fn probe(&self, ctx: &PhaseContext) -> Result<()> {

@@ -23,6 +23,7 @@ pub mod lock;
 pub mod output;
 pub mod phase;
 pub mod provider;
+pub mod reconcile;
 pub mod secret;
 pub mod service;
 pub mod state;
@@ -41,5 +42,6 @@ pub use phase::{
     PhaseContext, PhaseId, PhaseStatus, Plan,
 };
 pub use provider::{CheckStatus, Diagnosis, Provider};
+pub use reconcile::{Pass, Reconcile, ReconcilePhase};
 pub use secret::Secret;
 pub use service::{ServiceBackend, ServiceEndpoint, ServiceKind, ServicePhase};

@@ -565,25 +565,30 @@ pub trait Phase: Send + Sync + 'static {
     /// # Errors
     /// When live state cannot be read.
     async fn status(&self, ctx: &PhaseContext) -> Result<PhaseStatus> {
-        let plan = self.plan(ctx).await?;
-        Ok(if plan.is_empty() {
-            PhaseStatus {
-                health: Health::Ready,
-                detail: "in sync".to_string(),
-                outputs: plan.outputs,
-            }
-        } else if plan.changes.iter().all(|c| c.action == Action::Create) {
-            PhaseStatus {
-                health: Health::Absent,
-                detail: format!("{} resource(s) to create", plan.changes.len()),
-                outputs: plan.outputs,
-            }
-        } else {
-            PhaseStatus {
-                health: Health::Degraded,
-                detail: format!("{} pending change(s)", plan.changes.len()),
-                outputs: plan.outputs,
-            }
-        })
+        Ok(status_from_plan(self.plan(ctx).await?))
+    }
+}
+
+/// Health as a plan tells it: in sync is ready, only creations is absent, anything
+/// else degraded.
+pub(crate) fn status_from_plan(plan: Plan) -> PhaseStatus {
+    if plan.is_empty() {
+        PhaseStatus {
+            health: Health::Ready,
+            detail: "in sync".to_string(),
+            outputs: plan.outputs,
+        }
+    } else if plan.changes.iter().all(|c| c.action == Action::Create) {
+        PhaseStatus {
+            health: Health::Absent,
+            detail: format!("{} resource(s) to create", plan.changes.len()),
+            outputs: plan.outputs,
+        }
+    } else {
+        PhaseStatus {
+            health: Health::Degraded,
+            detail: format!("{} pending change(s)", plan.changes.len()),
+            outputs: plan.outputs,
+        }
     }
 }

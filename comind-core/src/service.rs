@@ -1,8 +1,9 @@
 //! Service backends: one platform service on one provider.
 //!
-//! A [`ServiceBackend`] ensures its service exists, probes it over its own protocol,
-//! reports its [`ServiceEndpoint`] and destroys it. [`ServicePhase`] wraps a backend as
-//! a [`Phase`]: apply is ensure, then wait until the probe passes, then publish the
+//! A [`ServiceBackend`] reconciles its service (one function for plan and apply, on a
+//! [`Pass`]), probes it over its own protocol, reports its [`ServiceEndpoint`] and
+//! destroys it. [`ServicePhase`] wraps a backend as a [`Phase`]: plan is a planning
+//! pass; apply is an applying pass, then a wait until the probe passes, then the
 //! endpoint's outputs.
 //!
 //! Endpoints are typed per service kind and turned into outputs in one place, so a
@@ -22,6 +23,7 @@ use crate::phase::{
     Action, Applied, Change, DestroyOptions, Destroyed, Health, Phase, PhaseContext, PhaseId,
     PhaseStatus, Plan,
 };
+use crate::reconcile::Pass;
 use crate::secret::Secret;
 use crate::wait::{self, Backoff};
 
@@ -303,18 +305,15 @@ pub trait ServiceBackend: Send + Sync + 'static {
         Ok(())
     }
 
-    /// What [`ensure`](ServiceBackend::ensure) would change. Changes nothing.
+    /// Creates or repairs the service, idempotently, as one [`Pass`]: every change is
+    /// recorded with [`Pass::will`] and made only when that returns `true`. A planning
+    /// pass reads live state and changes nothing, so the plan lists exactly what an
+    /// applying pass of the same state does. It need not wait for readiness: the phase
+    /// polls [`probe`](ServiceBackend::probe) afterwards.
     ///
     /// # Errors
-    /// When live state cannot be read.
-    async fn plan(&self, ctx: &PhaseContext) -> Result<Vec<Change>>;
-
-    /// Creates or repairs the service; idempotent. Returns what it changed. It need not
-    /// wait for readiness: the phase polls [`probe`](ServiceBackend::probe) afterwards.
-    ///
-    /// # Errors
-    /// When the service cannot be created or repaired.
-    async fn ensure(&self, ctx: &PhaseContext) -> Result<Vec<Change>>;
+    /// When live state cannot be read, or the service cannot be created or repaired.
+    async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()>;
 
     /// Talks to the service over its own protocol with the generated credentials.
     ///
@@ -386,7 +385,7 @@ impl<B: ServiceBackend + ?Sized> ServicePhase<B> {
     /// Whether anything of a disabled service is running: when nothing runs, its plan
     /// asks only to create (everything, or the container on kept data).
     async fn is_running(&self, ctx: &PhaseContext) -> Result<bool> {
-        let changes = self.backend.plan(ctx).await?;
+        let changes = self.planned(ctx).await?;
         // In sync (no changes) means it runs; only creations means nothing does.
         Ok(changes.is_empty() || changes.iter().any(|c| c.action != Action::Create))
     }
@@ -402,6 +401,13 @@ impl<B: ServiceBackend + ?Sized> ServicePhase<B> {
     /// The backend.
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    /// What an applying pass would change now.
+    async fn planned(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
+        let mut pass = Pass::plan();
+        self.backend.reconcile(ctx, &mut pass).await?;
+        Ok(pass.into_changes())
     }
 
     async fn wait_ready(&self, ctx: &PhaseContext) -> Result<()> {
@@ -463,7 +469,7 @@ impl<B: ServiceBackend + ?Sized> Phase for ServicePhase<B> {
                 Plan::in_sync(Outputs::new())
             });
         }
-        let changes = self.backend.plan(ctx).await?;
+        let changes = self.planned(ctx).await?;
         if let Some(reason) = self.backend.deferred(ctx) {
             return Ok(Plan {
                 changes,
@@ -494,7 +500,9 @@ impl<B: ServiceBackend + ?Sized> Phase for ServicePhase<B> {
                 outputs: Outputs::new(),
             });
         }
-        let changes = self.backend.ensure(ctx).await?;
+        let mut pass = Pass::apply();
+        self.backend.reconcile(ctx, &mut pass).await?;
+        let changes = pass.into_changes();
         self.wait_ready(ctx).await?;
         let endpoint = self.backend.endpoint(ctx).await?;
         Ok(Applied {
@@ -524,7 +532,7 @@ impl<B: ServiceBackend + ?Sized> Phase for ServicePhase<B> {
                 outputs: Some(Outputs::new()),
             });
         }
-        let changes = self.backend.plan(ctx).await?;
+        let changes = self.planned(ctx).await?;
         if !changes.is_empty() {
             let absent = changes.iter().all(|c| c.action == Action::Create);
             let list: Vec<String> = changes.iter().map(ToString::to_string).collect();

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use super::world::{FakeResource, World};
 use crate::environment::spec_hash;
 use crate::phase::{Change, DestroyOptions, Destroyed, Kept, PhaseContext, PhaseId};
+use crate::reconcile::Pass;
 use crate::secret::Secret;
 use crate::service::{
     CacheEndpoint, ObjectStoreEndpoint, PostgresEndpoint, QueueEndpoint, QueueInfo, ServiceBackend,
@@ -166,52 +167,52 @@ impl ServiceBackend for FakeService {
         })
     }
 
-    async fn plan(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
-        let mut changes = Vec::new();
+    async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
+        if pass.is_apply() {
+            let n = self.ensures.fetch_add(1, Ordering::SeqCst) + 1;
+            if n <= self.ensure_failures {
+                return Err(Error::unavailable(format!(
+                    "simulated failure {n} of {} to reach the fake engine",
+                    self.ensure_failures
+                )));
+            }
+        }
+        let mut changed = false;
         let volume = self.volume_name(ctx);
-        if self.world.read(self.by(), &volume).is_none() {
-            changes.push(Change::create("volume", &volume));
+        if self.world.read(self.by(), &volume).is_none()
+            && pass.will(Change::create("volume", &volume))
+        {
+            self.world
+                .put(self.by(), &volume, self.resource(ctx, "volume", false));
+            changed = true;
         }
         let container = self.container_name(ctx);
-        match self.world.read(self.by(), &container) {
-            None => changes.push(Change::create("container", &container)),
+        let change = match self.world.read(self.by(), &container) {
+            None => Some(Change::create("container", &container)),
             Some(c) if c.spec != self.spec() => {
-                changes.push(Change::replace("container", &container).because("spec changed"));
+                Some(Change::replace("container", &container).because("spec changed"))
             }
             Some(c) if !c.running => {
-                changes.push(Change::update("container", &container).because("stopped"));
+                Some(Change::update("container", &container).because("stopped"))
             }
-            Some(_) => {}
-        }
-        Ok(changes)
-    }
-
-    async fn ensure(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
-        let n = self.ensures.fetch_add(1, Ordering::SeqCst) + 1;
-        if n <= self.ensure_failures {
-            return Err(Error::unavailable(format!(
-                "simulated failure {n} of {} to reach the fake engine",
-                self.ensure_failures
-            )));
-        }
-        let planned = self.plan(ctx).await?;
-        let volume = self.volume_name(ctx);
-        let container = self.container_name(ctx);
-        for change in &planned {
-            if change.name == volume {
-                self.world
-                    .put(self.by(), &volume, self.resource(ctx, "volume", false));
-            } else if change.reason.as_deref() == Some("stopped") {
-                self.world.set_running(self.by(), &container, true);
-            } else {
-                self.world
-                    .put(self.by(), &container, self.resource(ctx, "container", true));
+            Some(_) => None,
+        };
+        if let Some(change) = change {
+            let start_only = change.reason.as_deref() == Some("stopped");
+            if pass.will(change) {
+                if start_only {
+                    self.world.set_running(self.by(), &container, true);
+                } else {
+                    self.world
+                        .put(self.by(), &container, self.resource(ctx, "container", true));
+                }
+                changed = true;
             }
         }
-        if !planned.is_empty() {
+        if changed {
             self.probes.store(0, Ordering::SeqCst);
         }
-        Ok(planned)
+        Ok(())
     }
 
     async fn probe(&self, ctx: &PhaseContext) -> Result<()> {

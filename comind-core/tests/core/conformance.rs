@@ -153,14 +153,12 @@ async fn the_suite_catches_a_backend_that_is_not_idempotent() {
         fn kind(&self) -> ServiceKind {
             ServiceKind::Cache
         }
-        async fn plan(&self, ctx: &comind_core::PhaseContext) -> Result<Vec<comind_core::Change>> {
-            self.fresh().plan(ctx).await
-        }
-        async fn ensure(
+        async fn reconcile(
             &self,
             ctx: &comind_core::PhaseContext,
-        ) -> Result<Vec<comind_core::Change>> {
-            self.fresh().ensure(ctx).await
+            pass: &mut comind_core::Pass,
+        ) -> Result<()> {
+            self.fresh().reconcile(ctx, pass).await
         }
         async fn probe(&self, ctx: &comind_core::PhaseContext) -> Result<()> {
             self.fresh().probe(ctx).await

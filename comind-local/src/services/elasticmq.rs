@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName;
 use comind_core::environment::Environment;
+use comind_core::reconcile::{Mode, Pass};
 use comind_core::service::{QueueEndpoint, QueueInfo, ServiceEndpoint, ServiceKind};
 use comind_core::state::Credentials;
 use comind_core::{
@@ -259,26 +260,26 @@ impl ElasticMqBackend {
     }
 
     /// Creates missing queues and dead-letter queues and repairs redrive policies (or,
-    /// with `apply` false, says what would be done). Idempotent.
+    /// on a planning pass, says what would be done). Idempotent; each call is a pass of
+    /// its own from live state.
     async fn converge_queues(
         &self,
         env: &Environment,
         credentials: &Credentials,
-        apply: bool,
+        mode: Mode,
     ) -> Result<Vec<Change>> {
         let max_receive_count = env.config().services.queue.max_receive_count;
         let existing = self.existing_queues(env, credentials).await?;
-        let mut changes = Vec::new();
+        let mut pass = Pass::new(mode);
         for queue in Self::queues(env) {
-            if !existing.contains(&queue.dlq) {
-                if apply {
-                    self.create_queue(env, credentials, &queue.dlq, None)
-                        .await?;
-                }
-                changes.push(
+            if !existing.contains(&queue.dlq)
+                && pass.will(
                     Change::create("queue", &queue.dlq)
                         .because(format!("dead-letter queue of `{}`", queue.name)),
-                );
+                )
+            {
+                self.create_queue(env, credentials, &queue.dlq, None)
+                    .await?;
             }
             let current = if existing.contains(&queue.queue) {
                 Some(
@@ -298,13 +299,16 @@ impl ElasticMqBackend {
             {
                 continue;
             }
-            if !apply {
-                changes.push(match current {
-                    None => Change::create("queue", &queue.queue),
-                    Some(_) => {
-                        Change::update("queue", &queue.queue).because("set its redrive policy")
-                    }
-                });
+            let redrive = format!(
+                "redrive to {} after {max_receive_count} receives",
+                queue.dlq
+            );
+            let change = match current {
+                None => Change::create("queue", &queue.queue).because(redrive),
+                Some(_) => Change::update("queue", &queue.queue)
+                    .because(format!("redrive policy set: {redrive}")),
+            };
+            if !pass.will(change) {
                 continue;
             }
             let dlq_arn = self
@@ -323,10 +327,6 @@ impl ElasticMqBackend {
                 None => {
                     self.create_queue(env, credentials, &queue.queue, Some(policy))
                         .await?;
-                    changes.push(Change::create("queue", &queue.queue).because(format!(
-                        "redrive to {} after {max_receive_count} receives",
-                        queue.dlq
-                    )));
                 }
                 Some(_) => {
                     self.client(env, credentials)
@@ -342,14 +342,10 @@ impl ElasticMqBackend {
                                 e,
                             )
                         })?;
-                    changes.push(Change::update("queue", &queue.queue).because(format!(
-                        "redrive policy set: to {} after {max_receive_count} receives",
-                        queue.dlq
-                    )));
                 }
             }
         }
-        Ok(changes)
+        Ok(pass.into_changes())
     }
 }
 
@@ -371,25 +367,10 @@ fn redrive_matches(policy: &str, dlq: &str, max_receive_count: u32) -> bool {
     target_ok && count == Some(u64::from(max_receive_count))
 }
 
-#[async_trait]
-impl ServiceBackend for ElasticMqBackend {
-    fn kind(&self) -> ServiceKind {
-        ServiceKind::Queue
-    }
-
-    fn dependencies(&self) -> Vec<PhaseId> {
-        super::network_dependency()
-    }
-
-    fn ready_timeout(&self) -> Duration {
-        self.ready_timeout
-    }
-
-    async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
-        self.container.preflight(ctx, &self.spec(ctx.env())).await
-    }
-
-    async fn plan(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
+impl ElasticMqBackend {
+    /// The planning pass: reads only, with placeholder credentials when none are
+    /// stored yet.
+    async fn plan(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
         let env = ctx.env();
         let spec = self.spec(env);
         let assessment = self.container.assess(ctx, &spec, None).await?;
@@ -412,14 +393,17 @@ impl ServiceBackend for ElasticMqBackend {
             });
         changes.extend(
             super::planned_contents(&assessment, &spec, everything, || {
-                self.converge_queues(env, &credentials, false)
+                self.converge_queues(env, &credentials, Mode::Plan)
             })
             .await?,
         );
-        Ok(changes)
+        pass.record(changes);
+        Ok(())
     }
 
-    async fn ensure(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
+    /// The applying pass: credentials are generated once, the container is made and
+    /// started, then its contents converge once it answers.
+    async fn ensure(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
         let env = ctx.env();
         let (credentials, _) = super::stored_or_generated(env, self.component(), || {
             Credentials::generate(ACCESS_KEY)
@@ -434,11 +418,42 @@ impl ServiceBackend for ElasticMqBackend {
                 "waiting for the SQS API to create the queues",
                 self.ready_timeout,
                 &[],
-                || self.converge_queues(env, &credentials, true),
+                || self.converge_queues(env, &credentials, Mode::Apply),
             )
             .await?;
         changes.extend(queues);
-        Ok(changes)
+        pass.record(changes);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ServiceBackend for ElasticMqBackend {
+    fn kind(&self) -> ServiceKind {
+        ServiceKind::Queue
+    }
+
+    fn dependencies(&self) -> Vec<PhaseId> {
+        super::network_dependency()
+    }
+
+    fn ready_timeout(&self) -> Duration {
+        self.ready_timeout
+    }
+
+    async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
+        self.container.preflight(ctx, &self.spec(ctx.env())).await
+    }
+
+    async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
+        // Planning cannot generate credentials or wait for the container, so the two
+        // modes take their own route to the container; what lives inside it is
+        // converged by one function on the same pass.
+        if pass.is_apply() {
+            self.ensure(ctx, pass).await
+        } else {
+            self.plan(ctx, pass).await
+        }
     }
 
     async fn probe(&self, ctx: &PhaseContext) -> Result<()> {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use comind_core::environment::Environment;
+use comind_core::reconcile::{Mode, Pass};
 use comind_core::service::{ObjectStoreEndpoint, ServiceEndpoint, ServiceKind};
 use comind_core::state::Credentials;
 use comind_core::{
@@ -177,21 +178,21 @@ impl MinioBackend {
             .collect())
     }
 
-    /// Creates the configured buckets that are missing (or, with `apply` false, says
-    /// which would be). Idempotent.
+    /// Creates the configured buckets that are missing (or, on a planning pass, says
+    /// which would be). Idempotent; each call is a pass of its own from live state.
     async fn converge_buckets(
         &self,
         env: &Environment,
         credentials: &Credentials,
-        apply: bool,
+        mode: Mode,
     ) -> Result<Vec<Change>> {
         let existing = self.existing_buckets(env, credentials).await?;
-        let mut changes = Vec::new();
+        let mut pass = Pass::new(mode);
         for (name, bucket) in Self::buckets(env) {
             if existing.contains(&bucket) {
                 continue;
             }
-            if apply {
+            if pass.will(Change::create("bucket", &bucket)) {
                 let created = self
                     .client(env, credentials)
                     .create_bucket()
@@ -207,12 +208,10 @@ impl MinioBackend {
                                  comind.yaml"
                             )));
                     }
-                    continue;
                 }
             }
-            changes.push(Change::create("bucket", bucket));
         }
-        Ok(changes)
+        Ok(pass.into_changes())
     }
 }
 
@@ -226,6 +225,62 @@ fn placeholder() -> Credentials {
 /// Why an existing container is replaced when the credentials were just generated:
 /// its configuration file holds the old ones.
 const REGENERATED: &str = "its root credentials were regenerated";
+
+impl MinioBackend {
+    /// The planning pass: reads only, with placeholder credentials when none are
+    /// stored yet.
+    async fn plan(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
+        let env = ctx.env();
+        let stored = super::stored::<Credentials>(env, self.component())?;
+        let fresh = stored.is_none();
+        let credentials = stored.unwrap_or_else(placeholder);
+        let spec = self.spec(env, &credentials);
+        let assessment = self
+            .container
+            .assess(ctx, &spec, fresh.then_some(REGENERATED))
+            .await?;
+        let mut changes = assessment.changes(&spec);
+        let everything = Self::buckets(env)
+            .into_iter()
+            .map(|(_, bucket)| Change::create("bucket", bucket))
+            .collect();
+        changes.extend(
+            super::planned_contents(&assessment, &spec, everything, || {
+                self.converge_buckets(env, &credentials, Mode::Plan)
+            })
+            .await?,
+        );
+        pass.record(changes);
+        Ok(())
+    }
+
+    /// The applying pass: credentials are generated once, the container is made and
+    /// started, then its contents converge once it answers.
+    async fn ensure(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
+        let env = ctx.env();
+        let (credentials, fresh) =
+            super::stored_or_generated(env, self.component(), || Credentials::generate(ROOT_USER))?;
+        let spec = self.spec(env, &credentials);
+        let mut changes = self
+            .container
+            .ensure(ctx, &spec, fresh.then_some(REGENERATED))
+            .await?;
+        ctx.checkpoint()?;
+        let buckets = self
+            .container
+            .wait_until(
+                ctx,
+                "waiting for the S3 API to create the buckets",
+                self.ready_timeout,
+                &[&credentials.password],
+                || self.converge_buckets(env, &credentials, Mode::Apply),
+            )
+            .await?;
+        changes.extend(buckets);
+        pass.record(changes);
+        Ok(())
+    }
+}
 
 #[async_trait]
 impl ServiceBackend for MinioBackend {
@@ -246,52 +301,15 @@ impl ServiceBackend for MinioBackend {
         self.container.preflight(ctx, &spec).await
     }
 
-    async fn plan(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
-        let env = ctx.env();
-        let stored = super::stored::<Credentials>(env, self.component())?;
-        let fresh = stored.is_none();
-        let credentials = stored.unwrap_or_else(placeholder);
-        let spec = self.spec(env, &credentials);
-        let assessment = self
-            .container
-            .assess(ctx, &spec, fresh.then_some(REGENERATED))
-            .await?;
-        let mut changes = assessment.changes(&spec);
-        let everything = Self::buckets(env)
-            .into_iter()
-            .map(|(_, bucket)| Change::create("bucket", bucket))
-            .collect();
-        changes.extend(
-            super::planned_contents(&assessment, &spec, everything, || {
-                self.converge_buckets(env, &credentials, false)
-            })
-            .await?,
-        );
-        Ok(changes)
-    }
-
-    async fn ensure(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
-        let env = ctx.env();
-        let (credentials, fresh) =
-            super::stored_or_generated(env, self.component(), || Credentials::generate(ROOT_USER))?;
-        let spec = self.spec(env, &credentials);
-        let mut changes = self
-            .container
-            .ensure(ctx, &spec, fresh.then_some(REGENERATED))
-            .await?;
-        ctx.checkpoint()?;
-        let buckets = self
-            .container
-            .wait_until(
-                ctx,
-                "waiting for the S3 API to create the buckets",
-                self.ready_timeout,
-                &[&credentials.password],
-                || self.converge_buckets(env, &credentials, true),
-            )
-            .await?;
-        changes.extend(buckets);
-        Ok(changes)
+    async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
+        // Planning cannot generate credentials or wait for the container, so the two
+        // modes take their own route to the container; what lives inside it is
+        // converged by one function on the same pass.
+        if pass.is_apply() {
+            self.ensure(ctx, pass).await
+        } else {
+            self.plan(ctx, pass).await
+        }
     }
 
     async fn probe(&self, ctx: &PhaseContext) -> Result<()> {

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use comind_core::environment::Environment;
+use comind_core::reconcile::{Mode, Pass};
 use comind_core::service::{PostgresEndpoint, ServiceEndpoint, ServiceKind};
 use comind_core::state::Credentials;
 use comind_core::{
@@ -178,13 +179,16 @@ impl PostgresBackend {
 
     /// Creates the application role and the databases that are missing, gives the
     /// databases to the role, and resets the role's password if it no longer matches
-    /// the stored one; with `apply` false, only says what it would do.
+    /// the stored one; on a planning pass, only says what it would do. Each call is a
+    /// pass of its own from live state, so a wait can repeat it until the server
+    /// answers.
     async fn converge_contents(
         &self,
         env: &Environment,
         credentials: &PostgresCredentials,
-        apply: bool,
+        mode: Mode,
     ) -> Result<Vec<Change>> {
+        let mut pass = Pass::new(mode);
         let resource = self.resource(env);
         let port = Self::port(env);
         let user = &credentials.app.username;
@@ -218,7 +222,6 @@ impl PostgresBackend {
             .map(|row| (row.get(0), row.get(1)))
             .collect();
 
-        let mut changes = Vec::new();
         let execute = |sql: String, what: String| {
             let client = &client;
             let resource = &resource;
@@ -231,7 +234,7 @@ impl PostgresBackend {
         };
         match role {
             None => {
-                if apply {
+                if pass.will(Change::create("role", user)) {
                     execute(
                         format!(
                             "CREATE ROLE {} LOGIN PASSWORD {}",
@@ -242,7 +245,6 @@ impl PostgresBackend {
                     )
                     .await?;
                 }
-                changes.push(Change::create("role", user));
             }
             Some(row) => {
                 let can_login: bool = row.get(0);
@@ -254,8 +256,13 @@ impl PostgresBackend {
                             return Err(pg_error("connect as the application role", &resource, &e));
                         }
                     };
-                if !password_ok {
-                    if apply {
+                if !password_ok
+                    && pass.will(
+                        Change::update("role", user)
+                            .because("its password or login did not match the stored credentials"),
+                    )
+                {
+                    {
                         execute(
                             format!(
                                 "ALTER ROLE {} LOGIN PASSWORD {}",
@@ -266,17 +273,14 @@ impl PostgresBackend {
                         )
                         .await?;
                     }
-                    changes.push(
-                        Change::update("role", user)
-                            .because("its password or login did not match the stored credentials"),
-                    );
                 }
             }
         }
         for db in &wanted {
             match owners.get(db) {
                 None => {
-                    if apply {
+                    if pass.will(Change::create("database", db).because(format!("owned by {user}")))
+                    {
                         execute(
                             format!(
                                 "CREATE DATABASE {} OWNER {}",
@@ -287,11 +291,11 @@ impl PostgresBackend {
                         )
                         .await?;
                     }
-                    changes
-                        .push(Change::create("database", db).because(format!("owned by {user}")));
                 }
                 Some(owner) if owner != user => {
-                    if apply {
+                    if pass.will(
+                        Change::update("database", db).because(format!("owner {owner} -> {user}")),
+                    ) {
                         execute(
                             format!(
                                 "ALTER DATABASE {} OWNER TO {}",
@@ -302,38 +306,18 @@ impl PostgresBackend {
                         )
                         .await?;
                     }
-                    changes.push(
-                        Change::update("database", db).because(format!("owner {owner} -> {user}")),
-                    );
                 }
                 Some(_) => {}
             }
         }
-        Ok(changes)
+        Ok(pass.into_changes())
     }
 }
 
-#[async_trait]
-impl ServiceBackend for PostgresBackend {
-    fn kind(&self) -> ServiceKind {
-        ServiceKind::Postgres
-    }
-
-    fn dependencies(&self) -> Vec<PhaseId> {
-        super::network_dependency()
-    }
-
-    fn ready_timeout(&self) -> Duration {
-        self.ready_timeout
-    }
-
-    async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
-        let env = ctx.env();
-        let spec = self.spec(env, &PostgresCredentials::placeholder(&Self::app_user(env)));
-        self.container.preflight(ctx, &spec).await
-    }
-
-    async fn plan(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
+impl PostgresBackend {
+    /// The planning pass: reads only, with placeholder credentials when none are
+    /// stored yet.
+    async fn plan(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
         let env = ctx.env();
         let user = Self::app_user(env);
         let mut stored = super::stored::<PostgresCredentials>(env, self.component())?;
@@ -358,17 +342,20 @@ impl ServiceBackend for PostgresBackend {
         let contents = match &stored {
             Some(credentials) => {
                 super::planned_contents(&assessment, &spec, everything, || {
-                    self.converge_contents(env, credentials, false)
+                    self.converge_contents(env, credentials, Mode::Plan)
                 })
                 .await?
             }
             None => everything,
         };
         changes.extend(contents);
-        Ok(changes)
+        pass.record(changes);
+        Ok(())
     }
 
-    async fn ensure(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
+    /// The applying pass: credentials are generated once, the container is made and
+    /// started, then its contents converge once it answers.
+    async fn ensure(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
         let env = ctx.env();
         let user = Self::app_user(env);
         let (mut credentials, _) = super::stored_or_generated(env, self.component(), || {
@@ -385,7 +372,7 @@ impl ServiceBackend for PostgresBackend {
                 .credentials(self.component(), || Ok(replacement))?;
         }
         let spec = self.spec(env, &credentials);
-        let mut changes = self.container.ensure(ctx, &spec, None).await?;
+        let changes = self.container.ensure(ctx, &spec, None).await?;
         ctx.checkpoint()?;
         let contents = self
             .container
@@ -394,11 +381,44 @@ impl ServiceBackend for PostgresBackend {
                 "waiting for PostgreSQL to create the role and databases",
                 self.ready_timeout,
                 &[&credentials.superuser.password, &credentials.app.password],
-                || self.converge_contents(env, &credentials, true),
+                || self.converge_contents(env, &credentials, Mode::Apply),
             )
             .await?;
-        changes.extend(contents);
-        Ok(changes)
+        pass.record(changes);
+        pass.record(contents);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ServiceBackend for PostgresBackend {
+    fn kind(&self) -> ServiceKind {
+        ServiceKind::Postgres
+    }
+
+    fn dependencies(&self) -> Vec<PhaseId> {
+        super::network_dependency()
+    }
+
+    fn ready_timeout(&self) -> Duration {
+        self.ready_timeout
+    }
+
+    async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
+        let env = ctx.env();
+        let spec = self.spec(env, &PostgresCredentials::placeholder(&Self::app_user(env)));
+        self.container.preflight(ctx, &spec).await
+    }
+
+    async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
+        // Planning cannot generate credentials or wait for the container, so the two
+        // modes take their own route to the container; what lives inside it is
+        // converged by one function on the same pass.
+        if pass.is_apply() {
+            self.ensure(ctx, pass).await
+        } else {
+            self.plan(ctx, pass).await
+        }
     }
 
     async fn probe(&self, ctx: &PhaseContext) -> Result<()> {

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use comind_core::environment::Environment;
+use comind_core::reconcile::Pass;
 use comind_core::service::{CacheEndpoint, ServiceEndpoint, ServiceKind};
 use comind_core::state::Credentials;
 use comind_core::{
-    Change, DestroyOptions, Destroyed, Error, PhaseContext, PhaseId, Result, Secret, ServiceBackend,
+    DestroyOptions, Destroyed, Error, PhaseContext, PhaseId, Result, Secret, ServiceBackend,
 };
 use redis::IntoConnectionInfo;
 
@@ -139,6 +140,36 @@ fn placeholder() -> Credentials {
 /// configuration file holds the old one.
 const REGENERATED: &str = "its password was regenerated";
 
+impl RedisBackend {
+    /// The planning pass: reads only, with placeholder credentials when none are
+    /// stored yet.
+    async fn plan(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
+        let (credentials, fresh) = self.planned_credentials(ctx.env())?;
+        let spec = self.spec(ctx.env(), &credentials);
+        let assessment = self
+            .container
+            .assess(ctx, &spec, fresh.then_some(REGENERATED))
+            .await?;
+        pass.record(assessment.changes(&spec));
+        Ok(())
+    }
+
+    /// The applying pass: credentials are generated once, the container is made and
+    /// started, then its contents converge once it answers.
+    async fn ensure(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
+        let env = ctx.env();
+        let (credentials, fresh) =
+            super::stored_or_generated(env, self.component(), || Credentials::generate(USERNAME))?;
+        let spec = self.spec(env, &credentials);
+        let changes = self
+            .container
+            .ensure(ctx, &spec, fresh.then_some(REGENERATED))
+            .await?;
+        pass.record(changes);
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ServiceBackend for RedisBackend {
     fn kind(&self) -> ServiceKind {
@@ -158,24 +189,15 @@ impl ServiceBackend for RedisBackend {
         self.container.preflight(ctx, &spec).await
     }
 
-    async fn plan(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
-        let (credentials, fresh) = self.planned_credentials(ctx.env())?;
-        let spec = self.spec(ctx.env(), &credentials);
-        let assessment = self
-            .container
-            .assess(ctx, &spec, fresh.then_some(REGENERATED))
-            .await?;
-        Ok(assessment.changes(&spec))
-    }
-
-    async fn ensure(&self, ctx: &PhaseContext) -> Result<Vec<Change>> {
-        let env = ctx.env();
-        let (credentials, fresh) =
-            super::stored_or_generated(env, self.component(), || Credentials::generate(USERNAME))?;
-        let spec = self.spec(env, &credentials);
-        self.container
-            .ensure(ctx, &spec, fresh.then_some(REGENERATED))
-            .await
+    async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
+        // Planning cannot generate credentials or wait for the container, so the two
+        // modes take their own route to the container; what lives inside it is
+        // converged by one function on the same pass.
+        if pass.is_apply() {
+            self.ensure(ctx, pass).await
+        } else {
+            self.plan(ctx, pass).await
+        }
     }
 
     async fn probe(&self, ctx: &PhaseContext) -> Result<()> {
