@@ -14,6 +14,7 @@
 //! implementation must pass.
 
 pub mod bootstrap;
+pub mod cancel;
 pub mod config;
 pub mod engine;
 pub mod environment;

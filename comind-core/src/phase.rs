@@ -325,7 +325,7 @@ pub struct PhaseContext {
     pub(crate) env: Arc<Environment>,
     pub(crate) inputs: Arc<HashMap<PhaseId, InputSet>>,
     pub(crate) events: EventBus,
-    pub(crate) cancel: crate::engine::Cancellation,
+    pub(crate) cancel: crate::cancel::Cancellation,
 }
 
 impl fmt::Debug for PhaseContext {
@@ -360,14 +360,14 @@ impl PhaseContext {
                     .collect(),
             ),
             events: EventBus::new(),
-            cancel: crate::engine::Cancellation::new(),
+            cancel: crate::cancel::Cancellation::new(),
         }
     }
 
     /// The same context, cancelled through `cancel` (for tools and tests that run a
     /// phase outside the engine and want to interrupt it).
     #[must_use]
-    pub fn with_cancellation(&self, cancel: crate::engine::Cancellation) -> Self {
+    pub fn with_cancellation(&self, cancel: crate::cancel::Cancellation) -> Self {
         let mut ctx = self.clone();
         ctx.cancel = cancel;
         ctx

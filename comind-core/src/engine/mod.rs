@@ -19,7 +19,6 @@
 //! # Ok(()) }
 //! ```
 
-mod cancel;
 mod graph;
 mod report;
 mod retry;
@@ -29,7 +28,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use cancel::Cancellation;
+/// Cancellation lives in [`crate::cancel`], which the engine and phases share; it is
+/// re-exported here where embedders have always found it.
+pub use crate::cancel::Cancellation;
 pub use graph::{GraphError, PhaseGraph};
 pub use report::RunReport;
 pub use retry::RetryPolicy;
