@@ -1,8 +1,8 @@
 """Starts moto_server (moto 5.2.x) with the gaps that matter to comind-aws patched.
 
-Used by the integration tests only (comind-aws/tests/aws/support/moto.rs and the
-CLI tests); product code never
-knows about any of this. Usage: python3 moto_launcher.py -H 127.0.0.1 -p PORT
+Used by the integration tests only, through comind-test-support
+(test-support/src/moto.rs); product code never knows about any of this.
+Usage: python3 moto_launcher.py -H 127.0.0.1 -p PORT
 
 Each patch works around a place where moto 5.2.1 differs from AWS in a way the Rust
 SDK or a correct client cannot cope with (see /work/research/moto.md):

@@ -11,8 +11,10 @@ use comind_core::{
     Applied, Change, DestroyOptions, Destroyed, Error, Input, Outputs, Phase, PhaseContext,
     PhaseId, Plan, Result, UpOptions,
 };
+use comind_test_support::docker::{self, SERVICE_IMAGES};
+use comind_test_support::require_peer;
 
-use crate::peers::{LocalEnv, docker_ready};
+use crate::support::LocalEnv;
 
 /// Creates the billing schema, idempotently.
 struct BillingSchema;
@@ -90,9 +92,7 @@ impl Phase for BillingSchema {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_teams_phase_runs_on_the_real_database_after_it() {
-    if !docker_ready() {
-        return;
-    }
+    require_peer!(docker::ready(&SERVICE_IMAGES).await);
     let team = Arc::new(FakeProvider::new("billing").with_phase(BillingSchema));
     let env = LocalEnv::new(Some(team));
     let run = RunOptions {

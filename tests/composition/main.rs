@@ -4,9 +4,13 @@
 //!   (moto_server) hand applications the same output keys.
 //! - `extension`: another team's phase, on Comind's traits, scheduled after the real
 //!   local PostgreSQL and using the `DATABASE_URL` it publishes.
+//!
+//! They need real peers from `comind-test-support` (Docker with the stand-in images;
+//! moto_server for `parity`): a missing one fails a test when `COMIND_REQUIRE_PEERS=1`
+//! and skips it loudly otherwise.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod extension;
 mod parity;
-mod peers;
+mod support;

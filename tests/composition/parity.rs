@@ -4,8 +4,11 @@ use std::collections::BTreeSet;
 
 use comind_core::engine::RunOptions;
 use comind_core::{PhaseId, ServiceKind, UpOptions};
+use comind_test_support::docker::{self, SERVICE_IMAGES};
+use comind_test_support::moto::Moto;
+use comind_test_support::require_peer;
 
-use crate::peers::{LocalEnv, Moto, docker_ready};
+use crate::support::{LocalEnv, aws_bootstrap};
 
 /// Keys only the local profile publishes: static credentials of services that, on
 /// AWS, applications reach with their workload identity instead.
@@ -28,10 +31,8 @@ fn keys(report: &comind_core::engine::RunReport, kind: ServiceKind) -> BTreeSet<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_profiles_publish_the_same_keys_for_every_service() {
-    if !docker_ready() {
-        return;
-    }
-    let Some(moto) = Moto::start() else { return };
+    require_peer!(docker::ready(&SERVICE_IMAGES).await);
+    let moto = require_peer!(Moto::start());
 
     let local = LocalEnv::new(None);
     let services = RunOptions {
@@ -49,7 +50,7 @@ async fn both_profiles_publish_the_same_keys_for_every_service() {
     assert!(local_report.succeeded(), "{:?}", local_report.summary);
 
     let state = tempfile::tempdir().unwrap();
-    let aws = moto.bootstrap(state.path());
+    let aws = aws_bootstrap(&moto, state.path());
     let aws_report = aws.up(&services, &UpOptions::default()).await.unwrap();
     assert!(aws_report.succeeded(), "{:?}", aws_report.summary);
 

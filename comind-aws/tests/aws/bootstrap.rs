@@ -12,9 +12,10 @@ use comind_core::{
     Action, Bootstrap, Change, DestroyOptions, DownOptions, Environment, ErrorKind, Health, Kept,
     PhaseId, ServiceKind, UpOptions,
 };
+use comind_test_support::moto::Moto;
+use comind_test_support::require_peer;
 
-use crate::moto_or_skip;
-use crate::support::{self, CallLog, Moto, Peek, owned};
+use crate::support::{self, CallLog, Peek, owned};
 
 fn bootstrap(
     moto: &Moto,
@@ -88,7 +89,7 @@ async fn everything_owned(peek: &Peek, env: &Environment) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_converges_and_a_second_up_makes_no_mutating_call() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     let state = tempfile::tempdir().unwrap();
     let log = CallLog::default();
     let bootstrap = bootstrap(&moto, &log, "full", state.path(), |_| {});
@@ -179,7 +180,7 @@ async fn up_converges_and_a_second_up_makes_no_mutating_call() {
             .unwrap()
             .starts_with("rediss://:")
     );
-    assert_eq!(outputs.require("S3_ENDPOINT").unwrap(), moto.url);
+    assert_eq!(outputs.require("S3_ENDPOINT").unwrap(), moto.url());
 
     // The kubeconfig: private, and its user runs `comind eks-token`.
     let path = std::path::PathBuf::from(outputs.require("KUBECONFIG").unwrap());
@@ -242,7 +243,7 @@ async fn up_converges_and_a_second_up_makes_no_mutating_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn down_keeps_data_up_restores_it_and_purge_removes_everything() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     let peek = Peek::new(&moto);
     let state = tempfile::tempdir().unwrap();
     let log = CallLog::default();
@@ -393,7 +394,7 @@ async fn down_keeps_data_up_restores_it_and_purge_removes_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_taken_by_resources_without_our_tags_stop_the_run_before_anything_changes() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     let peek = Peek::new(&moto);
     peek.s3
         .create_bucket()
@@ -504,7 +505,7 @@ async fn names_taken_by_resources_without_our_tags_stop_the_run_before_anything_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_run_resumes_from_what_exists() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     let peek = Peek::new(&moto);
     let state = tempfile::tempdir().unwrap();
     let log = CallLog::default();
@@ -570,7 +571,7 @@ async fn an_interrupted_run_resumes_from_what_exists() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn production_protects_the_database_and_refuses_an_unconfirmed_purge() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     let peek = Peek::new(&moto);
     let state = tempfile::tempdir().unwrap();
     let log = CallLog::default();

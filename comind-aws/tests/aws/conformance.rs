@@ -16,9 +16,10 @@ use comind_aws::AwsProvider;
 use comind_core::service::ServiceEndpoint;
 use comind_core::testing::conformance::{PhaseFixture, ServiceFixture, phase_suite, service_suite};
 use comind_core::{Environment, Outputs, Phase, PhaseId, Result, ServiceBackend, ServiceKind};
+use comind_test_support::moto::Moto;
+use comind_test_support::require_peer;
 
-use crate::moto_or_skip;
-use crate::support::{self, CallLog, Moto, Peek, owned};
+use crate::support::{self, CallLog, Peek, owned};
 
 const MARKER_TAG: &str = "conformance-marker";
 
@@ -244,25 +245,25 @@ impl ServiceFixture for Service {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rds_postgres_passes_the_service_suite() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     service_suite(&Service::new(moto, ServiceKind::Postgres, "conf-pg").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_object_store_passes_the_service_suite() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     service_suite(&Service::new(moto, ServiceKind::ObjectStore, "conf-s3").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elasticache_redis_passes_the_service_suite() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     service_suite(&Service::new(moto, ServiceKind::Cache, "conf-redis").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_queues_pass_the_service_suite() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     service_suite(&Service::new(moto, ServiceKind::Queue, "conf-sqs").await).await;
 }
 
@@ -324,18 +325,18 @@ impl PhaseFixture for PhaseUnderTest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_network_phase_passes_the_phase_suite() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     phase_suite(&PhaseUnderTest::new(moto, "network", "conf-net").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_iam_phase_passes_the_phase_suite() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     phase_suite(&PhaseUnderTest::new(moto, "iam", "conf-iam").await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cluster_phase_passes_the_phase_suite() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     phase_suite(&PhaseUnderTest::new(moto, "cluster", "conf-eks").await).await;
 }

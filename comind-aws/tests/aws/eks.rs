@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 
 use base64::Engine as _;
-
-use crate::moto_or_skip;
+use comind_test_support::moto::Moto;
+use comind_test_support::require_peer;
 
 fn decode(token: &str) -> url::Url {
     let encoded = token.strip_prefix("k8s-aws-v1.").expect("token prefix");
@@ -34,13 +34,13 @@ fn get_with_cluster_header(url: &url::Url, cluster: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_process_token_is_a_presigned_get_caller_identity_for_the_cluster() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     let cluster = "comind-dev-cluster";
     let token = comind_aws::eks::token(&moto.sdk_config(), cluster)
         .await
         .unwrap();
     let url = decode(token.token().expose());
-    assert!(url.as_str().starts_with(&moto.url), "{url}");
+    assert!(url.as_str().starts_with(&moto.url()), "{url}");
     let query: HashMap<String, String> = url.query_pairs().into_owned().collect();
     assert_eq!(query["Action"], "GetCallerIdentity");
     assert_eq!(query["X-Amz-Algorithm"], "AWS4-HMAC-SHA256");

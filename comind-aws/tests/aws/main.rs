@@ -1,6 +1,8 @@
-//! Integration tests of comind-aws against a real `moto_server`, one server per test
-//! (see `support/moto.rs` for the peer policy and `support/moto_launcher.py` for the
-//! gaps of moto that the tests work around).
+//! Integration tests of comind-aws against a real `moto_server`, one server per test,
+//! started by `comind_test_support::moto` through `scripts/test-env/moto_launcher.py`
+//! (whose docstring lists the gaps of moto that the tests work around). When moto
+//! cannot be started a test fails if `COMIND_REQUIRE_PEERS=1` and otherwise skips
+//! loudly: the peer policy of `comind_test_support::peers`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

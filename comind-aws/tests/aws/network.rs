@@ -3,13 +3,14 @@
 use std::collections::HashMap;
 
 use comind_core::{DestroyOptions, ErrorKind, Operation, PhaseContext, PhaseId};
+use comind_test_support::moto::Moto;
+use comind_test_support::require_peer;
 
-use crate::moto_or_skip;
 use crate::support::{self, CallLog, Peek};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_vpc_is_used_and_never_deleted() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     let peek = Peek::new(&moto);
     let vpc = peek
         .ec2
@@ -129,7 +130,7 @@ async fn an_existing_vpc_is_used_and_never_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_subnet_of_an_existing_vpc_is_refused_before_anything_changes() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     let peek = Peek::new(&moto);
     let vpc = peek
         .ec2

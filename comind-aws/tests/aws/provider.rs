@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use comind_aws::AwsProvider;
 use comind_core::{CheckStatus, ErrorKind, PhaseId, Provider};
+use comind_test_support::moto::Moto;
+use comind_test_support::require_peer;
 
-use crate::moto_or_skip;
 use crate::support::{self, CallLog};
 
 #[test]
@@ -117,7 +118,7 @@ fn bad_settings_are_refused_before_anything_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_shows_the_identity_or_says_how_to_fix_the_endpoint() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     let state = tempfile::tempdir().unwrap();
     let env = support::env("doctor", state.path(), |_| {});
     let checks = support::provider(&moto, &CallLog::default())

@@ -10,13 +10,14 @@ use std::time::Duration;
 use comind_core::config::DurationSetting;
 use comind_core::event::Event;
 use comind_core::{ErrorKind, Operation, Phase, PhaseContext, PhaseId, ServiceKind, ServicePhase};
+use comind_test_support::moto::Moto;
+use comind_test_support::require_peer;
 use serde_json::json;
 
-use crate::moto_or_skip;
 use crate::support::{self, CallLog};
 
 async fn database_phase(
-    moto: &support::Moto,
+    moto: &Moto,
     name: &str,
     state: &std::path::Path,
     timeout: Duration,
@@ -38,11 +39,11 @@ async fn database_phase(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_is_followed_through_its_statuses_with_progress() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     let state = tempfile::tempdir().unwrap();
     let (phase, ctx) =
         database_phase(&moto, "wait-ok", state.path(), Duration::from_secs(60)).await;
-    moto.script(&json!({
+    moto.script(json!({
         "db-instance:comind-wait-ok-postgres": ["creating", "backing-up", "available"]
     }));
     let mut events = ctx.events().subscribe();
@@ -68,11 +69,11 @@ async fn a_database_is_followed_through_its_statuses_with_progress() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_database_ends_the_wait_with_its_status_and_the_rds_events() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     let state = tempfile::tempdir().unwrap();
     let (phase, ctx) =
         database_phase(&moto, "wait-bad", state.path(), Duration::from_secs(60)).await;
-    moto.script(&json!({
+    moto.script(json!({
         "db-instance:comind-wait-bad-postgres": ["creating", "incompatible-network"]
     }));
     let err = phase.apply(&ctx).await.unwrap_err();
@@ -91,11 +92,11 @@ async fn a_failed_database_ends_the_wait_with_its_status_and_the_rds_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_never_becomes_available_times_out_with_its_last_status() {
-    let moto = moto_or_skip!();
+    let moto = require_peer!(Moto::start());
     let state = tempfile::tempdir().unwrap();
     let (phase, ctx) =
         database_phase(&moto, "wait-slow", state.path(), Duration::from_secs(3)).await;
-    moto.script(&json!({ "db-instance:comind-wait-slow-postgres": ["creating"] }));
+    moto.script(json!({ "db-instance:comind-wait-slow-postgres": ["creating"] }));
     let started = std::time::Instant::now();
     let err = phase.apply(&ctx).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(20));

@@ -2,84 +2,17 @@
 //! session as on the local profile, configured only the way a user would (the
 //! standard AWS variables and `comind.yaml`).
 //!
-//! moto is started through `scripts/test-env/moto_launcher.py`, which patches the
-//! gaps of moto 5.2 that are listed in its docstring; product code never knows.
+//! moto is started by `comind_test_support::moto` through
+//! `scripts/test-env/moto_launcher.py`, which patches the gaps of moto 5.2 that are
+//! listed in its docstring; product code never knows.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use comind_test_support::moto::{ACCOUNT_ID, Moto, REGION};
+use comind_test_support::{names, require_peer};
 use serde_json::Value;
 
 use crate::support::{Run, Scratch};
-
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn answers(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET /moto-api/data.json HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-    let mut head = [0u8; 12];
-    stream.write_all(request.as_bytes()).is_ok()
-        && stream.read_exact(&mut head).is_ok()
-        && head.ends_with(b"200")
-}
-
-/// A moto_server of this test's own, or a skip (a failure when peers are required).
-fn moto() -> Option<Moto> {
-    let launcher = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scripts/test-env/moto_launcher.py");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("python3")
-        .arg(&launcher)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let problem = match child {
-        Ok(mut child) => {
-            let started = Instant::now();
-            loop {
-                if answers(port) {
-                    return Some(Moto { child, port });
-                }
-                if let Ok(Some(status)) = child.try_wait() {
-                    break format!("moto_server exited with {status}");
-                }
-                if started.elapsed() > Duration::from_secs(30) {
-                    let _ = child.kill();
-                    break "moto_server did not answer within 30 s".to_string();
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Err(e) => format!("cannot run python3 {}: {e}", launcher.display()),
-    };
-    if std::env::var("COMIND_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("{problem}; run scripts/test-env/ensure-moto.sh");
-    }
-    eprintln!("SKIPPED (peer missing): {problem}; set COMIND_REQUIRE_PEERS=1 to fail instead");
-    None
-}
 
 /// An AWS environment on moto: the standard AWS variables, nothing else.
 struct AwsEnv {
@@ -91,7 +24,7 @@ struct AwsEnv {
 impl AwsEnv {
     fn new(moto: Moto, extra: &str) -> AwsEnv {
         let scratch = Scratch::new();
-        let name = format!("a{:x}", std::process::id() % 0xfffff);
+        let name = names::unique("cli");
         scratch.config(&format!("environment: {name}\nprofile: aws\n{extra}"));
         AwsEnv {
             scratch,
@@ -103,14 +36,7 @@ impl AwsEnv {
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = self.scratch.command();
         cmd.args(args)
-            .env(
-                "AWS_ENDPOINT_URL",
-                format!("http://127.0.0.1:{}", self.moto.port),
-            )
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(self.moto.aws_env())
             .env("AWS_CONFIG_FILE", self.scratch.path().join("no-aws-config"))
             .env(
                 "AWS_SHARED_CREDENTIALS_FILE",
@@ -131,13 +57,13 @@ impl AwsEnv {
 
 #[test]
 fn a_full_aws_session_on_moto() {
-    let Some(moto) = moto() else { return };
+    let moto = require_peer!(Moto::start());
     let env = AwsEnv::new(moto, "");
 
     let doctor = env.run(&["doctor"]);
     assert_eq!(doctor.code, 0, "{}", doctor.all());
     assert!(
-        doctor.stdout.contains("123456789012"),
+        doctor.stdout.contains(ACCOUNT_ID),
         "the account is shown: {}",
         doctor.all()
     );
@@ -210,7 +136,7 @@ fn a_full_aws_session_on_moto() {
     assert_eq!(values["REDIS_URL"], "<redacted>");
 
     let cluster = values["CLUSTER_NAME"].as_str().unwrap();
-    let token = env.run(&["eks-token", "--cluster", cluster, "--region", "us-east-1"]);
+    let token = env.run(&["eks-token", "--cluster", cluster, "--region", REGION]);
     assert_eq!(token.code, 0, "{}", token.all());
     let credential: Value = serde_json::from_str(token.stdout.trim()).unwrap();
     assert_eq!(credential["kind"], "ExecCredential");
@@ -247,7 +173,7 @@ fn a_full_aws_session_on_moto() {
 
 #[test]
 fn production_refuses_down_without_confirmation() {
-    let Some(moto) = moto() else { return };
+    let moto = require_peer!(Moto::start());
     let env = AwsEnv::new(moto, "production: true\n");
     let up = env.run(&["up", "--only", "object-store,queue"]);
     assert_eq!(up.code, 0, "{}", up.all());

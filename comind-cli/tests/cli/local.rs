@@ -6,75 +6,36 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use comind_test_support::docker::{
+    self, ELASTICMQ_IMAGE, LabelCleanup, MINIO_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE, SERVICE_IMAGES,
+};
+use comind_test_support::ports::free_port;
+use comind_test_support::{names, require_peer};
 use serde_json::Value;
 
 use crate::support::{Run, Scratch};
 
+/// The services of `comind.yaml` and the stand-in image each runs.
 const IMAGES: [(&str, &str); 4] = [
-    ("postgres", "comind-test/postgres:r1"),
-    ("object_store", "comind-test/minio:r1"),
-    ("cache", "comind-test/redis:r1"),
-    ("queue", "comind-test/elasticmq:r1"),
+    ("postgres", POSTGRES_IMAGE),
+    ("object_store", MINIO_IMAGE),
+    ("cache", REDIS_IMAGE),
+    ("queue", ELASTICMQ_IMAGE),
 ];
 
-/// Docker and the test images, or a skip (a failure when peers are required).
-fn peers_available() -> bool {
-    let docker = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    let missing: Vec<&str> = IMAGES
-        .iter()
-        .map(|(_, image)| *image)
-        .filter(|image| {
-            !Command::new("docker")
-                .args(["image", "inspect", image])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-        })
-        .collect();
-    let problem = if !docker {
-        Some("no Docker engine is reachable".to_string())
-    } else if !missing.is_empty() {
-        Some(format!("test images missing: {}", missing.join(", ")))
-    } else {
-        None
-    };
-    match problem {
-        None => true,
-        Some(problem) if std::env::var("COMIND_REQUIRE_PEERS").as_deref() == Ok("1") => {
-            panic!("{problem}; run scripts/test-env/ensure-docker.sh and build-test-images.sh")
-        }
-        Some(problem) => {
-            eprintln!(
-                "SKIPPED (peer missing): {problem}; set COMIND_REQUIRE_PEERS=1 to fail instead"
-            );
-            false
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// An environment of its own: unique name, free ports, test images. Purged on drop.
+/// An environment of its own: unique name, free ports, test images. Purged on drop by
+/// `comind down --purge`, and whatever that leaves is removed by its label.
 struct LocalEnv {
     scratch: Scratch,
     name: String,
     ports: HashMap<&'static str, u16>,
+    _leftovers: LabelCleanup,
 }
 
 impl LocalEnv {
     fn new(extra: &str) -> LocalEnv {
         let scratch = Scratch::new();
-        let name = format!("e2e{:06x}", fastrand_u32() & 0xff_ffff);
+        let name = names::unique("e2e");
         let mut ports = HashMap::new();
         for key in ["postgres", "object_store", "console", "cache", "queue"] {
             ports.insert(key, free_port());
@@ -91,6 +52,7 @@ impl LocalEnv {
         scratch.config(&yaml);
         LocalEnv {
             scratch,
+            _leftovers: LabelCleanup::new(name.clone()),
             name,
             ports,
         }
@@ -129,14 +91,6 @@ impl Drop for LocalEnv {
     }
 }
 
-fn fastrand_u32() -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    nanos ^ std::process::id().rotate_left(16)
-}
-
 fn json_lines(run: &Run) -> Vec<Value> {
     run.stdout
         .lines()
@@ -153,9 +107,7 @@ fn env_lines(text: &str) -> HashMap<String, String> {
 
 #[test]
 fn a_full_session_up_outputs_status_down_and_purge() {
-    if !peers_available() {
-        return;
-    }
+    require_peer!(docker::ready_blocking(&SERVICE_IMAGES));
     let env = LocalEnv::new("");
 
     let plan = env.run(&["plan", "--detailed-exitcode"]);
@@ -296,9 +248,7 @@ fn a_full_session_up_outputs_status_down_and_purge() {
 
 #[test]
 fn disabling_a_service_removes_it_and_purge_still_finds_it() {
-    if !peers_available() {
-        return;
-    }
+    require_peer!(docker::ready_blocking(&SERVICE_IMAGES));
     let env = LocalEnv::new("");
     assert_eq!(env.run(&["up", "--only", "cache"]).code, 0);
     let off = [("COMIND_SERVICES__CACHE__ENABLED", "false")];
@@ -326,9 +276,7 @@ fn disabling_a_service_removes_it_and_purge_still_finds_it() {
 
 #[test]
 fn a_port_taken_by_another_program_is_rejected_before_anything_is_created() {
-    if !peers_available() {
-        return;
-    }
+    require_peer!(docker::ready_blocking(&SERVICE_IMAGES));
     let env = LocalEnv::new("");
     let _squatter = std::net::TcpListener::bind(("127.0.0.1", env.ports["cache"])).unwrap();
     let run = env.run(&["up"]);
@@ -353,14 +301,12 @@ fn a_port_taken_by_another_program_is_rejected_before_anything_is_created() {
 
 #[test]
 fn a_failing_phase_exits_1_and_independent_services_still_come_up() {
-    if !peers_available() {
-        return;
-    }
+    require_peer!(docker::ready_blocking(&SERVICE_IMAGES));
     // Nothing listens on port 1: the pull fails at once.
     let env = LocalEnv::new("");
     let config = std::fs::read_to_string(env.scratch.path().join("comind.yaml")).unwrap();
     env.scratch
-        .config(&config.replace("comind-test/redis:r1", "127.0.0.1:1/comind-test/nope:1"));
+        .config(&config.replace(REDIS_IMAGE, "127.0.0.1:1/comind-test/nope:1"));
     let run = env.run(&["-o", "json", "up"]);
     assert_eq!(run.code, 1, "{}", run.all());
     let events = json_lines(&run);
@@ -386,9 +332,7 @@ fn a_failing_phase_exits_1_and_independent_services_still_come_up() {
 
 #[test]
 fn an_interrupt_cancels_with_130_and_the_next_up_resumes() {
-    if !peers_available() {
-        return;
-    }
+    require_peer!(docker::ready_blocking(&SERVICE_IMAGES));
     let env = LocalEnv::new("");
     let mut child = env
         .scratch
@@ -432,9 +376,7 @@ fn an_interrupt_cancels_with_130_and_the_next_up_resumes() {
 
 #[test]
 fn doctor_reports_the_engine_and_ports() {
-    if !peers_available() {
-        return;
-    }
+    require_peer!(docker::ready_blocking(&SERVICE_IMAGES));
     let env = LocalEnv::new("");
     let run = env.run(&["-o", "json", "doctor"]);
     let report: Value = serde_json::from_str(run.stdout.trim()).unwrap();

@@ -1,9 +1,9 @@
 //! End-to-end tests of the `comind` binary, driven as a user drives it.
 //!
 //! `config` and `basics` need nothing but the binary. `local` needs a Docker engine
-//! and the test images, `aws` a `moto_server` (see `scripts/test-env`); they fail
-//! when those are missing and `COMIND_REQUIRE_PEERS=1` (CI), and skip loudly
-//! otherwise.
+//! and the test images, `aws` a `moto_server` (see `scripts/test-env`), both from
+//! `comind-test-support`; they fail when those are missing and
+//! `COMIND_REQUIRE_PEERS=1` (CI), and skip loudly otherwise.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -10,9 +10,13 @@ use comind_core::service::{ServiceBackend, ServiceEndpoint, ServiceKind};
 use comind_core::testing::conformance::{PhaseFixture, ServiceFixture, phase_suite, service_suite};
 use comind_core::{Environment, Operation, Outputs, Phase, PhaseContext, PhaseId, Result};
 use comind_local::{LocalProvider, NetworkPhase};
+use comind_test_support::docker::{
+    self, ELASTICMQ_IMAGE, MINIO_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE,
+};
+use comind_test_support::require_peer;
 
+use crate::markers;
 use crate::support::{self, TestEnv};
-use crate::{markers, require_peers};
 
 struct DockerServiceFixture {
     backend: Arc<dyn ServiceBackend>,
@@ -80,8 +84,8 @@ impl ServiceFixture for DockerServiceFixture {
     }
 }
 
-async fn run_service_suite(test: &str, kind: ServiceKind, image: &str) {
-    let docker = require_peers!(test, &[image]);
+async fn run_service_suite(kind: ServiceKind, image: &str) {
+    let docker = require_peer!(docker::ready(&[image]).await);
     let t = TestEnv::new(&docker, "conf");
     let env = t.env();
     let provider = LocalProvider::new();
@@ -121,42 +125,22 @@ async fn run_service_suite(test: &str, kind: ServiceKind, image: &str) {
 
 #[tokio::test]
 async fn postgres_passes_the_service_suite() {
-    run_service_suite(
-        "postgres conformance",
-        ServiceKind::Postgres,
-        support::POSTGRES_IMAGE,
-    )
-    .await;
+    run_service_suite(ServiceKind::Postgres, POSTGRES_IMAGE).await;
 }
 
 #[tokio::test]
 async fn minio_passes_the_service_suite() {
-    run_service_suite(
-        "minio conformance",
-        ServiceKind::ObjectStore,
-        support::MINIO_IMAGE,
-    )
-    .await;
+    run_service_suite(ServiceKind::ObjectStore, MINIO_IMAGE).await;
 }
 
 #[tokio::test]
 async fn redis_passes_the_service_suite() {
-    run_service_suite(
-        "redis conformance",
-        ServiceKind::Cache,
-        support::REDIS_IMAGE,
-    )
-    .await;
+    run_service_suite(ServiceKind::Cache, REDIS_IMAGE).await;
 }
 
 #[tokio::test]
 async fn elasticmq_passes_the_service_suite() {
-    run_service_suite(
-        "elasticmq conformance",
-        ServiceKind::Queue,
-        support::ELASTICMQ_IMAGE,
-    )
-    .await;
+    run_service_suite(ServiceKind::Queue, ELASTICMQ_IMAGE).await;
 }
 
 struct NetworkFixture {
@@ -185,7 +169,7 @@ impl PhaseFixture for NetworkFixture {
 
 #[tokio::test]
 async fn the_network_passes_the_phase_suite() {
-    let docker = require_peers!("network conformance", &[]);
+    let docker = require_peer!(docker::ready(&[]).await);
     let t = TestEnv::new(&docker, "net");
     let env = t.env();
     let fixture = NetworkFixture {

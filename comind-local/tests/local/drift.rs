@@ -9,9 +9,11 @@ use bollard::query_parameters::{
 use comind_core::config::{ImageRef, Port};
 use comind_core::event::RunOutcome;
 use comind_core::{Action, Change, DownOptions};
+use comind_test_support::docker::{self, POSTGRES_IMAGE, REDIS_IMAGE};
+use comind_test_support::{ports, require_peer};
 
+use crate::markers;
 use crate::support::{self, TestEnv};
-use crate::{markers, require_peers};
 
 fn container_changes(changes: &[Change]) -> Vec<&Change> {
     changes.iter().filter(|c| c.kind == "container").collect()
@@ -30,10 +32,7 @@ async fn status_of(docker: &Docker, name: &str) -> String {
 
 #[tokio::test]
 async fn stopped_killed_and_deleted_containers_are_repaired_with_their_data() {
-    let docker = require_peers!(
-        "drift repair",
-        &[support::POSTGRES_IMAGE, support::REDIS_IMAGE]
-    );
+    let docker = require_peer!(docker::ready(&[POSTGRES_IMAGE, REDIS_IMAGE]).await);
     let t = TestEnv::new(&docker, "drift");
     let only = support::only(&["postgres", "cache"]);
     let (first, _) = support::up_with_changes(&t.bootstrap(), &only).await;
@@ -160,7 +159,7 @@ async fn stopped_killed_and_deleted_containers_are_repaired_with_their_data() {
 
 #[tokio::test]
 async fn a_changed_spec_replaces_the_container_and_keeps_the_volume() {
-    let docker = require_peers!("spec change", &[support::REDIS_IMAGE]);
+    let docker = require_peer!(docker::ready(&[REDIS_IMAGE]).await);
     let mut t = TestEnv::new(&docker, "spec");
     let only = support::only(&["cache"]);
     let (first, _) = support::up_with_changes(&t.bootstrap(), &only).await;
@@ -178,7 +177,7 @@ async fn a_changed_spec_replaces_the_container_and_keeps_the_volume() {
     let tag = format!("{}-alt", t.name);
     docker
         .tag_image(
-            support::REDIS_IMAGE,
+            REDIS_IMAGE,
             Some(
                 TagImageOptionsBuilder::new()
                     .repo("comind-test/redis")
@@ -217,7 +216,7 @@ async fn a_changed_spec_replaces_the_container_and_keeps_the_volume() {
     assert!(markers::has_redis(&report.merged_outputs(), "kept").await);
 
     // Another host port: replaced as well, and the outputs follow.
-    let port = support::free_port();
+    let port = ports::free_port();
     t.config.services.cache.local.port = Port::new(port).unwrap();
     let (report, changes) = support::up_with_changes(&t.bootstrap(), &only).await;
     assert_eq!(

@@ -5,9 +5,11 @@ use std::time::Instant;
 
 use comind_core::event::{Outcome, RunOutcome};
 use comind_core::{Action, DownOptions, Outputs, UpOptions};
+use comind_test_support::docker::{self, POSTGRES_IMAGE, REDIS_IMAGE, SERVICE_IMAGES};
+use comind_test_support::require_peer;
 
-use crate::support::{self, SERVICE_IMAGES, TestEnv};
-use crate::{markers, require_peers};
+use crate::markers;
+use crate::support::{self, TestEnv};
 
 fn assert_succeeded(report: &comind_core::engine::RunReport, what: &str) {
     for phase in &report.summary.phases {
@@ -24,7 +26,7 @@ fn assert_succeeded(report: &comind_core::engine::RunReport, what: &str) {
 
 #[tokio::test]
 async fn data_survives_down_and_up_and_purge_removes_everything() {
-    let docker = require_peers!("data survives down and up", &SERVICE_IMAGES);
+    let docker = require_peer!(docker::ready(&SERVICE_IMAGES).await);
     let t = TestEnv::new(&docker, "life");
     let bootstrap = t.bootstrap();
 
@@ -152,7 +154,7 @@ async fn data_survives_down_and_up_and_purge_removes_everything() {
 
 #[tokio::test]
 async fn a_plan_says_what_up_will_do_and_up_does_exactly_that() {
-    let docker = require_peers!("plan then up", &SERVICE_IMAGES);
+    let docker = require_peer!(docker::ready(&SERVICE_IMAGES).await);
     let t = TestEnv::new(&docker, "plan");
     let plan = t.bootstrap().plan(&Default::default()).await.unwrap();
     assert_succeeded(&plan, "plan");
@@ -200,10 +202,7 @@ async fn a_plan_says_what_up_will_do_and_up_does_exactly_that() {
 
 #[tokio::test]
 async fn two_environments_run_side_by_side_without_interfering() {
-    let docker = require_peers!(
-        "two environments",
-        &[support::POSTGRES_IMAGE, support::REDIS_IMAGE]
-    );
+    let docker = require_peer!(docker::ready(&[POSTGRES_IMAGE, REDIS_IMAGE]).await);
     let a = TestEnv::new(&docker, "side-a");
     let b = TestEnv::new(&docker, "side-b");
     let only = support::only(&["postgres", "cache"]);
@@ -286,7 +285,7 @@ fn stored_secrets(t: &TestEnv) -> Vec<String> {
 
 #[tokio::test]
 async fn secrets_stay_out_of_labels_environment_commands_events_and_logs() {
-    let docker = require_peers!("secrets stay out", &SERVICE_IMAGES);
+    let docker = require_peer!(docker::ready(&SERVICE_IMAGES).await);
     let t = TestEnv::new(&docker, "secret");
     let bootstrap = t.bootstrap();
     let mut events = bootstrap.events().subscribe();

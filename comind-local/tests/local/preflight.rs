@@ -8,13 +8,14 @@ use comind_core::environment::LABEL_ENVIRONMENT;
 use comind_core::error::ErrorKind;
 use comind_core::event::RunOutcome;
 use comind_core::{CheckStatus, DownOptions, UpOptions};
+use comind_test_support::docker::{self, SERVICE_IMAGES};
+use comind_test_support::require_peer;
 
-use crate::require_peers;
-use crate::support::{self, SERVICE_IMAGES, TestEnv};
+use crate::support::{self, TestEnv};
 
 #[tokio::test]
 async fn a_taken_port_rejects_the_run_and_nothing_is_created() {
-    let docker = require_peers!("port conflict", &SERVICE_IMAGES);
+    let docker = require_peer!(docker::ready(&SERVICE_IMAGES).await);
     let t = TestEnv::new(&docker, "port");
     let port = t.config.services.postgres.local.port.get();
     let _squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
@@ -66,7 +67,7 @@ async fn a_taken_port_rejects_the_run_and_nothing_is_created() {
 
 #[tokio::test]
 async fn a_network_that_is_not_ours_is_never_touched() {
-    let docker = require_peers!("foreign network", &SERVICE_IMAGES);
+    let docker = require_peer!(docker::ready(&SERVICE_IMAGES).await);
     let t = TestEnv::new(&docker, "foreign");
     let name = format!("comind-{}", t.name);
     // Labelled with the environment only so the test's cleanup finds it; without the
@@ -127,7 +128,7 @@ async fn a_network_that_is_not_ours_is_never_touched() {
 
 #[tokio::test]
 async fn doctor_checks_the_daemon_the_api_the_ports_and_k3d() {
-    let docker = require_peers!("doctor", &[]);
+    let docker = require_peer!(docker::ready(&[]).await);
     let t = TestEnv::new(&docker, "doctor");
     let checks = t.bootstrap().doctor().await;
     let find = |name: &str| {

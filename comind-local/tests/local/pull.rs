@@ -15,11 +15,13 @@ use comind_core::config::ImageRef;
 use comind_core::environment::LABEL_ENVIRONMENT;
 use comind_core::event::{Event, RunOutcome};
 use comind_core::{Action, DownOptions, UpOptions};
+use comind_test_support::docker::{self, REDIS_IMAGE, REGISTRY_IMAGE};
+use comind_test_support::{ports, require_peer};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::markers;
 use crate::support::{self, TestEnv};
-use crate::{markers, require_peers};
 
 /// Whether the registry answers `GET /v2/` with 200.
 async fn registry_answers(port: u16) -> bool {
@@ -38,13 +40,13 @@ async fn registry_answers(port: u16) -> bool {
 
 /// Starts the registry stand-in on a free 127.0.0.1 port; returns the port.
 async fn start_registry(docker: &Docker, t: &TestEnv) -> u16 {
-    let port = support::free_port();
+    let port = ports::free_port();
     let name = format!("{}-registry", t.name);
     docker
         .create_container(
             Some(CreateContainerOptionsBuilder::new().name(&name).build()),
             ContainerCreateBody {
-                image: Some(support::REGISTRY_IMAGE.to_string()),
+                image: Some(REGISTRY_IMAGE.to_string()),
                 labels: Some(HashMap::from([(
                     LABEL_ENVIRONMENT.to_string(),
                     t.name.clone(),
@@ -87,7 +89,7 @@ async fn push_unique_image(docker: &Docker, t: &TestEnv, repository: &str) {
         .create_container(
             Some(CreateContainerOptionsBuilder::new().name(&builder).build()),
             ContainerCreateBody {
-                image: Some(support::REDIS_IMAGE.to_string()),
+                image: Some(REDIS_IMAGE.to_string()),
                 labels: Some(HashMap::from([(
                     LABEL_ENVIRONMENT.to_string(),
                     t.name.clone(),
@@ -156,10 +158,7 @@ async fn push_unique_image(docker: &Docker, t: &TestEnv, repository: &str) {
 
 #[tokio::test]
 async fn a_missing_image_is_pulled_with_progress_events() {
-    let docker = require_peers!(
-        "image pull",
-        &[support::REDIS_IMAGE, support::REGISTRY_IMAGE]
-    );
+    let docker = require_peer!(docker::ready(&[REDIS_IMAGE, REGISTRY_IMAGE]).await);
     let mut t = TestEnv::new(&docker, "pull");
     let port = start_registry(&docker, &t).await;
     let repository = format!("127.0.0.1:{port}/comind-pull/{}", t.name);
@@ -229,10 +228,10 @@ async fn a_missing_image_is_pulled_with_progress_events() {
 
 #[tokio::test]
 async fn a_failed_pull_names_the_image_and_the_override() {
-    let docker = require_peers!("failed pull", &[]);
+    let docker = require_peer!(docker::ready(&[]).await);
     let mut t = TestEnv::new(&docker, "nopull");
     // Nothing listens there: the pull fails at once.
-    let image = format!("127.0.0.1:{}/comind/none:r1", support::free_port());
+    let image = format!("127.0.0.1:{}/comind/none:r1", ports::free_port());
     t.config.services.cache.local.image = ImageRef::new(&image).unwrap();
     let report = t
         .bootstrap()

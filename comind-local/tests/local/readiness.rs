@@ -7,17 +7,18 @@ use comind_core::config::{DurationSetting, ImageRef};
 use comind_core::error::ErrorKind;
 use comind_core::event::RunOutcome;
 use comind_core::{DownOptions, UpOptions};
+use comind_test_support::docker::{self, REDIS_IMAGE};
+use comind_test_support::require_peer;
 
-use crate::require_peers;
 use crate::support::{self, TestEnv};
 
 #[tokio::test]
 async fn a_service_that_never_answers_times_out_with_its_log() {
-    let docker = require_peers!("readiness timeout", &[support::REDIS_IMAGE]);
+    let docker = require_peer!(docker::ready(&[REDIS_IMAGE]).await);
     let mut t = TestEnv::new(&docker, "ready");
     // The Redis image where PostgreSQL is expected: the container runs (Redis, on
     // 6379) but nothing ever answers on the PostgreSQL port.
-    t.config.services.postgres.local.image = ImageRef::new(support::REDIS_IMAGE).unwrap();
+    t.config.services.postgres.local.image = ImageRef::new(REDIS_IMAGE).unwrap();
     t.config.local.ready_timeout = DurationSetting::new(Duration::from_secs(4));
 
     let started = Instant::now();

@@ -1,137 +1,44 @@
-//! What every test here shares: the peer policy, a unique environment per test that
-//! cleans up after itself, and real clients of the four services.
+//! What every test here shares: a unique environment per test that cleans up after
+//! itself, listings of what an environment owns, and real clients of the four
+//! services.
 //!
-//! # Stand-in images
-//!
-//! No registry can be reached on the development and CI machines, so the tests run
-//! images built locally by `scripts/test-env/build-test-images.sh` from Debian
-//! packages and PyPI. Each mimics the interface of the official image that the
-//! backend relies on (entrypoint, environment variables, ports, data directory,
-//! `*_FILE` conventions), so the backend's code path is the one it takes with the
-//! official image; `comind.yaml` image overrides point the tests at them.
-//!
-//! | Stand-in                  | For                              | Server                           | Why this server |
-//! |---------------------------|----------------------------------|----------------------------------|-----------------|
-//! | `comind-test/postgres:r1` | `postgres:16-alpine`             | Debian PostgreSQL 15             | The real server; the entrypoint honours `POSTGRES_USER`, `POSTGRES_PASSWORD_FILE` and `PGDATA`, initialises once, and runs as uid 70 like the alpine image. |
-//! | `comind-test/redis:r1`    | `redis:7-alpine`                 | Debian redis-server 7.0          | The real server, run as uid 999 from `/data`, like the official image. |
-//! | `comind-test/minio:r1`    | `minio/minio`                    | SeaweedFS (`weed mini`, S3 API)  | MinIO is not packaged for Debian; SeaweedFS is on PyPI, speaks S3 with SigV4, takes `server DIR --console-address :PORT`, reads `MINIO_CONFIG_ENV_FILE`, rejects other credentials, and keeps its data under `DIR`. |
-//! | `comind-test/elasticmq:r1`| `softwaremill/elasticmq-native`  | moto (`moto_server`, SQS API)    | ElasticMQ is not packaged for Debian; moto is on PyPI and speaks the SQS JSON protocol with dead-letter queues and redrive policies, with account id 000000000000 like ElasticMQ. It keeps everything in memory and ignores `/opt/elasticmq.conf`, so messages do not survive a new container (see the queue fixture). |
-//! | `comind-test/registry:r1` | `registry:2`                     | Debian docker-registry 2.8       | The same server; used to test a real image pull. |
-//!
-//! # Peer policy
-//!
-//! When Docker or a stand-in image is missing, a test fails if `COMIND_REQUIRE_PEERS=1`
-//! (CI sets it) and otherwise skips with a loud message: see [`peers`].
+//! The peer policy, the Docker checks, the stand-in images (described in
+//! `comind_test_support::docker`), names and ports come from `comind-test-support`.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveVolumeOptions,
 };
 use comind_core::config::{Config, DurationSetting, EnvironmentName, ImageRef, Port};
 use comind_core::engine::RunOptions;
 use comind_core::environment::{LABEL_COMPONENT, LABEL_ENVIRONMENT, LABEL_MANAGED_BY};
 use comind_core::{Bootstrap, DestroyOptions, Environment, Outputs, PhaseId};
 use comind_local::LocalProvider;
-
-/// The stand-in images.
-pub const POSTGRES_IMAGE: &str = "comind-test/postgres:r1";
-pub const REDIS_IMAGE: &str = "comind-test/redis:r1";
-pub const MINIO_IMAGE: &str = "comind-test/minio:r1";
-pub const ELASTICMQ_IMAGE: &str = "comind-test/elasticmq:r1";
-pub const REGISTRY_IMAGE: &str = "comind-test/registry:r1";
-
-/// Every service image.
-pub const SERVICE_IMAGES: [&str; 4] = [POSTGRES_IMAGE, MINIO_IMAGE, REDIS_IMAGE, ELASTICMQ_IMAGE];
-
-/// Whether missing peers fail the test (CI) rather than skip it.
-pub fn peers_required() -> bool {
-    std::env::var("COMIND_REQUIRE_PEERS").is_ok_and(|v| v == "1")
-}
-
-/// A Docker client, when the daemon answers and every image of `images` is present.
-/// Otherwise: panics when peers are required, else prints a loud skip notice and
-/// returns `None`.
-pub async fn peers(test: &str, images: &[&str]) -> Option<Docker> {
-    let problem = match check_peers(images).await {
-        Ok(docker) => return Some(docker),
-        Err(problem) => problem,
-    };
-    let message = format!(
-        "{test}: {problem}. Start Docker (`sudo systemctl start docker` or `sudo dockerd &`) \
-         and build the test images with scripts/test-env/build-test-images.sh"
-    );
-    if peers_required() {
-        panic!("COMIND_REQUIRE_PEERS=1 and a peer is missing: {message}");
-    }
-    eprintln!(
-        "\n!!!!!!!! SKIPPED (no real peer) !!!!!!!!\n!!! {message}\n!!! set COMIND_REQUIRE_PEERS=1 to make this a failure\n"
-    );
-    None
-}
-
-async fn check_peers(images: &[&str]) -> Result<Docker, String> {
-    let docker = Docker::connect_with_local_defaults()
-        .map_err(|e| format!("cannot connect to Docker: {e}"))?
-        .negotiate_version()
-        .await
-        .map_err(|e| format!("the Docker daemon does not answer: {e}"))?;
-    for image in images {
-        if docker.inspect_image(image).await.is_err() {
-            return Err(format!("the test image {image} is missing"));
-        }
-    }
-    Ok(docker)
-}
-
-/// Gets the peers or returns from the test.
-#[macro_export]
-macro_rules! require_peers {
-    ($test:expr, $images:expr) => {
-        match $crate::support::peers($test, $images).await {
-            Some(docker) => docker,
-            None => return,
-        }
-    };
-}
-
-static TAKEN_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-
-/// A free port on 127.0.0.1, outside the kernel's ephemeral range (so outgoing
-/// connections do not take it meanwhile) and never handed out twice by this process.
-pub fn free_port() -> u16 {
-    let mut taken = TAKEN_PORTS.lock().unwrap();
-    loop {
-        let port = fastrand::u16(20_000..32_000);
-        if !taken.contains(&port)
-            && std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).is_ok()
-        {
-            taken.insert(port);
-            return port;
-        }
-    }
-}
+use comind_test_support::docker::{
+    ELASTICMQ_IMAGE, LabelCleanup, MINIO_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE,
+};
+use comind_test_support::{names, ports};
 
 /// One test's environment: a unique name, a state directory, free ports, the
 /// stand-in images, and a guard that removes everything labelled with its name when
-/// the test ends, even by a panic.
+/// the test ends, even by a panic (test helpers such as the registry carry that label
+/// too).
 pub struct TestEnv {
     pub name: String,
     pub config: Config,
     pub state: tempfile::TempDir,
     pub docker: Docker,
-    cleanup: Cleanup,
+    cleanup: LabelCleanup,
 }
 
 impl TestEnv {
     /// An environment named `<prefix>-<random>`; `prefix` at most 12 characters.
     pub fn new(docker: &Docker, prefix: &str) -> Self {
-        let suffix: String = (0..6).map(|_| fastrand::lowercase()).collect();
-        let name = format!("{prefix}-{suffix}");
+        let name = names::unique(prefix);
         let mut config = Config::default();
         config.environment = EnvironmentName::new(&name).unwrap();
         let s = &mut config.services;
@@ -149,10 +56,7 @@ impl TestEnv {
         // retries.
         config.engine.retries = 0;
         TestEnv {
-            cleanup: Cleanup {
-                name: name.clone(),
-                extra_images: Arc::default(),
-            },
+            cleanup: LabelCleanup::new(name.clone()),
             name,
             config,
             state: tempfile::tempdir().unwrap(),
@@ -177,11 +81,7 @@ impl TestEnv {
 
     /// An image to remove when the test ends.
     pub fn remove_image_later(&self, image: &str) {
-        self.cleanup
-            .extra_images
-            .lock()
-            .unwrap()
-            .push(image.to_string());
+        self.cleanup.remove_image_later(image);
     }
 
     /// What carries this environment's labels (optionally of one component).
@@ -209,7 +109,7 @@ impl TestEnv {
 }
 
 fn port() -> Port {
-    Port::new(free_port()).unwrap()
+    Port::new(ports::free_port()).unwrap()
 }
 
 /// Resources carrying an environment's ownership labels.
@@ -291,98 +191,6 @@ pub async fn owned(docker: &Docker, env: &str, component: Option<&str>) -> Owned
         containers,
         volumes,
         networks,
-    }
-}
-
-/// Removes, when dropped, everything labelled `comind.dev/environment=<name>`
-/// (test helpers such as the registry carry that label too) and the listed images.
-struct Cleanup {
-    name: String,
-    extra_images: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let images = std::mem::take(&mut *self.extra_images.lock().unwrap());
-        // Drop cannot await, and may run inside the test's runtime: clean up from a
-        // thread with a runtime of its own.
-        let cleaner = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(remove_environment(&name, &images));
-        });
-        let _ = cleaner.join();
-    }
-}
-
-async fn remove_environment(name: &str, images: &[String]) {
-    let Ok(docker) = Docker::connect_with_local_defaults() else {
-        return;
-    };
-    let filters = HashMap::from([(
-        "label".to_string(),
-        vec![format!("{LABEL_ENVIRONMENT}={name}")],
-    )]);
-    if let Ok(containers) = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&filters)
-                .build(),
-        ))
-        .await
-    {
-        for c in containers {
-            if let Some(id) = c.id {
-                let _ = docker
-                    .remove_container(
-                        &id,
-                        Some(
-                            RemoveContainerOptionsBuilder::new()
-                                .force(true)
-                                .v(true)
-                                .build(),
-                        ),
-                    )
-                    .await;
-            }
-        }
-    }
-    if let Ok(list) = docker
-        .list_volumes(Some(
-            ListVolumesOptionsBuilder::new().filters(&filters).build(),
-        ))
-        .await
-    {
-        for v in list.volumes.unwrap_or_default() {
-            let _ = docker
-                .remove_volume(&v.name, None::<RemoveVolumeOptions>)
-                .await;
-        }
-    }
-    if let Ok(networks) = docker
-        .list_networks(Some(
-            ListNetworksOptionsBuilder::new().filters(&filters).build(),
-        ))
-        .await
-    {
-        for n in networks {
-            if let Some(id) = n.id {
-                let _ = docker.remove_network(&id).await;
-            }
-        }
-    }
-    for image in images {
-        let _ = docker
-            .remove_image(
-                image,
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            )
-            .await;
     }
 }
 

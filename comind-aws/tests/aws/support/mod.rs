@@ -1,7 +1,7 @@
-//! What the AWS integration tests share: a moto_server per test, environments, a
-//! recorder of AWS calls, and listings of what each component owns.
+//! What the AWS integration tests share: environments, a recorder of AWS calls, and
+//! listings of what each component owns. The moto_server of each test comes from
+//! `comind_test_support::moto`.
 
-pub mod moto;
 pub mod owned;
 
 use std::collections::HashMap;
@@ -17,20 +17,7 @@ use comind_aws::AwsProvider;
 use comind_core::config::{Config, EnvironmentName, Profile};
 use comind_core::engine::Cancellation;
 use comind_core::{Environment, Operation, Outputs, Phase, PhaseContext, PhaseId};
-
-pub use moto::Moto;
-
-/// Starts this test's moto_server, or returns from the test (skipping it loudly)
-/// when moto_server is unavailable and peers are not required.
-#[macro_export]
-macro_rules! moto_or_skip {
-    () => {
-        match $crate::support::Moto::start() {
-            Some(moto) => moto,
-            None => return,
-        }
-    };
-}
+use comind_test_support::moto::Moto;
 
 /// An AWS environment named `name` with its state under `state`, adjusted by `edit`.
 pub fn env(
