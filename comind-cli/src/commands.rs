@@ -104,7 +104,12 @@ fn load_config(cli: &Cli) -> Result<Config, Error> {
     if let Some(dir) = &cli.state_dir {
         flag("--state-dir", "state_dir", dir.display().to_string());
     }
-    Ok(Config::load(&options)?)
+    let config = Config::load(&options)?;
+    // On stderr in every output mode: stdout stays the event stream.
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    Ok(config)
 }
 
 fn bootstrap(

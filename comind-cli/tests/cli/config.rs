@@ -256,6 +256,34 @@ const CASES: &[Case] = &[
         "",
         "invalid type: sequence",
     ),
+    case(
+        "RDS engine version that is not a version",
+        "services:\n  postgres:\n    aws:\n      engine_version: latest\n",
+        "4:7",
+        "services.postgres.aws.engine_version",
+        "not a PostgreSQL version",
+    ),
+    case(
+        "EKS version that is not a version",
+        "aws:\n  cluster:\n    version: latest\n",
+        "3:5",
+        "aws.cluster.version",
+        "not a Kubernetes version",
+    ),
+    case(
+        "node group mixing ARM and x86",
+        "aws:\n  cluster:\n    node_group:\n      instance_types: [t3.large, t4g.large]\n",
+        "4:7",
+        "aws.cluster.node_group.instance_types",
+        "mixes ARM (Graviton) and x86",
+    ),
+    case(
+        "node root volume too small",
+        "aws:\n  cluster:\n    node_group:\n      disk_gb: 8\n",
+        "4:7",
+        "aws.cluster.node_group.disk_gb",
+        "at least 20 GiB",
+    ),
     Case {
         name: "variable overriding with a bad value",
         yaml: "environment: dev\n",
@@ -368,5 +396,27 @@ fn json_output_reports_configuration_errors_as_one_line() {
             .as_str()
             .unwrap()
             .contains("comind.yaml:1:1")
+    );
+}
+
+#[test]
+fn an_unrelated_comind_variable_is_ignored_with_a_warning_and_a_typo_still_fails() {
+    let scratch = Scratch::new();
+    // Whatever `outputs` then finds (nothing, or no Docker engine), the variable does
+    // not make the configuration invalid (exit 2).
+    let run = scratch.run_with_env(&["outputs"], &[("COMIND_BIN", "/usr/local/bin/comind")]);
+    assert_ne!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("warning: ignoring the environment variable COMIND_BIN"),
+        "{}",
+        run.all()
+    );
+    let run = scratch.run_with_env(&["outputs"], &[("COMIND_ENGINE__RETRIS", "2")]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("COMIND_ENGINE__RETRIS"),
+        "{}",
+        run.all()
     );
 }

@@ -17,13 +17,20 @@ const RESERVED_PREFIXES: &[&str] = &["COMIND_TEST_"];
 /// Maps fields whose keys are free-form (the phase ids under `phases`).
 const OPEN_MAPS: &[&str] = &["phases"];
 
-pub(super) fn overrides_from_env(vars: &[(String, String)]) -> Vec<Override> {
+/// The overrides the `COMIND_*` variables in `vars` ask for, and a warning for each
+/// variable that is plainly not a field path (an unrelated `COMIND_BIN` of a script),
+/// which is ignored rather than failing every command. A variable whose first segment
+/// names a section (`COMIND_SERVICES__POSTGRES__PROT`), or that is one typo away from
+/// a top-level field (`COMIND_ENVIRONEMNT`), is kept, so its typo is still reported.
+pub(super) fn overrides_from_env(vars: &[(String, String)]) -> (Vec<Override>, Vec<String>) {
+    let fields = top_level_fields();
+    let mut warnings = Vec::new();
     let mut overrides: Vec<Override> = vars
         .iter()
         .filter(|(name, _)| name.starts_with(PREFIX))
         .filter(|(name, _)| !RESERVED_ENV_VARS.contains(&name.as_str()))
         .filter(|(name, _)| !RESERVED_PREFIXES.iter().any(|p| name.starts_with(p)))
-        .map(|(name, value)| {
+        .filter_map(|(name, value)| {
             let rest = &name[PREFIX.len()..];
             let path = if rest == "ENV" {
                 "environment".to_string()
@@ -33,16 +40,52 @@ pub(super) fn overrides_from_env(vars: &[(String, String)]) -> Vec<Override> {
                     .collect::<Vec<_>>()
                     .join(".")
             };
-            Override {
+            let first = path.split('.').next().unwrap_or_default();
+            let plausible = fields.iter().any(|f| f == first)
+                || (!path.contains('.') && fields.iter().any(|f| edit_distance(f, first) <= 2));
+            if !plausible {
+                warnings.push(format!(
+                    "ignoring the environment variable {name}: it is not a comind.yaml field \
+                     (fields are set as COMIND_<SECTION>__<FIELD>, e.g. \
+                     COMIND_SERVICES__POSTGRES__LOCAL__PORT)"
+                ));
+                return None;
+            }
+            Some(Override {
                 origin: Origin::Env(name.clone()),
                 path,
                 value: value.clone(),
-            }
+            })
         })
         .collect();
     // A deterministic order makes the first reported problem stable.
     overrides.sort_by(|a, b| a.path.cmp(&b.path));
-    overrides
+    warnings.sort();
+    (overrides, warnings)
+}
+
+/// The names of the top-level fields of `comind.yaml`.
+fn top_level_fields() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Levenshtein distance between two short ASCII names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 pub(super) fn apply(config: &mut Config, overrides: &[Override]) -> Result<(), ConfigError> {

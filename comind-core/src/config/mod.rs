@@ -37,6 +37,24 @@ pub use types::{
     ResourceName, check_dns_label,
 };
 
+/// Whether an EC2 instance type runs on ARM (Graviton): its family carries a `g` after
+/// the generation digit (`t4g.large`, `m7gd.xlarge`), x86 families do not (`t3.large`,
+/// `m6i.xlarge`). The node group's AMI follows from it.
+pub fn is_arm_instance_type(instance_type: &str) -> bool {
+    let family = instance_type.split('.').next().unwrap_or_default();
+    family
+        .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .contains('g')
+}
+
+/// The numbers of a dotted version such as `1.31` or `16.4`, when it has at least
+/// `min_parts` parts and every part is a number.
+pub fn version_numbers(text: &str, min_parts: usize) -> Option<Vec<u32>> {
+    let parts: Option<Vec<u32>> = text.split('.').map(|p| p.parse().ok()).collect();
+    parts.filter(|p| p.len() >= min_parts)
+}
+
 /// The file name looked for in the working directory when no file is given.
 pub const DEFAULT_FILE_NAME: &str = "comind.yaml";
 
@@ -45,8 +63,11 @@ pub const RESERVED_ENV_VARS: &[&str] = &[
     "COMIND_CONFIG",
     "COMIND_LOG",
     "COMIND_NO_COLOR",
-    // The test suite's switch that turns a missing peer into a failure.
+    // The test suite's switch that turns a missing peer into a failure, and the test
+    // support's knobs for the Python and the moto launcher it runs.
     "COMIND_REQUIRE_PEERS",
+    "COMIND_PYTHON",
+    "COMIND_MOTO_SCRIPT",
 ];
 
 /// Where the values of a [`Config`] came from.
@@ -55,6 +76,8 @@ pub(crate) struct Origins {
     file: Option<PathBuf>,
     source: SourceMap,
     overrides: HashMap<String, Origin>,
+    /// What loading noticed but did not reject.
+    warnings: Vec<String>,
 }
 
 // Origins are metadata: two configurations with the same values are equal wherever the
@@ -219,10 +242,11 @@ impl Config {
                 }
             }
         };
-        let mut overrides = env::overrides_from_env(&options.env);
+        let (mut overrides, warnings) = env::overrides_from_env(&options.env);
         overrides.extend(options.overrides.iter().cloned());
         env::apply(&mut config, &overrides)?;
         config.validate()?;
+        config.origins.warnings = warnings;
         Ok(config)
     }
 
@@ -264,6 +288,7 @@ impl Config {
             file: Some(file.to_path_buf()),
             source,
             overrides: HashMap::new(),
+            warnings: Vec::new(),
         };
         Ok(config)
     }
@@ -279,6 +304,12 @@ impl Config {
         } else {
             Err(ConfigError::new(problems))
         }
+    }
+
+    /// What loading noticed but did not reject, such as a `COMIND_*` variable that is
+    /// not a field path and was ignored. Callers show these to the user.
+    pub fn warnings(&self) -> &[String] {
+        &self.origins.warnings
     }
 
     /// Where the value at `path` came from.

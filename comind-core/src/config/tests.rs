@@ -239,3 +239,48 @@ fn unknown_phase_ids_are_reported_at_their_key() {
     assert_eq!(line_col(problem), (2, 3));
     assert!(problem.message.contains("unknown phase `postgress`"));
 }
+
+#[test]
+fn variables_that_are_not_field_paths_are_ignored_with_a_warning() {
+    let config = load_str(
+        "",
+        &[
+            ("COMIND_BIN", "/usr/local/bin/comind"),
+            ("COMIND_WORKDIR__CACHE", "/tmp"),
+            ("COMIND_SERVICES__POSTGRES__LOCAL__PORT", "5433"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(config.services.postgres.local.port.get(), 5433);
+    assert_eq!(config.warnings().len(), 2, "{:?}", config.warnings());
+    assert!(
+        config.warnings()[0].contains("COMIND_BIN"),
+        "{:?}",
+        config.warnings()
+    );
+    assert!(config.warnings()[1].contains("COMIND_WORKDIR__CACHE"));
+
+    // One typo away from a top-level field, or inside a known section: still an error.
+    let err = load_str("", &[("COMIND_ENVIRONEMNT", "staging")]).unwrap_err();
+    assert!(
+        only_problem(&err).message.contains("unknown field"),
+        "{err}"
+    );
+    let err = load_str("", &[("COMIND_ENGINE__CONCURENCY", "4")]).unwrap_err();
+    assert!(
+        only_problem(&err).message.contains("unknown field"),
+        "{err}"
+    );
+}
+
+#[test]
+fn architectures_and_versions_are_read_the_way_the_providers_use_them() {
+    assert!(is_arm_instance_type("t4g.large"));
+    assert!(is_arm_instance_type("m7gd.xlarge"));
+    assert!(!is_arm_instance_type("t3.large"));
+    assert!(!is_arm_instance_type("m6i.xlarge"));
+    assert_eq!(version_numbers("1.31", 2), Some(vec![1, 31]));
+    assert_eq!(version_numbers("16", 1), Some(vec![16]));
+    assert_eq!(version_numbers("16", 2), None);
+    assert_eq!(version_numbers("latest", 1), None);
+}

@@ -351,6 +351,39 @@ fn check_aws(config: &Config, problems: &mut Vec<Problem>) {
             "at least one instance type is needed, e.g. `[t3.large]`",
         ));
     }
+    let arm = ng
+        .instance_types
+        .iter()
+        .filter(|t| super::is_arm_instance_type(t))
+        .count();
+    if arm != 0 && arm != ng.instance_types.len() {
+        problems.push(config.problem(
+            "aws.cluster.node_group.instance_types",
+            format!(
+                "the list mixes ARM (Graviton) and x86 types: {}; one node group runs one \
+                 architecture",
+                ng.instance_types.join(", ")
+            ),
+        ));
+    }
+    if ng.disk_gb < 20 {
+        problems.push(config.problem(
+            "aws.cluster.node_group.disk_gb",
+            format!(
+                "nodes need a root volume of at least 20 GiB, got {}",
+                ng.disk_gb
+            ),
+        ));
+    }
+    if super::version_numbers(&aws.cluster.version, 2).is_none() {
+        problems.push(config.problem(
+            "aws.cluster.version",
+            format!(
+                "`{}` is not a Kubernetes version such as 1.31",
+                aws.cluster.version
+            ),
+        ));
+    }
     let rds = &config.services.postgres.aws;
     if config.profile == super::Profile::Aws && config.services.postgres.databases.len() > 1 {
         problems.push(config.problem(
@@ -369,6 +402,15 @@ fn check_aws(config: &Config, problems: &mut Vec<Problem>) {
             format!(
                 "{} GiB is out of range for RDS PostgreSQL: use 20 to 65536",
                 rds.storage_gb
+            ),
+        ));
+    }
+    if super::version_numbers(&rds.engine_version, 1).is_none() {
+        problems.push(config.problem(
+            "services.postgres.aws.engine_version",
+            format!(
+                "`{}` is not a PostgreSQL version such as 16.4",
+                rds.engine_version
             ),
         ));
     }
