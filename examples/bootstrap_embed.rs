@@ -3,11 +3,10 @@
 //!
 //! `cargo run -p comind-examples --example bootstrap_embed -- [ENVIRONMENT]`
 
+use comind_core::UpOptions;
 use comind_core::config::{Config, LoadOptions, Origin, Override};
 use comind_core::engine::RunOptions;
 use comind_core::event::Event;
-use comind_core::{Bootstrap, Environment, UpOptions};
-use comind_local::LocalProvider;
 
 #[tokio::main]
 async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
@@ -22,7 +21,8 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         });
     }
     let config = Config::load(&options)?;
-    let bootstrap = Bootstrap::new(Environment::new(config)?).with_provider(LocalProvider::new());
+    // The profile's providers, composed as the CLI composes them.
+    let bootstrap = comind::bootstrap(config)?;
 
     let mut events = bootstrap.events().subscribe();
     let printer = tokio::spawn(async move {

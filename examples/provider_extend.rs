@@ -3,9 +3,8 @@
 //!
 //! This example runs on the in-memory fakes of `comind_core::testing`, so it needs
 //! nothing installed: `cargo run -p comind-examples --example provider_extend`. With
-//! `comind_local::LocalProvider` in place of the fake provider it runs against Docker.
-
-use std::sync::Arc;
+//! `comind::bootstrap(config)` in place of the fake provider it runs on the local profile
+//! against Docker.
 
 use async_trait::async_trait;
 use comind_core::config::Config;
@@ -71,9 +70,8 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 .with_service(FakeService::new(ServiceKind::Postgres, &world))
                 .with_service(FakeService::new(ServiceKind::Cache, &world)),
         )
-        .with_shared_provider(Arc::new(
-            FakeProvider::new("billing").with_phase(Migrations),
-        ));
+        // The team's own phase joins the graph without a provider of its own.
+        .with_phase(Migrations);
 
     let plan = bootstrap.plan(&RunOptions::default()).await?;
     for (id, plan) in &plan.plans {

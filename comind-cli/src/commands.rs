@@ -12,15 +12,13 @@ use comind_core::engine::{RunOptions, RunReport};
 use comind_core::event::{EVENT_SCHEMA_VERSION, RunOutcome};
 use comind_core::lock::LockWait;
 use comind_core::{
-    Bootstrap, CheckStatus, DestroyOptions, DownOptions, Environment, Error, ErrorKind, PhaseId,
-    UpOptions,
+    Bootstrap, CheckStatus, DestroyOptions, DownOptions, Error, ErrorKind, PhaseId, UpOptions,
 };
 
 use crate::args::{
     Cli, Command, CompletionsArgs, DownArgs, EksTokenArgs, InitArgs, LockArgs, OutputMode,
     OutputsArgs, OutputsFormat, PlanArgs, SelectArgs, UpArgs,
 };
-use crate::profiles;
 use crate::render::{EventPrinter, report};
 
 /// Exit code for a failed phase or check.
@@ -117,12 +115,7 @@ fn bootstrap(
     select: Option<&SelectArgs>,
     lock: Option<&LockArgs>,
 ) -> Result<Bootstrap, Error> {
-    let config = load_config(cli)?;
-    let profile = config.profile;
-    let mut bootstrap = Bootstrap::new(Environment::new(config)?);
-    for provider in profiles::providers(profile)? {
-        bootstrap = bootstrap.with_shared_provider(provider);
-    }
+    let mut bootstrap = comind::bootstrap(load_config(cli)?)?;
     if let Some(n) = select.and_then(|s| s.concurrency) {
         bootstrap = bootstrap.with_concurrency(n as usize);
     }
@@ -414,5 +407,6 @@ async fn eks_token(args: &EksTokenArgs) -> Result<u8, Error> {
 
 #[cfg(not(feature = "aws"))]
 async fn eks_token(_args: &EksTokenArgs) -> Result<u8, Error> {
-    profiles::providers(comind_core::Profile::Aws).map(|_| 0)
+    // Says the aws profile is not in this build, and how to get it.
+    comind::providers(comind_core::Profile::Aws).map(|_| 0)
 }

@@ -6,7 +6,6 @@
 
 mod args;
 mod commands;
-mod profiles;
 mod render;
 
 use std::process::ExitCode;

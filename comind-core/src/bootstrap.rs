@@ -56,6 +56,8 @@ pub struct DownOptions {
 pub struct Bootstrap {
     env: Arc<Environment>,
     providers: Vec<Arc<dyn Provider>>,
+    /// Phases added one by one by an embedder, next to the providers' phases.
+    phases: Vec<Arc<dyn Phase>>,
     options: EngineOptions,
     lock_wait: LockWait,
 }
@@ -79,6 +81,7 @@ impl Bootstrap {
         Bootstrap {
             env: Arc::new(env),
             providers: Vec::new(),
+            phases: Vec::new(),
             options,
             lock_wait: LockWait::Fail,
         }
@@ -95,6 +98,21 @@ impl Bootstrap {
     #[must_use]
     pub fn with_shared_provider(mut self, provider: Arc<dyn Provider>) -> Self {
         self.providers.push(provider);
+        self
+    }
+
+    /// Adds a phase of the embedder's own to the graph, next to the providers' phases:
+    /// it may depend on theirs (a migration after `postgres`) and theirs on it. The
+    /// engine schedules, retries, reports and destroys it like any other phase.
+    #[must_use]
+    pub fn with_phase(self, phase: impl Phase) -> Self {
+        self.with_shared_phase(Arc::new(phase))
+    }
+
+    /// Adds a shared phase; see [`with_phase`](Bootstrap::with_phase).
+    #[must_use]
+    pub fn with_shared_phase(mut self, phase: Arc<dyn Phase>) -> Self {
+        self.phases.push(phase);
         self
     }
 
@@ -135,7 +153,8 @@ impl Bootstrap {
         &self.options.cancel
     }
 
-    /// The phases of every provider, in order.
+    /// The phases of every provider, in order, then those added with
+    /// [`with_phase`](Bootstrap::with_phase).
     ///
     /// # Errors
     /// When a provider cannot build its phases.
@@ -144,6 +163,7 @@ impl Bootstrap {
         for provider in &self.providers {
             phases.extend(provider.phases(&self.env)?);
         }
+        phases.extend(self.phases.iter().cloned());
         Ok(phases)
     }
 

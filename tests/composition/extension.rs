@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use comind_core::engine::RunOptions;
-use comind_core::testing::FakeProvider;
 use comind_core::{
     Applied, Change, DestroyOptions, Destroyed, Error, Input, Outputs, Phase, PhaseContext,
     PhaseId, Plan, Result, UpOptions,
@@ -93,8 +92,7 @@ impl Phase for BillingSchema {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_teams_phase_runs_on_the_real_database_after_it() {
     require_peer!(docker::ready(&SERVICE_IMAGES).await);
-    let team = Arc::new(FakeProvider::new("billing").with_phase(BillingSchema));
-    let env = LocalEnv::new(Some(team));
+    let env = LocalEnv::new(Some(Arc::new(BillingSchema)));
     let run = RunOptions {
         only: vec![PhaseId::new("billing-schema")],
         ..RunOptions::default()

@@ -30,7 +30,9 @@ pub struct LocalEnv {
 }
 
 impl LocalEnv {
-    pub fn new(extra_phases: Option<Arc<dyn comind_core::Provider>>) -> LocalEnv {
+    /// The local profile as the CLI composes it, plus `extra`, a phase of another
+    /// team's, when given.
+    pub fn new(extra: Option<Arc<dyn comind_core::Phase>>) -> LocalEnv {
         let state = tempfile::tempdir().unwrap();
         let name = unique("par");
         let mut yaml = format!("environment: {name}\nservices:\n");
@@ -44,10 +46,12 @@ impl LocalEnv {
             }
         }
         let config = Config::from_yaml_str(&yaml, "comind.yaml").unwrap();
-        let mut bootstrap = Bootstrap::new(Environment::with_state_root(config, state.path()))
-            .with_provider(comind_local::LocalProvider::new());
-        if let Some(provider) = extra_phases {
+        let mut bootstrap = Bootstrap::new(Environment::with_state_root(config, state.path()));
+        for provider in comind::providers(comind_core::Profile::Local).unwrap() {
             bootstrap = bootstrap.with_shared_provider(provider);
+        }
+        if let Some(phase) = extra {
+            bootstrap = bootstrap.with_shared_phase(phase);
         }
         LocalEnv {
             bootstrap,

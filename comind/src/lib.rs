@@ -1,0 +1,144 @@
+//! # comind
+//!
+//! Comind as one crate: the profiles (which providers make up `local` and `aws`) and
+//! the [`Bootstrap`] the `comind` CLI runs, so an embedder gets exactly what the CLI
+//! does without copying its composition. Each profile is a cargo feature (`local`,
+//! `aws`; both by default), so a program that needs one profile does not compile the
+//! other's SDKs. The provider crates stay available under [`local`] and [`aws`].
+//!
+//! An embedder adds phases of its own with [`Bootstrap::with_phase`]: they join the
+//! profile's graph, may depend on its phases (`postgres`, `network`), and are planned,
+//! applied, retried, reported and destroyed by the same engine.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), comind::core::Error> {
+//! use comind::core::config::{Config, LoadOptions};
+//! use comind::core::engine::RunOptions;
+//!
+//! let config = Config::load(&LoadOptions::from_process(None))?;
+//! let bootstrap = comind::bootstrap(config)?;
+//! let report = bootstrap.up(&RunOptions::default(), &Default::default()).await?;
+//! assert!(report.succeeded());
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+pub use comind_core as core;
+use comind_core::{Bootstrap, Environment, Error, Profile, Provider};
+
+#[cfg(feature = "aws")]
+pub use comind_aws as aws;
+#[cfg(feature = "local")]
+pub use comind_local as local;
+
+/// The profiles this build can run.
+pub fn available_profiles() -> Vec<Profile> {
+    let mut list = Vec::new();
+    if cfg!(feature = "local") {
+        list.push(Profile::Local);
+    }
+    if cfg!(feature = "aws") {
+        list.push(Profile::Aws);
+    }
+    list
+}
+
+/// The providers that make up `profile`.
+///
+/// # Errors
+/// `InvalidInput` when this build was compiled without the profile's feature, naming
+/// the feature to enable and the profiles that are available.
+pub fn providers(profile: Profile) -> Result<Vec<Arc<dyn Provider>>, Error> {
+    let providers: Vec<Arc<dyn Provider>> = match profile {
+        #[cfg(feature = "local")]
+        Profile::Local => vec![Arc::new(comind_local::LocalProvider::new())],
+        #[cfg(feature = "aws")]
+        Profile::Aws => vec![Arc::new(comind_aws::AwsProvider::new())],
+        #[allow(unreachable_patterns)]
+        other => return Err(missing(other)),
+    };
+    Ok(providers)
+}
+
+/// The bootstrap of the environment `config` describes, with its profile's providers:
+/// what every `comind` command runs. Add phases of your own with
+/// [`Bootstrap::with_phase`] before running it.
+///
+/// # Errors
+/// `InvalidInput` when the profile is not in this build; the errors of
+/// [`Environment::new`] (an unusable state directory).
+pub fn bootstrap(config: comind_core::Config) -> Result<Bootstrap, Error> {
+    let profile = config.profile;
+    let mut bootstrap = Bootstrap::new(Environment::new(config)?);
+    for provider in providers(profile)? {
+        bootstrap = bootstrap.with_shared_provider(provider);
+    }
+    Ok(bootstrap)
+}
+
+fn missing(profile: Profile) -> Error {
+    let available: Vec<&str> = available_profiles().iter().map(|p| p.as_str()).collect();
+    Error::invalid_input(format!(
+        "the `{}` profile is not available in this build of comind",
+        profile.as_str()
+    ))
+    .with_hint(format!(
+        "build with the `{}` cargo feature (for the CLI: `cargo build -p comind-cli \
+         --features {}`), or choose another profile (available: {})",
+        profile.as_str(),
+        profile.as_str(),
+        if available.is_empty() {
+            "none".to_string()
+        } else {
+            available.join(", ")
+        }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_profile_of_this_build_has_providers_and_the_others_say_how_to_get_them() {
+        for profile in [Profile::Local, Profile::Aws] {
+            let result = providers(profile);
+            if available_profiles().contains(&profile) {
+                let providers = result.unwrap();
+                assert_eq!(providers.len(), 1);
+                assert_eq!(providers[0].name(), profile.as_str());
+            } else {
+                let err = result.err().unwrap();
+                assert_eq!(err.kind(), comind_core::ErrorKind::InvalidInput);
+                assert!(err.hint().unwrap_or_default().contains("--features"));
+            }
+        }
+    }
+
+    #[test]
+    fn the_bootstrap_holds_the_profiles_phases_and_the_embedders_own() {
+        use comind_core::testing::{FakePhase, World};
+        let state = tempfile::tempdir().unwrap();
+        let mut config = comind_core::Config::default();
+        config.state_dir = Some(state.path().to_path_buf());
+        let Ok(bootstrap) = bootstrap(config) else {
+            // A build without the local profile cannot compose the default config.
+            assert!(!available_profiles().contains(&Profile::Local));
+            return;
+        };
+        let world = World::new();
+        let bootstrap = bootstrap
+            .with_phase(FakePhase::new("billing-migrations", &world).with_deps(&["postgres"]));
+        let ids: Vec<String> = bootstrap
+            .engine()
+            .unwrap()
+            .graph()
+            .ids()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(ids.contains(&"postgres".to_string()), "{ids:?}");
+        assert!(ids.contains(&"billing-migrations".to_string()), "{ids:?}");
+    }
+}
