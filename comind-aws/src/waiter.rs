@@ -1,78 +1,26 @@
 //! Waiting for an AWS resource to reach a status.
 //!
 //! EKS clusters take about 15 minutes, RDS instances about 10, ElastiCache groups
-//! several. A [`Wait`] polls the resource's status with [`Backoff::CLOUD`] under a
-//! timeout taken from `aws.timeouts.*`, reports each change of status as a progress
-//! event, stops at once on a status the resource will not leave by itself (`failed`,
-//! `CREATE_FAILED`), and on timeout fails with the last status and AWS's message.
-//! It builds on [`comind_core::wait::until`], so it is cancellable like every wait.
+//! several. Waits are core's [`comind_core::wait::Wait`] (the vocabulary Docker and
+//! Kubernetes waits share: a status per look, progress on each change, a failed status
+//! ends the wait, a timeout names the last status), polled with [`Backoff::CLOUD`]
+//! under a timeout taken from `aws.timeouts.*`, with AWS's wording in the hints. Each
+//! AWS module maps its describe call onto [`Observed`].
 
 use std::future::Future;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use comind_core::wait::{self, Backoff};
-use comind_core::{Error, PhaseContext, Result};
+pub(crate) use comind_core::wait::{Observed, Status};
+use comind_core::{PhaseContext, Result};
 
-/// A status as AWS reports it, with its explanation when AWS gives one (EKS health
-/// issues, RDS events).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Status {
-    /// The status (`creating`, `ACTIVE`, `deleting`).
-    pub(crate) status: String,
-    /// Why, when AWS says.
-    pub(crate) message: Option<String>,
-}
+/// What to do about a resource in a failed status.
+const FAILED_HINT: &str = "look up why in the AWS console (events of the resource), fix the \
+                           cause, then run `comind down` and `comind up` to create it again";
 
-impl Status {
-    pub(crate) fn new(status: impl Into<String>) -> Self {
-        Status {
-            status: status.into(),
-            message: None,
-        }
-    }
-
-    #[must_use]
-    pub(crate) fn with_message(mut self, message: Option<String>) -> Self {
-        self.message = message.filter(|m| !m.is_empty());
-        self
-    }
-
-    fn describe(&self) -> String {
-        match &self.message {
-            Some(message) => format!("`{}` ({message})", self.status),
-            None => format!("`{}`", self.status),
-        }
-    }
-}
-
-/// What one look at the resource found.
-#[derive(Debug)]
-pub(crate) enum Observed<T> {
-    /// It reached the target.
-    Ready(T),
-    /// It is on its way, in this status.
-    Pending(Status),
-    /// It is in a status it will not leave by itself.
-    Failed(Status),
-}
-
-/// A wait for one resource.
+/// A wait for one AWS resource.
 #[derive(Debug, Clone)]
-pub(crate) struct Wait<'a> {
-    /// The kind of resource (`eks cluster`, `db-instance`).
-    pub(crate) kind: &'a str,
-    /// Its name.
-    pub(crate) name: &'a str,
-    /// What it should become (`active`, `available`, `deleted`).
-    pub(crate) target: &'a str,
-    /// How long it may take.
-    pub(crate) timeout: Duration,
-    /// The comind.yaml setting of that timeout, for the hint; `None` when it is fixed.
-    pub(crate) setting: Option<&'a str>,
-    /// How often to look.
-    pub(crate) backoff: Backoff,
-}
+pub(crate) struct Wait<'a>(wait::Wait<'a>);
 
 impl<'a> Wait<'a> {
     /// A wait for `kind` `name` to become `target` within `timeout`, which the
@@ -84,124 +32,33 @@ impl<'a> Wait<'a> {
         timeout: Duration,
         setting: impl Into<Option<&'a str>>,
     ) -> Self {
-        Wait {
-            kind,
-            name,
-            target,
-            timeout,
-            setting: setting.into(),
-            backoff: Backoff::CLOUD,
-        }
+        Wait(
+            wait::Wait::new(kind, name, target, timeout, setting)
+                .with_backoff(Backoff::CLOUD)
+                .on("AWS")
+                .with_failed_hint(FAILED_HINT),
+        )
     }
 
     /// Looks with `backoff` instead of [`Backoff::CLOUD`].
     #[cfg(test)]
     #[must_use]
-    pub(crate) fn with_backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
+    pub(crate) fn with_backoff(self, backoff: Backoff) -> Self {
+        Wait(self.0.with_backoff(backoff))
     }
 
     /// Calls `check` until the resource is ready, has failed, the timeout runs out or
-    /// the run is cancelled. Transient errors of `check` (throttling, a dropped
-    /// connection) are polled through; permanent ones end the wait.
+    /// the run is cancelled; see [`comind_core::wait::Wait::until`].
     ///
     /// # Errors
     /// `Timeout` with the last status; `Unavailable` (permanent) for a failed status;
     /// the error of `check`; `Cancelled`.
-    pub(crate) async fn until<T, F, Fut>(&self, ctx: &PhaseContext, mut check: F) -> Result<T>
+    pub(crate) async fn until<T, F, Fut>(&self, ctx: &PhaseContext, check: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<Observed<T>>>,
     {
-        ctx.checkpoint()?;
-        let resource = format!("{} {}", self.kind, self.name);
-        let what = format!(
-            "waiting for {} `{}` to be {}",
-            self.kind, self.name, self.target
-        );
-        let last: Mutex<Option<Status>> = Mutex::new(None);
-        let started = Instant::now();
-        let outcome = wait::until(ctx, &what, self.timeout, self.backoff, || {
-            let look = check();
-            let last = &last;
-            let resource = &resource;
-            async move {
-                match look.await? {
-                    Observed::Ready(value) => Ok(value),
-                    Observed::Pending(status) => {
-                        let changed = {
-                            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
-                            let changed = last.as_ref() != Some(&status);
-                            *last = Some(status.clone());
-                            changed
-                        };
-                        if changed {
-                            ctx.progress(format!(
-                                "{} `{}` is {} after {}s",
-                                self.kind,
-                                self.name,
-                                status.describe(),
-                                started.elapsed().as_secs()
-                            ));
-                        }
-                        Err(Error::unavailable(format!(
-                            "{} `{}` is {}",
-                            self.kind,
-                            self.name,
-                            status.describe()
-                        ))
-                        .with_resource(resource.as_str()))
-                    }
-                    Observed::Failed(status) => Err(Error::unavailable(format!(
-                        "{} `{}` is {}, which it will not leave by itself, so it will \
-                         never be {}",
-                        self.kind,
-                        self.name,
-                        status.describe(),
-                        self.target
-                    ))
-                    .transient(false)
-                    .with_resource(resource.as_str())
-                    .with_hint(
-                        "look up why in the AWS console (events of the resource), fix the \
-                         cause, then run `comind down` and `comind up` to create it again",
-                    )),
-                }
-            }
-        })
-        .await;
-        match outcome {
-            Ok(value) => Ok(value),
-            Err(failed) if failed.timed_out => {
-                let last = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let seen = match last {
-                    Some(status) => format!("its last status was {}", status.describe()),
-                    None => format!("the last check failed: {}", failed.last),
-                };
-                Err(Error::timeout(format!(
-                    "{} `{}` did not become {} within {} ({} checks); {seen}",
-                    self.kind,
-                    self.name,
-                    self.target,
-                    humantime::format_duration(self.timeout),
-                    failed.attempts
-                ))
-                .transient(false)
-                .with_resource(resource)
-                .with_hint(match self.setting {
-                    Some(setting) => format!(
-                        "it may still be on its way in AWS: run the command again to keep \
-                         waiting, or raise `{setting}` in comind.yaml if it regularly takes \
-                         longer"
-                    ),
-                    None => "it may still be on its way in AWS: run the command again to \
-                             keep waiting"
-                        .to_string(),
-                }))
-            }
-            Err(failed) => Err(failed.last),
-        }
+        self.0.until(ctx, check).await
     }
 }
 
@@ -209,8 +66,10 @@ impl<'a> Wait<'a> {
 mod tests {
     use super::*;
     use comind_core::testing::test_env;
-    use comind_core::{ErrorKind, Operation};
+    use comind_core::{Error, ErrorKind, Operation};
     use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::time::Instant;
 
     const FAST: Backoff = Backoff {
         initial: Duration::from_millis(5),

@@ -1,7 +1,18 @@
-//! Waiting for a condition: poll with backoff under a timeout, cooperatively
-//! cancellable. The caller decides what to poll, how often and for how long.
+//! Waiting, in one vocabulary for every provider: Docker containers, AWS resources and
+//! Kubernetes objects alike.
+//!
+//! Two levels:
+//! - [`until`] polls a check with [`Backoff`] under a timeout, cooperatively
+//!   cancellable, until it succeeds or returns a permanent error; the caller turns a
+//!   [`WaitFailed`] into its error.
+//! - [`Wait`] waits for one named resource to reach a target state: each look returns
+//!   an [`Observed`] state (ready, pending in a [`Status`], or failed in a status it
+//!   will not leave by itself); every change of status is a progress event, a failed
+//!   status ends the wait at once, and a timeout names the resource, its target and
+//!   its last status. Providers map their API onto [`Observed`] and nothing else.
 
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::phase::PhaseContext;
@@ -163,6 +174,227 @@ where
     }
 }
 
+/// A state as the resource's API reports it, with its explanation when the API gives
+/// one (EKS health issues, RDS events, a container's exit code, a Kubernetes
+/// condition's message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The state (`creating`, `ACTIVE`, `Progressing`).
+    pub status: String,
+    /// Why, when the API says.
+    pub message: Option<String>,
+}
+
+impl Status {
+    /// A status with no explanation.
+    pub fn new(status: impl Into<String>) -> Self {
+        Status {
+            status: status.into(),
+            message: None,
+        }
+    }
+
+    /// The same status with `message` as its explanation (empty counts as none).
+    #[must_use]
+    pub fn with_message(mut self, message: Option<String>) -> Self {
+        self.message = message.filter(|m| !m.is_empty());
+        self
+    }
+
+    /// `` `status` (message)``, for messages.
+    pub fn describe(&self) -> String {
+        match &self.message {
+            Some(message) => format!("`{}` ({message})", self.status),
+            None => format!("`{}`", self.status),
+        }
+    }
+}
+
+/// What one look at a resource found.
+#[derive(Debug)]
+pub enum Observed<T> {
+    /// It reached the target.
+    Ready(T),
+    /// It is on its way, in this status.
+    Pending(Status),
+    /// It is in a status it will not leave by itself.
+    Failed(Status),
+}
+
+/// A wait for one resource to reach a target state.
+#[derive(Debug, Clone)]
+pub struct Wait<'a> {
+    /// The kind of resource (`eks cluster`, `db-instance`, `deployment`).
+    pub kind: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// What it should become (`active`, `available`, `deleted`).
+    pub target: &'a str,
+    /// How long it may take.
+    pub timeout: Duration,
+    /// The comind.yaml setting of that timeout, for the hint; `None` when it is fixed.
+    pub setting: Option<&'a str>,
+    /// How often to look.
+    pub backoff: Backoff,
+    /// Where the resource lives (`AWS`, `Docker`, `the cluster`), for the hints.
+    pub peer: &'a str,
+    /// What to do about a failed status.
+    pub failed_hint: &'a str,
+}
+
+impl<'a> Wait<'a> {
+    /// A wait for `kind` `name` to become `target` within `timeout`, which the
+    /// comind.yaml `setting` sets (if one does); polled with [`Backoff::CLOUD`].
+    pub fn new(
+        kind: &'a str,
+        name: &'a str,
+        target: &'a str,
+        timeout: Duration,
+        setting: impl Into<Option<&'a str>>,
+    ) -> Self {
+        Wait {
+            kind,
+            name,
+            target,
+            timeout,
+            setting: setting.into(),
+            backoff: Backoff::CLOUD,
+            peer: "its provider",
+            failed_hint: "find out why from the resource's events, fix the cause, then run \
+                          `comind down` and `comind up` to create it again",
+        }
+    }
+
+    /// Looks with `backoff`.
+    #[must_use]
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Names where the resource lives (`AWS`), for the timeout's hint.
+    #[must_use]
+    pub fn on(mut self, peer: &'a str) -> Self {
+        self.peer = peer;
+        self
+    }
+
+    /// Says what to do when the resource reaches a failed status.
+    #[must_use]
+    pub fn with_failed_hint(mut self, hint: &'a str) -> Self {
+        self.failed_hint = hint;
+        self
+    }
+
+    fn resource(&self) -> String {
+        format!("{} {}", self.kind, self.name)
+    }
+
+    /// Calls `check` until the resource is ready, has failed, the timeout runs out or
+    /// the run is cancelled. Transient errors of `check` (throttling, a dropped
+    /// connection) are polled through; permanent ones end the wait. Each change of
+    /// status is reported as progress on `ctx`.
+    ///
+    /// # Errors
+    /// `Timeout` with the last status; `Unavailable` (permanent) for a failed status;
+    /// the error of `check`; `Cancelled`.
+    pub async fn until<T, F, Fut>(&self, ctx: &PhaseContext, mut check: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Observed<T>>>,
+    {
+        ctx.checkpoint()?;
+        let resource = self.resource();
+        let what = format!(
+            "waiting for {} `{}` to be {}",
+            self.kind, self.name, self.target
+        );
+        let last: Mutex<Option<Status>> = Mutex::new(None);
+        let started = Instant::now();
+        let outcome = until(ctx, &what, self.timeout, self.backoff, || {
+            let look = check();
+            let last = &last;
+            let resource = &resource;
+            async move {
+                match look.await? {
+                    Observed::Ready(value) => Ok(value),
+                    Observed::Pending(status) => {
+                        // A poisoned lock only means another look panicked; the
+                        // status it holds is still the last one seen.
+                        let changed = {
+                            let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+                            let changed = last.as_ref() != Some(&status);
+                            *last = Some(status.clone());
+                            changed
+                        };
+                        if changed {
+                            ctx.progress(format!(
+                                "{} `{}` is {} after {}s",
+                                self.kind,
+                                self.name,
+                                status.describe(),
+                                started.elapsed().as_secs()
+                            ));
+                        }
+                        Err(Error::unavailable(format!(
+                            "{} `{}` is {}",
+                            self.kind,
+                            self.name,
+                            status.describe()
+                        ))
+                        .with_resource(resource.as_str()))
+                    }
+                    Observed::Failed(status) => Err(Error::unavailable(format!(
+                        "{} `{}` is {}, which it will not leave by itself, so it will \
+                         never be {}",
+                        self.kind,
+                        self.name,
+                        status.describe(),
+                        self.target
+                    ))
+                    .transient(false)
+                    .with_resource(resource.as_str())
+                    .with_hint(self.failed_hint)),
+                }
+            }
+        })
+        .await;
+        match outcome {
+            Ok(value) => Ok(value),
+            Err(failed) if failed.timed_out => {
+                let last = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let seen = match last {
+                    Some(status) => format!("its last status was {}", status.describe()),
+                    None => format!("the last check failed: {}", failed.last),
+                };
+                let peer = self.peer;
+                Err(Error::timeout(format!(
+                    "{} `{}` did not become {} within {} ({} checks); {seen}",
+                    self.kind,
+                    self.name,
+                    self.target,
+                    humantime::format_duration(self.timeout),
+                    failed.attempts
+                ))
+                .transient(false)
+                .with_resource(resource)
+                .with_hint(match self.setting {
+                    Some(setting) => format!(
+                        "it may still be on its way in {peer}: run the command again to \
+                         keep waiting, or raise `{setting}` in comind.yaml if it regularly \
+                         takes longer"
+                    ),
+                    None => format!(
+                        "it may still be on its way in {peer}: run the command again to \
+                         keep waiting"
+                    ),
+                }))
+            }
+            Err(failed) => Err(failed.last),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +466,80 @@ mod tests {
         assert_eq!(failed.last.message(), "connection refused");
         assert!(failed.elapsed < Duration::from_millis(400));
         assert!(failed.attempts > 2);
+    }
+
+    fn fast(wait: Wait<'_>) -> Wait<'_> {
+        wait.with_backoff(Backoff {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(20),
+            factor: 1.5,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_resource_wait_ends_at_a_failed_status_with_its_message() {
+        let calls = AtomicU32::new(0);
+        let wait = fast(Wait::new(
+            "deployment",
+            "web",
+            "available",
+            Duration::from_secs(5),
+            None,
+        ))
+        .on("the cluster")
+        .with_failed_hint("read the pod's events");
+        let err = wait
+            .until(&ctx(), || {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    Ok::<_, Error>(if n == 0 {
+                        Observed::<()>::Pending(Status::new("Progressing"))
+                    } else {
+                        Observed::Failed(
+                            Status::new("ProgressDeadlineExceeded")
+                                .with_message(Some("ReplicaSet has timed out".into())),
+                        )
+                    })
+                }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert!(!err.is_transient());
+        assert!(
+            err.message()
+                .contains("`ProgressDeadlineExceeded` (ReplicaSet has timed out)")
+        );
+        assert_eq!(err.resource(), Some("deployment web"));
+        assert_eq!(err.hint(), Some("read the pod's events"));
+    }
+
+    #[tokio::test]
+    async fn a_resource_wait_times_out_naming_its_last_status_the_peer_and_the_setting() {
+        let wait = fast(Wait::new(
+            "container",
+            "comind-dev-postgres",
+            "healthy",
+            Duration::from_millis(100),
+            "local.ready_timeout",
+        ))
+        .on("Docker");
+        let err = wait
+            .until(&ctx(), || async {
+                Ok::<_, Error>(Observed::<()>::Pending(Status::new("starting")))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Timeout);
+        assert!(
+            err.message().contains("last status was `starting`"),
+            "{err}"
+        );
+        let hint = err.hint().unwrap();
+        assert!(
+            hint.contains("in Docker") && hint.contains("local.ready_timeout"),
+            "{hint}"
+        );
     }
 
     #[tokio::test]
