@@ -165,7 +165,7 @@ pub struct OutputsArgs {
     #[arg(long, value_enum, default_value_t = OutputsFormat::Env)]
     pub format: OutputsFormat,
 
-    /// Show secret values instead of <redacted>
+    /// Show secret values instead of `<redacted>`
     #[arg(long)]
     pub reveal: bool,
 }

@@ -9,7 +9,7 @@
 //! CLI does, for any embedder to do the same.
 //!
 //! Provider crates (`comind-local`, `comind-aws`, `comind-gitops`) implement the
-//! traits. With the `testing` feature, [`testing`] offers fakes of every trait, an
+//! traits. With the `testing` feature, the `testing` module offers fakes of every trait, an
 //! in-memory world to assert against, and the conformance suites every
 //! implementation must pass.
 

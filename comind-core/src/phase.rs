@@ -82,7 +82,7 @@ impl AsRef<str> for PhaseId {
 }
 
 /// What a change does to a resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// The resource does not exist and will be (or was) created.

@@ -270,12 +270,11 @@ impl ServiceEndpoint {
 
 /// One platform service on one provider.
 ///
-/// Every implementation must pass [`testing::conformance::service`]
-/// (crate feature `testing`): ensure twice changes nothing the second time, the probe
-/// passes after ensure, outputs are complete and secrets redacted, destroy removes
+/// Every implementation must pass `testing::conformance::service_suite` (crate
+/// feature `testing`): reconcile twice changes nothing the second time, a plan lists
+/// what the applying pass then does, the probe passes after apply, outputs are complete and secrets redacted, destroy removes
 /// what was created and keeps data unless purging, destroy twice is harmless.
 ///
-/// [`testing::conformance::service`]: crate::testing
 #[async_trait]
 pub trait ServiceBackend: Send + Sync + 'static {
     /// The kind of service.

@@ -68,7 +68,8 @@ async fn endpoint(
     }
 }
 
-/// Runs the suite: from nothing, ensure creates and the probe passes; outputs are
+/// Runs the suite: from nothing, the plan lists only creations and the first apply does
+/// exactly those, and the probe passes; outputs are
 /// complete and secrets redacted; ensure twice is a no-op; destroy removes what was
 /// created and keeps the data; destroy twice is harmless; data survives a destroy and
 /// a new ensure; purge removes everything, data included. Leaves nothing behind.
@@ -120,6 +121,21 @@ pub async fn service_suite(fixture: &dyn ServiceFixture) {
     assert!(
         !first.changes.is_empty(),
         "first ensure: reported no changes"
+    );
+    // One reconcile function plans and applies: the plan named what apply did.
+    let said: std::collections::BTreeSet<_> = plan
+        .changes
+        .iter()
+        .map(|c| (c.action, c.kind.clone(), c.name.clone()))
+        .collect();
+    let done: std::collections::BTreeSet<_> = first
+        .changes
+        .iter()
+        .map(|c| (c.action, c.kind.clone(), c.name.clone()))
+        .collect();
+    assert_eq!(
+        said, done,
+        "the plan on nothing must list what the first apply does"
     );
     if let Err(err) = backend.probe(&apply_ctx).await {
         panic!("probe after ensure: {err}");
