@@ -31,7 +31,7 @@ impl Run<'_> {
             .collect();
         groups.sort_by_key(|(role, _, _)| role == "cluster");
         for (_, id, name) in groups {
-            self.changes.push(Change::delete("security-group", &name));
+            self.pass.record([Change::delete("security-group", &name)]);
             self.delete_when_free("security-group", &name, || async {
                 self.ec2
                     .delete_security_group()
@@ -47,7 +47,7 @@ impl Run<'_> {
 
         for nat in self.live_nat_gateways().await? {
             let name = self.name(&format!("nat-{}", nat.zone));
-            self.changes.push(Change::delete("nat-gateway", &name));
+            self.pass.record([Change::delete("nat-gateway", &name)]);
             self.delete_nat(&nat.id, &name).await?;
         }
         self.release_addresses(None).await?;
@@ -62,7 +62,7 @@ impl Run<'_> {
                     .await
                     .found("ec2:DisassociateRouteTable", &name)?;
             }
-            self.changes.push(Change::delete("route-table", &table.id));
+            self.pass.record([Change::delete("route-table", &table.id)]);
             self.ec2
                 .delete_route_table()
                 .route_table_id(&table.id)
@@ -97,7 +97,7 @@ impl Run<'_> {
                     .await?;
                 }
             }
-            self.changes.push(Change::delete("internet-gateway", id));
+            self.pass.record([Change::delete("internet-gateway", id)]);
             self.ec2
                 .delete_internet_gateway()
                 .internet_gateway_id(id)
@@ -119,7 +119,7 @@ impl Run<'_> {
                 .get(tags::NAME)
                 .cloned()
                 .unwrap_or_else(|| id.to_string());
-            self.changes.push(Change::delete("subnet", &name));
+            self.pass.record([Change::delete("subnet", &name)]);
             self.delete_when_free("subnet", &name, || async {
                 self.ec2
                     .delete_subnet()
@@ -141,8 +141,8 @@ impl Run<'_> {
             .aws("ec2:DescribeVpcs", "vpcs")?;
         for vpc in vpcs.vpcs() {
             let id = vpc.vpc_id().unwrap_or_default();
-            self.changes
-                .push(Change::delete("vpc", self.name("network")));
+            self.pass
+                .record([Change::delete("vpc", self.name("network"))]);
             self.delete_when_free("vpc", id, || async {
                 self.ec2
                     .delete_vpc()

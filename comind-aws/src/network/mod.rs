@@ -23,8 +23,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_ec2::types::Filter;
 use comind_core::{
-    Applied, Change, DestroyOptions, Destroyed, Environment, Error, Outputs, Phase, PhaseContext,
-    PhaseId, Plan, Result,
+    Change, DestroyOptions, Destroyed, Environment, Error, Outputs, Pass, PhaseContext, PhaseId,
+    Reconcile, Result,
 };
 use serde::Serialize;
 
@@ -132,7 +132,8 @@ pub(crate) fn check_settings(env: &Environment) -> Result<()> {
     mode(env).map(|_| ())
 }
 
-/// The `network` phase.
+/// The `network` phase, written as one reconcile function: the provider runs it as a
+/// [`ReconcilePhase`](comind_core::ReconcilePhase).
 pub struct NetworkPhase {
     aws: Arc<Connector>,
 }
@@ -147,30 +148,10 @@ impl NetworkPhase {
     pub(crate) fn new(aws: Arc<Connector>) -> Self {
         NetworkPhase { aws }
     }
-
-    async fn reconcile(
-        &self,
-        ctx: &PhaseContext,
-        apply: bool,
-    ) -> Result<(Vec<Change>, Option<Outputs>)> {
-        let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = Run {
-            ctx,
-            env: ctx.env(),
-            ec2: &clients.ec2,
-            apply,
-            changes: Vec::new(),
-        };
-        let outputs = match mode(ctx.env())? {
-            Mode::Own { cidr, nat_per_zone } => run.own(cidr, nat_per_zone).await?,
-            Mode::Existing { vpc_id, subnet_ids } => run.existing(&vpc_id, &subnet_ids).await?,
-        };
-        Ok((run.changes, outputs))
-    }
 }
 
 #[async_trait]
-impl Phase for NetworkPhase {
+impl Reconcile for NetworkPhase {
     fn id(&self) -> PhaseId {
         PhaseId::new(ID)
     }
@@ -186,13 +167,8 @@ impl Phase for NetworkPhase {
 
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = Run {
-            ctx,
-            env: ctx.env(),
-            ec2: &clients.ec2,
-            apply: false,
-            changes: Vec::new(),
-        };
+        let mut pass = Pass::plan();
+        let mut run = Run::new(ctx, &clients.ec2, &mut pass);
         let vpc = match mode(ctx.env())? {
             Mode::Existing { vpc_id, subnet_ids } => {
                 run.existing_subnets(&vpc_id, &subnet_ids).await?;
@@ -206,49 +182,34 @@ impl Phase for NetworkPhase {
         Ok(())
     }
 
-    async fn plan(&self, ctx: &PhaseContext) -> Result<Plan> {
-        let (changes, outputs) = self.reconcile(ctx, false).await?;
-        Ok(Plan {
-            outputs: if changes.is_empty() { outputs } else { None },
-            changes,
-            deferred: None,
-        })
-    }
-
-    async fn apply(&self, ctx: &PhaseContext) -> Result<Applied> {
-        let (changes, outputs) = self.reconcile(ctx, true).await?;
-        let outputs = outputs.ok_or_else(|| {
-            Error::internal("the network was applied but some of its ids are unknown")
-        })?;
-        Ok(Applied { changes, outputs })
+    async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<Option<Outputs>> {
+        let clients = self.aws.clients(ctx.env()).await?;
+        let mut run = Run::new(ctx, &clients.ec2, pass);
+        match mode(ctx.env())? {
+            Mode::Own { cidr, nat_per_zone } => run.own(cidr, nat_per_zone).await,
+            Mode::Existing { vpc_id, subnet_ids } => run.existing(&vpc_id, &subnet_ids).await,
+        }
     }
 
     async fn destroy(&self, ctx: &PhaseContext, _options: DestroyOptions) -> Result<Destroyed> {
         // The network holds no data: purge or not, everything of ours goes.
         let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = Run {
-            ctx,
-            env: ctx.env(),
-            ec2: &clients.ec2,
-            apply: true,
-            changes: Vec::new(),
-        };
-        run.destroy().await?;
+        let mut pass = Pass::apply();
+        Run::new(ctx, &clients.ec2, &mut pass).destroy().await?;
         Ok(Destroyed {
-            changes: run.changes,
+            changes: pass.into_changes(),
             kept: Vec::new(),
         })
     }
 }
 
-/// One pass over the network: planning (`apply` false: reads only, records what it
-/// would change) or applying (makes each change it records).
+/// One pass over the network: it records each change on `pass`, and makes it only
+/// when `pass` applies.
 struct Run<'a> {
     ctx: &'a PhaseContext,
     env: &'a Environment,
     ec2: &'a aws_sdk_ec2::Client,
-    apply: bool,
-    changes: Vec<Change>,
+    pass: &'a mut Pass,
 }
 
 fn role_of(tags: &Tags) -> String {
@@ -259,11 +220,14 @@ fn zone_role(kind: &str, zone: &str) -> String {
     format!("{kind}:{zone}")
 }
 
-impl Run<'_> {
-    /// Records `change`; whether to make it now.
-    fn will(&mut self, change: Change) -> bool {
-        self.changes.push(change);
-        self.apply
+impl<'a> Run<'a> {
+    fn new(ctx: &'a PhaseContext, ec2: &'a aws_sdk_ec2::Client, pass: &'a mut Pass) -> Self {
+        Run {
+            ctx,
+            env: ctx.env(),
+            ec2,
+            pass,
+        }
     }
 
     fn name(&self, suffix: &str) -> String {
@@ -365,12 +329,13 @@ impl Run<'_> {
         Ok(Some(outputs))
     }
 
+    /// Records what a new VPC brings besides itself, for a plan (a new VPC is never
+    /// planned further: nothing in it can be read yet).
     fn plan_all_new(&mut self, zones: &[String], nat_per_zone: bool) {
-        self.changes
-            .push(Change::create("internet-gateway", self.name("network")));
+        let mut changes = vec![Change::create("internet-gateway", self.name("network"))];
         for zone in zones {
             for tier in ["public", "private"] {
-                self.changes.push(Change::create(
+                changes.push(Change::create(
                     "subnet",
                     self.name(&format!("{tier}-{zone}")),
                 ));
@@ -378,27 +343,26 @@ impl Run<'_> {
         }
         let nat_zones = if nat_per_zone { zones } else { &zones[..1] };
         for zone in nat_zones {
-            self.changes.push(Change::create(
+            changes.push(Change::create(
                 "elastic-ip",
                 self.name(&format!("nat-{zone}")),
             ));
-            self.changes.push(Change::create(
+            changes.push(Change::create(
                 "nat-gateway",
                 self.name(&format!("nat-{zone}")),
             ));
         }
-        self.changes
-            .push(Change::create("route-table", self.name("public")));
+        changes.push(Change::create("route-table", self.name("public")));
         for zone in zones {
-            self.changes.push(Change::create(
+            changes.push(Change::create(
                 "route-table",
                 self.name(&format!("private-{zone}")),
             ));
         }
         for group in ["cluster", "database", "cache"] {
-            self.changes
-                .push(Change::create("security-group", self.name(group)));
+            changes.push(Change::create("security-group", self.name(group)));
         }
+        self.pass.record(changes);
     }
 }
 

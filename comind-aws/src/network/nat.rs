@@ -65,20 +65,20 @@ impl Run<'_> {
             match existing {
                 Some(nat) if nat.state != "failed" => {
                     found.insert(zone.clone(), Some(nat.id.clone()));
-                    if nat.state == "pending" && self.apply {
+                    if nat.state == "pending" && self.pass.is_apply() {
                         self.wait_nat(&nat.id, &name).await?;
                     }
                     continue;
                 }
                 Some(nat) => {
-                    if self.will(
+                    if self.pass.will(
                         Change::replace("nat-gateway", &name).because("it is in state `failed`"),
                     ) {
                         self.delete_nat(&nat.id, &name).await?;
                     }
                 }
                 None => {
-                    self.will(Change::create("nat-gateway", &name));
+                    self.pass.will(Change::create("nat-gateway", &name));
                 }
             }
             let Some(allocation) = self.elastic_ip(zone, &name).await? else {
@@ -129,9 +129,9 @@ impl Run<'_> {
             .find(|a| a.association_id().is_none())
             .and_then(|a| a.allocation_id())
         {
-            return Ok(self.apply.then(|| id.to_string()));
+            return Ok(self.pass.is_apply().then(|| id.to_string()));
         }
-        if !self.will(Change::create("elastic-ip", name)) {
+        if !self.pass.will(Change::create("elastic-ip", name)) {
             return Ok(None);
         }
         let tags = self.tags(&role, name, None);
@@ -201,7 +201,7 @@ impl Run<'_> {
                 continue;
             }
             let name = self.name(&format!("nat-{}", nat.zone));
-            if self.will(
+            if self.pass.will(
                 Change::delete("nat-gateway", &name)
                     .because("one NAT gateway is enough outside production"),
             ) {
@@ -234,7 +234,7 @@ impl Run<'_> {
                 .get(tags::NAME)
                 .cloned()
                 .unwrap_or_else(|| id.to_string());
-            self.changes.push(Change::delete("elastic-ip", &name));
+            self.pass.record([Change::delete("elastic-ip", &name)]);
             self.ec2
                 .release_address()
                 .allocation_id(id)

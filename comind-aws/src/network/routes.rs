@@ -111,7 +111,7 @@ impl Run<'_> {
                     Some(t)
                 }
                 None => {
-                    if !self.will(Change::create("route-table", &name)) {
+                    if !self.pass.will(Change::create("route-table", &name)) {
                         continue;
                     }
                     let tags = self.tags(&role, &name, None);
@@ -145,7 +145,7 @@ impl Run<'_> {
                 if table.associations.iter().any(|(_, s)| s == &subnet) {
                     continue;
                 }
-                if self.will(
+                if self.pass.will(
                     Change::update("route-table", &name).because(format!("associate {subnet}")),
                 ) {
                     self.associate(&table.id, &subnet, vpc_id, &name).await?;
@@ -167,6 +167,7 @@ impl Run<'_> {
         }
         let replace = table.default_target.is_some();
         if self
+            .pass
             .will(Change::update("route-table", name).because(format!("default route to {target}")))
         {
             self.put_route(&table.id, target, replace, name).await?;

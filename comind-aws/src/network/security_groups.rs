@@ -86,7 +86,7 @@ impl Run<'_> {
                     Some(id)
                 }
                 None => {
-                    if self.will(Change::create("security-group", &name)) {
+                    if self.pass.will(Change::create("security-group", &name)) {
                         let id = self.create_group(vpc_id, role, &name).await?;
                         if let (Some(port), Some(source)) = (port, &cluster_id) {
                             self.allow(&id, &name, port, source).await?;
@@ -181,7 +181,7 @@ impl Run<'_> {
         let present = rules.iter().any(is_ours);
         let extra: Vec<IpPermission> = rules.iter().filter(|p| !is_ours(p)).cloned().collect();
         if !present
-            && self.will(
+            && self.pass.will(
                 Change::update("security-group", name)
                     .because(format!("allow {port}/tcp from the cluster group")),
             )
@@ -189,10 +189,12 @@ impl Run<'_> {
             self.allow(id, name, port, source).await?;
         }
         if !extra.is_empty()
-            && self.will(Change::update("security-group", name).because(format!(
-                "revoke {} rule(s) besides the cluster's",
-                extra.len()
-            )))
+            && self
+                .pass
+                .will(Change::update("security-group", name).because(format!(
+                    "revoke {} rule(s) besides the cluster's",
+                    extra.len()
+                )))
         {
             self.ec2
                 .revoke_security_group_ingress()

@@ -91,7 +91,9 @@ impl Run<'_> {
                         .with_hint("remove subnets of the VPC that Comind did not create")
                     })?;
                 taken.push(block);
-                if !self.will(Change::create("subnet", &name).because(format!("{block} in {zone}")))
+                if !self
+                    .pass
+                    .will(Change::create("subnet", &name).because(format!("{block} in {zone}")))
                 {
                     found.insert(key, None);
                     continue;

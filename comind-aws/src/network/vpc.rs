@@ -74,13 +74,18 @@ impl Run<'_> {
             self.dns_attributes(&id, &name).await?;
             let missing = tags::missing(&desired, &tags::from_ec2(vpc.tags()));
             if !missing.is_empty()
-                && self.will(Change::update("vpc", &name).because("spec changed: tags"))
+                && self
+                    .pass
+                    .will(Change::update("vpc", &name).because("spec changed: tags"))
             {
                 self.tag(&id, &missing, &format!("vpc {name}")).await?;
             }
             return Ok(Some(id));
         }
-        if !self.will(Change::create("vpc", &name).because(format!("CIDR {cidr}"))) {
+        if !self
+            .pass
+            .will(Change::create("vpc", &name).because(format!("CIDR {cidr}")))
+        {
             return Ok(None);
         }
         let created = self
@@ -127,7 +132,7 @@ impl Run<'_> {
             .and_then(AttributeBooleanValue::value)
             .unwrap_or(false);
             if !on
-                && self.will(
+                && self.pass.will(
                     Change::update("vpc", name).because(format!("{} is off", attribute.as_str())),
                 )
             {
@@ -179,7 +184,7 @@ impl Run<'_> {
             let id = igw.internet_gateway_id().unwrap_or_default().to_string();
             let attached = igw.attachments().iter().any(|a| a.vpc_id() == Some(vpc_id));
             if !attached
-                && self.will(
+                && self.pass.will(
                     Change::update("internet-gateway", &name).because("not attached to the VPC"),
                 )
             {
@@ -187,7 +192,7 @@ impl Run<'_> {
             }
             return Ok(Some(id));
         }
-        if !self.will(Change::create("internet-gateway", &name)) {
+        if !self.pass.will(Change::create("internet-gateway", &name)) {
             return Ok(None);
         }
         let tags = self.tags("internet-gateway", &name, None);
