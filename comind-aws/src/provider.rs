@@ -173,7 +173,7 @@ impl Provider for AwsProvider {
         let postgres_timeout = postgres.phase_timeout();
         let mut phases: Vec<Arc<dyn Phase>> = vec![
             reconciled(NetworkPhase::new(self.aws.clone())),
-            Arc::new(IamPhase::new(self.aws.clone())),
+            reconciled(IamPhase::new(self.aws.clone())),
             Arc::new(ClusterPhase::new(self.aws.clone(), env)),
             service(Arc::new(postgres), Some(postgres_timeout), true),
             service(Arc::new(S3ObjectStore::new(self.aws.clone())), None, true),
