@@ -174,7 +174,7 @@ impl Provider for AwsProvider {
         let mut phases: Vec<Arc<dyn Phase>> = vec![
             reconciled(NetworkPhase::new(self.aws.clone())),
             reconciled(IamPhase::new(self.aws.clone())),
-            Arc::new(ClusterPhase::new(self.aws.clone(), env)),
+            reconciled(ClusterPhase::new(self.aws.clone(), env)),
             service(Arc::new(postgres), Some(postgres_timeout), true),
             service(Arc::new(S3ObjectStore::new(self.aws.clone())), None, true),
         ];

@@ -37,7 +37,7 @@ impl Run<'_> {
     pub(super) async fn cluster(&mut self, inputs: Option<&Inputs>) -> Result<Option<Cluster>> {
         let desired_version = self.env.config().aws.cluster.version.clone();
         let Some(live) = describe_cluster(self.clients, &self.name).await? else {
-            if !self.will(
+            if !self.pass.will(
                 Change::create("eks-cluster", &self.name)
                     .because(format!("Kubernetes {desired_version}")),
             ) {
@@ -53,7 +53,7 @@ impl Run<'_> {
                 return Err(self.failed_cluster(&live));
             }
             ClusterStatus::Deleting => {
-                if !self.will(
+                if !self.pass.will(
                     Change::create("eks-cluster", &self.name)
                         .because("the previous one is still being deleted"),
                 ) {
@@ -64,7 +64,7 @@ impl Run<'_> {
             }
             ClusterStatus::Active => {}
             _ => {
-                if !self.apply {
+                if !self.pass.is_apply() {
                     return Ok(Some(live));
                 }
                 self.wait_cluster_active().await?;
@@ -100,7 +100,7 @@ impl Run<'_> {
             if want > have {
                 // EKS upgrades one minor version at a time; the next run goes on.
                 let next = format!("{}.{}", have.0, have.1 + 1);
-                if self.will(
+                if self.pass.will(
                     Change::update("eks-cluster", &self.name)
                         .because(format!("Kubernetes {}.{} to {next}", have.0, have.1)),
                 ) {
@@ -128,7 +128,7 @@ impl Run<'_> {
             let want_subnets: BTreeSet<&str> = want_subnets.iter().map(String::as_str).collect();
             let want_groups = BTreeSet::from([inputs.security_group.as_str()]);
             if (subnets != want_subnets || groups != want_groups)
-                && self.will(
+                && self.pass.will(
                     Change::update("eks-cluster", &self.name)
                         .because("subnets or security groups differ from the network's"),
                 )
@@ -153,7 +153,9 @@ impl Run<'_> {
         }
         let missing = tags::missing(&self.cluster_tags(), &live_tags);
         if !missing.is_empty()
-            && self.will(Change::update("eks-cluster", &self.name).because("spec changed: tags"))
+            && self
+                .pass
+                .will(Change::update("eks-cluster", &self.name).because("spec changed: tags"))
         {
             self.clients
                 .eks

@@ -30,8 +30,8 @@ impl Run<'_> {
                 describe_node_group(self.clients, &self.name, &self.node_group).await?
                 && self.env.owns(&tags::from_map(ng.tags()), Some(COMPONENT))
             {
-                self.changes
-                    .push(Change::delete("eks-nodegroup", &self.node_group));
+                self.pass
+                    .record([Change::delete("eks-nodegroup", &self.node_group)]);
                 if ng.status() == Some(&NodegroupStatus::Deleting) {
                     self.wait_node_group_gone().await?;
                 } else {
@@ -39,7 +39,8 @@ impl Run<'_> {
                 }
             }
             self.ctx.checkpoint()?;
-            self.changes.push(Change::delete("eks-cluster", &self.name));
+            self.pass
+                .record([Change::delete("eks-cluster", &self.name)]);
             if cluster.status() != Some(&ClusterStatus::Deleting) {
                 self.clients
                     .eks
@@ -65,8 +66,8 @@ impl Run<'_> {
                 .env
                 .owns(&tags::from_ec2(template.tags()), Some(COMPONENT))
         {
-            self.changes
-                .push(Change::delete("launch-template", &self.template));
+            self.pass
+                .record([Change::delete("launch-template", &self.template)]);
             self.clients
                 .ec2
                 .delete_launch_template()
@@ -78,8 +79,8 @@ impl Run<'_> {
         let path = self.env.state().kubeconfig_path();
         match std::fs::remove_file(&path) {
             Ok(()) => self
-                .changes
-                .push(Change::delete("kubeconfig", path.display().to_string())),
+                .pass
+                .record([Change::delete("kubeconfig", path.display().to_string())]),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 return Err(Error::internal(format!("cannot remove {}", path.display()))

@@ -157,8 +157,8 @@ impl Run<'_> {
         let live = found.as_ref().and_then(|o| o.launch_templates().first());
         let Some(inputs) = inputs else {
             if live.is_none() {
-                self.changes
-                    .push(Change::create("launch-template", &self.template));
+                self.pass
+                    .record([Change::create("launch-template", &self.template)]);
             }
             return Ok(None);
         };
@@ -179,7 +179,7 @@ impl Run<'_> {
             {
                 return Ok(Some((id, number.to_string())));
             }
-            if !self.will(
+            if !self.pass.will(
                 Change::update("launch-template", &self.template)
                     .because("root volume, metadata options or security groups differ"),
             ) {
@@ -202,7 +202,10 @@ impl Run<'_> {
                 })?;
             return Ok(Some((id, number.to_string())));
         }
-        if !self.will(Change::create("launch-template", &self.template)) {
+        if !self
+            .pass
+            .will(Change::create("launch-template", &self.template))
+        {
             return Ok(None);
         }
         let template_tags = tags::named(self.env, COMPONENT, None, &self.template);

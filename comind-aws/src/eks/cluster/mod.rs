@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use comind_core::{
-    Applied, Change, DestroyOptions, Destroyed, Environment, Error, Input, Outputs, Phase,
-    PhaseContext, PhaseId, Plan, Result,
+    Change, DestroyOptions, Destroyed, Environment, Error, Input, Outputs, Pass, PhaseContext,
+    PhaseId, Reconcile, Result,
 };
 
 use crate::clients::{Clients, Connector};
@@ -181,7 +181,8 @@ fn int(value: u32, field: &str) -> Result<i32> {
     })
 }
 
-/// The `cluster` phase.
+/// The `cluster` phase, written as one reconcile function: the provider runs it as a
+/// [`ReconcilePhase`](comind_core::ReconcilePhase).
 pub struct ClusterPhase {
     aws: Arc<Connector>,
     cluster_timeout: Duration,
@@ -207,32 +208,12 @@ impl ClusterPhase {
         }
     }
 
-    /// Plans (`apply` false) or applies; what changed, the outputs when every id is
-    /// known, and why the plan is incomplete if it is.
-    async fn reconcile(
-        &self,
-        ctx: &PhaseContext,
-        apply: bool,
-    ) -> Result<(Vec<Change>, Option<Outputs>, Option<String>)> {
-        let clients = self.aws.clients(ctx.env()).await?;
-        let inputs = inputs(ctx)?;
-        let mut run = self.run(ctx, &clients, apply);
-        let outputs = run.converge(inputs.as_ref()).await?;
-        let deferred = inputs.is_none().then(|| {
-            "subnets, security group and roles come from `network` and `iam`, which are \
-             not applied yet"
-                .to_string()
-        });
-        Ok((run.changes, outputs, deferred))
-    }
-
-    fn run<'a>(&self, ctx: &'a PhaseContext, clients: &'a Clients, apply: bool) -> Run<'a> {
+    fn run<'a>(&self, ctx: &'a PhaseContext, clients: &'a Clients, pass: &'a mut Pass) -> Run<'a> {
         Run {
             ctx,
             env: ctx.env(),
             clients,
-            apply,
-            changes: Vec::new(),
+            pass,
             name: ctx.env().resource_name("cluster"),
             node_group: ctx.env().resource_name("nodes"),
             template: ctx.env().resource_name("nodes"),
@@ -243,7 +224,7 @@ impl ClusterPhase {
 }
 
 #[async_trait]
-impl Phase for ClusterPhase {
+impl Reconcile for ClusterPhase {
     fn id(&self) -> PhaseId {
         PhaseId::new(ID)
     }
@@ -264,7 +245,8 @@ impl Phase for ClusterPhase {
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
         check_settings(ctx.env())?;
         let clients = self.aws.clients(ctx.env()).await?;
-        let run = self.run(ctx, &clients, false);
+        let mut pass = Pass::plan();
+        let run = self.run(ctx, &clients, &mut pass);
         if let Some(cluster) = describe_cluster(&clients, &run.name).await? {
             let live = tags::from_map(cluster.tags());
             tags::require_owned(ctx.env(), COMPONENT, "eks-cluster", &run.name, &live)?;
@@ -290,52 +272,51 @@ impl Phase for ClusterPhase {
         Ok(())
     }
 
-    async fn plan(&self, ctx: &PhaseContext) -> Result<Plan> {
-        let (changes, outputs, deferred) = self.reconcile(ctx, false).await?;
-        Ok(Plan {
-            outputs: if changes.is_empty() && deferred.is_none() {
-                outputs
-            } else {
-                None
-            },
-            changes,
-            deferred,
+    fn deferred(&self, ctx: &PhaseContext) -> Option<String> {
+        matches!(inputs(ctx), Ok(None)).then(|| {
+            "subnets, security group and roles come from `network` and `iam`, which are \
+             not applied yet"
+                .to_string()
         })
     }
 
-    async fn apply(&self, ctx: &PhaseContext) -> Result<Applied> {
-        let (changes, outputs, deferred) = self.reconcile(ctx, true).await?;
-        if let Some(why) = deferred {
+    async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<Option<Outputs>> {
+        let clients = self.aws.clients(ctx.env()).await?;
+        let inputs = inputs(ctx)?;
+        let outputs = self
+            .run(ctx, &clients, pass)
+            .converge(inputs.as_ref())
+            .await?;
+        if pass.is_apply()
+            && let Some(why) = self.deferred(ctx)
+        {
             return Err(Error::internal(format!(
                 "the cluster cannot be applied yet: {why}"
             )));
         }
-        let outputs = outputs.ok_or_else(|| {
-            Error::internal("the cluster was applied but its outputs are unknown")
-        })?;
-        Ok(Applied { changes, outputs })
+        Ok(outputs)
     }
 
     async fn destroy(&self, ctx: &PhaseContext, _options: DestroyOptions) -> Result<Destroyed> {
         // The cluster holds no data of its own (workloads keep theirs in RDS, S3 and
         // volumes managed elsewhere), so purge or not, all of it goes.
         let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = self.run(ctx, &clients, true);
-        let kept = run.destroy().await?;
+        let mut pass = Pass::apply();
+        let kept = self.run(ctx, &clients, &mut pass).destroy().await?;
         Ok(Destroyed {
-            changes: run.changes,
+            changes: pass.into_changes(),
             kept,
         })
     }
 }
 
-/// One pass over the cluster: planning (reads only) or applying.
+/// One pass over the cluster: it records each change on `pass`, and makes it only
+/// when `pass` applies.
 struct Run<'a> {
     ctx: &'a PhaseContext,
     env: &'a Environment,
     clients: &'a Clients,
-    apply: bool,
-    changes: Vec<Change>,
+    pass: &'a mut Pass,
     name: String,
     node_group: String,
     template: String,
@@ -344,26 +325,20 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// Records `change`; whether to make it now.
-    fn will(&mut self, change: Change) -> bool {
-        self.changes.push(change);
-        self.apply
-    }
-
     fn resource(&self) -> String {
         format!("eks-cluster {}", self.name)
     }
 
     async fn converge(&mut self, inputs: Option<&Inputs>) -> Result<Option<Outputs>> {
         let Some(cluster) = self.cluster(inputs).await? else {
-            self.changes
-                .push(Change::create("launch-template", &self.template));
-            self.changes
-                .push(Change::create("eks-nodegroup", &self.node_group));
-            self.changes.push(Change::create(
-                "kubeconfig",
-                self.env.state().kubeconfig_path().display().to_string(),
-            ));
+            self.pass.record([
+                Change::create("launch-template", &self.template),
+                Change::create("eks-nodegroup", &self.node_group),
+                Change::create(
+                    "kubeconfig",
+                    self.env.state().kubeconfig_path().display().to_string(),
+                ),
+            ]);
             return Ok(None);
         };
         self.ctx.checkpoint()?;

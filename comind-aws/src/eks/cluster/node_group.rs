@@ -104,13 +104,13 @@ impl Run<'_> {
         let live = describe_node_group(self.clients, &self.name, &self.node_group).await?;
         let (Some(inputs), Some(template)) = (inputs, template) else {
             if live.is_none() {
-                self.changes
-                    .push(Change::create("eks-nodegroup", &self.node_group));
+                self.pass
+                    .record([Change::create("eks-nodegroup", &self.node_group)]);
             }
             return Ok(());
         };
         let Some(live) = live else {
-            if self.will(
+            if self.pass.will(
                 Change::create("eks-nodegroup", &self.node_group).because(format!(
                     "{} x {}",
                     self.env.config().aws.cluster.node_group.desired_size,
@@ -135,7 +135,7 @@ impl Run<'_> {
                 return Err(self.failed_node_group(&live));
             }
             Some(NodegroupStatus::Deleting) => {
-                if self.will(
+                if self.pass.will(
                     Change::create("eks-nodegroup", &self.node_group)
                         .because("the previous one is still being deleted"),
                 ) {
@@ -146,7 +146,7 @@ impl Run<'_> {
                 return Ok(());
             }
             Some(NodegroupStatus::Creating | NodegroupStatus::Updating) => {
-                if !self.apply {
+                if !self.pass.is_apply() {
                     return Ok(());
                 }
                 self.wait_node_group_active().await?;
@@ -158,7 +158,7 @@ impl Run<'_> {
         if live_types != spec.instance_types || live_ami.as_deref() != Some(spec.ami_type.as_str())
         {
             // Instance types of a managed node group cannot change in place.
-            if self.will(
+            if self.pass.will(
                 Change::replace("eks-nodegroup", &self.node_group).because(format!(
                     "instance types {} to {}",
                     live_types.join("/"),
@@ -182,7 +182,7 @@ impl Run<'_> {
         let want_max = int(ng.max_size, "aws.cluster.node_group.max_size")?;
         let outside = desired.is_none_or(|d| d < want_min || d > want_max);
         if (min != Some(want_min) || max != Some(want_max) || outside)
-            && self.will(
+            && self.pass.will(
                 Change::update("eks-nodegroup", &self.node_group).because(format!(
                     "scaling {}..{} to {want_min}..{want_max}",
                     min.unwrap_or(0),
@@ -212,16 +212,18 @@ impl Run<'_> {
         let version_differs =
             live.version() != Some(cluster_version) && !cluster_version.is_empty();
         if (template_differs || version_differs)
-            && self.will(Change::update("eks-nodegroup", &self.node_group).because(
-                if version_differs {
-                    format!(
-                        "Kubernetes {} to {cluster_version}",
-                        live.version().unwrap_or("?")
-                    )
-                } else {
-                    format!("launch template version {}", template.1)
-                },
-            ))
+            && self
+                .pass
+                .will(Change::update("eks-nodegroup", &self.node_group).because(
+                    if version_differs {
+                        format!(
+                            "Kubernetes {} to {cluster_version}",
+                            live.version().unwrap_or("?")
+                        )
+                    } else {
+                        format!("launch template version {}", template.1)
+                    },
+                ))
         {
             let mut request = self
                 .clients

@@ -79,7 +79,7 @@ impl Run<'_> {
         } else {
             Change::update("kubeconfig", path.display().to_string())
         };
-        if self.will(change) {
+        if self.pass.will(change) {
             self.env
                 .state()
                 .write_private("kubeconfig", wanted.as_bytes())?;
