@@ -76,13 +76,17 @@ impl ElastiCacheRedis {
         self.timeout * 2 + Duration::from_secs(10 * 60)
     }
 
-    fn run<'a>(&'a self, ctx: &'a PhaseContext, clients: &'a Clients, apply: bool) -> Run<'a> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a PhaseContext,
+        clients: &'a Clients,
+        pass: &'a mut Pass,
+    ) -> Run<'a> {
         Run {
             ctx,
             env: ctx.env(),
             clients,
-            apply,
-            changes: Vec::new(),
+            pass,
             name: ctx.env().resource_name(COMPONENT),
             timeout: self.timeout,
         }
@@ -188,23 +192,18 @@ async fn final_snapshots(
     Ok(found)
 }
 
-/// One pass over the cache: planning (reads only) or applying.
+/// One pass over the cache: it records each change on `pass`, and makes it only when
+/// `pass` applies.
 struct Run<'a> {
     ctx: &'a PhaseContext,
     env: &'a Environment,
     clients: &'a Clients,
-    apply: bool,
-    changes: Vec<Change>,
+    pass: &'a mut Pass,
     name: String,
     timeout: Duration,
 }
 
 impl Run<'_> {
-    fn will(&mut self, change: Change) -> bool {
-        self.changes.push(change);
-        self.apply
-    }
-
     fn resource(&self) -> String {
         format!("replication-group {}", self.name)
     }
@@ -275,7 +274,10 @@ impl Run<'_> {
             .await
             .found("elasticache:DescribeCacheSubnetGroups", &resource)?;
         let Some(live) = found.as_ref().and_then(|o| o.cache_subnet_groups().first()) else {
-            if self.will(Change::create("cache-subnet-group", &self.name)) {
+            if self
+                .pass
+                .will(Change::create("cache-subnet-group", &self.name))
+            {
                 let placement = placement.ok_or_else(|| {
                     Error::internal("the cache subnet group needs the network's subnets")
                 })?;
@@ -310,7 +312,7 @@ impl Run<'_> {
                 .collect();
             let want: BTreeSet<&str> = placement.subnets.iter().map(String::as_str).collect();
             if have != want
-                && self.will(
+                && self.pass.will(
                     Change::update("cache-subnet-group", &self.name)
                         .because("subnets differ from the network's"),
                 )
@@ -359,7 +361,7 @@ impl Run<'_> {
                         .with_hint("`comind down --only cache --purge`, then `comind up`"));
                     }
                     "deleting" => {
-                        if !self.will(
+                        if !self.pass.will(
                             Change::create("replication-group", &self.name)
                                 .because("the previous one is still being deleted"),
                         ) {
@@ -372,7 +374,7 @@ impl Run<'_> {
                         }
                     }
                     "available" => group,
-                    _ if self.apply => self.wait_available().await?,
+                    _ if self.pass.is_apply() => self.wait_available().await?,
                     _ => group,
                 }
             }
@@ -400,7 +402,7 @@ impl Run<'_> {
                 settings.engine_version, settings.node_type, settings.replicas
             )),
         };
-        if !self.will(change) {
+        if !self.pass.will(change) {
             return Ok(None);
         }
         let placement =
@@ -459,7 +461,7 @@ impl Run<'_> {
         if live
             .cache_node_type()
             .is_some_and(|t| t != settings.node_type)
-            && self.will(
+            && self.pass.will(
                 Change::update("replication-group", &self.name).because(format!(
                     "node type {} to {}",
                     live.cache_node_type().unwrap_or("?"),
@@ -481,7 +483,7 @@ impl Run<'_> {
         let want = i32::try_from(settings.replicas).unwrap_or(0);
         let have = i32::try_from(live.member_clusters().len()).unwrap_or(1) - 1;
         if have != want
-            && self.will(
+            && self.pass.will(
                 Change::update("replication-group", &self.name)
                     .because(format!("replicas {have} to {want}")),
             )
@@ -511,7 +513,7 @@ impl Run<'_> {
         }
         if (live.auth_token_enabled() == Some(false)
             || !self.env.state().has_credentials(COMPONENT))
-            && self.will(
+            && self.pass.will(
                 Change::update("replication-group", &self.name)
                     .because("auth token set: the state directory held none"),
             )
@@ -538,6 +540,7 @@ impl Run<'_> {
         let missing = tags::missing(&self.spec_tags(), &live_tags);
         if !missing.is_empty()
             && self
+                .pass
                 .will(Change::update("replication-group", &self.name).because("spec changed: tags"))
         {
             self.clients
@@ -697,10 +700,8 @@ impl Run<'_> {
                     let id = snapshot::final_name(&self.name, SystemTime::now());
                     let mut snap_tags = tags::user_tags(&live_tags);
                     snap_tags.extend(tags::ownership(self.env, COMPONENT, None));
-                    self.changes.push(
-                        Change::create("cache-snapshot", &id)
-                            .because(format!("final snapshot of {}", self.name)),
-                    );
+                    self.pass.record([Change::create("cache-snapshot", &id)
+                        .because(format!("final snapshot of {}", self.name))]);
                     self.clients
                         .elasticache
                         .create_snapshot()
@@ -720,8 +721,8 @@ impl Run<'_> {
                     .await
                     .found("elasticache:DeleteReplicationGroup", self.resource())?;
             }
-            self.changes
-                .push(Change::delete("replication-group", &self.name));
+            self.pass
+                .record([Change::delete("replication-group", &self.name)]);
             self.wait_gone().await?;
         }
         self.ctx.checkpoint()?;
@@ -738,8 +739,8 @@ impl Run<'_> {
         if let Some(group) = found.as_ref().and_then(|o| o.cache_subnet_groups().first()) {
             let live = tags_of(self.clients, group.arn().unwrap_or_default(), &resource).await?;
             if self.env.owns(&live, Some(COMPONENT)) {
-                self.changes
-                    .push(Change::delete("cache-subnet-group", &self.name));
+                self.pass
+                    .record([Change::delete("cache-subnet-group", &self.name)]);
                 self.clients
                     .elasticache
                     .delete_cache_subnet_group()
@@ -753,7 +754,7 @@ impl Run<'_> {
         for (snap, _) in final_snapshots(self.env, self.clients, &self.name).await? {
             let id = snap.snapshot_name().unwrap_or_default().to_string();
             if purge {
-                self.changes.push(Change::delete("cache-snapshot", &id));
+                self.pass.record([Change::delete("cache-snapshot", &id)]);
                 self.clients
                     .elasticache
                     .delete_snapshot()
@@ -793,15 +794,14 @@ impl ServiceBackend for ElastiCacheRedis {
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
         check_settings(ctx.env())?;
         let clients = self.aws.clients(ctx.env()).await?;
-        self.run(ctx, &clients, false).check_names().await
+        self.run(ctx, &clients, &mut Pass::plan())
+            .check_names()
+            .await
     }
 
     async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = self.run(ctx, &clients, pass.is_apply());
-        run.converge().await?;
-        pass.record(run.changes);
-        Ok(())
+        self.run(ctx, &clients, pass).converge().await
     }
 
     async fn probe(&self, ctx: &PhaseContext) -> Result<()> {
@@ -861,10 +861,13 @@ impl ServiceBackend for ElastiCacheRedis {
 
     async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = self.run(ctx, &clients, true);
-        let kept = run.destroy(options.purge).await?;
+        let mut pass = Pass::apply();
+        let kept = self
+            .run(ctx, &clients, &mut pass)
+            .destroy(options.purge)
+            .await?;
         Ok(Destroyed {
-            changes: run.changes,
+            changes: pass.into_changes(),
             kept,
         })
     }

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use comind_core::{
-    Applied, Change, DestroyOptions, Destroyed, Environment, Error, Outputs, Phase, PhaseContext,
-    PhaseId, Plan, Result,
+    Change, DestroyOptions, Destroyed, Environment, Error, Outputs, Pass, PhaseContext, PhaseId,
+    Reconcile, Result,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -85,7 +85,8 @@ impl RoleSpec {
     }
 }
 
-/// The `iam` phase.
+/// The `iam` phase, written as one reconcile function: the provider runs it as a
+/// [`ReconcilePhase`](comind_core::ReconcilePhase).
 pub struct IamPhase {
     aws: Arc<Connector>,
 }
@@ -99,25 +100,6 @@ impl std::fmt::Debug for IamPhase {
 impl IamPhase {
     pub(crate) fn new(aws: Arc<Connector>) -> Self {
         IamPhase { aws }
-    }
-
-    async fn reconcile(
-        &self,
-        ctx: &PhaseContext,
-        apply: bool,
-    ) -> Result<(Vec<Change>, Option<Outputs>)> {
-        let clients = self.aws.clients(ctx.env()).await?;
-        let mut changes = Vec::new();
-        let mut outputs = Some(Outputs::new());
-        for spec in &ROLES {
-            ctx.checkpoint()?;
-            let arn = reconcile_role(ctx.env(), &clients, spec, apply, &mut changes).await?;
-            match (arn, outputs.as_mut()) {
-                (Some(arn), Some(out)) => out.insert_text(spec.output, arn),
-                _ => outputs = None,
-            }
-        }
-        Ok((changes, outputs))
     }
 }
 
@@ -203,8 +185,7 @@ async fn reconcile_role(
     env: &Environment,
     clients: &Clients,
     spec: &RoleSpec,
-    apply: bool,
-    changes: &mut Vec<Change>,
+    pass: &mut Pass,
 ) -> Result<Option<String>> {
     let name = env.resource_name(spec.suffix);
     let resource = format!("iam-role {name}");
@@ -214,8 +195,7 @@ async fn reconcile_role(
     let trust = spec.trust();
 
     let Some(live) = live_role(clients, &name).await? else {
-        changes.push(Change::create("iam-role", &name).because(spec.policies.join(", ")));
-        if !apply {
+        if !pass.will(Change::create("iam-role", &name).because(spec.policies.join(", "))) {
             return Ok(None);
         }
         let created = clients
@@ -238,29 +218,26 @@ async fn reconcile_role(
     };
     tags::require_owned(env, COMPONENT, "iam-role", &name, &live.tags)?;
 
-    if live.trust.as_ref() != Some(&trust) {
-        changes.push(Change::update("iam-role", &name).because("trust policy differs"));
-        if apply {
-            clients
-                .iam
-                .update_assume_role_policy()
-                .role_name(&name)
-                .policy_document(trust.to_string())
-                .send()
-                .await
-                .aws("iam:UpdateAssumeRolePolicy", &resource)?;
-        }
+    if live.trust.as_ref() != Some(&trust)
+        && pass.will(Change::update("iam-role", &name).because("trust policy differs"))
+    {
+        clients
+            .iam
+            .update_assume_role_policy()
+            .role_name(&name)
+            .policy_document(trust.to_string())
+            .send()
+            .await
+            .aws("iam:UpdateAssumeRolePolicy", &resource)?;
     }
     for arn in wanted.difference(&live.managed) {
-        changes.push(Change::update("iam-role", &name).because(format!("attach {arn}")));
-        if apply {
+        if pass.will(Change::update("iam-role", &name).because(format!("attach {arn}"))) {
             attach(clients, &name, arn).await?;
         }
     }
     for arn in live.managed.difference(&wanted) {
-        changes
-            .push(Change::update("iam-role", &name).because(format!("detach {arn}: not needed")));
-        if apply {
+        if pass.will(Change::update("iam-role", &name).because(format!("detach {arn}: not needed")))
+        {
             clients
                 .iam
                 .detach_role_policy()
@@ -272,11 +249,10 @@ async fn reconcile_role(
         }
     }
     for policy in &live.inline {
-        changes.push(
+        if pass.will(
             Change::update("iam-role", &name)
                 .because(format!("delete inline policy {policy}: not needed")),
-        );
-        if apply {
+        ) {
             clients
                 .iam
                 .delete_role_policy()
@@ -288,18 +264,17 @@ async fn reconcile_role(
         }
     }
     let missing = tags::missing(&desired_tags, &live.tags);
-    if !missing.is_empty() {
-        changes.push(Change::update("iam-role", &name).because("spec changed: tags"));
-        if apply {
-            clients
-                .iam
-                .tag_role()
-                .role_name(&name)
-                .set_tags(Some(tags::to_iam(&missing)?))
-                .send()
-                .await
-                .aws("iam:TagRole", &resource)?;
-        }
+    if !missing.is_empty()
+        && pass.will(Change::update("iam-role", &name).because("spec changed: tags"))
+    {
+        clients
+            .iam
+            .tag_role()
+            .role_name(&name)
+            .set_tags(Some(tags::to_iam(&missing)?))
+            .send()
+            .await
+            .aws("iam:TagRole", &resource)?;
     }
     Ok(Some(live.arn))
 }
@@ -380,7 +355,7 @@ async fn delete_role(
 }
 
 #[async_trait]
-impl Phase for IamPhase {
+impl Reconcile for IamPhase {
     fn id(&self) -> PhaseId {
         PhaseId::new(ID)
     }
@@ -400,20 +375,18 @@ impl Phase for IamPhase {
         Ok(())
     }
 
-    async fn plan(&self, ctx: &PhaseContext) -> Result<Plan> {
-        let (changes, outputs) = self.reconcile(ctx, false).await?;
-        Ok(Plan {
-            outputs: if changes.is_empty() { outputs } else { None },
-            changes,
-            deferred: None,
-        })
-    }
-
-    async fn apply(&self, ctx: &PhaseContext) -> Result<Applied> {
-        let (changes, outputs) = self.reconcile(ctx, true).await?;
-        let outputs = outputs
-            .ok_or_else(|| Error::internal("the IAM roles were applied but an ARN is unknown"))?;
-        Ok(Applied { changes, outputs })
+    async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<Option<Outputs>> {
+        let clients = self.aws.clients(ctx.env()).await?;
+        let mut outputs = Some(Outputs::new());
+        for spec in &ROLES {
+            ctx.checkpoint()?;
+            let arn = reconcile_role(ctx.env(), &clients, spec, pass).await?;
+            match (arn, outputs.as_mut()) {
+                (Some(arn), Some(out)) => out.insert_text(spec.output, arn),
+                _ => outputs = None,
+            }
+        }
+        Ok(outputs)
     }
 
     async fn destroy(&self, ctx: &PhaseContext, _options: DestroyOptions) -> Result<Destroyed> {

@@ -8,8 +8,8 @@ use aws_config::SdkConfig;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_smithy_runtime_api::client::interceptors::{Intercept, SharedInterceptor};
 use comind_core::{
-    Diagnosis, Environment, ErrorKind, Phase, Provider, Result, ServiceBackend, ServiceKind,
-    ServicePhase,
+    Diagnosis, Environment, ErrorKind, Phase, Provider, Reconcile, ReconcilePhase, Result,
+    ServiceBackend, ServiceKind, ServicePhase,
 };
 
 use crate::clients::{Connector, Source};
@@ -151,6 +151,12 @@ fn service(
     })
 }
 
+/// A phase written as one reconcile function, run as a phase whose plan and apply are
+/// two passes of that function.
+fn reconciled(phase: impl Reconcile) -> Arc<dyn Phase> {
+    Arc::new(ReconcilePhase::new(Arc::new(phase)))
+}
+
 #[async_trait]
 impl Provider for AwsProvider {
     fn name(&self) -> &str {
@@ -166,9 +172,9 @@ impl Provider for AwsProvider {
         let postgres = RdsPostgres::new(self.aws.clone(), env);
         let postgres_timeout = postgres.phase_timeout();
         let mut phases: Vec<Arc<dyn Phase>> = vec![
-            Arc::new(NetworkPhase::new(self.aws.clone())),
-            Arc::new(IamPhase::new(self.aws.clone())),
-            Arc::new(ClusterPhase::new(self.aws.clone(), env)),
+            reconciled(NetworkPhase::new(self.aws.clone())),
+            reconciled(IamPhase::new(self.aws.clone())),
+            reconciled(ClusterPhase::new(self.aws.clone(), env)),
             service(Arc::new(postgres), Some(postgres_timeout), true),
             service(Arc::new(S3ObjectStore::new(self.aws.clone())), None, true),
         ];

@@ -97,14 +97,18 @@ impl RdsPostgres {
         self.timeout * 2 + Duration::from_secs(10 * 60)
     }
 
-    fn run<'a>(&'a self, ctx: &'a PhaseContext, clients: &'a Clients, apply: bool) -> Run<'a> {
+    fn run<'a>(
+        &'a self,
+        ctx: &'a PhaseContext,
+        clients: &'a Clients,
+        pass: &'a mut Pass,
+    ) -> Run<'a> {
         let env = ctx.env();
         Run {
             ctx,
             env,
             clients,
-            apply,
-            changes: Vec::new(),
+            pass,
             name: env.resource_name(COMPONENT),
             timeout: self.timeout,
         }
@@ -202,23 +206,18 @@ fn status_of(db: &DbInstance) -> &str {
     db.db_instance_status().unwrap_or("unknown")
 }
 
-/// One pass over the database: planning (reads only) or applying.
+/// One pass over the database: it records each change on `pass`, and makes it only
+/// when `pass` applies.
 struct Run<'a> {
     ctx: &'a PhaseContext,
     env: &'a Environment,
     clients: &'a Clients,
-    apply: bool,
-    changes: Vec<Change>,
+    pass: &'a mut Pass,
     name: String,
     timeout: Duration,
 }
 
 impl Run<'_> {
-    fn will(&mut self, change: Change) -> bool {
-        self.changes.push(change);
-        self.apply
-    }
-
     fn resource(&self) -> String {
         format!("db-instance {}", self.name)
     }
@@ -259,7 +258,10 @@ impl Run<'_> {
             .found("rds:DescribeDBSubnetGroups", &resource)?;
         let live = found.as_ref().and_then(|o| o.db_subnet_groups().first());
         let Some(live) = live else {
-            if self.will(Change::create("db-subnet-group", &self.name)) {
+            if self
+                .pass
+                .will(Change::create("db-subnet-group", &self.name))
+            {
                 let placement = placement.ok_or_else(|| {
                     Error::internal("the DB subnet group needs the network's subnets")
                 })?;
@@ -295,7 +297,7 @@ impl Run<'_> {
                 .collect();
             let want: BTreeSet<&str> = placement.subnets.iter().map(String::as_str).collect();
             if have != want
-                && self.will(
+                && self.pass.will(
                     Change::update("db-subnet-group", &self.name)
                         .because("subnets differ from the network's"),
                 )
@@ -395,7 +397,7 @@ impl Run<'_> {
                     ));
                 }
                 if status == "deleting" {
-                    if !self.will(
+                    if !self.pass.will(
                         Change::create("db-instance", &self.name)
                             .because("the previous one is still being deleted"),
                     ) {
@@ -406,7 +408,7 @@ impl Run<'_> {
                         Some(db) => db,
                         None => return Ok(()),
                     }
-                } else if status != "available" && self.apply {
+                } else if status != "available" && self.pass.is_apply() {
                     self.wait_available().await?
                 } else {
                     db
@@ -438,7 +440,7 @@ impl Run<'_> {
                 ))
             }
         };
-        if !self.will(change) {
+        if !self.pass.will(change) {
             return Ok(None);
         }
         let placement =
@@ -518,10 +520,8 @@ impl Run<'_> {
         if restore.is_some() && !had_credentials {
             // The snapshot carries the password of its time, which is lost with the
             // state directory; set the one just generated.
-            self.changes.push(
-                Change::update("db-instance", &self.name)
-                    .because("master password reset: the state directory held none"),
-            );
+            self.pass.record([Change::update("db-instance", &self.name)
+                .because("master password reset: the state directory held none")]);
             self.modify(|m| m.master_user_password(credentials.password.expose()))
                 .await?;
             return Ok(Some(self.wait_available().await?));
@@ -635,13 +635,15 @@ impl Run<'_> {
         }
         if !self.env.state().has_credentials(COMPONENT) {
             reasons.push("master password reset: the state directory held none".to_string());
-            if self.apply {
+            if self.pass.is_apply() {
                 let credentials = self.credentials()?;
                 request = request.master_user_password(credentials.password.expose());
             }
         }
         if !reasons.is_empty()
-            && self.will(Change::update("db-instance", &self.name).because(reasons.join(", ")))
+            && self
+                .pass
+                .will(Change::update("db-instance", &self.name).because(reasons.join(", ")))
         {
             request
                 .send()
@@ -651,7 +653,9 @@ impl Run<'_> {
         }
         let missing = tags::missing(&self.spec_tags(), &tags::from_rds(live.tag_list()));
         if !missing.is_empty()
-            && self.will(Change::update("db-instance", &self.name).because("spec changed: tags"))
+            && self
+                .pass
+                .will(Change::update("db-instance", &self.name).because("spec changed: tags"))
         {
             self.clients
                 .rds
@@ -774,10 +778,8 @@ impl Run<'_> {
                 if db.deletion_protection() == Some(true) {
                     // `down` of a production environment was confirmed by name before
                     // any phase ran; deletion protection guards against everyone else.
-                    self.changes.push(
-                        Change::update("db-instance", &self.name)
-                            .because("deletion protection turned off to delete it"),
-                    );
+                    self.pass.record([Change::update("db-instance", &self.name)
+                        .because("deletion protection turned off to delete it")]);
                     self.modify(|m| m.deletion_protection(false)).await?;
                 }
                 let request = self
@@ -791,10 +793,8 @@ impl Run<'_> {
                         .delete_automated_backups(true)
                 } else {
                     let id = snapshot::final_name(&self.name, SystemTime::now());
-                    self.changes.push(
-                        Change::create("db-snapshot", &id)
-                            .because(format!("final snapshot of {}", self.name)),
-                    );
+                    self.pass.record([Change::create("db-snapshot", &id)
+                        .because(format!("final snapshot of {}", self.name))]);
                     request
                         .skip_final_snapshot(false)
                         .final_db_snapshot_identifier(id)
@@ -804,7 +804,8 @@ impl Run<'_> {
                     .await
                     .found("rds:DeleteDBInstance", self.resource())?;
             }
-            self.changes.push(Change::delete("db-instance", &self.name));
+            self.pass
+                .record([Change::delete("db-instance", &self.name)]);
             self.wait_gone().await?;
         }
         self.ctx.checkpoint()?;
@@ -823,8 +824,8 @@ impl Run<'_> {
                 .tags_of(group.db_subnet_group_arn().unwrap_or_default(), &resource)
                 .await?;
             if self.env.owns(&live, Some(COMPONENT)) {
-                self.changes
-                    .push(Change::delete("db-subnet-group", &self.name));
+                self.pass
+                    .record([Change::delete("db-subnet-group", &self.name)]);
                 self.clients
                     .rds
                     .delete_db_subnet_group()
@@ -841,7 +842,7 @@ impl Run<'_> {
                 .unwrap_or_default()
                 .to_string();
             if purge {
-                self.changes.push(Change::delete("db-snapshot", &id));
+                self.pass.record([Change::delete("db-snapshot", &id)]);
                 self.clients
                     .rds
                     .delete_db_snapshot()
@@ -883,15 +884,14 @@ impl ServiceBackend for RdsPostgres {
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
         check_settings(ctx.env())?;
         let clients = self.aws.clients(ctx.env()).await?;
-        self.run(ctx, &clients, false).check_names().await
+        self.run(ctx, &clients, &mut Pass::plan())
+            .check_names()
+            .await
     }
 
     async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = self.run(ctx, &clients, pass.is_apply());
-        run.converge().await?;
-        pass.record(run.changes);
-        Ok(())
+        self.run(ctx, &clients, pass).converge().await
     }
 
     async fn probe(&self, ctx: &PhaseContext) -> Result<()> {
@@ -966,17 +966,21 @@ impl ServiceBackend for RdsPostgres {
 
     async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = self.run(ctx, &clients, true);
-        let kept = run.destroy(options.purge).await?;
+        let mut pass = Pass::apply();
+        let kept = self
+            .run(ctx, &clients, &mut pass)
+            .destroy(options.purge)
+            .await?;
         Ok(Destroyed {
-            changes: run.changes,
+            changes: pass.into_changes(),
             kept,
         })
     }
 
     async fn diagnostics(&self, ctx: &PhaseContext) -> Option<String> {
         let clients = self.aws.clients(ctx.env()).await.ok()?;
-        let run = self.run(ctx, &clients, false);
+        let mut pass = Pass::plan();
+        let run = self.run(ctx, &clients, &mut pass);
         let db = describe(&clients, &run.name).await.ok()??;
         Some(format!(
             "RDS instance {} is `{}`{}",

@@ -183,28 +183,17 @@ fn expiry_matches(rule: &LifecycleRule, days: i32) -> bool {
             == Some(days)
 }
 
-/// One pass over the buckets: planning (reads only) or applying.
+/// One pass over the buckets: it records each change on `pass`, and makes it only when
+/// `pass` applies.
 struct Run<'a> {
     env: &'a Environment,
     clients: &'a Clients,
-    apply: bool,
-    changes: Vec<Change>,
+    pass: &'a mut Pass,
 }
 
 impl<'a> Run<'a> {
-    /// A planning (`apply: false`, reads only) or applying pass.
-    fn new(env: &'a Environment, clients: &'a Clients, apply: bool) -> Self {
-        Run {
-            env,
-            clients,
-            apply,
-            changes: Vec::new(),
-        }
-    }
-
-    fn will(&mut self, change: Change) -> bool {
-        self.changes.push(change);
-        self.apply
+    fn new(env: &'a Environment, clients: &'a Clients, pass: &'a mut Pass) -> Self {
+        Run { env, clients, pass }
     }
 
     fn desired_tags(&self) -> Tags {
@@ -274,7 +263,10 @@ impl<'a> Run<'a> {
                 } else {
                     "versioned, encrypted, private".to_string()
                 };
-                if self.will(Change::create("bucket", &bucket.name).because(why)) {
+                if self
+                    .pass
+                    .will(Change::create("bucket", &bucket.name).because(why))
+                {
                     self.create(&bucket.name).await?;
                     self.configure(&bucket, retention, None).await?;
                 }
@@ -321,7 +313,10 @@ impl<'a> Run<'a> {
         let missing =
             live_tags.map_or_else(|| desired.clone(), |live| tags::missing(&desired, live));
         if !missing.is_empty()
-            && (fresh || self.will(Change::update("bucket", name).because("ownership tags")))
+            && (fresh
+                || self
+                    .pass
+                    .will(Change::update("bucket", name).because("ownership tags")))
         {
             let mut all = live_tags.cloned().unwrap_or_default();
             all.extend(desired.clone());
@@ -352,7 +347,10 @@ impl<'a> Run<'a> {
                 })
         };
         if !blocked
-            && (fresh || self.will(Change::update("bucket", name).because("block public access")))
+            && (fresh
+                || self
+                    .pass
+                    .will(Change::update("bucket", name).because("block public access")))
         {
             s3.put_public_access_block()
                 .bucket(name)
@@ -388,7 +386,10 @@ impl<'a> Run<'a> {
                 })
         };
         if !encrypted
-            && (fresh || self.will(Change::update("bucket", name).because("default encryption")))
+            && (fresh
+                || self
+                    .pass
+                    .will(Change::update("bucket", name).because("default encryption")))
         {
             let by_default = built(
                 ServerSideEncryptionByDefault::builder()
@@ -426,7 +427,11 @@ impl<'a> Run<'a> {
                 .aws("s3:GetBucketVersioning", &resource)?;
             out.status() == Some(&BucketVersioningStatus::Enabled)
         };
-        if !versioned && (fresh || self.will(Change::update("bucket", name).because("versioning")))
+        if !versioned
+            && (fresh
+                || self
+                    .pass
+                    .will(Change::update("bucket", name).because("versioning")))
         {
             s3.put_bucket_versioning()
                 .bucket(name)
@@ -453,7 +458,9 @@ impl<'a> Run<'a> {
         };
         if let Some(policy) = with_tls_statement(live_policy.as_deref(), &statement)
             && (fresh
-                || self.will(Change::update("bucket", name).because("deny requests without TLS")))
+                || self
+                    .pass
+                    .will(Change::update("bucket", name).because("deny requests without TLS")))
         {
             s3.put_bucket_policy()
                 .bucket(name)
@@ -478,7 +485,7 @@ impl<'a> Run<'a> {
             let ours = rules.iter().find(|r| r.id() == Some(EXPIRY_RULE));
             if !ours.is_some_and(|r| expiry_matches(r, retention))
                 && (fresh
-                    || self.will(
+                    || self.pass.will(
                         Change::update("bucket", name)
                             .because(format!("backups expire after {retention} days")),
                     ))
@@ -633,7 +640,8 @@ impl ServiceBackend for S3ObjectStore {
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
         check_settings(ctx.env())?;
         let clients = self.aws.clients(ctx.env()).await?;
-        let run = Run::new(ctx.env(), &clients, false);
+        let mut pass = Pass::plan();
+        let run = Run::new(ctx.env(), &clients, &mut pass);
         for bucket in buckets(ctx.env()) {
             if run.exists(&bucket.name).await? {
                 let live = run.tags_of(&bucket.name).await?;
@@ -645,10 +653,7 @@ impl ServiceBackend for S3ObjectStore {
 
     async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = Run::new(ctx.env(), &clients, pass.is_apply());
-        run.converge().await?;
-        pass.record(run.changes);
-        Ok(())
+        Run::new(ctx.env(), &clients, pass).converge().await
     }
 
     async fn probe(&self, ctx: &PhaseContext) -> Result<()> {
@@ -689,7 +694,9 @@ impl ServiceBackend for S3ObjectStore {
 
     async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let run = Run::new(ctx.env(), &clients, true);
+        // The run only reads here; what `down` deletes is listed in `destroyed`.
+        let mut pass = Pass::apply();
+        let run = Run::new(ctx.env(), &clients, &mut pass);
         let (ours, foreign) = run.owned_buckets().await?;
         let mut destroyed = Destroyed::default();
         for name in foreign {

@@ -157,28 +157,17 @@ fn redrive_matches(policy: Option<&String>, dlq_arn: &str, max_receive_count: u3
         && count == Some(u64::from(max_receive_count))
 }
 
-/// One pass over the queues: planning (reads only) or applying.
+/// One pass over the queues: it records each change on `pass`, and makes it only when
+/// `pass` applies.
 struct Run<'a> {
     env: &'a Environment,
     clients: &'a Clients,
-    apply: bool,
-    changes: Vec<Change>,
+    pass: &'a mut Pass,
 }
 
 impl<'a> Run<'a> {
-    /// A planning (`apply: false`, reads only) or applying pass.
-    fn new(env: &'a Environment, clients: &'a Clients, apply: bool) -> Self {
-        Run {
-            env,
-            clients,
-            apply,
-            changes: Vec::new(),
-        }
-    }
-
-    fn will(&mut self, change: Change) -> bool {
-        self.changes.push(change);
-        self.apply
+    fn new(env: &'a Environment, clients: &'a Clients, pass: &'a mut Pass) -> Self {
+        Run { env, clients, pass }
     }
 
     /// The queue `name` with its tags and attributes, if it exists.
@@ -298,6 +287,7 @@ impl<'a> Run<'a> {
                     }
                     if !wanted.is_empty()
                         && self
+                            .pass
                             .will(Change::update("queue", &dlq).because("retention or encryption"))
                     {
                         self.set(&live, &dlq, wanted).await?;
@@ -305,7 +295,7 @@ impl<'a> Run<'a> {
                     Some(live)
                 }
                 None => {
-                    if self.will(
+                    if self.pass.will(
                         Change::create("queue", &dlq)
                             .because(format!("dead letters of {} (kept 14 days)", queue.name)),
                     ) {
@@ -343,10 +333,11 @@ impl<'a> Run<'a> {
                     }
                     if dlq_live.is_none() {
                         // Planning a new dead-letter queue: the redrive policy follows.
-                        self.changes
-                            .push(Change::update("queue", &queue.name).because("redrive policy"));
+                        self.pass.record([
+                            Change::update("queue", &queue.name).because("redrive policy")
+                        ]);
                     } else if !wanted.is_empty()
-                        && self.will(
+                        && self.pass.will(
                             Change::update("queue", &queue.name)
                                 .because("redrive policy or encryption"),
                         )
@@ -355,7 +346,7 @@ impl<'a> Run<'a> {
                     }
                 }
                 None => {
-                    if self.will(
+                    if self.pass.will(
                         Change::create("queue", &queue.name)
                             .because(format!("to {dlq} after {max_receive_count} receives")),
                     ) {
@@ -418,7 +409,8 @@ impl ServiceBackend for SqsQueues {
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
         check_settings(ctx.env())?;
         let clients = self.aws.clients(ctx.env()).await?;
-        let run = Run::new(ctx.env(), &clients, false);
+        let mut pass = Pass::plan();
+        let run = Run::new(ctx.env(), &clients, &mut pass);
         for queue in queues(ctx.env()) {
             for name in [queue.name.clone(), dlq_name(&queue.name)] {
                 if let Some((_, live)) = run.find(&name).await? {
@@ -431,10 +423,7 @@ impl ServiceBackend for SqsQueues {
 
     async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let mut run = Run::new(ctx.env(), &clients, pass.is_apply());
-        run.converge().await?;
-        pass.record(run.changes);
-        Ok(())
+        Run::new(ctx.env(), &clients, pass).converge().await
     }
 
     async fn probe(&self, ctx: &PhaseContext) -> Result<()> {
@@ -487,7 +476,9 @@ impl ServiceBackend for SqsQueues {
 
     async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {
         let clients = self.aws.clients(ctx.env()).await?;
-        let run = Run::new(ctx.env(), &clients, true);
+        // The run only reads here; what `down` deletes is listed in `destroyed`.
+        let mut pass = Pass::apply();
+        let run = Run::new(ctx.env(), &clients, &mut pass);
         let configured: Vec<String> = queues(ctx.env())
             .iter()
             .flat_map(|q| [q.name.clone(), dlq_name(&q.name)])
