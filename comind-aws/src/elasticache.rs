@@ -12,26 +12,29 @@
 //! without one and removes every final snapshot. The probe goes through the
 //! ElastiCache API (status `available` and a primary endpoint): the group is private,
 //! so the operator's machine cannot open a Redis connection to it.
+//!
+//! What it shares with RDS (owned names, the subnet group, final snapshots, waits,
+//! and the keep/purge teardown) is the lifecycle of [`crate::datastore`]; this module
+//! holds only what differs.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_elasticache::types::{AuthTokenUpdateStrategyType, ReplicationGroup, Snapshot};
+use aws_sdk_elasticache::types::{AuthTokenUpdateStrategyType, ReplicationGroup};
 use comind_core::reconcile::Pass;
 use comind_core::service::CacheEndpoint;
 use comind_core::state::Credentials;
 use comind_core::{
-    Change, DestroyOptions, Destroyed, Environment, Error, Kept, PhaseContext, PhaseId, Result,
+    Change, DestroyOptions, Destroyed, Environment, Error, PhaseContext, PhaseId, Result,
     ServiceBackend, ServiceEndpoint, ServiceKind,
 };
 use serde::Serialize;
 
 use crate::clients::{Clients, Connector};
+use crate::datastore::{self, Datastore, Event, FinalSnapshot, Listed, Run, SubnetGroup};
 use crate::error::AwsResultExt;
 use crate::network::{self, Placement};
-use crate::snapshot;
 use crate::tags::{self, Tags};
 use crate::waiter::{Observed, Status, Wait};
 
@@ -69,28 +72,6 @@ impl ElastiCacheRedis {
             timeout: env.config().aws.timeouts.cache.get(),
         }
     }
-
-    /// How long a whole run of the phase may take: a snapshot, deletion or creation,
-    /// and a modification.
-    pub(crate) fn phase_timeout(&self) -> Duration {
-        self.timeout * 2 + Duration::from_secs(10 * 60)
-    }
-
-    fn run<'a>(
-        &'a self,
-        ctx: &'a PhaseContext,
-        clients: &'a Clients,
-        pass: &'a mut Pass,
-    ) -> Run<'a> {
-        Run {
-            ctx,
-            env: ctx.env(),
-            clients,
-            pass,
-            name: ctx.env().resource_name(COMPONENT),
-            timeout: self.timeout,
-        }
-    }
 }
 
 /// Checks the cache settings of `env` without touching anything.
@@ -115,24 +96,6 @@ pub(crate) fn check_settings(env: &Environment) -> Result<()> {
     Ok(())
 }
 
-async fn describe(clients: &Clients, name: &str) -> Result<Option<ReplicationGroup>> {
-    Ok(clients
-        .elasticache
-        .describe_replication_groups()
-        .replication_group_id(name)
-        .send()
-        .await
-        .found(
-            "elasticache:DescribeReplicationGroups",
-            format!("replication-group {name}"),
-        )?
-        .and_then(|o| o.replication_groups.and_then(|mut v| v.pop())))
-}
-
-fn status_of(group: &ReplicationGroup) -> &str {
-    group.status().unwrap_or("unknown")
-}
-
 fn primary(group: &ReplicationGroup) -> Option<(String, u16)> {
     let endpoint = group.node_groups().first()?.primary_endpoint()?;
     Some((
@@ -141,282 +104,257 @@ fn primary(group: &ReplicationGroup) -> Option<(String, u16)> {
     ))
 }
 
-async fn tags_of(clients: &Clients, arn: &str, resource: &str) -> Result<Tags> {
-    let out = clients
-        .elasticache
-        .list_tags_for_resource()
-        .resource_name(arn)
-        .send()
-        .await
-        .aws("elasticache:ListTagsForResource", resource)?;
-    Ok(tags::from_elasticache(out.tag_list()))
-}
+#[async_trait]
+impl Datastore for ElastiCacheRedis {
+    type Live = ReplicationGroup;
 
-/// Our final snapshots of `name` with their tags, oldest first (the names end in a
-/// sortable UTC time).
-async fn final_snapshots(
-    env: &Environment,
-    clients: &Clients,
-    name: &str,
-) -> Result<Vec<(Snapshot, Tags)>> {
-    let out = clients
-        .elasticache
-        .describe_snapshots()
-        .snapshot_source("manual")
-        .send()
-        .await
-        .aws(
-            "elasticache:DescribeSnapshots",
-            format!("snapshots of {name}"),
-        )?;
-    let prefix = snapshot::prefix(name);
-    let mut found = Vec::new();
-    for snap in out.snapshots() {
-        let Some(id) = snap.snapshot_name() else {
-            continue;
-        };
-        if !id.starts_with(&prefix) {
-            continue;
-        }
-        let live = tags_of(
-            clients,
-            snap.arn().unwrap_or_default(),
-            &format!("snapshot {id}"),
-        )
-        .await?;
-        if env.owns(&live, Some(COMPONENT)) {
-            found.push((snap.clone(), live));
-        }
-    }
-    found.sort_by(|a, b| a.0.snapshot_name().cmp(&b.0.snapshot_name()));
-    Ok(found)
-}
+    const COMPONENT: &'static str = COMPONENT;
+    const KIND: &'static str = "replication-group";
+    const SUBNET_GROUP_KIND: &'static str = "cache-subnet-group";
+    const SNAPSHOT_KIND: &'static str = "cache-snapshot";
+    const LABEL: &'static str = "ElastiCache replication group";
+    const SECURITY_GROUP_KEY: &'static str = network::CACHE_SECURITY_GROUP_ID;
+    const TIMEOUT_SETTING: &'static str = "aws.timeouts.cache";
 
-/// One pass over the cache: it records each change on `pass`, and makes it only when
-/// `pass` applies.
-struct Run<'a> {
-    ctx: &'a PhaseContext,
-    env: &'a Environment,
-    clients: &'a Clients,
-    pass: &'a mut Pass,
-    name: String,
-    timeout: Duration,
-}
-
-impl Run<'_> {
-    fn resource(&self) -> String {
-        format!("replication-group {}", self.name)
+    fn aws(&self) -> &Connector {
+        &self.aws
     }
 
-    fn placement(&self) -> Result<Option<Placement>> {
-        network::placement(self.ctx, network::CACHE_SECURITY_GROUP_ID)
+    fn timeout(&self) -> Duration {
+        self.timeout
     }
 
-    fn spec_tags(&self) -> Tags {
-        let settings = &self.env.config().services.cache.aws;
-        let hash = comind_core::environment::spec_hash(&Spec {
+    fn spec_hash(env: &Environment) -> String {
+        let settings = &env.config().services.cache.aws;
+        comind_core::environment::spec_hash(&Spec {
             node_type: &settings.node_type,
             replicas: settings.replicas,
             engine_version: &settings.engine_version,
-        });
-        tags::ownership(self.env, COMPONENT, Some(&hash))
+        })
     }
 
-    /// Stops the run before anything changes when our names are taken by resources
-    /// that are not ours.
-    async fn check_names(&self) -> Result<()> {
-        let resource = format!("cache-subnet-group {}", self.name);
-        let found = self
-            .clients
+    fn user(_env: &Environment) -> String {
+        USER.to_string()
+    }
+
+    fn describe_new(env: &Environment) -> String {
+        let settings = &env.config().services.cache.aws;
+        format!(
+            "Redis {}, {} with {} replica(s)",
+            settings.engine_version, settings.node_type, settings.replicas
+        )
+    }
+
+    fn status(live: &ReplicationGroup) -> &str {
+        live.status().unwrap_or("unknown")
+    }
+
+    fn is_failed(status: &str) -> bool {
+        status == "create-failed"
+    }
+
+    fn has_endpoint(live: &ReplicationGroup) -> bool {
+        primary(live).is_some()
+    }
+
+    /// Only an available group can be snapshotted.
+    fn can_snapshot(live: &ReplicationGroup) -> bool {
+        Self::status(live) == "available"
+    }
+
+    async fn describe(clients: &Clients, name: &str) -> Result<Option<ReplicationGroup>> {
+        Ok(clients
             .elasticache
-            .describe_cache_subnet_groups()
-            .cache_subnet_group_name(&self.name)
+            .describe_replication_groups()
+            .replication_group_id(name)
             .send()
             .await
-            .found("elasticache:DescribeCacheSubnetGroups", &resource)?;
-        if let Some(group) = found.as_ref().and_then(|o| o.cache_subnet_groups().first()) {
-            let live = tags_of(self.clients, group.arn().unwrap_or_default(), &resource).await?;
-            tags::require_owned(self.env, COMPONENT, "cache-subnet-group", &self.name, &live)?;
-        }
-        if let Some(group) = describe(self.clients, &self.name).await? {
-            let live = tags_of(
-                self.clients,
-                group.arn().unwrap_or_default(),
-                &self.resource(),
-            )
-            .await?;
-            tags::require_owned(self.env, COMPONENT, "replication-group", &self.name, &live)?;
-        }
-        Ok(())
+            .found(
+                "elasticache:DescribeReplicationGroups",
+                format!("replication-group {name}"),
+            )?
+            .and_then(|o| o.replication_groups.and_then(|mut v| v.pop())))
     }
 
-    fn credentials(&self) -> Result<Credentials> {
-        self.env
-            .state()
-            .credentials(COMPONENT, || Credentials::generate(USER))
+    async fn tags(clients: &Clients, live: &ReplicationGroup) -> Result<Tags> {
+        let resource = format!(
+            "replication-group {}",
+            live.replication_group_id().unwrap_or_default()
+        );
+        Self::tags_of(clients, live.arn().unwrap_or_default(), &resource).await
     }
 
-    async fn converge(&mut self) -> Result<()> {
-        let placement = self.placement()?;
-        self.subnet_group(placement.as_ref()).await?;
-        self.ctx.checkpoint()?;
-        self.group(placement.as_ref()).await
-    }
-
-    async fn subnet_group(&mut self, placement: Option<&Placement>) -> Result<()> {
-        let resource = format!("cache-subnet-group {}", self.name);
-        let found = self
-            .clients
+    async fn tags_of(clients: &Clients, arn: &str, resource: &str) -> Result<Tags> {
+        let out = clients
             .elasticache
-            .describe_cache_subnet_groups()
-            .cache_subnet_group_name(&self.name)
+            .list_tags_for_resource()
+            .resource_name(arn)
             .send()
             .await
-            .found("elasticache:DescribeCacheSubnetGroups", &resource)?;
-        let Some(live) = found.as_ref().and_then(|o| o.cache_subnet_groups().first()) else {
-            if self
-                .pass
-                .will(Change::create("cache-subnet-group", &self.name))
-            {
-                let placement = placement.ok_or_else(|| {
-                    Error::internal("the cache subnet group needs the network's subnets")
-                })?;
-                self.clients
-                    .elasticache
-                    .create_cache_subnet_group()
-                    .cache_subnet_group_name(&self.name)
-                    .cache_subnet_group_description("Comind: private subnets of the cache")
-                    .set_subnet_ids(Some(placement.subnets.clone()))
-                    .set_tags(Some(tags::to_elasticache(&tags::ownership(
-                        self.env, COMPONENT, None,
-                    ))))
-                    .send()
-                    .await
-                    .aws("elasticache:CreateCacheSubnetGroup", &resource)?;
-            }
-            return Ok(());
-        };
-        let live_tags = tags_of(self.clients, live.arn().unwrap_or_default(), &resource).await?;
-        tags::require_owned(
-            self.env,
-            COMPONENT,
-            "cache-subnet-group",
-            &self.name,
-            &live_tags,
-        )?;
-        if let Some(placement) = placement {
-            let have: BTreeSet<&str> = live
-                .subnets()
-                .iter()
-                .filter_map(|s| s.subnet_identifier())
-                .collect();
-            let want: BTreeSet<&str> = placement.subnets.iter().map(String::as_str).collect();
-            if have != want
-                && self.pass.will(
-                    Change::update("cache-subnet-group", &self.name)
-                        .because("subnets differ from the network's"),
-                )
-            {
-                self.clients
-                    .elasticache
-                    .modify_cache_subnet_group()
-                    .cache_subnet_group_name(&self.name)
-                    .set_subnet_ids(Some(placement.subnets.clone()))
-                    .send()
-                    .await
-                    .aws("elasticache:ModifyCacheSubnetGroup", &resource)?;
-            }
-        }
-        Ok(())
+            .aws("elasticache:ListTagsForResource", resource)?;
+        Ok(tags::from_elasticache(out.tag_list()))
     }
 
-    async fn group(&mut self, placement: Option<&Placement>) -> Result<()> {
-        let live = match describe(self.clients, &self.name).await? {
-            None => match self.create(placement).await? {
-                Some(group) => group,
-                None => return Ok(()),
-            },
-            Some(group) => {
-                let live_tags = tags_of(
-                    self.clients,
-                    group.arn().unwrap_or_default(),
-                    &self.resource(),
-                )
-                .await?;
-                tags::require_owned(
-                    self.env,
-                    COMPONENT,
-                    "replication-group",
-                    &self.name,
-                    &live_tags,
-                )?;
-                match status_of(&group) {
-                    "create-failed" => {
-                        return Err(Error::unavailable(format!(
-                            "ElastiCache replication group {} is in status `create-failed`",
-                            self.name
-                        ))
-                        .transient(false)
-                        .with_resource(self.resource())
-                        .with_hint("`comind down --only cache --purge`, then `comind up`"));
-                    }
-                    "deleting" => {
-                        if !self.pass.will(
-                            Change::create("replication-group", &self.name)
-                                .because("the previous one is still being deleted"),
-                        ) {
-                            return Ok(());
-                        }
-                        self.wait_gone().await?;
-                        match self.create(placement).await? {
-                            Some(group) => group,
-                            None => return Ok(()),
-                        }
-                    }
-                    "available" => group,
-                    _ if self.pass.is_apply() => self.wait_available().await?,
-                    _ => group,
-                }
-            }
-        };
-        self.drift(&live).await
+    async fn failed(run: &Run<'_, Self>, status: &str) -> Error {
+        Error::unavailable(format!(
+            "ElastiCache replication group {} is in status `{status}`",
+            run.name
+        ))
+        .transient(false)
+        .with_resource(run.resource())
+        .with_hint("`comind down --only cache --purge`, then `comind up`")
     }
 
-    /// Creates the group, from the newest final snapshot if there is one. `None`
-    /// while planning.
-    async fn create(&mut self, placement: Option<&Placement>) -> Result<Option<ReplicationGroup>> {
-        let snapshots = final_snapshots(self.env, self.clients, &self.name).await?;
-        let restore = snapshots
+    async fn events(clients: &Clients, name: &str) -> Result<Vec<Event>> {
+        let out = clients
+            .elasticache
+            .describe_events()
+            .source_type(aws_sdk_elasticache::types::SourceType::ReplicationGroup)
+            .source_identifier(name)
+            .duration(120)
+            .send()
+            .await
+            .aws(
+                "elasticache:DescribeEvents",
+                format!("replication-group {name}"),
+            )?;
+        Ok(out
+            .events()
             .iter()
-            .rev()
-            .find(|(s, _)| s.snapshot_status() == Some("available"))
-            .cloned();
-        let settings = &self.env.config().services.cache.aws;
-        let change = match &restore {
-            Some((s, _)) => Change::create("replication-group", &self.name).because(format!(
-                "restored from final snapshot {}",
-                s.snapshot_name().unwrap_or_default()
-            )),
-            None => Change::create("replication-group", &self.name).because(format!(
-                "Redis {}, {} with {} replica(s)",
-                settings.engine_version, settings.node_type, settings.replicas
-            )),
-        };
-        if !self.pass.will(change) {
-            return Ok(None);
-        }
-        let placement =
-            placement.ok_or_else(|| Error::internal("the cache needs the network's subnets"))?;
-        let token = self.credentials()?;
+            .map(|e| datastore::event(e.date(), e.message()))
+            .collect())
+    }
+
+    async fn describe_subnet_group(clients: &Clients, name: &str) -> Result<Option<SubnetGroup>> {
+        let found = clients
+            .elasticache
+            .describe_cache_subnet_groups()
+            .cache_subnet_group_name(name)
+            .send()
+            .await
+            .found(
+                "elasticache:DescribeCacheSubnetGroups",
+                format!("cache-subnet-group {name}"),
+            )?;
+        Ok(found
+            .as_ref()
+            .and_then(|o| o.cache_subnet_groups().first())
+            .map(|group| SubnetGroup {
+                arn: group.arn().unwrap_or_default().to_string(),
+                subnets: group
+                    .subnets()
+                    .iter()
+                    .filter_map(|s| s.subnet_identifier().map(str::to_string))
+                    .collect(),
+            }))
+    }
+
+    async fn create_subnet_group(
+        clients: &Clients,
+        name: &str,
+        subnets: &[String],
+        tags: &Tags,
+    ) -> Result<()> {
+        clients
+            .elasticache
+            .create_cache_subnet_group()
+            .cache_subnet_group_name(name)
+            .cache_subnet_group_description("Comind: private subnets of the cache")
+            .set_subnet_ids(Some(subnets.to_vec()))
+            .set_tags(Some(tags::to_elasticache(tags)))
+            .send()
+            .await
+            .aws(
+                "elasticache:CreateCacheSubnetGroup",
+                format!("cache-subnet-group {name}"),
+            )?;
+        Ok(())
+    }
+
+    async fn modify_subnet_group(clients: &Clients, name: &str, subnets: &[String]) -> Result<()> {
+        clients
+            .elasticache
+            .modify_cache_subnet_group()
+            .cache_subnet_group_name(name)
+            .set_subnet_ids(Some(subnets.to_vec()))
+            .send()
+            .await
+            .aws(
+                "elasticache:ModifyCacheSubnetGroup",
+                format!("cache-subnet-group {name}"),
+            )?;
+        Ok(())
+    }
+
+    async fn delete_subnet_group(clients: &Clients, name: &str) -> Result<()> {
+        clients
+            .elasticache
+            .delete_cache_subnet_group()
+            .cache_subnet_group_name(name)
+            .send()
+            .await
+            .found(
+                "elasticache:DeleteCacheSubnetGroup",
+                format!("cache-subnet-group {name}"),
+            )?;
+        Ok(())
+    }
+
+    /// Every manual snapshot: those of a deleted group are listed by name only.
+    async fn snapshots(clients: &Clients, name: &str) -> Result<Vec<Listed>> {
+        let out = clients
+            .elasticache
+            .describe_snapshots()
+            .snapshot_source("manual")
+            .send()
+            .await
+            .aws(
+                "elasticache:DescribeSnapshots",
+                format!("snapshots of {name}"),
+            )?;
+        Ok(out
+            .snapshots()
+            .iter()
+            .filter_map(|s| {
+                Some(Listed {
+                    id: s.snapshot_name()?.to_string(),
+                    arn: s.arn().unwrap_or_default().to_string(),
+                    available: s.snapshot_status() == Some("available"),
+                    taken: None,
+                    tags: None,
+                })
+            })
+            .collect())
+    }
+
+    async fn delete_snapshot(clients: &Clients, id: &str) -> Result<()> {
+        clients
+            .elasticache
+            .delete_snapshot()
+            .snapshot_name(id)
+            .send()
+            .await
+            .found("elasticache:DeleteSnapshot", format!("snapshot {id}"))?;
+        Ok(())
+    }
+
+    /// Creates the group, from `restore` if given, and waits until it is available.
+    async fn create(
+        run: &mut Run<'_, Self>,
+        placement: &Placement,
+        restore: Option<&FinalSnapshot>,
+    ) -> Result<ReplicationGroup> {
+        let settings = &run.env.config().services.cache.aws;
+        let token = run.credentials()?;
         let replicas = i32::try_from(settings.replicas).unwrap_or(0);
         let ha = replicas > 0;
-        let mut all_tags = self.spec_tags();
-        let mut request = self
+        let mut all_tags = run.spec_tags();
+        let mut request = run
             .clients
             .elasticache
             .create_replication_group()
-            .replication_group_id(&self.name)
-            .replication_group_description(format!("Comind: Redis of {}", self.env.name()))
+            .replication_group_id(&run.name)
+            .replication_group_description(format!("Comind: Redis of {}", run.env.name()))
             .engine("redis")
             .engine_version(&settings.engine_version)
             .cache_node_type(&settings.node_type)
@@ -426,233 +364,176 @@ impl Run<'_> {
             .transit_encryption_enabled(true)
             .at_rest_encryption_enabled(true)
             .auth_token(token.password.expose())
-            .cache_subnet_group_name(&self.name)
+            .cache_subnet_group_name(&run.name)
             .security_group_ids(&placement.security_group)
             .port(PORT)
             .auto_minor_version_upgrade(true);
-        if let Some((snap, snap_tags)) = &restore {
+        if let Some(snap) = restore {
             // The user's own tags travel through the snapshot; ours are set anew.
-            let mut restored = tags::user_tags(snap_tags);
+            let mut restored = tags::user_tags(&snap.tags);
             restored.extend(all_tags);
             all_tags = restored;
-            request = request.snapshot_name(snap.snapshot_name().unwrap_or_default());
+            request = request.snapshot_name(&snap.id);
         }
         request
             .set_tags(Some(tags::to_elasticache(&all_tags)))
             .send()
             .await
-            .aws("elasticache:CreateReplicationGroup", self.resource())?;
-        Ok(Some(self.wait_available().await?))
+            .aws("elasticache:CreateReplicationGroup", run.resource())?;
+        run.wait_available().await
     }
 
-    async fn drift(&mut self, live: &ReplicationGroup) -> Result<()> {
+    /// Brings an available group to the settings.
+    async fn drift(
+        run: &mut Run<'_, Self>,
+        live: &ReplicationGroup,
+        _placement: Option<&Placement>,
+    ) -> Result<()> {
         if live.at_rest_encryption_enabled() == Some(false)
             || live.transit_encryption_enabled() == Some(false)
         {
             return Err(Error::conflict(format!(
                 "ElastiCache replication group {} is not encrypted in transit and at rest, \
                  which cannot be turned on in place",
-                self.name
+                run.name
             ))
-            .with_resource(self.resource())
+            .with_resource(run.resource())
             .with_hint("`comind down --only cache` (which snapshots it), then `comind up`"));
         }
-        let settings = &self.env.config().services.cache.aws;
+        let settings = &run.env.config().services.cache.aws;
         if live
             .cache_node_type()
             .is_some_and(|t| t != settings.node_type)
-            && self.pass.will(
-                Change::update("replication-group", &self.name).because(format!(
+            && run.pass.will(
+                Change::update("replication-group", &run.name).because(format!(
                     "node type {} to {}",
                     live.cache_node_type().unwrap_or("?"),
                     settings.node_type
                 )),
             )
         {
-            self.clients
+            run.clients
                 .elasticache
                 .modify_replication_group()
-                .replication_group_id(&self.name)
+                .replication_group_id(&run.name)
                 .cache_node_type(&settings.node_type)
                 .apply_immediately(true)
                 .send()
                 .await
-                .aws("elasticache:ModifyReplicationGroup", self.resource())?;
-            self.wait_available().await?;
+                .aws("elasticache:ModifyReplicationGroup", run.resource())?;
+            run.wait_available().await?;
         }
         let want = i32::try_from(settings.replicas).unwrap_or(0);
         let have = i32::try_from(live.member_clusters().len()).unwrap_or(1) - 1;
         if have != want
-            && self.pass.will(
-                Change::update("replication-group", &self.name)
+            && run.pass.will(
+                Change::update("replication-group", &run.name)
                     .because(format!("replicas {have} to {want}")),
             )
         {
             if want > have {
-                self.clients
+                run.clients
                     .elasticache
                     .increase_replica_count()
-                    .replication_group_id(&self.name)
+                    .replication_group_id(&run.name)
                     .new_replica_count(want)
                     .apply_immediately(true)
                     .send()
                     .await
-                    .aws("elasticache:IncreaseReplicaCount", self.resource())?;
+                    .aws("elasticache:IncreaseReplicaCount", run.resource())?;
             } else {
-                self.clients
+                run.clients
                     .elasticache
                     .decrease_replica_count()
-                    .replication_group_id(&self.name)
+                    .replication_group_id(&run.name)
                     .new_replica_count(want)
                     .apply_immediately(true)
                     .send()
                     .await
-                    .aws("elasticache:DecreaseReplicaCount", self.resource())?;
+                    .aws("elasticache:DecreaseReplicaCount", run.resource())?;
             }
-            self.wait_available().await?;
+            run.wait_available().await?;
         }
-        if (live.auth_token_enabled() == Some(false)
-            || !self.env.state().has_credentials(COMPONENT))
-            && self.pass.will(
-                Change::update("replication-group", &self.name)
+        if (live.auth_token_enabled() == Some(false) || !run.env.state().has_credentials(COMPONENT))
+            && run.pass.will(
+                Change::update("replication-group", &run.name)
                     .because("auth token set: the state directory held none"),
             )
         {
-            let token = self.credentials()?;
-            self.clients
+            let token = run.credentials()?;
+            run.clients
                 .elasticache
                 .modify_replication_group()
-                .replication_group_id(&self.name)
+                .replication_group_id(&run.name)
                 .auth_token(token.password.expose())
                 .auth_token_update_strategy(AuthTokenUpdateStrategyType::Rotate)
                 .apply_immediately(true)
                 .send()
                 .await
-                .aws("elasticache:ModifyReplicationGroup", self.resource())?;
-            self.wait_available().await?;
+                .aws("elasticache:ModifyReplicationGroup", run.resource())?;
+            run.wait_available().await?;
         }
-        let live_tags = tags_of(
-            self.clients,
-            live.arn().unwrap_or_default(),
-            &self.resource(),
-        )
-        .await?;
-        let missing = tags::missing(&self.spec_tags(), &live_tags);
+        let live_tags = Self::tags(run.clients, live).await?;
+        let missing = tags::missing(&run.spec_tags(), &live_tags);
         if !missing.is_empty()
-            && self
+            && run
                 .pass
-                .will(Change::update("replication-group", &self.name).because("spec changed: tags"))
+                .will(Change::update("replication-group", &run.name).because("spec changed: tags"))
         {
-            self.clients
+            run.clients
                 .elasticache
                 .add_tags_to_resource()
                 .resource_name(live.arn().unwrap_or_default())
                 .set_tags(Some(tags::to_elasticache(&missing)))
                 .send()
                 .await
-                .aws("elasticache:AddTagsToResource", self.resource())?;
+                .aws("elasticache:AddTagsToResource", run.resource())?;
         }
         Ok(())
     }
 
-    async fn wait_available(&self) -> Result<ReplicationGroup> {
-        let wait = Wait::new(
-            "replication-group",
-            &self.name,
-            "available",
-            self.timeout,
-            "aws.timeouts.cache",
-        );
-        let result = wait
-            .until(self.ctx, || async {
-                let Some(group) = describe(self.clients, &self.name).await? else {
-                    return Ok(Observed::Failed(Status::new("gone")));
-                };
-                let status = status_of(&group).to_string();
-                Ok(if status == "available" && primary(&group).is_some() {
-                    Observed::Ready(group)
-                } else if status == "create-failed" || status == "deleting" {
-                    Observed::Failed(Status::new(status))
-                } else {
-                    Observed::Pending(Status::new(status))
-                })
-            })
-            .await;
-        match result {
-            Ok(group) => Ok(group),
-            Err(err) if err.kind() == comind_core::ErrorKind::Cancelled => Err(err),
-            // ElastiCache explains failures in its events, not in the group.
-            Err(err) => {
-                let events = self.recent_events().await;
-                if events.is_empty() {
-                    return Err(err);
-                }
-                let mut out = Error::new(err.kind(), format!("{}{events}", err.message()))
-                    .transient(err.is_transient())
-                    .with_resource(self.resource());
-                if let Some(hint) = err.hint() {
-                    out = out.with_hint(hint);
-                }
-                Err(out)
-            }
+    async fn delete(
+        run: &mut Run<'_, Self>,
+        _live: &ReplicationGroup,
+        live_tags: &Tags,
+        final_snapshot: Option<&str>,
+    ) -> Result<()> {
+        if let Some(id) = final_snapshot {
+            // An explicit, tagged snapshot (rather than DeleteReplicationGroup's final
+            // snapshot) so that `up` can find it by its tags.
+            let mut snap_tags = tags::user_tags(live_tags);
+            snap_tags.extend(tags::ownership(run.env, COMPONENT, None));
+            run.clients
+                .elasticache
+                .create_snapshot()
+                .replication_group_id(&run.name)
+                .snapshot_name(id)
+                .set_tags(Some(tags::to_elasticache(&snap_tags)))
+                .send()
+                .await
+                .aws("elasticache:CreateSnapshot", run.resource())?;
+            run.wait_snapshot(id).await?;
         }
-    }
-
-    /// The last few ElastiCache events of the group, as `; recent events: …`, or
-    /// nothing.
-    async fn recent_events(&self) -> String {
-        let out = self
-            .clients
+        run.clients
             .elasticache
-            .describe_events()
-            .source_type(aws_sdk_elasticache::types::SourceType::ReplicationGroup)
-            .source_identifier(&self.name)
-            .duration(120)
+            .delete_replication_group()
+            .replication_group_id(&run.name)
             .send()
-            .await;
-        match out {
-            Ok(out) => {
-                let mut events: Vec<_> = out.events().iter().collect();
-                events.sort_by_key(|e| {
-                    std::cmp::Reverse(e.date().map(|d| (d.secs(), d.subsec_nanos())))
-                });
-                let messages: Vec<&str> =
-                    events.iter().take(3).filter_map(|e| e.message()).collect();
-                if messages.is_empty() {
-                    String::new()
-                } else {
-                    format!("; recent events: {}", messages.join(" | "))
-                }
-            }
-            // Events only explain a failure; not having them must not hide it.
-            Err(_) => String::new(),
-        }
+            .await
+            .found("elasticache:DeleteReplicationGroup", run.resource())?;
+        Ok(())
     }
+}
 
-    async fn wait_gone(&self) -> Result<()> {
-        let wait = Wait::new(
-            "replication-group",
-            &self.name,
-            "deleted",
-            self.timeout,
-            "aws.timeouts.cache",
-        );
-        wait.until(self.ctx, || async {
-            Ok(match describe(self.clients, &self.name).await? {
-                None => Observed::Ready(()),
-                Some(group) => Observed::Pending(Status::new(status_of(&group))),
-            })
-        })
-        .await
-    }
-
+impl Run<'_, ElastiCacheRedis> {
+    /// Waits until the snapshot `id` is available.
     async fn wait_snapshot(&self, id: &str) -> Result<()> {
         let wait = Wait::new(
-            "cache-snapshot",
+            ElastiCacheRedis::SNAPSHOT_KIND,
             id,
             "available",
-            self.timeout,
-            "aws.timeouts.cache",
+            self.service.timeout(),
+            ElastiCacheRedis::TIMEOUT_SETTING,
         );
         wait.until(self.ctx, || async {
             let out = self
@@ -674,102 +555,6 @@ impl Run<'_> {
             })
         })
         .await
-    }
-
-    async fn destroy(&mut self, purge: bool) -> Result<Vec<Kept>> {
-        let mut kept = Vec::new();
-        if let Some(group) = describe(self.clients, &self.name).await? {
-            let live_tags = tags_of(
-                self.clients,
-                group.arn().unwrap_or_default(),
-                &self.resource(),
-            )
-            .await?;
-            if !self.env.owns(&live_tags, Some(COMPONENT)) {
-                kept.push(Kept {
-                    kind: "replication-group".into(),
-                    name: self.name.clone(),
-                    reason: "not created by Comind (no ownership tags); left untouched".into(),
-                });
-                return Ok(kept);
-            }
-            if status_of(&group) != "deleting" {
-                if !purge && status_of(&group) == "available" {
-                    // An explicit, tagged snapshot (rather than DeleteReplicationGroup's
-                    // final snapshot) so that `up` can find it by its tags.
-                    let id = snapshot::final_name(&self.name, SystemTime::now());
-                    let mut snap_tags = tags::user_tags(&live_tags);
-                    snap_tags.extend(tags::ownership(self.env, COMPONENT, None));
-                    self.pass.record([Change::create("cache-snapshot", &id)
-                        .because(format!("final snapshot of {}", self.name))]);
-                    self.clients
-                        .elasticache
-                        .create_snapshot()
-                        .replication_group_id(&self.name)
-                        .snapshot_name(&id)
-                        .set_tags(Some(tags::to_elasticache(&snap_tags)))
-                        .send()
-                        .await
-                        .aws("elasticache:CreateSnapshot", self.resource())?;
-                    self.wait_snapshot(&id).await?;
-                }
-                self.clients
-                    .elasticache
-                    .delete_replication_group()
-                    .replication_group_id(&self.name)
-                    .send()
-                    .await
-                    .found("elasticache:DeleteReplicationGroup", self.resource())?;
-            }
-            self.pass
-                .record([Change::delete("replication-group", &self.name)]);
-            self.wait_gone().await?;
-        }
-        self.ctx.checkpoint()?;
-
-        let resource = format!("cache-subnet-group {}", self.name);
-        let found = self
-            .clients
-            .elasticache
-            .describe_cache_subnet_groups()
-            .cache_subnet_group_name(&self.name)
-            .send()
-            .await
-            .found("elasticache:DescribeCacheSubnetGroups", &resource)?;
-        if let Some(group) = found.as_ref().and_then(|o| o.cache_subnet_groups().first()) {
-            let live = tags_of(self.clients, group.arn().unwrap_or_default(), &resource).await?;
-            if self.env.owns(&live, Some(COMPONENT)) {
-                self.pass
-                    .record([Change::delete("cache-subnet-group", &self.name)]);
-                self.clients
-                    .elasticache
-                    .delete_cache_subnet_group()
-                    .cache_subnet_group_name(&self.name)
-                    .send()
-                    .await
-                    .found("elasticache:DeleteCacheSubnetGroup", &resource)?;
-            }
-        }
-
-        for (snap, _) in final_snapshots(self.env, self.clients, &self.name).await? {
-            let id = snap.snapshot_name().unwrap_or_default().to_string();
-            if purge {
-                self.pass.record([Change::delete("cache-snapshot", &id)]);
-                self.clients
-                    .elasticache
-                    .delete_snapshot()
-                    .snapshot_name(&id)
-                    .send()
-                    .await
-                    .found("elasticache:DeleteSnapshot", format!("snapshot {id}"))?;
-            } else {
-                kept.push(snapshot::kept("cache-snapshot", &id, &self.name));
-            }
-        }
-        if purge {
-            self.env.state().remove_credentials(COMPONENT)?;
-        }
-        Ok(kept)
     }
 }
 
@@ -793,38 +578,15 @@ impl ServiceBackend for ElastiCacheRedis {
 
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
         check_settings(ctx.env())?;
-        let clients = self.aws.clients(ctx.env()).await?;
-        self.run(ctx, &clients, &mut Pass::plan())
-            .check_names()
-            .await
+        datastore::check_names(self, ctx).await
     }
 
     async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
-        let clients = self.aws.clients(ctx.env()).await?;
-        self.run(ctx, &clients, pass).converge().await
+        datastore::reconcile(self, ctx, pass).await
     }
 
     async fn probe(&self, ctx: &PhaseContext) -> Result<()> {
-        let clients = self.aws.clients(ctx.env()).await?;
-        let name = ctx.env().resource_name(COMPONENT);
-        let resource = format!("replication-group {name}");
-        let Some(group) = describe(&clients, &name).await? else {
-            return Err(Error::not_found(format!(
-                "ElastiCache replication group {name} does not exist"
-            ))
-            .with_resource(resource)
-            .with_hint("run `comind up`"));
-        };
-        let status = status_of(&group);
-        if status == "available" && primary(&group).is_some() {
-            Ok(())
-        } else {
-            Err(Error::unavailable(format!(
-                "ElastiCache replication group {name} is `{status}`"
-            ))
-            .transient(status != "create-failed")
-            .with_resource(resource))
-        }
+        datastore::probe(self, ctx).await
     }
 
     async fn endpoint(&self, ctx: &PhaseContext) -> Result<ServiceEndpoint> {
@@ -832,12 +594,7 @@ impl ServiceBackend for ElastiCacheRedis {
         let env = ctx.env();
         let name = env.resource_name(COMPONENT);
         let resource = format!("replication-group {name}");
-        let group = describe(&clients, &name).await?.ok_or_else(|| {
-            Error::not_found(format!(
-                "ElastiCache replication group {name} does not exist"
-            ))
-            .with_resource(resource.clone())
-        })?;
+        let group = datastore::existing::<Self>(&clients, &name).await?;
         let (host, port) = primary(&group).ok_or_else(|| {
             Error::unavailable(format!(
                 "replication group {name} has no primary endpoint yet"
@@ -860,25 +617,16 @@ impl ServiceBackend for ElastiCacheRedis {
     }
 
     async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {
-        let clients = self.aws.clients(ctx.env()).await?;
-        let mut pass = Pass::apply();
-        let kept = self
-            .run(ctx, &clients, &mut pass)
-            .destroy(options.purge)
-            .await?;
-        Ok(Destroyed {
-            changes: pass.into_changes(),
-            kept,
-        })
+        datastore::destroy(self, ctx, options).await
     }
 
     async fn diagnostics(&self, ctx: &PhaseContext) -> Option<String> {
         let clients = self.aws.clients(ctx.env()).await.ok()?;
         let name = ctx.env().resource_name(COMPONENT);
-        let group = describe(&clients, &name).await.ok()??;
+        let group = Self::describe(&clients, &name).await.ok()??;
         Some(format!(
             "ElastiCache replication group {name} is `{}` with {} node(s)",
-            status_of(&group),
+            Self::status(&group),
             group.member_clusters().len()
         ))
     }

@@ -41,12 +41,12 @@ pub mod iam;
 pub mod network;
 
 mod clients;
+mod datastore;
 mod elasticache;
 mod error;
 mod provider;
 mod rds;
 mod s3;
-mod snapshot;
 mod sqs;
 mod tags;
 mod waiter;

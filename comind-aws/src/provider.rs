@@ -13,6 +13,7 @@ use comind_core::{
 };
 
 use crate::clients::{Connector, Source};
+use crate::datastore::Datastore;
 use crate::eks::ClusterPhase;
 use crate::elasticache::ElastiCacheRedis;
 use crate::error::AwsResultExt;

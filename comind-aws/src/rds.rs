@@ -19,28 +19,31 @@
 //! RDS creates one database at creation (the first of `services.postgres.databases`);
 //! further databases need SQL from inside the VPC and are created by the platform's
 //! in-cluster jobs.
+//!
+//! What it shares with ElastiCache (owned names, the subnet group, final snapshots, waits,
+//! and the keep/purge teardown) is the lifecycle of [`crate::datastore`]; this module
+//! holds only what differs.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_rds::types::{DbInstance, DbSnapshot, SourceType};
+use aws_sdk_rds::types::{DbInstance, SourceType};
 use comind_core::reconcile::Pass;
 use comind_core::service::PostgresEndpoint;
 use comind_core::state::Credentials;
 use comind_core::{
-    Change, DestroyOptions, Destroyed, Environment, Error, Kept, PhaseContext, PhaseId, Result,
+    Change, DestroyOptions, Destroyed, Environment, Error, PhaseContext, PhaseId, Result,
     ServiceBackend, ServiceEndpoint, ServiceKind,
 };
 use serde::Serialize;
 
 use crate::clients::{Clients, Connector};
+use crate::datastore::{self, Datastore, Event, FinalSnapshot, Listed, Run, SubnetGroup};
 use crate::error::AwsResultExt;
 use crate::network::{self, Placement};
-use crate::snapshot;
 use crate::tags::{self, Tags};
-use crate::waiter::{Observed, Status, Wait};
 
 const COMPONENT: &str = "postgres";
 const PORT: i32 = 5432;
@@ -90,29 +93,6 @@ impl RdsPostgres {
             timeout: env.config().aws.timeouts.database.get(),
         }
     }
-
-    /// How long a whole run of the phase may take: creating or restoring, and a
-    /// modification after it.
-    pub(crate) fn phase_timeout(&self) -> Duration {
-        self.timeout * 2 + Duration::from_secs(10 * 60)
-    }
-
-    fn run<'a>(
-        &'a self,
-        ctx: &'a PhaseContext,
-        clients: &'a Clients,
-        pass: &'a mut Pass,
-    ) -> Run<'a> {
-        let env = ctx.env();
-        Run {
-            ctx,
-            env,
-            clients,
-            pass,
-            name: env.resource_name(COMPONENT),
-            timeout: self.timeout,
-        }
-    }
 }
 
 /// Checks the RDS settings of `env` without touching anything.
@@ -156,168 +136,79 @@ fn int(value: u32, field: &str) -> Result<i32> {
     })
 }
 
-async fn describe(clients: &Clients, name: &str) -> Result<Option<DbInstance>> {
-    Ok(clients
-        .rds
-        .describe_db_instances()
-        .db_instance_identifier(name)
-        .send()
-        .await
-        .found("rds:DescribeDBInstances", format!("db-instance {name}"))?
-        .and_then(|out| out.db_instances.and_then(|mut v| v.pop())))
-}
+#[async_trait]
+impl Datastore for RdsPostgres {
+    type Live = DbInstance;
 
-/// Our final snapshots of `name`, oldest first.
-async fn final_snapshots(
-    env: &Environment,
-    clients: &Clients,
-    name: &str,
-) -> Result<Vec<DbSnapshot>> {
-    let out = clients
-        .rds
-        .describe_db_snapshots()
-        .db_instance_identifier(name)
-        .snapshot_type("manual")
-        .send()
-        .await
-        .aws("rds:DescribeDBSnapshots", format!("db-snapshots of {name}"))?;
-    let prefix = snapshot::prefix(name);
-    let mut snapshots: Vec<DbSnapshot> = out
-        .db_snapshots()
-        .iter()
-        .filter(|s| {
-            s.db_snapshot_identifier()
-                .is_some_and(|id| id.starts_with(&prefix))
-                && env.owns(&tags::from_rds(s.tag_list()), Some(COMPONENT))
-        })
-        .cloned()
-        .collect();
-    snapshots.sort_by(|a, b| {
-        let time = |s: &DbSnapshot| {
-            s.snapshot_create_time()
-                .map(|t| (t.secs(), t.subsec_nanos()))
-        };
-        time(a).cmp(&time(b))
-    });
-    Ok(snapshots)
-}
+    const COMPONENT: &'static str = COMPONENT;
+    const KIND: &'static str = "db-instance";
+    const SUBNET_GROUP_KIND: &'static str = "db-subnet-group";
+    const SNAPSHOT_KIND: &'static str = "db-snapshot";
+    const LABEL: &'static str = "RDS instance";
+    const SECURITY_GROUP_KEY: &'static str = network::DATABASE_SECURITY_GROUP_ID;
+    const TIMEOUT_SETTING: &'static str = "aws.timeouts.database";
 
-fn status_of(db: &DbInstance) -> &str {
-    db.db_instance_status().unwrap_or("unknown")
-}
-
-/// One pass over the database: it records each change on `pass`, and makes it only
-/// when `pass` applies.
-struct Run<'a> {
-    ctx: &'a PhaseContext,
-    env: &'a Environment,
-    clients: &'a Clients,
-    pass: &'a mut Pass,
-    name: String,
-    timeout: Duration,
-}
-
-impl Run<'_> {
-    fn resource(&self) -> String {
-        format!("db-instance {}", self.name)
+    fn aws(&self) -> &Connector {
+        &self.aws
     }
 
-    fn placement(&self) -> Result<Option<Placement>> {
-        network::placement(self.ctx, network::DATABASE_SECURITY_GROUP_ID)
+    fn timeout(&self) -> Duration {
+        self.timeout
     }
 
-    fn spec_tags(&self) -> Tags {
-        let settings = &self.env.config().services.postgres.aws;
-        let hash = comind_core::environment::spec_hash(&Spec {
+    fn spec_hash(env: &Environment) -> String {
+        let settings = &env.config().services.postgres.aws;
+        comind_core::environment::spec_hash(&Spec {
             engine_version: &settings.engine_version,
             instance_class: &settings.instance_class,
             storage_gb: settings.storage_gb,
             backup_retention_days: settings.backup_retention_days,
             multi_az: settings.multi_az,
-            deletion_protection: self.env.is_production(),
-        });
-        tags::ownership(self.env, COMPONENT, Some(&hash))
+            deletion_protection: env.is_production(),
+        })
     }
 
-    async fn converge(&mut self) -> Result<()> {
-        let placement = self.placement()?;
-        self.subnet_group(placement.as_ref()).await?;
-        self.ctx.checkpoint()?;
-        self.instance(placement.as_ref()).await
+    fn user(env: &Environment) -> String {
+        env.config().services.postgres.user.as_str().to_string()
     }
 
-    async fn subnet_group(&mut self, placement: Option<&Placement>) -> Result<()> {
-        let resource = format!("db-subnet-group {}", self.name);
-        let found = self
-            .clients
+    fn describe_new(env: &Environment) -> String {
+        let settings = &env.config().services.postgres.aws;
+        format!(
+            "PostgreSQL {}, {}, {} GiB",
+            settings.engine_version, settings.instance_class, settings.storage_gb
+        )
+    }
+
+    fn status(live: &DbInstance) -> &str {
+        live.db_instance_status().unwrap_or("unknown")
+    }
+
+    fn is_failed(status: &str) -> bool {
+        FAILED.contains(&status)
+    }
+
+    fn has_endpoint(live: &DbInstance) -> bool {
+        live.endpoint().and_then(|e| e.address()).is_some()
+    }
+
+    async fn describe(clients: &Clients, name: &str) -> Result<Option<DbInstance>> {
+        Ok(clients
             .rds
-            .describe_db_subnet_groups()
-            .db_subnet_group_name(&self.name)
+            .describe_db_instances()
+            .db_instance_identifier(name)
             .send()
             .await
-            .found("rds:DescribeDBSubnetGroups", &resource)?;
-        let live = found.as_ref().and_then(|o| o.db_subnet_groups().first());
-        let Some(live) = live else {
-            if self
-                .pass
-                .will(Change::create("db-subnet-group", &self.name))
-            {
-                let placement = placement.ok_or_else(|| {
-                    Error::internal("the DB subnet group needs the network's subnets")
-                })?;
-                self.clients
-                    .rds
-                    .create_db_subnet_group()
-                    .db_subnet_group_name(&self.name)
-                    .db_subnet_group_description("Comind: private subnets of the database")
-                    .set_subnet_ids(Some(placement.subnets.clone()))
-                    .set_tags(Some(tags::to_rds(&tags::ownership(
-                        self.env, COMPONENT, None,
-                    ))))
-                    .send()
-                    .await
-                    .aws("rds:CreateDBSubnetGroup", &resource)?;
-            }
-            return Ok(());
-        };
-        let arn = live.db_subnet_group_arn().unwrap_or_default();
-        let live_tags = self.tags_of(arn, &resource).await?;
-        tags::require_owned(
-            self.env,
-            COMPONENT,
-            "db-subnet-group",
-            &self.name,
-            &live_tags,
-        )?;
-        if let Some(placement) = placement {
-            let have: BTreeSet<&str> = live
-                .subnets()
-                .iter()
-                .filter_map(|s| s.subnet_identifier())
-                .collect();
-            let want: BTreeSet<&str> = placement.subnets.iter().map(String::as_str).collect();
-            if have != want
-                && self.pass.will(
-                    Change::update("db-subnet-group", &self.name)
-                        .because("subnets differ from the network's"),
-                )
-            {
-                self.clients
-                    .rds
-                    .modify_db_subnet_group()
-                    .db_subnet_group_name(&self.name)
-                    .set_subnet_ids(Some(placement.subnets.clone()))
-                    .send()
-                    .await
-                    .aws("rds:ModifyDBSubnetGroup", &resource)?;
-            }
-        }
-        Ok(())
+            .found("rds:DescribeDBInstances", format!("db-instance {name}"))?
+            .and_then(|out| out.db_instances.and_then(|mut v| v.pop())))
     }
 
-    async fn tags_of(&self, arn: &str, resource: &str) -> Result<Tags> {
-        let out = self
-            .clients
+    async fn tags(_clients: &Clients, live: &DbInstance) -> Result<Tags> {
+        Ok(tags::from_rds(live.tag_list()))
+    }
+
+    async fn tags_of(clients: &Clients, arn: &str, resource: &str) -> Result<Tags> {
+        let out = clients
             .rds
             .list_tags_for_resource()
             .resource_name(arn)
@@ -327,140 +218,160 @@ impl Run<'_> {
         Ok(tags::from_rds(out.tag_list()))
     }
 
-    /// Stops the run before anything changes when our names are taken by resources
-    /// that are not ours.
-    async fn check_names(&self) -> Result<()> {
-        let resource = format!("db-subnet-group {}", self.name);
-        let found = self
-            .clients
+    async fn failed(run: &Run<'_, Self>, status: &str) -> Error {
+        Error::unavailable(format!(
+            "RDS instance {} is in status `{status}`{}",
+            run.name,
+            run.recent_events().await
+        ))
+        .transient(false)
+        .with_resource(run.resource())
+        .with_hint("fix the cause shown by the RDS events, or restore it from a snapshot")
+    }
+
+    async fn events(clients: &Clients, name: &str) -> Result<Vec<Event>> {
+        let out = clients
             .rds
-            .describe_db_subnet_groups()
-            .db_subnet_group_name(&self.name)
+            .describe_events()
+            .source_type(SourceType::DbInstance)
+            .source_identifier(name)
+            .duration(120)
             .send()
             .await
-            .found("rds:DescribeDBSubnetGroups", &resource)?;
-        if let Some(group) = found.as_ref().and_then(|o| o.db_subnet_groups().first()) {
-            let live = self
-                .tags_of(group.db_subnet_group_arn().unwrap_or_default(), &resource)
-                .await?;
-            tags::require_owned(self.env, COMPONENT, "db-subnet-group", &self.name, &live)?;
-        }
-        if let Some(db) = describe(self.clients, &self.name).await? {
-            let live = tags::from_rds(db.tag_list());
-            tags::require_owned(self.env, COMPONENT, "db-instance", &self.name, &live)?;
-        }
+            .aws("rds:DescribeEvents", format!("db-instance {name}"))?;
+        Ok(out
+            .events()
+            .iter()
+            .map(|e| datastore::event(e.date(), e.message()))
+            .collect())
+    }
+
+    async fn describe_subnet_group(clients: &Clients, name: &str) -> Result<Option<SubnetGroup>> {
+        let found = clients
+            .rds
+            .describe_db_subnet_groups()
+            .db_subnet_group_name(name)
+            .send()
+            .await
+            .found(
+                "rds:DescribeDBSubnetGroups",
+                format!("db-subnet-group {name}"),
+            )?;
+        Ok(found
+            .as_ref()
+            .and_then(|o| o.db_subnet_groups().first())
+            .map(|group| SubnetGroup {
+                arn: group.db_subnet_group_arn().unwrap_or_default().to_string(),
+                subnets: group
+                    .subnets()
+                    .iter()
+                    .filter_map(|s| s.subnet_identifier().map(str::to_string))
+                    .collect(),
+            }))
+    }
+
+    async fn create_subnet_group(
+        clients: &Clients,
+        name: &str,
+        subnets: &[String],
+        tags: &Tags,
+    ) -> Result<()> {
+        clients
+            .rds
+            .create_db_subnet_group()
+            .db_subnet_group_name(name)
+            .db_subnet_group_description("Comind: private subnets of the database")
+            .set_subnet_ids(Some(subnets.to_vec()))
+            .set_tags(Some(tags::to_rds(tags)))
+            .send()
+            .await
+            .aws("rds:CreateDBSubnetGroup", format!("db-subnet-group {name}"))?;
         Ok(())
     }
 
-    fn credentials(&self) -> Result<Credentials> {
-        let user = self
-            .env
-            .config()
-            .services
-            .postgres
-            .user
-            .as_str()
-            .to_string();
-        self.env
-            .state()
-            .credentials(COMPONENT, || Credentials::generate(user))
+    async fn modify_subnet_group(clients: &Clients, name: &str, subnets: &[String]) -> Result<()> {
+        clients
+            .rds
+            .modify_db_subnet_group()
+            .db_subnet_group_name(name)
+            .set_subnet_ids(Some(subnets.to_vec()))
+            .send()
+            .await
+            .aws("rds:ModifyDBSubnetGroup", format!("db-subnet-group {name}"))?;
+        Ok(())
     }
 
-    async fn instance(&mut self, placement: Option<&Placement>) -> Result<()> {
-        let live = describe(self.clients, &self.name).await?;
-        let live = match live {
-            None => {
-                let Some(db) = self.create(placement).await? else {
-                    return Ok(());
-                };
-                db
-            }
-            Some(db) => {
-                tags::require_owned(
-                    self.env,
-                    COMPONENT,
-                    "db-instance",
-                    &self.name,
-                    &tags::from_rds(db.tag_list()),
-                )?;
-                let status = status_of(&db).to_string();
-                if FAILED.contains(&status.as_str()) {
-                    return Err(Error::unavailable(format!(
-                        "RDS instance {} is in status `{status}`{}",
-                        self.name,
-                        self.recent_events().await
-                    ))
-                    .transient(false)
-                    .with_resource(self.resource())
-                    .with_hint(
-                        "fix the cause shown by the RDS events, or restore it from a snapshot",
-                    ));
-                }
-                if status == "deleting" {
-                    if !self.pass.will(
-                        Change::create("db-instance", &self.name)
-                            .because("the previous one is still being deleted"),
-                    ) {
-                        return Ok(());
-                    }
-                    self.wait_gone().await?;
-                    match self.create(placement).await? {
-                        Some(db) => db,
-                        None => return Ok(()),
-                    }
-                } else if status != "available" && self.pass.is_apply() {
-                    self.wait_available().await?
-                } else {
-                    db
-                }
-            }
-        };
-        self.drift(&live, placement).await
+    async fn delete_subnet_group(clients: &Clients, name: &str) -> Result<()> {
+        clients
+            .rds
+            .delete_db_subnet_group()
+            .db_subnet_group_name(name)
+            .send()
+            .await
+            .found("rds:DeleteDBSubnetGroup", format!("db-subnet-group {name}"))?;
+        Ok(())
     }
 
-    /// Creates the instance, restoring the newest final snapshot if there is one.
-    /// `None` while planning.
-    async fn create(&mut self, placement: Option<&Placement>) -> Result<Option<DbInstance>> {
-        let snapshots = final_snapshots(self.env, self.clients, &self.name).await?;
-        let restore = snapshots
+    async fn snapshots(clients: &Clients, name: &str) -> Result<Vec<Listed>> {
+        let out = clients
+            .rds
+            .describe_db_snapshots()
+            .db_instance_identifier(name)
+            .snapshot_type("manual")
+            .send()
+            .await
+            .aws("rds:DescribeDBSnapshots", format!("db-snapshots of {name}"))?;
+        Ok(out
+            .db_snapshots()
             .iter()
-            .rev()
-            .find(|s| s.status() == Some("available"))
-            .cloned();
-        let change = match &restore {
-            Some(s) => Change::create("db-instance", &self.name).because(format!(
-                "restored from final snapshot {}",
-                s.db_snapshot_identifier().unwrap_or_default()
-            )),
-            None => {
-                let settings = &self.env.config().services.postgres.aws;
-                Change::create("db-instance", &self.name).because(format!(
-                    "PostgreSQL {}, {}, {} GiB",
-                    settings.engine_version, settings.instance_class, settings.storage_gb
-                ))
-            }
-        };
-        if !self.pass.will(change) {
-            return Ok(None);
-        }
-        let placement =
-            placement.ok_or_else(|| Error::internal("the database needs the network's subnets"))?;
-        let had_credentials = self.env.state().has_credentials(COMPONENT);
-        let credentials = self.credentials()?;
-        let settings = &self.env.config().services.postgres.aws;
-        let production = self.env.is_production();
-        match &restore {
+            .filter_map(|s| {
+                Some(Listed {
+                    id: s.db_snapshot_identifier()?.to_string(),
+                    arn: s.db_snapshot_arn().unwrap_or_default().to_string(),
+                    available: s.status() == Some("available"),
+                    taken: s
+                        .snapshot_create_time()
+                        .map(|t| (t.secs(), t.subsec_nanos())),
+                    tags: Some(tags::from_rds(s.tag_list())),
+                })
+            })
+            .collect())
+    }
+
+    async fn delete_snapshot(clients: &Clients, id: &str) -> Result<()> {
+        clients
+            .rds
+            .delete_db_snapshot()
+            .db_snapshot_identifier(id)
+            .send()
+            .await
+            .found("rds:DeleteDBSnapshot", format!("db-snapshot {id}"))?;
+        Ok(())
+    }
+
+    /// Creates the instance, or restores it from `restore`, and waits until it is
+    /// available.
+    async fn create(
+        run: &mut Run<'_, Self>,
+        placement: &Placement,
+        restore: Option<&FinalSnapshot>,
+    ) -> Result<DbInstance> {
+        let had_credentials = run.env.state().has_credentials(COMPONENT);
+        let credentials = run.credentials()?;
+        let settings = &run.env.config().services.postgres.aws;
+        let production = run.env.is_production();
+        match restore {
             Some(snapshot) => {
                 // The user's own tags travel through the snapshot; ours are set anew.
-                let mut restored = tags::user_tags(&tags::from_rds(snapshot.tag_list()));
-                restored.extend(self.spec_tags());
-                self.clients
+                let mut restored = tags::user_tags(&snapshot.tags);
+                restored.extend(run.spec_tags());
+                run.clients
                     .rds
                     .restore_db_instance_from_db_snapshot()
-                    .db_instance_identifier(&self.name)
-                    .db_snapshot_identifier(snapshot.db_snapshot_identifier().unwrap_or_default())
+                    .db_instance_identifier(&run.name)
+                    .db_snapshot_identifier(&snapshot.id)
                     .db_instance_class(&settings.instance_class)
-                    .db_subnet_group_name(&self.name)
+                    .db_subnet_group_name(&run.name)
                     .vpc_security_group_ids(&placement.security_group)
                     .publicly_accessible(false)
                     .multi_az(settings.multi_az)
@@ -471,10 +382,10 @@ impl Run<'_> {
                     .set_tags(Some(tags::to_rds(&restored)))
                     .send()
                     .await
-                    .aws("rds:RestoreDBInstanceFromDBSnapshot", self.resource())?;
+                    .aws("rds:RestoreDBInstanceFromDBSnapshot", run.resource())?;
             }
             None => {
-                let database = self
+                let database = run
                     .env
                     .config()
                     .services
@@ -482,10 +393,10 @@ impl Run<'_> {
                     .databases
                     .first()
                     .map(|d| d.as_str().to_string());
-                self.clients
+                run.clients
                     .rds
                     .create_db_instance()
-                    .db_instance_identifier(&self.name)
+                    .db_instance_identifier(&run.name)
                     .engine("postgres")
                     .engine_version(&settings.engine_version)
                     .db_instance_class(&settings.instance_class)
@@ -497,7 +408,7 @@ impl Run<'_> {
                     .storage_encrypted(true)
                     .publicly_accessible(false)
                     .vpc_security_group_ids(&placement.security_group)
-                    .db_subnet_group_name(&self.name)
+                    .db_subnet_group_name(&run.name)
                     .master_username(&credentials.username)
                     .master_user_password(credentials.password.expose())
                     .set_db_name(database)
@@ -510,65 +421,49 @@ impl Run<'_> {
                     .deletion_protection(production)
                     .copy_tags_to_snapshot(true)
                     .auto_minor_version_upgrade(true)
-                    .set_tags(Some(tags::to_rds(&self.spec_tags())))
+                    .set_tags(Some(tags::to_rds(&run.spec_tags())))
                     .send()
                     .await
-                    .aws("rds:CreateDBInstance", self.resource())?;
+                    .aws("rds:CreateDBInstance", run.resource())?;
             }
         }
-        let db = self.wait_available().await?;
+        let db = run.wait_available().await?;
         if restore.is_some() && !had_credentials {
             // The snapshot carries the password of its time, which is lost with the
             // state directory; set the one just generated.
-            self.pass.record([Change::update("db-instance", &self.name)
+            run.pass.record([Change::update("db-instance", &run.name)
                 .because("master password reset: the state directory held none")]);
-            self.modify(|m| m.master_user_password(credentials.password.expose()))
+            run.modify(|m| m.master_user_password(credentials.password.expose()))
                 .await?;
-            return Ok(Some(self.wait_available().await?));
+            return run.wait_available().await;
         }
-        Ok(Some(db))
-    }
-
-    async fn modify(
-        &self,
-        build: impl FnOnce(
-            aws_sdk_rds::operation::modify_db_instance::builders::ModifyDBInstanceFluentBuilder,
-        )
-            -> aws_sdk_rds::operation::modify_db_instance::builders::ModifyDBInstanceFluentBuilder,
-    ) -> Result<()> {
-        let request = self
-            .clients
-            .rds
-            .modify_db_instance()
-            .db_instance_identifier(&self.name)
-            .apply_immediately(true);
-        build(request)
-            .send()
-            .await
-            .aws("rds:ModifyDBInstance", self.resource())?;
-        Ok(())
+        Ok(db)
     }
 
     /// Brings a running instance to the settings, in one modification.
-    async fn drift(&mut self, live: &DbInstance, placement: Option<&Placement>) -> Result<()> {
+    async fn drift(
+        run: &mut Run<'_, Self>,
+        live: &DbInstance,
+        placement: Option<&Placement>,
+    ) -> Result<()> {
         if live.storage_encrypted() == Some(false) {
             return Err(Error::conflict(format!(
                 "RDS instance {} is not encrypted, and encryption cannot be turned on in place",
-                self.name
+                run.name
             ))
-            .with_resource(self.resource())
+            .with_resource(run.resource())
             .with_hint(
                 "take a snapshot, copy it with encryption, and restore it under this name",
             ));
         }
-        let settings = &self.env.config().services.postgres.aws;
-        let production = self.env.is_production();
+        let settings = &run.env.config().services.postgres.aws;
+        let production = run.env.is_production();
         let mut reasons: Vec<String> = Vec::new();
-        let mut request = self
+        let mut request = run
             .clients
             .rds
             .modify_db_instance()
-            .db_instance_identifier(&self.name)
+            .db_instance_identifier(&run.name)
             .apply_immediately(true);
         if live.db_instance_class() != Some(settings.instance_class.as_str()) {
             reasons.push(format!(
@@ -633,232 +528,100 @@ impl Run<'_> {
                 request = request.vpc_security_group_ids(&placement.security_group);
             }
         }
-        if !self.env.state().has_credentials(COMPONENT) {
+        if !run.env.state().has_credentials(COMPONENT) {
             reasons.push("master password reset: the state directory held none".to_string());
-            if self.pass.is_apply() {
-                let credentials = self.credentials()?;
+            if run.pass.is_apply() {
+                let credentials = run.credentials()?;
                 request = request.master_user_password(credentials.password.expose());
             }
         }
         if !reasons.is_empty()
-            && self
+            && run
                 .pass
-                .will(Change::update("db-instance", &self.name).because(reasons.join(", ")))
+                .will(Change::update("db-instance", &run.name).because(reasons.join(", ")))
         {
             request
                 .send()
                 .await
-                .aws("rds:ModifyDBInstance", self.resource())?;
-            self.wait_available().await?;
+                .aws("rds:ModifyDBInstance", run.resource())?;
+            run.wait_available().await?;
         }
-        let missing = tags::missing(&self.spec_tags(), &tags::from_rds(live.tag_list()));
+        let missing = tags::missing(&run.spec_tags(), &tags::from_rds(live.tag_list()));
         if !missing.is_empty()
-            && self
+            && run
                 .pass
-                .will(Change::update("db-instance", &self.name).because("spec changed: tags"))
+                .will(Change::update("db-instance", &run.name).because("spec changed: tags"))
         {
-            self.clients
+            run.clients
                 .rds
                 .add_tags_to_resource()
                 .resource_name(live.db_instance_arn().unwrap_or_default())
                 .set_tags(Some(tags::to_rds(&missing)))
                 .send()
                 .await
-                .aws("rds:AddTagsToResource", self.resource())?;
+                .aws("rds:AddTagsToResource", run.resource())?;
         }
         Ok(())
     }
 
-    /// The last few RDS events of the instance, as `; events: …`, or nothing.
-    async fn recent_events(&self) -> String {
-        let out = self
+    async fn prepare_delete(run: &mut Run<'_, Self>, live: &DbInstance) -> Result<()> {
+        if live.deletion_protection() == Some(true) {
+            // `down` of a production environment was confirmed by name before any
+            // phase ran; deletion protection guards against everyone else.
+            run.pass.record([Change::update("db-instance", &run.name)
+                .because("deletion protection turned off to delete it")]);
+            run.modify(|m| m.deletion_protection(false)).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete(
+        run: &mut Run<'_, Self>,
+        _live: &DbInstance,
+        _live_tags: &Tags,
+        final_snapshot: Option<&str>,
+    ) -> Result<()> {
+        let request = run
             .clients
             .rds
-            .describe_events()
-            .source_type(SourceType::DbInstance)
-            .source_identifier(&self.name)
-            .duration(120)
-            .send()
-            .await;
-        match out {
-            Ok(out) => {
-                let mut events: Vec<_> = out.events().iter().collect();
-                events.sort_by_key(|e| {
-                    std::cmp::Reverse(e.date().map(|d| (d.secs(), d.subsec_nanos())))
-                });
-                let messages: Vec<&str> =
-                    events.iter().take(3).filter_map(|e| e.message()).collect();
-                if messages.is_empty() {
-                    String::new()
-                } else {
-                    format!("; recent events: {}", messages.join(" | "))
-                }
-            }
-            // Events only explain a failure; not having them must not hide it.
-            Err(_) => String::new(),
-        }
-    }
-
-    async fn wait_available(&self) -> Result<DbInstance> {
-        let wait = Wait::new(
-            "db-instance",
-            &self.name,
-            "available",
-            self.timeout,
-            "aws.timeouts.database",
-        );
-        let result = wait
-            .until(self.ctx, || async {
-                let Some(db) = describe(self.clients, &self.name).await? else {
-                    return Ok(Observed::Failed(Status::new("gone")));
-                };
-                let status = status_of(&db).to_string();
-                Ok(if status == "available" && db.endpoint().is_some() {
-                    Observed::Ready(db)
-                } else if FAILED.contains(&status.as_str()) || status == "deleting" {
-                    Observed::Failed(Status::new(status))
-                } else {
-                    Observed::Pending(Status::new(status))
-                })
-            })
-            .await;
-        match result {
-            Ok(db) => Ok(db),
-            Err(err) if err.kind() == comind_core::ErrorKind::Cancelled => Err(err),
-            // RDS explains failures in its events, not in the instance.
-            Err(err) => {
-                let events = self.recent_events().await;
-                if events.is_empty() {
-                    Err(err)
-                } else {
-                    let mut out = Error::new(err.kind(), format!("{}{events}", err.message()))
-                        .transient(err.is_transient())
-                        .with_resource(self.resource());
-                    if let Some(hint) = err.hint() {
-                        out = out.with_hint(hint);
-                    }
-                    Err(out)
-                }
-            }
-        }
-    }
-
-    async fn wait_gone(&self) -> Result<()> {
-        let wait = Wait::new(
-            "db-instance",
-            &self.name,
-            "deleted",
-            self.timeout,
-            "aws.timeouts.database",
-        );
-        wait.until(self.ctx, || async {
-            Ok(match describe(self.clients, &self.name).await? {
-                None => Observed::Ready(()),
-                Some(db) => Observed::Pending(Status::new(status_of(&db))),
-            })
-        })
-        .await
-    }
-
-    async fn destroy(&mut self, purge: bool) -> Result<Vec<Kept>> {
-        let mut kept = Vec::new();
-        if let Some(db) = describe(self.clients, &self.name).await? {
-            if !self
-                .env
-                .owns(&tags::from_rds(db.tag_list()), Some(COMPONENT))
-            {
-                kept.push(Kept {
-                    kind: "db-instance".into(),
-                    name: self.name.clone(),
-                    reason: "not created by Comind (no ownership tags); left untouched".into(),
-                });
-                return Ok(kept);
-            }
-            if status_of(&db) != "deleting" {
-                if db.deletion_protection() == Some(true) {
-                    // `down` of a production environment was confirmed by name before
-                    // any phase ran; deletion protection guards against everyone else.
-                    self.pass.record([Change::update("db-instance", &self.name)
-                        .because("deletion protection turned off to delete it")]);
-                    self.modify(|m| m.deletion_protection(false)).await?;
-                }
-                let request = self
-                    .clients
-                    .rds
-                    .delete_db_instance()
-                    .db_instance_identifier(&self.name);
-                let request = if purge {
-                    request
-                        .skip_final_snapshot(true)
-                        .delete_automated_backups(true)
-                } else {
-                    let id = snapshot::final_name(&self.name, SystemTime::now());
-                    self.pass.record([Change::create("db-snapshot", &id)
-                        .because(format!("final snapshot of {}", self.name))]);
-                    request
-                        .skip_final_snapshot(false)
-                        .final_db_snapshot_identifier(id)
-                };
-                request
-                    .send()
-                    .await
-                    .found("rds:DeleteDBInstance", self.resource())?;
-            }
-            self.pass
-                .record([Change::delete("db-instance", &self.name)]);
-            self.wait_gone().await?;
-        }
-        self.ctx.checkpoint()?;
-
-        let resource = format!("db-subnet-group {}", self.name);
-        let groups = self
-            .clients
-            .rds
-            .describe_db_subnet_groups()
-            .db_subnet_group_name(&self.name)
+            .delete_db_instance()
+            .db_instance_identifier(&run.name);
+        // RDS takes the final snapshot itself, with the instance's tags.
+        let request = match final_snapshot {
+            Some(id) => request
+                .skip_final_snapshot(false)
+                .final_db_snapshot_identifier(id),
+            None => request
+                .skip_final_snapshot(true)
+                .delete_automated_backups(true),
+        };
+        request
             .send()
             .await
-            .found("rds:DescribeDBSubnetGroups", &resource)?;
-        if let Some(group) = groups.as_ref().and_then(|o| o.db_subnet_groups().first()) {
-            let live = self
-                .tags_of(group.db_subnet_group_arn().unwrap_or_default(), &resource)
-                .await?;
-            if self.env.owns(&live, Some(COMPONENT)) {
-                self.pass
-                    .record([Change::delete("db-subnet-group", &self.name)]);
-                self.clients
-                    .rds
-                    .delete_db_subnet_group()
-                    .db_subnet_group_name(&self.name)
-                    .send()
-                    .await
-                    .found("rds:DeleteDBSubnetGroup", &resource)?;
-            }
-        }
+            .found("rds:DeleteDBInstance", run.resource())?;
+        Ok(())
+    }
+}
 
-        for snap in final_snapshots(self.env, self.clients, &self.name).await? {
-            let id = snap
-                .db_snapshot_identifier()
-                .unwrap_or_default()
-                .to_string();
-            if purge {
-                self.pass.record([Change::delete("db-snapshot", &id)]);
-                self.clients
-                    .rds
-                    .delete_db_snapshot()
-                    .db_snapshot_identifier(&id)
-                    .send()
-                    .await
-                    .found("rds:DeleteDBSnapshot", format!("db-snapshot {id}"))?;
-            } else {
-                kept.push(snapshot::kept("db-snapshot", &id, &self.name));
-            }
-        }
-        if purge {
-            // The password protected data that is gone now.
-            self.env.state().remove_credentials(COMPONENT)?;
-        }
-        Ok(kept)
+impl Run<'_, RdsPostgres> {
+    async fn modify(
+        &self,
+        build: impl FnOnce(
+            aws_sdk_rds::operation::modify_db_instance::builders::ModifyDBInstanceFluentBuilder,
+        )
+            -> aws_sdk_rds::operation::modify_db_instance::builders::ModifyDBInstanceFluentBuilder,
+    ) -> Result<()> {
+        let request = self
+            .clients
+            .rds
+            .modify_db_instance()
+            .db_instance_identifier(&self.name)
+            .apply_immediately(true);
+        build(request)
+            .send()
+            .await
+            .aws("rds:ModifyDBInstance", self.resource())?;
+        Ok(())
     }
 }
 
@@ -883,53 +646,22 @@ impl ServiceBackend for RdsPostgres {
 
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
         check_settings(ctx.env())?;
-        let clients = self.aws.clients(ctx.env()).await?;
-        self.run(ctx, &clients, &mut Pass::plan())
-            .check_names()
-            .await
+        datastore::check_names(self, ctx).await
     }
 
     async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<()> {
-        let clients = self.aws.clients(ctx.env()).await?;
-        self.run(ctx, &clients, pass).converge().await
+        datastore::reconcile(self, ctx, pass).await
     }
 
     async fn probe(&self, ctx: &PhaseContext) -> Result<()> {
-        let clients = self.aws.clients(ctx.env()).await?;
-        let name = ctx.env().resource_name(COMPONENT);
-        let resource = format!("db-instance {name}");
-        let Some(db) = describe(&clients, &name).await? else {
-            return Err(
-                Error::not_found(format!("RDS instance {name} does not exist"))
-                    .with_resource(resource)
-                    .with_hint("run `comind up`"),
-            );
-        };
-        let status = status_of(&db);
-        if status == "available" && db.endpoint().and_then(|e| e.address()).is_some() {
-            Ok(())
-        } else if FAILED.contains(&status) {
-            Err(
-                Error::unavailable(format!("RDS instance {name} is `{status}`"))
-                    .transient(false)
-                    .with_resource(resource),
-            )
-        } else {
-            Err(
-                Error::unavailable(format!("RDS instance {name} is `{status}`"))
-                    .with_resource(resource),
-            )
-        }
+        datastore::probe(self, ctx).await
     }
 
     async fn endpoint(&self, ctx: &PhaseContext) -> Result<ServiceEndpoint> {
         let clients = self.aws.clients(ctx.env()).await?;
         let env = ctx.env();
         let name = env.resource_name(COMPONENT);
-        let db = describe(&clients, &name).await?.ok_or_else(|| {
-            Error::not_found(format!("RDS instance {name} does not exist"))
-                .with_resource(format!("db-instance {name}"))
-        })?;
+        let db = datastore::existing::<Self>(&clients, &name).await?;
         let endpoint = db.endpoint().ok_or_else(|| {
             Error::unavailable(format!("RDS instance {name} has no endpoint yet"))
                 .with_resource(format!("db-instance {name}"))
@@ -965,27 +697,18 @@ impl ServiceBackend for RdsPostgres {
     }
 
     async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {
-        let clients = self.aws.clients(ctx.env()).await?;
-        let mut pass = Pass::apply();
-        let kept = self
-            .run(ctx, &clients, &mut pass)
-            .destroy(options.purge)
-            .await?;
-        Ok(Destroyed {
-            changes: pass.into_changes(),
-            kept,
-        })
+        datastore::destroy(self, ctx, options).await
     }
 
     async fn diagnostics(&self, ctx: &PhaseContext) -> Option<String> {
         let clients = self.aws.clients(ctx.env()).await.ok()?;
         let mut pass = Pass::plan();
-        let run = self.run(ctx, &clients, &mut pass);
-        let db = describe(&clients, &run.name).await.ok()??;
+        let run = Run::new(self, ctx, &clients, &mut pass);
+        let db = Self::describe(&clients, &run.name).await.ok()??;
         Some(format!(
             "RDS instance {} is `{}`{}",
             run.name,
-            status_of(&db),
+            Self::status(&db),
             run.recent_events().await
         ))
     }
