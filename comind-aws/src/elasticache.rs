@@ -74,28 +74,6 @@ impl ElastiCacheRedis {
     }
 }
 
-/// Checks the cache settings of `env` without touching anything.
-///
-/// # Errors
-/// `InvalidInput` naming the setting.
-pub(crate) fn check_settings(env: &Environment) -> Result<()> {
-    let settings = &env.config().services.cache.aws;
-    if settings.replicas > 5 {
-        return Err(Error::invalid_input(format!(
-            "a Redis replication group has at most 5 replicas, got {}",
-            settings.replicas
-        ))
-        .with_resource("comind.yaml services.cache.aws.replicas"));
-    }
-    if env.resource_name(COMPONENT).len() > 40 {
-        return Err(Error::invalid_input(
-            "the environment name is too long for an ElastiCache replication group id",
-        )
-        .with_resource("comind.yaml environment"));
-    }
-    Ok(())
-}
-
 fn primary(group: &ReplicationGroup) -> Option<(String, u16)> {
     let endpoint = group.node_groups().first()?.primary_endpoint()?;
     Some((
@@ -577,7 +555,6 @@ impl ServiceBackend for ElastiCacheRedis {
     }
 
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
-        check_settings(ctx.env())?;
         datastore::check_names(self, ctx).await
     }
 

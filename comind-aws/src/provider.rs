@@ -22,7 +22,6 @@ use crate::network::NetworkPhase;
 use crate::rds::RdsPostgres;
 use crate::s3::S3ObjectStore;
 use crate::sqs::SqsQueues;
-use crate::{eks, elasticache, network, rds, s3, sqs};
 
 /// The AWS profile: a VPC, IAM roles, EKS, RDS PostgreSQL, S3, ElastiCache Redis and
 /// SQS.
@@ -166,10 +165,6 @@ impl Provider for AwsProvider {
 
     fn phases(&self, env: &Arc<Environment>) -> Result<Vec<Arc<dyn Phase>>> {
         let services = &env.config().services;
-        network::check_settings(env)?;
-        eks::cluster::check_settings(env)?;
-        rds::check_settings(env)?;
-        s3::check_settings(env)?;
         let postgres = RdsPostgres::new(self.aws.clone(), env);
         let postgres_timeout = postgres.phase_timeout();
         let mut phases: Vec<Arc<dyn Phase>> = vec![
@@ -179,9 +174,6 @@ impl Provider for AwsProvider {
             service(Arc::new(postgres), Some(postgres_timeout), true),
             service(Arc::new(S3ObjectStore::new(self.aws.clone())), None, true),
         ];
-        if services.cache.enabled {
-            elasticache::check_settings(env)?;
-        }
         let cache = ElastiCacheRedis::new(self.aws.clone(), env);
         let cache_timeout = cache.phase_timeout();
         phases.push(service(
@@ -189,9 +181,6 @@ impl Provider for AwsProvider {
             Some(cache_timeout),
             services.cache.enabled,
         ));
-        if services.queue.enabled {
-            sqs::check_settings(env)?;
-        }
         phases.push(service(
             Arc::new(SqsQueues::new(self.aws.clone())),
             None,

@@ -95,36 +95,6 @@ impl RdsPostgres {
     }
 }
 
-/// Checks the RDS settings of `env` without touching anything.
-///
-/// # Errors
-/// `InvalidInput` naming the setting.
-pub(crate) fn check_settings(env: &Environment) -> Result<()> {
-    let rds = &env.config().services.postgres.aws;
-    if rds.storage_gb < 20 {
-        return Err(Error::invalid_input(format!(
-            "RDS PostgreSQL needs at least 20 GiB of gp3 storage, got {}",
-            rds.storage_gb
-        ))
-        .with_resource("comind.yaml services.postgres.aws.storage_gb"));
-    }
-    if rds.backup_retention_days > 35 {
-        return Err(Error::invalid_input(format!(
-            "RDS keeps automated backups for at most 35 days, got {}",
-            rds.backup_retention_days
-        ))
-        .with_resource("comind.yaml services.postgres.aws.backup_retention_days"));
-    }
-    if engine_version(&rds.engine_version).is_none() {
-        return Err(Error::invalid_input(format!(
-            "`{}` is not a PostgreSQL version such as 16.4",
-            rds.engine_version
-        ))
-        .with_resource("comind.yaml services.postgres.aws.engine_version"));
-    }
-    Ok(())
-}
-
 fn engine_version(text: &str) -> Option<Vec<u32>> {
     text.split('.').map(|p| p.parse().ok()).collect()
 }
@@ -645,7 +615,6 @@ impl ServiceBackend for RdsPostgres {
     }
 
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
-        check_settings(ctx.env())?;
         datastore::check_names(self, ctx).await
     }
 
@@ -723,19 +692,5 @@ mod tests {
         assert!(engine_version("16.10") > engine_version("16.9"));
         assert!(engine_version("17.0") > engine_version("16.4"));
         assert_eq!(engine_version("16.x"), None);
-    }
-
-    #[test]
-    fn settings_are_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = comind_core::Config::default();
-        config.services.postgres.aws.storage_gb = 5;
-        let env = Environment::with_state_root(config, dir.path());
-        assert!(
-            check_settings(&env)
-                .unwrap_err()
-                .message()
-                .contains("20 GiB")
-        );
     }
 }

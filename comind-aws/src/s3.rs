@@ -60,30 +60,6 @@ impl S3ObjectStore {
     }
 }
 
-/// Checks the object store settings of `env` without touching anything.
-///
-/// # Errors
-/// `InvalidInput` naming the setting.
-pub(crate) fn check_settings(env: &Environment) -> Result<()> {
-    let settings = &env.config().services.object_store;
-    if settings.backup_retention_days == 0 {
-        return Err(Error::invalid_input(
-            "backups must be kept at least one day (`backup_retention_days` is 0)",
-        )
-        .with_resource("comind.yaml services.object_store.backup_retention_days"));
-    }
-    for bucket in &settings.buckets {
-        let name = env.resource_name(bucket.as_str());
-        if name.len() > 63 {
-            return Err(Error::invalid_input(format!(
-                "bucket name `{name}` is longer than the 63 characters S3 allows"
-            ))
-            .with_resource("comind.yaml services.object_store.buckets"));
-        }
-    }
-    Ok(())
-}
-
 /// A configured bucket: its name in comind.yaml and in S3.
 struct Bucket {
     short: String,
@@ -638,7 +614,6 @@ impl ServiceBackend for S3ObjectStore {
     }
 
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
-        check_settings(ctx.env())?;
         let clients = self.aws.clients(ctx.env()).await?;
         let mut pass = Pass::plan();
         let run = Run::new(ctx.env(), &clients, &mut pass);

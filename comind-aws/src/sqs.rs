@@ -48,31 +48,6 @@ impl SqsQueues {
     }
 }
 
-/// Checks the queue settings of `env` without touching anything.
-///
-/// # Errors
-/// `InvalidInput` naming the setting.
-pub(crate) fn check_settings(env: &Environment) -> Result<()> {
-    let settings = &env.config().services.queue;
-    if !(1..=1000).contains(&settings.max_receive_count) {
-        return Err(Error::invalid_input(format!(
-            "`max_receive_count` must be from 1 to 1000 (SQS's limits), got {}",
-            settings.max_receive_count
-        ))
-        .with_resource("comind.yaml services.queue.max_receive_count"));
-    }
-    for queue in &settings.queues {
-        let name = dlq_name(&env.resource_name(queue.as_str()));
-        if name.len() > 80 {
-            return Err(Error::invalid_input(format!(
-                "queue name `{name}` is longer than the 80 characters SQS allows"
-            ))
-            .with_resource("comind.yaml services.queue.queues"));
-        }
-    }
-    Ok(())
-}
-
 fn dlq_name(queue: &str) -> String {
     format!("{queue}-dlq")
 }
@@ -407,7 +382,6 @@ impl ServiceBackend for SqsQueues {
     }
 
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
-        check_settings(ctx.env())?;
         let clients = self.aws.clients(ctx.env()).await?;
         let mut pass = Pass::plan();
         let run = Run::new(ctx.env(), &clients, &mut pass);

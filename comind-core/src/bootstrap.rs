@@ -180,6 +180,9 @@ impl Bootstrap {
     }
 
     async fn checked_engine(&self, run: &RunOptions) -> Result<Engine> {
+        // `Config::load` validated already; an embedder's hand-built `Config` has not
+        // been, and every rule about the configuration lives in that one check.
+        self.env.config().validate()?;
         let engine = self.engine()?;
         engine.check_selection(run)?;
         for provider in &self.providers {

@@ -124,14 +124,6 @@ fn mode(env: &Environment) -> Result<Mode> {
     }
 }
 
-/// Checks the network settings of `env` without touching anything.
-///
-/// # Errors
-/// `InvalidInput` naming the setting.
-pub(crate) fn check_settings(env: &Environment) -> Result<()> {
-    mode(env).map(|_| ())
-}
-
 /// The `network` phase, written as one reconcile function: the provider runs it as a
 /// [`ReconcilePhase`](comind_core::ReconcilePhase).
 pub struct NetworkPhase {
@@ -413,21 +405,4 @@ pub(crate) fn placement_deferred(ctx: &PhaseContext, what: &str) -> Option<Strin
         comind_core::Input::KnownAfterApply
     )
     .then(|| format!("{what} use ids from `network`, known after apply"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_existing_vpc_needs_two_subnets() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = comind_core::Config::default();
-        config.aws.vpc.id = Some("vpc-1".into());
-        config.aws.vpc.subnet_ids = vec!["subnet-1".into()];
-        let env = Environment::with_state_root(config, dir.path());
-        let err = check_settings(&env).unwrap_err();
-        assert_eq!(err.kind(), comind_core::ErrorKind::InvalidInput);
-        assert!(err.message().contains("two"), "{err}");
-    }
 }

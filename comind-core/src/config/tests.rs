@@ -284,3 +284,32 @@ fn architectures_and_versions_are_read_the_way_the_providers_use_them() {
     assert_eq!(version_numbers("16", 2), None);
     assert_eq!(version_numbers("latest", 1), None);
 }
+
+#[test]
+fn the_aws_providers_rules_are_checked_here_with_their_fields() {
+    let fields = |config: &Config| -> Vec<String> {
+        config
+            .validate()
+            .unwrap_err()
+            .problems()
+            .iter()
+            .map(|p| p.field.clone())
+            .collect()
+    };
+    let mut config = Config::default();
+    config.aws.vpc.id = Some("vpc-1".into());
+    config.aws.vpc.subnet_ids = vec!["subnet-1".into()];
+    assert_eq!(fields(&config), ["aws.vpc.subnet_ids"]);
+
+    let mut config = Config::default();
+    config.aws.cluster.node_group.min_size = 5;
+    assert!(
+        fields(&config)
+            .iter()
+            .any(|f| f.starts_with("aws.cluster.node_group"))
+    );
+
+    let mut config = Config::default();
+    config.services.postgres.aws.storage_gb = 5;
+    assert_eq!(fields(&config), ["services.postgres.aws.storage_gb"]);
+}

@@ -34,7 +34,6 @@ mod node_group;
 mod outputs;
 
 use control_plane::describe_cluster;
-use node_group::ami_type;
 use outputs::outputs_of;
 
 /// The phase id.
@@ -126,54 +125,6 @@ fn version(text: &str) -> Option<(u32, u32)> {
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
-/// Checks the cluster settings of `env` without touching anything.
-///
-/// # Errors
-/// `InvalidInput` naming the setting.
-pub(crate) fn check_settings(env: &Environment) -> Result<()> {
-    let cluster = &env.config().aws.cluster;
-    let ng = &cluster.node_group;
-    let bad = |message: String, field: &str| {
-        Err(Error::invalid_input(message).with_resource(format!("comind.yaml {field}")))
-    };
-    if version(&cluster.version).is_none() {
-        return bad(
-            format!(
-                "`{}` is not a Kubernetes version such as 1.31",
-                cluster.version
-            ),
-            "aws.cluster.version",
-        );
-    }
-    if ng.instance_types.is_empty() {
-        return bad(
-            "the node group needs at least one instance type".into(),
-            "aws.cluster.node_group.instance_types",
-        );
-    }
-    ami_type(&ng.instance_types)?;
-    if ng.min_size > ng.desired_size || ng.desired_size > ng.max_size || ng.max_size == 0 {
-        return bad(
-            format!(
-                "node group sizes must satisfy min_size <= desired_size <= max_size and \
-                 max_size >= 1; got {} <= {} <= {}",
-                ng.min_size, ng.desired_size, ng.max_size
-            ),
-            "aws.cluster.node_group",
-        );
-    }
-    if ng.disk_gb < 20 {
-        return bad(
-            format!(
-                "nodes need a root volume of at least 20 GiB, got {}",
-                ng.disk_gb
-            ),
-            "aws.cluster.node_group.disk_gb",
-        );
-    }
-    Ok(())
-}
-
 fn int(value: u32, field: &str) -> Result<i32> {
     i32::try_from(value).map_err(|_| {
         Error::invalid_input(format!("`{field}` = {value} is too large"))
@@ -243,7 +194,6 @@ impl Reconcile for ClusterPhase {
     }
 
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
-        check_settings(ctx.env())?;
         let clients = self.aws.clients(ctx.env()).await?;
         let mut pass = Pass::plan();
         let run = self.run(ctx, &clients, &mut pass);
@@ -359,17 +309,5 @@ mod tests {
         assert!(version("1.31").unwrap() > version("1.9").unwrap());
         assert_eq!(version("1.31"), Some((1, 31)));
         assert_eq!(version("latest"), None);
-    }
-
-    #[test]
-    fn settings_are_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = comind_core::Config::default();
-        config.aws.cluster.node_group.min_size = 5;
-        let env = Environment::with_state_root(config, dir.path());
-        let err = check_settings(&env).unwrap_err();
-        assert!(err.message().contains("min_size <= desired_size"), "{err}");
-        let env = Environment::with_state_root(comind_core::Config::default(), dir.path());
-        assert!(check_settings(&env).is_ok());
     }
 }

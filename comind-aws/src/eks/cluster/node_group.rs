@@ -29,13 +29,8 @@ struct NodeSpec {
 /// The AMI type for `instance_types`: Graviton families (a `g` after the generation
 /// digit: `t4g`, `m7g`, `c7gn`) run the ARM image.
 pub(super) fn ami_type(instance_types: &[String]) -> Result<AmiTypes> {
-    let arm = |t: &String| {
-        let family = t.split('.').next().unwrap_or_default();
-        family
-            .trim_start_matches(|c: char| c.is_ascii_alphabetic())
-            .trim_start_matches(|c: char| c.is_ascii_digit())
-            .contains('g')
-    };
+    // The rule core's validation applies to the same list: one place says what ARM is.
+    let arm = |t: &String| comind_core::config::is_arm_instance_type(t);
     let arms = instance_types.iter().filter(|t| arm(t)).count();
     if arms == 0 {
         Ok(AmiTypes::Al2023X8664Standard)
