@@ -70,10 +70,9 @@ fn slow_resources_get_phase_timeouts_longer_than_their_waits() {
     assert!(timeout("cluster").unwrap() > aws.cluster.get() + aws.node_group.get());
 }
 
-#[test]
-fn bad_settings_are_refused_before_anything_runs() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_are_refused_before_anything_runs() {
     let state = tempfile::tempdir().unwrap();
-    let provider = AwsProvider::new();
     let cases: Vec<(Arc<comind_core::Environment>, &str)> = vec![
         (
             support::env("b1", state.path(), |c| c.aws.vpc.cidr = "10.0.0.0/8".into()),
@@ -106,8 +105,15 @@ fn bad_settings_are_refused_before_anything_runs() {
             "aws.vpc.subnet_ids",
         ),
     ];
+    // Core's validation is the one home of these rules; a bootstrap checks even a
+    // configuration built by hand (never loaded from a file) before anything runs.
     for (env, field) in cases {
-        let err = match provider.phases(&env) {
+        let bootstrap = comind_core::Bootstrap::new(comind_core::Environment::with_state_root(
+            env.config().clone(),
+            state.path(),
+        ))
+        .with_provider(AwsProvider::new());
+        let err = match bootstrap.plan(&Default::default()).await {
             Ok(_) => panic!("{field}: accepted"),
             Err(err) => err,
         };
