@@ -15,6 +15,8 @@
 //! - [`moto`]: a `moto_server` started through `scripts/test-env/moto_launcher.py`.
 //! - `docker` (feature `docker`): the daemon and the stand-in images, and a guard that
 //!   removes Docker objects by their environment label.
+//! - `docker_proxy` (feature `docker`): a proxy of the Docker API that holds a chosen
+//!   request, so that a test can kill the client at that step.
 //! - [`names`] and [`ports`]: unique names and free 127.0.0.1 ports for a test run.
 //! - [`workspace`]: where the repository and its test scripts are.
 //!
@@ -51,6 +53,8 @@
 
 #[cfg(feature = "docker")]
 pub mod docker;
+#[cfg(feature = "docker")]
+pub mod docker_proxy;
 pub mod moto;
 pub mod names;
 pub mod peers;
