@@ -55,6 +55,7 @@
 pub mod docker;
 #[cfg(feature = "docker")]
 pub mod docker_proxy;
+pub mod kube;
 pub mod moto;
 pub mod names;
 pub mod peers;
