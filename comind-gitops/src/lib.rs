@@ -10,6 +10,7 @@
 //! - [`apply`]: the apply engine every in-cluster phase uses: server-side apply with
 //!   field manager `comind`, ownership labels, CRDs first, pruning by label, a plan
 //!   from the server's dry run, and refusal to touch what is not Comind's.
+//! - [`ready`]: readiness as data, a rule per kind, watched until ready or failed.
 //! - [`platform`]: the platform's phases, each a pure render function of the
 //!   environment plus the apply engine.
 //!
@@ -20,5 +21,6 @@ pub mod access;
 pub mod apply;
 pub mod platform;
 mod provider;
+pub mod ready;
 
 pub use provider::GitopsProvider;

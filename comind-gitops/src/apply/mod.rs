@@ -39,6 +39,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 
 pub(crate) use error::{api_error, is_not_found};
+
+use crate::ready;
 pub use object::{Kind, Object, ObjectRef, Scope};
 
 /// The field manager of every apply.
@@ -61,7 +63,26 @@ pub struct ObjectSet {
     /// Every kind the phase owns: objects of these kinds that carry the component's
     /// labels and are not in `objects` are pruned.
     pub kinds: Vec<Kind>,
+    /// How long an applying pass waits for each object with a readiness rule
+    /// ([`crate::ready`]) to be ready.
+    pub ready_timeout: Duration,
 }
+
+impl ObjectSet {
+    /// The objects of `component`, owning `kinds`, waited on for
+    /// [`DEFAULT_READY_TIMEOUT`].
+    pub fn new(component: &str, objects: Vec<Object>, kinds: Vec<Kind>) -> Self {
+        ObjectSet {
+            component: component.to_string(),
+            objects,
+            kinds,
+            ready_timeout: DEFAULT_READY_TIMEOUT,
+        }
+    }
+}
+
+/// How long an object may take to become ready unless its set says otherwise.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The order of applies: CRDs before their custom resources, Namespaces before what
 /// lives in them.
@@ -131,7 +152,8 @@ impl Applier {
     /// # Errors
     /// `Conflict` for an object with a desired name that is not Comind's (nothing is
     /// written); `InvalidInput` with the server's field messages for an object it
-    /// refuses; the API's other errors as [`api_error`] maps them.
+    /// refuses; the API's other errors mapped onto core's kinds (404 not found, 409
+    /// conflict, 403 permission, 422 invalid input, 429 and 5xx transient).
     pub async fn reconcile(
         &self,
         ctx: &PhaseContext,
@@ -157,7 +179,7 @@ impl Applier {
         }
 
         let live = self.read_live(&desired).await?;
-        self.refuse_foreign(env, &set.component, &desired, &live)?;
+        self.check_live(env, &set.component, &desired, &live)?;
 
         // What is created in this pass, for objects whose dry run must wait for it.
         let new_namespaces: BTreeSet<String> = desired
@@ -227,9 +249,36 @@ impl Applier {
                 .await?;
             for (reference, applied) in written {
                 if reference.kind == Kind::of::<CustomResourceDefinition>().name() {
-                    self.until_established(ctx, &reference.name).await?;
+                    ready::until_ready(
+                        &self.client,
+                        ctx,
+                        &Kind::of::<CustomResourceDefinition>(),
+                        &reference,
+                        ready::rule_for(&Kind::of::<CustomResourceDefinition>())
+                            .unwrap_or(|_| ready::Readiness::Ready),
+                        CRD_ESTABLISHED_TIMEOUT,
+                    )
+                    .await?;
                 }
                 result.insert(reference, applied);
+            }
+        }
+        if pass.is_apply() {
+            // Everything with a rule is waited on, changed or not: `up` ends with a
+            // platform that works, not one that was merely written.
+            for object in desired.iter().filter(|o| !o.kind.is_crd()) {
+                if let Some(rule) = ready::rule_for(&object.kind) {
+                    ctx.checkpoint()?;
+                    ready::until_ready(
+                        &self.client,
+                        ctx,
+                        &object.kind,
+                        &object.reference(),
+                        rule,
+                        set.ready_timeout,
+                    )
+                    .await?;
+                }
             }
         }
 
@@ -299,15 +348,29 @@ impl Applier {
         Ok(found.into_iter().flatten().collect())
     }
 
-    /// Stops the run before anything is written when an object of a desired name
-    /// exists without the component's ownership labels.
-    fn refuse_foreign(
+    /// Stops the pass before anything is written when an object of a desired name is
+    /// being deleted (a transient error: the retry finds it gone) or exists without the
+    /// component's ownership labels (a conflict).
+    fn check_live(
         &self,
         env: &Environment,
         component: &str,
         desired: &[Object],
         live: &BTreeMap<ObjectRef, DynamicObject>,
     ) -> Result<()> {
+        if let Some(going) = desired.iter().find(|o| {
+            live.get(&o.reference())
+                .is_some_and(|l| l.metadata.deletion_timestamp.is_some())
+        }) {
+            // Applying into it would fail object by object; the retry finds it gone.
+            return Err(Error::unavailable(format!(
+                "{} is being deleted (by an earlier `down` or prune); it is applied again \
+                 once it is gone",
+                going.reference()
+            ))
+            .with_resource(going.reference().to_string())
+            .transient(true));
+        }
         let foreign: Vec<String> = desired
             .iter()
             .filter_map(|o| {
@@ -331,36 +394,6 @@ impl Applier {
             "delete or rename it if it is a leftover; if it is in use, lay the platform on \
              another cluster or environment",
         ))
-    }
-
-    /// Waits until the CRD `name` is `Established`, so its custom resources are served.
-    async fn until_established(&self, ctx: &PhaseContext, name: &str) -> Result<()> {
-        ctx.progress(format!(
-            "waiting for CustomResourceDefinition {name} to be established"
-        ));
-        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
-        let wait = kube::runtime::wait::await_condition(
-            api,
-            name,
-            kube::runtime::conditions::is_crd_established(),
-        );
-        let resource = format!("CustomResourceDefinition {name}");
-        tokio::select! {
-            waited = tokio::time::timeout(CRD_ESTABLISHED_TIMEOUT, wait) => match waited {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err(Error::unavailable(format!("cannot watch it: {e}"))
-                    .with_resource(resource)),
-                Err(_) => Err(Error::timeout(format!(
-                    "it was not Established within {}",
-                    humantime::format_duration(CRD_ESTABLISHED_TIMEOUT)
-                ))
-                .with_resource(resource)
-                .with_hint("its names may clash with another CRD: read its status conditions")),
-            },
-            () = ctx.cancelled() => Err(Error::cancelled(format!(
-                "cancelled while waiting for {resource}"
-            ))),
-        }
     }
 
     /// Deletes the objects of the set's kinds that carry its component's labels but are

@@ -168,11 +168,7 @@ pub fn render(env: &Environment) -> Result<ObjectSet> {
             &rbac.developer_groups,
         ))?);
     }
-    Ok(ObjectSet {
-        component: COMPONENT.to_string(),
-        objects,
-        kinds: kinds(),
-    })
+    Ok(ObjectSet::new(COMPONENT, objects, kinds()))
 }
 
 fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {

@@ -60,15 +60,15 @@ fn quota(ns: &str, pods: &str) -> Object {
 }
 
 fn set(objects: Vec<Object>) -> ObjectSet {
-    ObjectSet {
-        component: "apply-test".to_string(),
+    ObjectSet::new(
+        "apply-test",
         objects,
-        kinds: vec![
+        vec![
             Kind::of::<Namespace>(),
             Kind::of::<ConfigMap>(),
             Kind::of::<ResourceQuota>(),
         ],
-    }
+    )
 }
 
 struct Fixture {

@@ -6,9 +6,13 @@
 //! and `down` keeping what Comind did not create.
 
 use comind_core::config::ResourceName;
+use std::sync::Arc;
+
 use comind_core::engine::RunOptions;
 use comind_core::event::RunOutcome;
+use comind_core::testing::conformance::{PhaseFixture, phase_suite};
 use comind_core::{Action, Bootstrap, Change, DownOptions, Environment, UpOptions};
+use comind_core::{Phase, Provider};
 use comind_gitops::GitopsProvider;
 use comind_gitops::platform::baseline;
 use comind_test_support::kube::{KubePeer, User};
@@ -52,14 +56,80 @@ async fn allowed<T, F: std::future::Future<Output = kube::Result<T>>>(request: F
     }
 }
 
+/// The core phase suite's view of the baseline: the phase, and what carries its
+/// labels in the cluster (objects being deleted no longer count).
+struct BaselineFixture {
+    env: Arc<Environment>,
+    admin: kube::Client,
+}
+
+#[async_trait::async_trait]
+impl PhaseFixture for BaselineFixture {
+    fn phase(&self) -> Arc<dyn Phase> {
+        GitopsProvider::new().phases(&self.env).unwrap().remove(0)
+    }
+
+    fn env(&self) -> Arc<Environment> {
+        self.env.clone()
+    }
+
+    async fn owned_resources(&self) -> comind_core::Result<Vec<String>> {
+        let selector = format!(
+            "comind.dev/environment={},comind.dev/component={}",
+            self.env.name(),
+            baseline::COMPONENT
+        );
+        let mut names = Vec::new();
+        for kind in baseline::kinds() {
+            let api: Api<kube::api::DynamicObject> =
+                Api::all_with(self.admin.clone(), &kind.resource);
+            for object in api
+                .list(&kube::api::ListParams::default().labels(&selector))
+                .await
+                .unwrap()
+                .items
+            {
+                if object.metadata.deletion_timestamp.is_none() {
+                    names.push(format!("{} {:?}", kind.name(), object.metadata.name));
+                }
+            }
+        }
+        Ok(names)
+    }
+}
+
 #[tokio::test]
-async fn the_baseline_lands_converges_proves_its_roles_and_down_keeps_what_is_not_ours() {
+async fn the_baseline_passes_the_phase_suite_then_lands_converges_proves_its_roles_and_down_keeps_what_is_not_ours()
+ {
     let peer = require_peer!(KubePeer::shared());
     let state = tempfile::tempdir().unwrap();
+    // The suite first, in an environment of its own: the baseline's names are
+    // cluster-wide, so this test is the only one that lays it.
+    let suite_env = support::env(peer, "suite", state.path(), |_| {});
+    let admin = support::client(peer, User::Admin).await;
+    phase_suite(&BaselineFixture {
+        env: suite_env.clone(),
+        admin: admin.clone(),
+    })
+    .await;
+    // Its namespaces finish terminating (the namespace controller empties them first)
+    // before the next environment takes the same names.
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    for ns in baseline::namespaces(&suite_env) {
+        while namespaces.get_opt(&ns.name).await.unwrap().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never went",
+                ns.name
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     let env = support::env(peer, "base", state.path(), |c| {
         c.platform.teams = vec![ResourceName::new("backend").unwrap()];
     });
-    let admin = support::client(peer, User::Admin).await;
     let run = RunOptions::default();
 
     let plan = bootstrap(&env, state.path()).plan(&run).await.unwrap();

@@ -6,4 +6,5 @@
 
 mod apply;
 mod baseline;
+mod ready;
 mod support;
