@@ -26,6 +26,7 @@
 
 pub mod diff;
 mod error;
+pub mod manifest;
 pub mod object;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,8 +65,9 @@ pub struct ObjectSet {
     /// labels and are not in `objects` are pruned.
     pub kinds: Vec<Kind>,
     /// How long an applying pass waits for each object with a readiness rule
-    /// ([`crate::ready`]) to be ready.
-    pub ready_timeout: Duration,
+    /// ([`crate::ready`]) to be ready; `None` applies without waiting (CRDs are still
+    /// waited on: their custom resources need them served).
+    pub ready_timeout: Option<Duration>,
 }
 
 impl ObjectSet {
@@ -76,8 +78,15 @@ impl ObjectSet {
             component: component.to_string(),
             objects,
             kinds,
-            ready_timeout: DEFAULT_READY_TIMEOUT,
+            ready_timeout: Some(DEFAULT_READY_TIMEOUT),
         }
+    }
+
+    /// The same set, applied without waiting for readiness.
+    #[must_use]
+    pub fn without_waiting(mut self) -> Self {
+        self.ready_timeout = None;
+        self
     }
 }
 
@@ -263,7 +272,7 @@ impl Applier {
                 result.insert(reference, applied);
             }
         }
-        if pass.is_apply() {
+        if let (true, Some(timeout)) = (pass.is_apply(), set.ready_timeout) {
             // Everything with a rule is waited on, changed or not: `up` ends with a
             // platform that works, not one that was merely written.
             for object in desired.iter().filter(|o| !o.kind.is_crd()) {
@@ -275,7 +284,7 @@ impl Applier {
                         &object.kind,
                         &object.reference(),
                         rule,
-                        set.ready_timeout,
+                        timeout,
                     )
                     .await?;
                 }
@@ -297,6 +306,11 @@ impl Applier {
     ) -> Result<(&'o Object, Option<Planned>, Option<DynamicObject>)> {
         if deferred {
             return Ok((object, Some(Planned::Create), None));
+        }
+        if let Some(live) = &current
+            && untouched_since_applied(live, object)
+        {
+            return Ok((object, None, current));
         }
         let dry = self.server_side_apply(object, true).await?;
         let planned = match &current {
@@ -592,6 +606,29 @@ impl Applier {
         }
         Ok(foreign)
     }
+}
+
+/// Whether `live` is exactly what Comind last applied of `desired`, so that a dry run
+/// would find nothing to change: it carries the spec hash of the desired object, and
+/// no field manager but Comind ever wrote it outside its status. A hand edit, a
+/// mutating admission controller or any other writer adds a managed-fields entry of
+/// its own, and then the server's dry run decides.
+fn untouched_since_applied(live: &DynamicObject, desired: &Object) -> bool {
+    let hash = live
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(comind_core::environment::LABEL_SPEC_HASH));
+    let Some(fields) = live.metadata.managed_fields.as_ref() else {
+        return false;
+    };
+    hash.is_some()
+        && hash.map(String::as_str) == desired.spec_hash()
+        && fields.iter().all(|entry| {
+            entry.subresource.as_deref() == Some("status")
+                || (entry.manager.as_deref() == Some(FIELD_MANAGER)
+                    && entry.operation.as_deref() == Some("Apply"))
+        })
 }
 
 /// Whether only Kubernetes' own controllers ever wrote `object`.
