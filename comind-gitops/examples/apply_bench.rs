@@ -71,6 +71,20 @@ async fn versions(client: &kube::Client, objects: &[Object]) -> BTreeMap<String,
     out
 }
 
+/// Whether any of `objects` exists.
+async fn present(client: &kube::Client, objects: &[Object]) -> bool {
+    for object in objects {
+        let api: Api<DynamicObject> = match object.namespace() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &object.kind.resource),
+            None => Api::all_with(client.clone(), &object.kind.resource),
+        };
+        if let Ok(Some(_)) = api.get_opt(object.name()).await {
+            return true;
+        }
+    }
+    false
+}
+
 async fn apply(applier: &Applier, ctx: &PhaseContext, set: &ObjectSet) -> (Duration, usize) {
     let mut pass = Pass::apply();
     let started = Instant::now();
@@ -84,13 +98,26 @@ async fn apply(applier: &Applier, ctx: &PhaseContext, set: &ObjectSet) -> (Durat
 /// Waits until none of `objects` exists any more (deletions are asynchronous).
 async fn until_gone(client: &kube::Client, objects: &[Object]) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !versions(client, objects).await.is_empty() {
+    while present(client, objects).await {
         if Instant::now() > deadline {
-            eprintln!("the engine's objects were not deleted within 120 s");
+            eprintln!("the manifest's objects were not deleted within 120 s");
             std::process::exit(1);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Deletes every object of `objects` that exists, whoever made it, and waits until
+/// they are gone.
+async fn clear(client: &kube::Client, objects: &[Object]) {
+    for object in objects {
+        let api: Api<DynamicObject> = match object.namespace() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &object.kind.resource),
+            None => Api::all_with(client.clone(), &object.kind.resource),
+        };
+        let _ = api.delete(object.name(), &Default::default()).await;
+    }
+    until_gone(client, objects).await;
 }
 
 #[tokio::main]
@@ -151,6 +178,9 @@ async fn main() {
         HashMap::new(),
     );
     let applier = Applier::new(client.clone());
+    // A cluster left with these objects by an earlier run (kubectl's, or the engine's)
+    // starts empty again.
+    clear(&client, &objects).await;
 
     let (cold, created) = apply(&applier, &ctx, &set).await;
     let before = versions(&client, &objects).await;

@@ -14,9 +14,11 @@
 //!    each object is applied as a server-side dry run first and compared with the live
 //!    object ([`diff::changed_paths`]): no difference, no write. A stage is validated
 //!    whole before any of it is written, so an object the server refuses (422, with
-//!    its field messages) leaves the rest of its stage unwritten. CRDs are waited on
-//!    until `Established` before the stages that may hold their custom resources.
-//! 4. Objects of the phase's kinds that carry its labels but are no longer rendered
+//!    its field messages) leaves the rest of its stage unwritten. A CRD whose custom
+//!    resources are in the set is waited on until `Established` before the next stage.
+//! 4. An applying pass then waits, all at once, for every object with a readiness
+//!    rule ([`crate::ready`]) to be ready, changed or not.
+//! 5. Objects of the phase's kinds that carry its labels but are no longer rendered
 //!    are deleted (workloads in the foreground, so what they own goes first).
 //!
 //! Applies are forced (`force=true`) on objects that carry Comind's labels: Comind owns
@@ -65,8 +67,8 @@ pub struct ObjectSet {
     /// labels and are not in `objects` are pruned.
     pub kinds: Vec<Kind>,
     /// How long an applying pass waits for each object with a readiness rule
-    /// ([`crate::ready`]) to be ready; `None` applies without waiting (CRDs are still
-    /// waited on: their custom resources need them served).
+    /// ([`crate::ready`]) to be ready; `None` applies without waiting (a CRD whose
+    /// custom resources are in the set is still waited on: they need it served).
     pub ready_timeout: Option<Duration>,
 }
 
@@ -256,41 +258,37 @@ impl Applier {
                 .buffer_unordered(CONCURRENCY)
                 .try_collect()
                 .await?;
-            for (reference, applied) in written {
-                if reference.kind == Kind::of::<CustomResourceDefinition>().name() {
-                    ready::until_ready(
-                        &self.client,
-                        ctx,
-                        &Kind::of::<CustomResourceDefinition>(),
-                        &reference,
-                        ready::rule_for(&Kind::of::<CustomResourceDefinition>())
-                            .unwrap_or(|_| ready::Readiness::Ready),
-                        CRD_ESTABLISHED_TIMEOUT,
-                    )
-                    .await?;
-                }
-                result.insert(reference, applied);
-            }
+            // Custom resources of a CRD written now can be applied only once it is
+            // served: those CRDs are waited on before the next stage, all at once.
+            let served_later: Vec<ObjectRef> = written
+                .iter()
+                .filter(|(reference, applied)| {
+                    reference.kind == Kind::of::<CustomResourceDefinition>().name()
+                        && crd_group(applied).is_some_and(|group| {
+                            desired.iter().any(|o| o.kind.resource.group == group)
+                        })
+                })
+                .map(|(reference, _)| reference.clone())
+                .collect();
+            self.until_all_ready(
+                ctx,
+                served_later
+                    .iter()
+                    .map(|r| (Kind::of::<CustomResourceDefinition>(), r.clone())),
+                CRD_ESTABLISHED_TIMEOUT,
+            )
+            .await?;
+            result.extend(written);
         }
         if let (true, Some(timeout)) = (pass.is_apply(), set.ready_timeout) {
             // Everything with a rule is waited on, changed or not: `up` ends with a
             // platform that works, not one that was merely written.
-            for object in desired.iter().filter(|o| !o.kind.is_crd()) {
-                if let Some(rule) = ready::rule_for(&object.kind) {
-                    ctx.checkpoint()?;
-                    ready::until_ready(
-                        &self.client,
-                        ctx,
-                        &object.kind,
-                        &object.reference(),
-                        rule,
-                        timeout,
-                    )
-                    .await?;
-                }
-            }
+            let waits = desired
+                .iter()
+                .filter(|o| ready::rule_for(&o.kind).is_some())
+                .map(|o| (o.kind.clone(), o.reference()));
+            self.until_all_ready(ctx, waits, timeout).await?;
         }
-
         self.prune(ctx, pass, set, &desired).await?;
         Ok(result)
     }
@@ -337,6 +335,28 @@ impl Applier {
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api_error("read", &object.reference().to_string(), e)),
         }
+    }
+
+    /// Waits, concurrently, until every object of `objects` is ready by its rule.
+    async fn until_all_ready(
+        &self,
+        ctx: &PhaseContext,
+        objects: impl Iterator<Item = (Kind, ObjectRef)>,
+        timeout: Duration,
+    ) -> Result<()> {
+        let waits: Vec<_> = objects
+            .filter_map(|(kind, reference)| {
+                let rule = ready::rule_for(&kind)?;
+                Some(async move {
+                    ready::until_ready(&self.client, ctx, &kind, &reference, rule, timeout).await
+                })
+            })
+            .collect();
+        stream::iter(waits)
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
     }
 
     /// Server-side apply of `object`, for real or as a dry run.
