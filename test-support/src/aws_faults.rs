@@ -270,9 +270,10 @@ impl FaultProxy {
             .build()
             .map_err(|e| unavailable(format!("no Tokio runtime: {e}")))?;
         // Port 0: the kernel picks a free port and the proxy holds it from then on, so
-        // nothing can take it in between.
-        let listener = runtime
-            .block_on(TcpListener::bind(("127.0.0.1", 0)))
+        // nothing can take it in between. Bound here (not in the runtime) because the
+        // caller may itself be running in a runtime, where blocking on one is refused.
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| unavailable(format!("cannot bind 127.0.0.1: {e}")))?;
         let port = listener
             .local_addr()
@@ -288,7 +289,14 @@ impl FaultProxy {
         let serving = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("aws-fault-proxy-{port}"))
-            .spawn(move || runtime.block_on(serve(listener, serving, stopped)))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => serve(listener, serving, stopped).await,
+                        Err(e) => eprintln!("the AWS fault proxy cannot listen: {e}"),
+                    }
+                });
+            })
             .map_err(|e| unavailable(format!("no thread: {e}")))?;
         Ok(FaultProxy {
             shared,

@@ -9,6 +9,7 @@
 mod bootstrap;
 mod conformance;
 mod eks;
+mod fault_proxy;
 mod network;
 mod provider;
 mod support;
