@@ -32,6 +32,7 @@ use comind_core::{
 use serde::Serialize;
 
 use crate::clients::{Clients, Connector};
+use crate::create::{self, single_attempt};
 use crate::datastore::{self, Datastore, Event, FinalSnapshot, Listed, Run, SubnetGroup};
 use crate::error::AwsResultExt;
 use crate::network::{self, Placement};
@@ -240,6 +241,8 @@ impl Datastore for ElastiCacheRedis {
             .cache_subnet_group_description("Comind: private subnets of the cache")
             .set_subnet_ids(Some(subnets.to_vec()))
             .set_tags(Some(tags::to_elasticache(tags)))
+            .customize()
+            .config_override(single_attempt::elasticache())
             .send()
             .await
             .aws(
@@ -353,11 +356,27 @@ impl Datastore for ElastiCacheRedis {
             all_tags = restored;
             request = request.snapshot_name(&snap.id);
         }
-        request
-            .set_tags(Some(tags::to_elasticache(&all_tags)))
-            .send()
-            .await
-            .aws("elasticache:CreateReplicationGroup", run.resource())?;
+        let request = request.set_tags(Some(tags::to_elasticache(&all_tags)));
+        let resource = run.resource();
+        // No idempotency token in ElastiCache: one attempt from the SDK, and a group
+        // whose create's answer was lost (or that a dying run made) is found by name
+        // and tags (see `create`).
+        let run_ref = &*run;
+        create::once(
+            &resource,
+            || async {
+                request
+                    .clone()
+                    .customize()
+                    .config_override(single_attempt::elasticache())
+                    .send()
+                    .await
+                    .aws("elasticache:CreateReplicationGroup", &resource)
+                    .map(drop)
+            },
+            || run_ref.find_ours(),
+        )
+        .await?;
         run.wait_available().await
     }
 

@@ -41,6 +41,7 @@ pub mod iam;
 pub mod network;
 
 mod clients;
+mod create;
 mod datastore;
 mod elasticache;
 mod error;
