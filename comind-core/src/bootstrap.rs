@@ -318,10 +318,10 @@ impl Bootstrap {
                 "set `state_dir` in comind.yaml or COMIND_STATE_DIR to a writable directory",
             ),
         });
-        if let Some(holder) = EnvironmentLock::holder(&state.lock_path()) {
+        if let Some(held) = EnvironmentLock::holder(&state.lock_path()) {
             checks.push(Diagnosis::warning(
                 "environment lock",
-                format!("held by {holder}"),
+                format!("locked: {held}"),
                 "wait for that run to finish before running `comind up` or `down`",
             ));
         }

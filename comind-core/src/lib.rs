@@ -4,9 +4,10 @@
 //! of Docker, AWS or Kubernetes: it holds the configuration ([`config`]), the traits a
 //! bootstrap is made of ([`Phase`], [`ServiceBackend`], [`Provider`]), the graph
 //! [`engine`] that plans, applies and destroys phases in parallel, the [`event`]
-//! stream, [`output`]s and [`secret`]s, the error type, the environment [`lock`] and
-//! the [`state`] directory. [`Bootstrap`] ties them together into what the `comind`
-//! CLI does, for any embedder to do the same.
+//! stream, [`output`]s and [`secret`]s, the error type, the [`cluster`] contract of
+//! the in-cluster phases, the environment [`lock`] and the [`state`] directory.
+//! [`Bootstrap`] ties them together into what the `comind` CLI does, for any embedder
+//! to do the same.
 //!
 //! Provider crates (`comind-local`, `comind-aws`, `comind-gitops`) implement the
 //! traits. With the `testing` feature, the `testing` module offers fakes of every trait, an
@@ -15,6 +16,7 @@
 
 pub mod bootstrap;
 pub mod cancel;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod environment;

@@ -57,6 +57,27 @@ impl std::fmt::Display for LockHolder {
     }
 }
 
+/// How long a contender waits for the holder to write its record, so that a lost race
+/// still names the winner (it writes the record just after taking the lock).
+const RECORD_GRACE: Duration = Duration::from_secs(2);
+/// How often the record is read again meanwhile.
+const RECORD_POLL: Duration = Duration::from_millis(10);
+
+/// Whether, and by whom, a lock is held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Held {
+    /// Held by this run, which recorded itself.
+    By(LockHolder),
+    /// Held by a process that has not recorded itself: a run that took the lock a
+    /// moment ago and has not written its record yet, or a process that is not a
+    /// Comind run holding the file locked. `stale` is a record left by an earlier
+    /// holder that is no longer running, if one is there.
+    Unrecorded {
+        /// The dead earlier holder whose record is still in the file.
+        stale: Option<LockHolder>,
+    },
+}
+
 /// What to do when another run holds the lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockWait {
@@ -92,24 +113,38 @@ impl EnvironmentLock {
             .open(path)
             .map_err(|e| io_error("open lock file", path, e))?;
         let deadline = match wait {
-            LockWait::Fail => None,
-            LockWait::Timeout(d) => Some(Instant::now() + d),
+            LockWait::Fail => Instant::now(),
+            LockWait::Timeout(d) => Instant::now() + d,
         };
         let mut delay = Duration::from_millis(50);
+        // Set once the wait is over and the holder is being identified.
+        let mut identify_until: Option<Instant> = None;
         loop {
             match file.try_lock() {
                 Ok(()) => break,
-                Err(TryLockError::WouldBlock) => {
-                    let holder = read_holder(&mut file);
-                    match deadline {
-                        Some(deadline) if Instant::now() < deadline => {
-                            tokio::time::sleep(delay.min(deadline - Instant::now())).await;
-                            delay = (delay * 2).min(Duration::from_secs(1));
-                        }
-                        _ => return Err(busy(path, holder, wait)),
-                    }
-                }
+                Err(TryLockError::WouldBlock) => {}
                 Err(TryLockError::Error(e)) => return Err(io_error("lock", path, e)),
+            }
+            let now = Instant::now();
+            if now < deadline {
+                tokio::time::sleep(delay.min(deadline - now)).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            // The winner of a race writes its record just after taking the lock, so a
+            // contender may read the file before it is written, or still read the
+            // record of a holder that died before. Give the winner a moment; keep
+            // trying the lock meanwhile, since it may also have been released.
+            let until = *identify_until.get_or_insert(now + RECORD_GRACE);
+            let record = read_holder(&mut file);
+            match record {
+                Some(holder) if !holder.is_dead() => {
+                    return Err(busy(path, Held::By(holder), wait));
+                }
+                _ if now >= until => {
+                    return Err(busy(path, Held::Unrecorded { stale: record }, wait));
+                }
+                _ => tokio::time::sleep(RECORD_POLL).await,
             }
         }
         // A record left behind means the previous holder never released cleanly.
@@ -135,13 +170,17 @@ impl EnvironmentLock {
         &self.path
     }
 
-    /// Who holds the lock at `path` now, if anyone.
-    pub fn holder(path: &Path) -> Option<LockHolder> {
+    /// Who holds the lock at `path` now; `None` when it is free (or the file cannot
+    /// be read). Does not wait for a holder that has not recorded itself yet.
+    pub fn holder(path: &Path) -> Option<Held> {
         let mut file = File::open(path).ok()?;
         match file.try_lock_shared() {
             // Free: any record is stale.
             Ok(()) => None,
-            Err(_) => read_holder(&mut file),
+            Err(_) => Some(match read_holder(&mut file) {
+                Some(holder) if !holder.is_dead() => Held::By(holder),
+                stale => Held::Unrecorded { stale },
+            }),
         }
     }
 }
@@ -169,24 +208,52 @@ fn read_holder(file: &mut File) -> Option<LockHolder> {
     serde_json::from_str(&text).ok()
 }
 
-fn busy(path: &Path, holder: Option<LockHolder>, wait: LockWait) -> Error {
-    let who = match &holder {
-        Some(h) => format!("another run holds it: {h}"),
-        None => "another run holds it".to_string(),
-    };
+fn busy(path: &Path, held: Held, wait: LockWait) -> Error {
     let waited = match wait {
         LockWait::Fail => String::new(),
         LockWait::Timeout(d) => format!(" (waited {})", humantime::format_duration(d)),
     };
-    Error::new(
-        ErrorKind::Conflict,
-        format!("the environment is locked: {who}{waited}"),
-    )
-    .with_resource(path.display().to_string())
-    .with_hint(match wait {
-        LockWait::Fail => "wait for that run to finish, or pass --lock-timeout to wait for it",
-        LockWait::Timeout(_) => "that run is still going; wait longer with a larger --lock-timeout",
-    })
+    let message = format!("the environment is locked{waited}: {held}");
+    let hint = match (&held, wait) {
+        (Held::Unrecorded { .. }, _) => format!(
+            "find the process with `fuser -v {}`; if it is a Comind run, wait for it to \
+             finish",
+            path.display()
+        ),
+        (Held::By(_), LockWait::Fail) => {
+            "wait for that run to finish, or pass --lock-timeout to wait for it".to_string()
+        }
+        (Held::By(_), LockWait::Timeout(_)) => {
+            "that run is still going; wait longer with a larger --lock-timeout".to_string()
+        }
+    };
+    Error::new(ErrorKind::Conflict, message)
+        .with_resource(path.display().to_string())
+        .with_hint(hint)
+}
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Held::By(holder) => write!(f, "another run holds it: {holder}"),
+            Held::Unrecorded { stale } => {
+                write!(
+                    f,
+                    "a process holds it but has not recorded who it is within {} (a Comind \
+                     run records itself as soon as it takes the lock, so this is most \
+                     likely not a Comind run)",
+                    humantime::format_duration(RECORD_GRACE)
+                )?;
+                if let Some(stale) = stale {
+                    write!(
+                        f,
+                        "; the record left in the file is of {stale}, which is no longer running"
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -211,10 +278,10 @@ mod tests {
             text.contains(&format!("pid {}", std::process::id())),
             "{text}"
         );
-        assert_eq!(
-            EnvironmentLock::holder(&path).map(|h| h.command),
-            Some("comind up".to_string())
-        );
+        match EnvironmentLock::holder(&path) {
+            Some(Held::By(holder)) => assert_eq!(holder.command, "comind up"),
+            other => panic!("expected the recorded holder, got {other:?}"),
+        }
         drop(first);
         assert!(EnvironmentLock::holder(&path).is_none());
         let again = EnvironmentLock::acquire(&path, "comind down", LockWait::Fail)
@@ -268,5 +335,99 @@ mod tests {
         let recovered = lock.recovered_from().unwrap();
         assert_eq!(recovered, &dead);
         assert!(recovered.is_dead());
+    }
+
+    /// A holder that has taken the flock but not yet written its record: the race a
+    /// second run loses when both start at the same instant.
+    fn locked_without_record(path: &Path) -> File {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .unwrap();
+        file.try_lock().unwrap();
+        file
+    }
+
+    fn live_holder(command: &str) -> LockHolder {
+        LockHolder::current(command)
+    }
+
+    #[tokio::test]
+    async fn a_loser_of_the_race_names_a_holder_that_records_itself_late() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        // The previous holder died without a clean release: its record is still there.
+        let dead = LockHolder {
+            pid: u32::MAX - 1,
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            started_at: "2026-01-01T00:00:00Z".to_string(),
+            command: "comind down".to_string(),
+        };
+        std::fs::write(&path, serde_json::to_vec(&dead).unwrap()).unwrap();
+        let mut winner = locked_without_record(&path);
+        let (read_once_tx, read_once) = tokio::sync::oneshot::channel();
+        let contender = {
+            let path = path.clone();
+            tokio::spawn(async move {
+                let _ = read_once_tx.send(());
+                EnvironmentLock::acquire(&path, "comind up", LockWait::Fail).await
+            })
+        };
+        read_once.await.unwrap();
+        // The winner writes its record only after the contender has started looking.
+        tokio::task::yield_now().await;
+        let me = live_holder("comind up --winner");
+        write_record(&mut winner, &serde_json::to_vec(&me).unwrap()).unwrap();
+        let err = contender.await.unwrap().unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert!(text.contains("comind up --winner"), "{text}");
+        assert!(text.contains(&format!("pid {}", me.pid)), "{text}");
+        assert!(
+            !text.contains("comind down"),
+            "the dead record is not the holder: {text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_holder_that_never_records_itself_is_reported_plainly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let _foreign = locked_without_record(&path);
+        assert_eq!(
+            EnvironmentLock::holder(&path),
+            Some(Held::Unrecorded { stale: None })
+        );
+        let started = Instant::now();
+        let err = EnvironmentLock::acquire(&path, "comind up", LockWait::Fail)
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() >= RECORD_GRACE);
+        let text = err.to_string();
+        assert!(text.contains("has not recorded who it is"), "{text}");
+        assert!(
+            err.hint().is_some_and(|h| h.contains("fuser -v")),
+            "{:?}",
+            err.hint()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lock_released_while_its_holder_is_looked_up_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let holder = locked_without_record(&path);
+        let contender = {
+            let path = path.clone();
+            tokio::spawn(async move {
+                EnvironmentLock::acquire(&path, "comind up", LockWait::Fail).await
+            })
+        };
+        tokio::task::yield_now().await;
+        drop(holder);
+        assert!(contender.await.unwrap().is_ok());
     }
 }

@@ -17,6 +17,8 @@
 //!   (throttling, 503s, resets, lost answers, calls held in flight), and what it saw.
 //! - `docker` (feature `docker`): the daemon and the stand-in images, and a guard that
 //!   removes Docker objects by their environment label.
+//! - `docker_proxy` (feature `docker`): a proxy of the Docker API that holds a chosen
+//!   request, so that a test can kill the client at that step.
 //! - [`names`] and [`ports`]: unique names and free 127.0.0.1 ports for a test run.
 //! - [`workspace`]: where the repository and its test scripts are.
 //!
@@ -48,13 +50,17 @@
 //!
 //! The crate itself needs only the standard library, `tempfile` and `fastrand`.
 //! `docker` adds `bollard` (and `comind-core`, for the label names); `aws` adds
-//! `aws-config` for `Moto::sdk_config`, and hyper for the fault proxy. Crates that do not talk to Docker or
-//! the AWS SDK in their tests do not compile either for this crate.
+//! `aws-config` for `Moto::sdk_config`, and hyper for the fault proxy. Crates that do
+//! not talk to Docker or the AWS SDK in their tests do not compile either for this
+//! crate.
 
 #[cfg(feature = "aws")]
 pub mod aws_faults;
 #[cfg(feature = "docker")]
 pub mod docker;
+#[cfg(feature = "docker")]
+pub mod docker_proxy;
+pub mod kube;
 pub mod moto;
 pub mod names;
 pub mod peers;

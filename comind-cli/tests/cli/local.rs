@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use comind_test_support::docker::{
     self, ELASTICMQ_IMAGE, LabelCleanup, MINIO_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE, SERVICE_IMAGES,
 };
+use comind_test_support::docker_proxy::{self, DockerApiProxy, Trap};
 use comind_test_support::ports::free_port;
 use comind_test_support::{names, require_peer};
 use serde_json::Value;
@@ -297,6 +298,36 @@ fn a_port_taken_by_another_program_is_rejected_before_anything_is_created() {
         "nothing was created: {:?}",
         env.labelled()
     );
+    // The JSON stream of the same refusal, as the README documents it.
+    let run = env.run(&["-o", "json", "up"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    let events = json_lines(&run);
+    let failed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "phase_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", run.all());
+    assert_eq!(failed[0]["phase"], "cache");
+    assert_eq!(failed[0]["error"]["kind"], "invalid_input", "{}", run.all());
+    assert!(
+        failed[0]["error"].to_string().contains(&port),
+        "{}",
+        run.all()
+    );
+    let skipped = events
+        .iter()
+        .filter(|e| e["type"] == "phase_skipped")
+        .count();
+    assert_eq!(
+        skipped,
+        4,
+        "network and the other three services: {}",
+        run.all()
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "run_finished");
+    assert_eq!(last["summary"]["outcome"], "rejected", "{}", run.all());
+    assert!(env.labelled().is_empty());
 }
 
 #[test]
@@ -372,6 +403,55 @@ fn an_interrupt_cancels_with_130_and_the_next_up_resumes() {
     let resumed = env.run(&["up"]);
     assert_eq!(resumed.code, 0, "the next up resumes: {}", resumed.all());
     assert_eq!(env.run(&["status"]).code, 0);
+}
+
+#[test]
+fn a_run_killed_between_creating_a_container_and_configuring_it_is_resumed() {
+    require_peer!(docker::ready_blocking(&SERVICE_IMAGES));
+    let env = LocalEnv::new("");
+    // The first upload of configuration files into a new container is held by the
+    // proxy: the daemon never sees it, and the run is killed right there.
+    let proxy = DockerApiProxy::start(&docker_proxy::daemon_socket(), Trap::file_upload())
+        .expect("start the Docker API proxy");
+    let mut child = env
+        .scratch
+        .command()
+        .args(["up"])
+        .env("DOCKER_HOST", proxy.docker_host())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let trapped = proxy.wait_trapped(Duration::from_secs(120));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(trapped, "the run never uploaded a container's files");
+    drop(proxy);
+
+    let unfinished = Command::new("docker")
+        .args(["ps", "-a", "--filter"])
+        .arg(format!("label=comind.dev/environment={}", env.name))
+        .args(["--filter", "status=created", "--format", "{{.Names}}"])
+        .output()
+        .unwrap();
+    let unfinished = String::from_utf8_lossy(&unfinished.stdout).into_owned();
+    assert!(
+        !unfinished.trim().is_empty(),
+        "the kill left a created, never configured container"
+    );
+
+    let plan = env.run(&["plan"]);
+    assert!(
+        plan.stdout.contains("never started") && plan.stdout.contains("upload its configuration"),
+        "the plan completes the unfinished container ({unfinished}): {}",
+        plan.all()
+    );
+    let resumed = env.run(&["up"]);
+    assert_eq!(resumed.code, 0, "the next up resumes: {}", resumed.all());
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, 0, "every service answers: {}", status.all());
+    let again = env.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "nothing is left to do: {}", again.all());
 }
 
 #[test]

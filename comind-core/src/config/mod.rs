@@ -34,6 +34,7 @@ pub use source::{Origin, SourceMap};
 pub use template::INIT_TEMPLATE;
 pub use types::{
     DurationSetting, EnvironmentName, Identifier, ImageRef, MAX_ENVIRONMENT_NAME, Port, Profile,
+    Quantity,
     ResourceName, check_dns_label,
 };
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Origins;
 use super::types::{
-    DurationSetting, EnvironmentName, Identifier, ImageRef, Port, Profile, ResourceName,
+    DurationSetting, EnvironmentName, Identifier, ImageRef, Port, Profile, Quantity, ResourceName,
 };
 
 fn image(reference: &str) -> ImageRef {
@@ -35,6 +35,15 @@ pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.4.2-alpine";
 /// The default ElasticMQ image of the local profile.
 pub const DEFAULT_ELASTICMQ_IMAGE: &str = "softwaremill/elasticmq-native:1.6.11";
 
+/// The default Kubernetes version of an EKS cluster: a version in EKS's standard
+/// support at this release (older ones cost extra in extended support, then are
+/// upgraded by AWS).
+pub const DEFAULT_EKS_VERSION: &str = "1.35";
+
+/// The oldest Kubernetes minor the platform supports: the objects the in-cluster
+/// layer renders are those of this API (its `k8s-openapi` types).
+pub const OLDEST_KUBERNETES: (u32, u32) = (1, 33);
+
 /// The whole configuration of one environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -58,6 +67,10 @@ pub struct Config {
     pub local: LocalSettings,
     /// Settings of the AWS profile.
     pub aws: AwsSettings,
+    /// How Comind reaches the cluster it lays the platform on.
+    pub gitops: GitopsSettings,
+    /// The platform laid on the cluster: namespaces, quotas, limits, RBAC.
+    pub platform: PlatformSettings,
     /// Where each value came from; not part of the file.
     #[serde(skip)]
     pub(crate) origins: Origins,
@@ -75,6 +88,8 @@ impl Default for Config {
             services: Services::default(),
             local: LocalSettings::default(),
             aws: AwsSettings::default(),
+            gitops: GitopsSettings::default(),
+            platform: PlatformSettings::default(),
             origins: Origins::default(),
         }
     }
@@ -464,7 +479,7 @@ impl Default for VpcSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EksSettings {
-    /// Kubernetes version. Default `1.31`.
+    /// Kubernetes version. Default [`DEFAULT_EKS_VERSION`].
     pub version: String,
     /// The managed node group.
     pub node_group: NodeGroupSettings,
@@ -473,7 +488,7 @@ pub struct EksSettings {
 impl Default for EksSettings {
     fn default() -> Self {
         EksSettings {
-            version: "1.31".to_string(),
+            version: DEFAULT_EKS_VERSION.to_string(),
             node_group: NodeGroupSettings::default(),
         }
     }
@@ -528,6 +543,86 @@ impl Default for AwsTimeouts {
             node_group: DurationSetting::minutes(30),
             database: DurationSetting::minutes(45),
             cache: DurationSetting::minutes(30),
+        }
+    }
+}
+
+/// How Comind reaches the cluster it lays the platform on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GitopsSettings {
+    /// A kubeconfig of an existing cluster to lay the platform on, instead of the
+    /// cluster the profile makes: the profile's cluster phase is then left out (its
+    /// services still run). Default: none, the profile's own cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// The context of `kubeconfig` to use. Default: its current context.
+    pub context: Option<String>,
+}
+
+/// The platform baseline: namespaces, quotas, limits and the groups of its roles.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlatformSettings {
+    /// Team namespaces for applications, each with the baseline's quota, limits and
+    /// network policies. Default: none (`user-apps` is always there).
+    pub teams: Vec<ResourceName>,
+    /// The quota of every platform namespace. Defaults are small in a dev environment
+    /// and larger when `production: true`.
+    pub quota: QuotaSettings,
+    /// The default requests and limits of a container that sets none (LimitRange).
+    pub limits: LimitSettings,
+    /// Which groups get the platform's roles.
+    pub rbac: RbacSettings,
+}
+
+/// A namespace's ResourceQuota; unset fields take the environment's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaSettings {
+    /// Sum of CPU requests. Default `4` (dev) or `16` (production).
+    pub requests_cpu: Option<Quantity>,
+    /// Sum of memory requests. Default `8Gi` or `32Gi`.
+    pub requests_memory: Option<Quantity>,
+    /// Sum of CPU limits. Default `8` or `32`.
+    pub limits_cpu: Option<Quantity>,
+    /// Sum of memory limits. Default `16Gi` or `64Gi`.
+    pub limits_memory: Option<Quantity>,
+    /// Pods. Default 50 or 200.
+    pub pods: Option<u32>,
+}
+
+/// A namespace's LimitRange for containers; unset fields take the defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// CPU request of a container that sets none. Default `100m`.
+    pub default_request_cpu: Option<Quantity>,
+    /// Memory request of a container that sets none. Default `128Mi`.
+    pub default_request_memory: Option<Quantity>,
+    /// CPU limit of a container that sets none. Default `500m` (dev) or `1` (production).
+    pub default_cpu: Option<Quantity>,
+    /// Memory limit of a container that sets none. Default `512Mi` or `1Gi`.
+    pub default_memory: Option<Quantity>,
+}
+
+/// The groups bound to the platform's ClusterRoles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RbacSettings {
+    /// Groups bound to `platform:admin`. Default `[platform:admin]`.
+    pub admin_groups: Vec<String>,
+    /// Groups bound to `platform:developer`. Default `[platform:developer]`.
+    pub developer_groups: Vec<String>,
+    /// Groups bound to `platform:readonly`. Default `[platform:readonly]`.
+    pub readonly_groups: Vec<String>,
+}
+
+impl Default for RbacSettings {
+    fn default() -> Self {
+        RbacSettings {
+            admin_groups: vec!["platform:admin".to_string()],
+            developer_groups: vec!["platform:developer".to_string()],
+            readonly_groups: vec!["platform:readonly".to_string()],
         }
     }
 }

@@ -95,7 +95,7 @@ services:
 #     # id: vpc-0123456789abcdef0          # use an existing VPC instead
 #     # subnet_ids: [subnet-a, subnet-b]
 #   cluster:
-#     version: "1.31"
+#     version: "1.35"
 #     node_group:
 #       instance_types: [t3.large]
 #       min_size: 2
@@ -107,4 +107,28 @@ services:
 #     node_group: 30m
 #     database: 45m
 #     cache: 30m
+
+# Lay the platform on an existing cluster instead of the one the profile makes:
+# gitops:
+#   kubeconfig: ~/.kube/config
+#   context: my-cluster      # default: the kubeconfig's current context
+
+# The platform baseline inside the cluster:
+# platform:
+#   teams: [backend]         # team namespaces, with the same quota, limits and policies
+#   quota:                   # per namespace; defaults are larger when production: true
+#     requests_cpu: "4"
+#     requests_memory: 8Gi
+#     limits_cpu: "8"
+#     limits_memory: 16Gi
+#     pods: 50
+#   limits:                  # for containers that set none
+#     default_request_cpu: 100m
+#     default_request_memory: 128Mi
+#     default_cpu: 500m
+#     default_memory: 512Mi
+#   rbac:
+#     admin_groups: [platform:admin]
+#     developer_groups: [platform:developer]
+#     readonly_groups: [platform:readonly]
 "#;

@@ -86,7 +86,57 @@ fn every_commented_template_line_is_a_valid_field() {
             retries: Some(5),
         },
     );
+    expected.gitops.kubeconfig = Some("~/.kube/config".into());
+    expected.gitops.context = Some("my-cluster".to_string());
+    expected.platform.teams = vec![ResourceName::new("backend").unwrap()];
+    let q = |v: &str| Some(Quantity::new(v).unwrap());
+    expected.platform.quota = QuotaSettings {
+        requests_cpu: q("4"),
+        requests_memory: q("8Gi"),
+        limits_cpu: q("8"),
+        limits_memory: q("16Gi"),
+        pods: Some(50),
+    };
+    expected.platform.limits = LimitSettings {
+        default_request_cpu: q("100m"),
+        default_request_memory: q("128Mi"),
+        default_cpu: q("500m"),
+        default_memory: q("512Mi"),
+    };
     assert_eq!(config, expected);
+}
+
+#[test]
+fn quantities_are_checked() {
+    for good in ["500m", "2", "1.5", "512Mi", "4Gi", "100k"] {
+        assert!(Quantity::new(good).is_ok(), "{good}");
+    }
+    for bad in ["", "Gi", "4 Gi", "four", "1.", "-1", "1.5.2"] {
+        assert!(Quantity::new(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn platform_settings_are_checked() {
+    let yaml = "environment: dev\nplatform:\n  teams: [backend, argocd, backend, platform-dev]\n  rbac:\n    admin_groups: [system:masters]\ngitops:\n  context: other\n";
+    let err = Config::from_yaml_str(yaml, "comind.yaml").unwrap_err().to_string();
+    for field in [
+        "platform.teams[1]",
+        "platform.teams[2]",
+        "platform.teams[3]",
+        "platform.rbac.admin_groups[0]",
+        "gitops.context",
+    ] {
+        assert!(err.contains(field), "{field} in: {err}");
+    }
+}
+
+#[test]
+fn an_eks_version_older_than_the_platform_supports_is_refused() {
+    let err = Config::from_yaml_str("aws:\n  cluster:\n    version: \"1.31\"\n", "comind.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("aws.cluster.version") && err.contains("1.33"), "{err}");
 }
 
 #[test]

@@ -206,6 +206,36 @@ fn check_image(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a Kubernetes resource quantity as quotas and limits take it: a decimal
+/// number with an optional SI or binary suffix (`500m`, `2`, `1.5`, `512Mi`, `4Gi`).
+fn check_quantity(value: &str) -> Result<(), String> {
+    const SUFFIXES: [&str; 13] = [
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "m", "k", "M", "G", "T", "P", "E",
+    ];
+    let number = SUFFIXES
+        .iter()
+        .find_map(|suffix| value.strip_suffix(suffix))
+        .unwrap_or(value);
+    let mut parts = number.splitn(2, '.');
+    let whole = parts.next().unwrap_or_default();
+    let fraction = parts.next();
+    let digits = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    if digits(whole) && fraction.is_none_or(digits) {
+        Ok(())
+    } else {
+        Err(format!(
+            "quantity `{value}` is not valid: use a number with an optional unit, such as \
+             `500m` or `2` (CPU) and `512Mi` or `4Gi` (memory)"
+        ))
+    }
+}
+
+string_newtype!(
+    /// A Kubernetes resource quantity (`500m`, `2`, `512Mi`, `4Gi`).
+    Quantity,
+    check_quantity
+);
+
 string_newtype!(
     /// An environment name: a DNS-1123 label that starts with a letter, has no `--`
     /// and is at most [`MAX_ENVIRONMENT_NAME`] characters long.

@@ -18,7 +18,78 @@ pub(super) fn check(config: &Config) -> Vec<Problem> {
     check_lists(config, &mut problems);
     check_ports(config, &mut problems);
     check_aws(config, &mut problems);
+    check_platform(config, &mut problems);
     problems
+}
+
+/// Namespaces the baseline makes itself (besides `platform-<env>`) or that belong to
+/// Kubernetes: a team may not take them.
+const RESERVED_NAMESPACES: [&str; 8] = [
+    "argocd",
+    "platform",
+    "monitoring",
+    "user-apps",
+    "default",
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+];
+
+fn check_platform(config: &Config, problems: &mut Vec<Problem>) {
+    let platform = &config.platform;
+    let own = format!("platform-{}", config.environment);
+    for (i, team) in platform.teams.iter().enumerate() {
+        if RESERVED_NAMESPACES.contains(&team.as_str()) || team.as_str() == own {
+            problems.push(config.problem(
+                &format!("platform.teams[{i}]"),
+                format!(
+                    "`{team}` is a namespace the platform or Kubernetes uses; name the team's \
+                     namespace otherwise"
+                ),
+            ));
+        }
+    }
+    for (i, team) in duplicates(platform.teams.iter().map(|t| t.as_str())) {
+        problems.push(config.problem(
+            &format!("platform.teams[{i}]"),
+            format!("team `{team}` is listed twice"),
+        ));
+    }
+    let rbac = &platform.rbac;
+    for (field, groups) in [
+        ("admin_groups", &rbac.admin_groups),
+        ("developer_groups", &rbac.developer_groups),
+        ("readonly_groups", &rbac.readonly_groups),
+    ] {
+        for (i, group) in groups.iter().enumerate() {
+            if group.trim().is_empty() || group.starts_with("system:") {
+                problems.push(config.problem(
+                    &format!("platform.rbac.{field}[{i}]"),
+                    format!(
+                        "group `{group}` cannot be bound: use a non-empty group name outside \
+                         `system:` (those belong to Kubernetes)"
+                    ),
+                ));
+            }
+        }
+    }
+    if config
+        .gitops
+        .context
+        .as_deref()
+        .is_some_and(|c| c.trim().is_empty())
+    {
+        problems.push(config.problem(
+            "gitops.context",
+            "the context must not be empty; leave it out to use the kubeconfig's current context",
+        ));
+    }
+    if config.gitops.context.is_some() && config.gitops.kubeconfig.is_none() {
+        problems.push(config.problem(
+            "gitops.context",
+            "a context needs `gitops.kubeconfig`, the file it is in",
+        ));
+    }
 }
 
 fn check_engine(config: &Config, problems: &mut Vec<Problem>) {
@@ -375,14 +446,29 @@ fn check_aws(config: &Config, problems: &mut Vec<Problem>) {
             ),
         ));
     }
-    if super::version_numbers(&aws.cluster.version, 2).is_none() {
-        problems.push(config.problem(
+    match super::version_numbers(&aws.cluster.version, 2).as_deref() {
+        None => problems.push(config.problem(
             "aws.cluster.version",
             format!(
-                "`{}` is not a Kubernetes version such as 1.31",
-                aws.cluster.version
+                "`{}` is not a Kubernetes version such as {}",
+                aws.cluster.version,
+                super::DEFAULT_EKS_VERSION
             ),
-        ));
+        )),
+        Some([major, minor, ..]) if (*major, *minor) < super::OLDEST_KUBERNETES => {
+            problems.push(config.problem(
+                "aws.cluster.version",
+                format!(
+                    "Kubernetes {} is older than {}.{}, the oldest version the platform \
+                     supports; use {} or newer",
+                    aws.cluster.version,
+                    super::OLDEST_KUBERNETES.0,
+                    super::OLDEST_KUBERNETES.1,
+                    super::DEFAULT_EKS_VERSION
+                ),
+            ));
+        }
+        Some(_) => {}
     }
     let rds = &config.services.postgres.aws;
     if config.profile == super::Profile::Aws && config.services.postgres.databases.len() > 1 {

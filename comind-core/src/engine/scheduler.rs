@@ -166,12 +166,13 @@ pub(super) async fn run(engine: &Engine, operation: Operation, run: &RunOptions)
         .filter(|&i| selection[i] == Selected::Yes)
         .collect();
 
-    let mut rejected = false;
+    let mut verdict = Preflight::Passed;
     if operation == Operation::Apply {
-        rejected = preflight(engine, &runnable, &mut slots, events).await;
+        verdict = preflight(engine, &runnable, &mut slots, events).await;
     }
+    let rejected = verdict == Preflight::Rejected;
 
-    if !rejected {
+    if verdict == Preflight::Passed {
         schedule(
             engine,
             operation,
@@ -285,13 +286,91 @@ fn skip(
     });
 }
 
-/// Runs every preflight; returns whether the run is rejected.
+/// What the preflight checks decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Preflight {
+    /// Every check passed: the run goes on.
+    Passed,
+    /// A check found a problem with the input (a taken port, a foreign resource, bad
+    /// settings): nothing runs, and the run is `rejected`.
+    Rejected,
+    /// A check could not be completed (a peer kept failing after the retries, a bug):
+    /// nothing runs, and the run has `failed`; it is not the input's fault.
+    Failed,
+}
+
+/// Whether a failed preflight check is a problem with the input rather than a check
+/// that could not be made.
+fn is_input_problem(err: &Error) -> bool {
+    !err.is_transient()
+        && matches!(
+            err.kind(),
+            ErrorKind::InvalidInput
+                | ErrorKind::Conflict
+                | ErrorKind::NotFound
+                | ErrorKind::Permission
+        )
+}
+
+/// One phase's preflight check, with transient failures retried under the phase's
+/// retry policy and within its timeout, as its apply would be: a peer that answers
+/// 503 for a moment must not read as bad input.
+async fn checked(
+    phase: Arc<dyn Phase>,
+    ctx: PhaseContext,
+    limits: PhaseLimits,
+    retry: RetryPolicy,
+) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let mut attempt = 1;
+    loop {
+        let error = match tokio::time::timeout_at(deadline, phase.preflight(&ctx)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(error)) => error,
+            Err(_) => {
+                return Err(Error::timeout(format!(
+                    "preflight checks of `{}` did not finish within {}",
+                    ctx.phase(),
+                    humantime::format_duration(limits.timeout)
+                )));
+            }
+        };
+        let delay = retry
+            .delay(attempt)
+            .max(error.retry_after_delay().unwrap_or_default());
+        if !error.is_transient()
+            || attempt > limits.retries
+            || ctx.cancel.is_requested()
+            || tokio::time::Instant::now() + delay >= deadline
+        {
+            return Err(error);
+        }
+        ctx.events().emit(Event::PhaseRetrying {
+            phase: ctx.phase().clone(),
+            attempt,
+            delay_ms: millis(delay),
+            error: with_phase(error, ctx.phase()).report(),
+        });
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = ctx.cancel.requested() => {
+                return Err(Error::cancelled(format!(
+                    "preflight checks of `{}` were cancelled; nothing was changed",
+                    ctx.phase()
+                )));
+            }
+        }
+        attempt += 1;
+    }
+}
+
+/// Runs every preflight check.
 async fn preflight(
     engine: &Engine,
     runnable: &[usize],
     slots: &mut [Slot],
     events: &EventBus,
-) -> bool {
+) -> Preflight {
     let graph = &engine.graph;
     let mut checks = JoinSet::new();
     for &i in runnable {
@@ -303,18 +382,9 @@ async fn preflight(
             .map(|&d| (graph.ids()[d].clone(), InputSet::KnownAfterApply))
             .collect();
         let ctx = context(engine, i, Operation::Apply, inputs);
-        let timeout = engine.options.limits_for(&*phase).timeout;
-        checks.spawn(async move {
-            let result = match tokio::time::timeout(timeout, phase.preflight(&ctx)).await {
-                Ok(result) => result,
-                Err(_) => Err(Error::timeout(format!(
-                    "preflight checks of `{}` did not finish within {}",
-                    ctx.phase(),
-                    humantime::format_duration(timeout)
-                ))),
-            };
-            (i, result)
-        });
+        let limits = engine.options.limits_for(&*phase);
+        let retry = engine.options.retry;
+        checks.spawn(async move { (i, checked(phase, ctx, limits, retry).await) });
     }
     let mut failed = Vec::new();
     while let Some(joined) = checks.join_next().await {
@@ -325,7 +395,7 @@ async fn preflight(
                 events.emit(Event::Notice {
                     message: format!("a preflight check panicked: {join_error}"),
                 });
-                return true;
+                return Preflight::Failed;
             }
         };
         if let Err(err) = result {
@@ -333,9 +403,14 @@ async fn preflight(
         }
     }
     if failed.is_empty() {
-        return false;
+        return Preflight::Passed;
     }
     failed.sort_by_key(|(i, _)| *i);
+    let verdict = if failed.iter().any(|(_, err)| is_input_problem(err)) {
+        Preflight::Rejected
+    } else {
+        Preflight::Failed
+    };
     let failed: Vec<usize> = failed
         .into_iter()
         .map(|(i, err)| {
@@ -369,7 +444,7 @@ async fn preflight(
             );
         }
     }
-    true
+    verdict
 }
 
 fn with_phase(err: Error, id: &PhaseId) -> Error {

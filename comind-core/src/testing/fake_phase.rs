@@ -50,6 +50,7 @@ pub struct FakePhase {
     forwards: Vec<(PhaseId, String)>,
     timeout: Option<Duration>,
     preflight_error: Option<String>,
+    preflight_flakes: Arc<AtomicU32>,
     attempts: Arc<AtomicU32>,
 }
 
@@ -69,6 +70,7 @@ impl FakePhase {
             forwards: Vec::new(),
             timeout: None,
             preflight_error: None,
+            preflight_flakes: Arc::new(AtomicU32::new(0)),
             attempts: Arc::new(AtomicU32::new(0)),
         }
     }
@@ -140,6 +142,14 @@ impl FakePhase {
     #[must_use]
     pub fn failing_preflight(mut self, message: &str) -> Self {
         self.preflight_error = Some(message.to_string());
+        self
+    }
+
+    /// Fails its first `times` preflight checks with a transient error, as a peer
+    /// that answers 503 for a moment does.
+    #[must_use]
+    pub fn flaky_preflight(self, times: u32) -> Self {
+        self.preflight_flakes.store(times, Ordering::SeqCst);
         self
     }
 
@@ -228,6 +238,14 @@ impl Phase for FakePhase {
     }
 
     async fn preflight(&self, _ctx: &PhaseContext) -> Result<()> {
+        let flaky = self
+            .preflight_flakes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if flaky {
+            return Err(Error::unavailable("the fake peer answered 503")
+                .with_resource(format!("fake/{}", self.id)));
+        }
         match &self.preflight_error {
             Some(message) => Err(Error::invalid_input(message.clone())
                 .with_resource(format!("fake/{}", self.id))

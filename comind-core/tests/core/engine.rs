@@ -634,6 +634,60 @@ async fn a_failed_preflight_rejects_the_run_before_anything_changes() {
     assert!(error.message.contains("5432"));
 }
 
+#[tokio::test]
+async fn a_transient_fault_during_preflight_is_retried_not_read_as_bad_input() {
+    // Three 503s, then the peer answers: the run goes on as if nothing happened.
+    let world = World::new();
+    let (engine, _dir) = engine(
+        phases![
+            FakePhase::new("network", &world),
+            FakePhase::new("postgres", &world)
+                .with_deps(&["network"])
+                .flaky_preflight(3),
+        ],
+        fast_options(),
+    );
+    let mut events = engine.events().subscribe();
+    let report = engine.run(Operation::Apply, &RunOptions::default()).await;
+    assert_eq!(
+        report.summary.outcome,
+        RunOutcome::Succeeded,
+        "{:?}",
+        report.summary
+    );
+    let mut retried = 0;
+    while let Some(record) = events.try_recv() {
+        if let Event::PhaseRetrying { phase, .. } = &record.event {
+            assert_eq!(phase, &PhaseId::new("postgres"));
+            retried += 1;
+        }
+    }
+    assert_eq!(
+        retried, 3,
+        "each transient preflight failure is announced as a retry"
+    );
+}
+
+#[tokio::test]
+async fn a_preflight_that_keeps_failing_transiently_fails_the_run_without_rejecting_it() {
+    let world = World::new();
+    let (engine, _dir) = engine(
+        phases![
+            FakePhase::new("network", &world),
+            FakePhase::new("postgres", &world)
+                .with_deps(&["network"])
+                .flaky_preflight(100),
+        ],
+        fast_options(),
+    );
+    let report = engine.run(Operation::Apply, &RunOptions::default()).await;
+    // Failed (exit 1: try again), not rejected (exit 2: fix your input).
+    assert_eq!(report.summary.outcome, RunOutcome::Failed);
+    assert_eq!(report.phases_with(Outcome::Failed), ids(&["postgres"]));
+    assert_eq!(report.phases_with(Outcome::Skipped), ids(&["network"]));
+    assert!(world.mutating_calls().is_empty(), "nothing was created");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_waits_at_least_as_long_as_the_peer_asks() {
     let world = World::new();

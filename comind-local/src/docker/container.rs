@@ -7,8 +7,9 @@ use bollard::body_full;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use comind_core::{Error, Result};
 use futures_util::StreamExt;
@@ -31,7 +32,10 @@ pub(crate) enum RunState {
     Paused,
     /// Restarting after a crash (its restart policy is at work).
     Restarting,
-    /// Created and never started, or stopped, or killed.
+    /// Created and never started: whatever had to be placed in it before its first
+    /// start may be missing (the run that created it may have died first).
+    Created,
+    /// Stopped or killed after it ran.
     Stopped,
     /// Dead or being removed: it cannot be started again.
     Broken,
@@ -84,11 +88,10 @@ fn run_state(status: Option<ContainerStateStatusEnum>) -> RunState {
         Some(ContainerStateStatusEnum::RUNNING) => RunState::Running,
         Some(ContainerStateStatusEnum::PAUSED) => RunState::Paused,
         Some(ContainerStateStatusEnum::RESTARTING) => RunState::Restarting,
-        Some(
-            ContainerStateStatusEnum::CREATED
-            | ContainerStateStatusEnum::EXITED
-            | ContainerStateStatusEnum::STOPPING,
-        ) => RunState::Stopped,
+        Some(ContainerStateStatusEnum::CREATED) => RunState::Created,
+        Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::STOPPING) => {
+            RunState::Stopped
+        }
         _ => RunState::Broken,
     }
 }
@@ -243,6 +246,27 @@ impl DockerClient {
                     e,
                 )
             })
+    }
+
+    /// Which of `paths` do not exist in the container `name` (running or not).
+    pub(crate) async fn missing_files(&self, name: &str, paths: &[&str]) -> Result<Vec<String>> {
+        let docker = self.docker().await?;
+        let mut missing = Vec::new();
+        for path in paths {
+            let options = ContainerArchiveInfoOptionsBuilder::new().path(path).build();
+            match docker.get_container_archive_info(name, Some(options)).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => missing.push((*path).to_string()),
+                Err(e) => {
+                    return Err(docker_error(
+                        &format!("look for {path} in"),
+                        &resource("container", name),
+                        e,
+                    ));
+                }
+            }
+        }
+        Ok(missing)
     }
 
     /// Starts the container `name` (a no-op if it runs). A host port taken by

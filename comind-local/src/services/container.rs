@@ -146,7 +146,20 @@ enum Step {
     ReplaceContainer(String),
     /// Start the stopped container, which stopped for this reason.
     StartContainer(String),
+    /// Upload the files of a container that has not got them (it was created by a
+    /// run that died before uploading, or they were removed), then start it.
+    CompleteContainer(String),
     UnpauseContainer,
+}
+
+/// Whether an existing container lacks what it needs before it may start.
+enum Unfinished {
+    /// It has what it needs.
+    No,
+    /// Upload the files, then start it; for this reason.
+    Complete(String),
+    /// Replace it (on its volume); for this reason.
+    Replace(String),
 }
 
 /// What exists, measured against the spec, and the steps that converge it.
@@ -184,6 +197,9 @@ impl Assessment {
                 Step::StartContainer(reason) => {
                     Change::update("container", &spec.name).because(format!("start it: {reason}"))
                 }
+                Step::CompleteContainer(reason) => Change::update("container", &spec.name).because(
+                    format!("complete it: {reason}; upload its configuration files, then start it"),
+                ),
                 Step::UnpauseContainer => {
                     Change::update("container", &spec.name).because("unpause it: it was paused")
                 }
@@ -281,15 +297,25 @@ impl ServiceContainer {
             }
             Some(c) => match self.drift(ctx, c, spec, replace_because) {
                 Some(reason) => Some(reason),
-                None => {
-                    match c.state {
-                        // A broken container is never in sync: `drift` replaces it.
-                        RunState::Running | RunState::Restarting | RunState::Broken => {}
-                        RunState::Paused => steps.push(Step::UnpauseContainer),
-                        RunState::Stopped => steps.push(Step::StartContainer(c.stopped_reason())),
+                None => match self.unfinished(c, spec).await? {
+                    Unfinished::Replace(reason) => Some(reason),
+                    Unfinished::Complete(reason) => {
+                        steps.push(Step::CompleteContainer(reason));
+                        return Ok(Assessment { steps, container });
                     }
-                    return Ok(Assessment { steps, container });
-                }
+                    Unfinished::No => {
+                        match c.state {
+                            // A broken container is never in sync: `drift` replaces it.
+                            RunState::Running | RunState::Restarting | RunState::Broken => {}
+                            RunState::Paused => steps.push(Step::UnpauseContainer),
+                            // `unfinished` completes every container never started.
+                            RunState::Stopped | RunState::Created => {
+                                steps.push(Step::StartContainer(c.stopped_reason()));
+                            }
+                        }
+                        return Ok(Assessment { steps, container });
+                    }
+                },
             },
             None => None,
         };
@@ -313,6 +339,46 @@ impl ServiceContainer {
             None => Step::CreateContainer(volume_exists),
         });
         Ok(Assessment { steps, container })
+    }
+
+    /// Whether a container of ours lacks what it needs before it may (re)start: its
+    /// configuration files, uploaded between create and first start. A run killed in
+    /// between leaves a container that was never started; starting it as it is makes
+    /// the service crash-loop on the missing files.
+    async fn unfinished(
+        &self,
+        container: &ContainerInfo,
+        spec: &ContainerSpec,
+    ) -> Result<Unfinished> {
+        if spec.files.is_empty() {
+            return Ok(Unfinished::No);
+        }
+        if container.state == RunState::Created {
+            // Uploading again is harmless and cheaper than finding out what is there.
+            return Ok(Unfinished::Complete(
+                "it was created but never started (the run that created it stopped \
+                 before configuring it)"
+                    .to_string(),
+            ));
+        }
+        if !matches!(container.state, RunState::Stopped | RunState::Restarting) {
+            return Ok(Unfinished::No);
+        }
+        let paths: Vec<&str> = spec.files.iter().map(|f| f.path.as_str()).collect();
+        let missing = self.docker.missing_files(&container.id, &paths).await?;
+        if missing.is_empty() {
+            return Ok(Unfinished::No);
+        }
+        let what = format!(
+            "its configuration files are missing ({})",
+            missing.join(", ")
+        );
+        Ok(if container.state == RunState::Restarting {
+            // It keeps crashing on them; a running container cannot be completed safely.
+            Unfinished::Replace(format!("it keeps restarting: {what}"))
+        } else {
+            Unfinished::Complete(format!("it is stopped and {what}"))
+        })
     }
 
     /// Why an existing container of ours must be replaced, if it must.
@@ -404,6 +470,13 @@ impl ServiceContainer {
                     ctx.progress(format!("creating container {}", spec.name));
                     self.create_and_start(ctx, spec).await?;
                 }
+                Step::CompleteContainer(_) => {
+                    ctx.progress(format!("completing container {}", spec.name));
+                    self.upload_files(&spec.name, spec).await?;
+                    self.docker
+                        .start_container(&spec.name, &spec.port_fields())
+                        .await?;
+                }
                 Step::StartContainer(_) => {
                     ctx.progress(format!("starting container {}", spec.name));
                     self.docker
@@ -422,22 +495,44 @@ impl ServiceContainer {
             .labels(self.component(), Some(&spec.hash()))
             .into_iter()
             .collect();
-        let id = self
+        let id = match self
             .docker
             .create_container(&spec.name, spec.create_body(labels))
-            .await?;
-        if !spec.files.is_empty() {
-            let uploaded = match tar_archive(&spec.files) {
-                Ok(archive) => self.docker.upload_archive(&id, archive).await,
-                Err(e) => Err(e),
-            };
-            if let Err(err) = uploaded {
-                // A container without its files must never be started by a later run.
-                let _ = self.docker.remove_container(&id).await;
-                return Err(err);
+            .await
+        {
+            Ok(id) => id,
+            // Another run (one that is dying, or a second one that took the lock after
+            // it) created the name since it was read: the retry reads it again and
+            // adopts it if it is ours, or stops on it if it is not.
+            Err(err) if err.kind() == ErrorKind::Conflict => {
+                return Err(Error::conflict(format!(
+                    "container {} appeared while this run was creating it",
+                    spec.name
+                ))
+                .with_resource(format!("container {}", spec.name))
+                .with_source(err)
+                .transient(true));
             }
+            Err(err) => return Err(err),
+        };
+        // A kill -9 from here until the start leaves a container that was never
+        // started; the next run completes it (`unfinished`).
+        if let Err(err) = self.upload_files(&id, spec).await {
+            // Tidy up when we still can; a later run would complete it anyway.
+            let _ = self.docker.remove_container(&id).await;
+            return Err(err);
         }
         self.docker.start_container(&id, &spec.port_fields()).await
+    }
+
+    /// Places the spec's files into the container `name` (before it starts).
+    async fn upload_files(&self, name: &str, spec: &ContainerSpec) -> Result<()> {
+        if spec.files.is_empty() {
+            return Ok(());
+        }
+        self.docker
+            .upload_archive(name, tar_archive(&spec.files)?)
+            .await
     }
 
     /// Removes every container of this service in the environment (found by label).

@@ -222,28 +222,34 @@ impl PostgresBackend {
             .map(|row| (row.get(0), row.get(1)))
             .collect();
 
-        let execute = |sql: String, what: String| {
+        let run = |sql: String| {
             let client = &client;
-            let resource = &resource;
-            async move {
-                client
-                    .batch_execute(&sql)
-                    .await
-                    .map_err(|e| pg_error(&what, resource, &e))
-            }
+            async move { client.batch_execute(&sql).await }
         };
+        let failed = |what: &str, e: &tokio_postgres::Error| pg_error(what, &resource, e);
+        let set_password = format!(
+            "ALTER ROLE {} LOGIN PASSWORD {}",
+            quote_ident(user),
+            quote_literal(&verifier(&credentials.app.password))
+        );
         match role {
             None => {
                 if pass.will(Change::create("role", user)) {
-                    execute(
-                        format!(
-                            "CREATE ROLE {} LOGIN PASSWORD {}",
-                            quote_ident(user),
-                            quote_literal(&verifier(&credentials.app.password))
-                        ),
-                        format!("create role {user}"),
-                    )
-                    .await?;
+                    let create = format!(
+                        "CREATE ROLE {} LOGIN PASSWORD {}",
+                        quote_ident(user),
+                        quote_literal(&verifier(&credentials.app.password))
+                    );
+                    match run(create).await {
+                        Ok(()) => {}
+                        // An earlier run, killed while it created the role, committed it
+                        // after this pass read the roles: it exists now, which is what
+                        // was wanted; make sure it has the stored password and login.
+                        Err(e) if is_lost_race(&e) => run(set_password)
+                            .await
+                            .map_err(|e| failed(&format!("set the password of role {user}"), &e))?,
+                        Err(e) => return Err(failed(&format!("create role {user}"), &e)),
+                    }
                 }
             }
             Some(row) => {
@@ -252,9 +258,7 @@ impl PostgresBackend {
                     && match connect(port, &credentials.app, MAINTENANCE_DB).await {
                         Ok(_) => true,
                         Err(e) if is_auth_failure(&e) => false,
-                        Err(e) => {
-                            return Err(pg_error("connect as the application role", &resource, &e));
-                        }
+                        Err(e) => return Err(failed("connect as the application role", &e)),
                     };
                 if !password_ok
                     && pass.will(
@@ -262,49 +266,70 @@ impl PostgresBackend {
                             .because("its password or login did not match the stored credentials"),
                     )
                 {
-                    {
-                        execute(
-                            format!(
-                                "ALTER ROLE {} LOGIN PASSWORD {}",
-                                quote_ident(user),
-                                quote_literal(&verifier(&credentials.app.password))
-                            ),
-                            format!("reset the password of role {user}"),
-                        )
-                        .await?;
-                    }
+                    run(set_password)
+                        .await
+                        .map_err(|e| failed(&format!("reset the password of role {user}"), &e))?;
                 }
             }
         }
+        let give_to_user = |db: &str| {
+            format!(
+                "ALTER DATABASE {} OWNER TO {}",
+                quote_ident(db),
+                quote_ident(user)
+            )
+        };
         for db in &wanted {
             match owners.get(db) {
                 None => {
                     if pass.will(Change::create("database", db).because(format!("owned by {user}")))
                     {
-                        execute(
-                            format!(
-                                "CREATE DATABASE {} OWNER {}",
-                                quote_ident(db),
-                                quote_ident(user)
-                            ),
-                            format!("create database {db}"),
-                        )
-                        .await?;
+                        let create = format!(
+                            "CREATE DATABASE {} OWNER {}",
+                            quote_ident(db),
+                            quote_ident(user)
+                        );
+                        match run(create).await {
+                            Ok(()) => {}
+                            // Made meanwhile by an earlier run's statement that outlived
+                            // it: adopt it once its owner is right.
+                            Err(e) if is_lost_race(&e) => {
+                                let owner: Option<String> = client
+                                    .query_opt(
+                                        "SELECT pg_get_userbyid(datdba) FROM pg_database \
+                                         WHERE datname = $1",
+                                        &[db],
+                                    )
+                                    .await
+                                    .map_err(query)?
+                                    .map(|row| row.get(0));
+                                match owner {
+                                    Some(owner) if owner == *user => {}
+                                    Some(_) => run(give_to_user(db)).await.map_err(|e| {
+                                        failed(&format!("change the owner of database {db}"), &e)
+                                    })?,
+                                    // Created and dropped again by someone else: the
+                                    // next attempt reads everything afresh.
+                                    None => {
+                                        return Err(Error::unavailable(format!(
+                                            "database {db} was being created by another \
+                                             session, which did not keep it"
+                                        ))
+                                        .with_resource(resource.clone()));
+                                    }
+                                }
+                            }
+                            Err(e) => return Err(failed(&format!("create database {db}"), &e)),
+                        }
                     }
                 }
                 Some(owner) if owner != user => {
                     if pass.will(
                         Change::update("database", db).because(format!("owner {owner} -> {user}")),
                     ) {
-                        execute(
-                            format!(
-                                "ALTER DATABASE {} OWNER TO {}",
-                                quote_ident(db),
-                                quote_ident(user)
-                            ),
-                            format!("change the owner of database {db}"),
-                        )
-                        .await?;
+                        run(give_to_user(db)).await.map_err(|e| {
+                            failed(&format!("change the owner of database {db}"), &e)
+                        })?;
                     }
                 }
                 Some(_) => {}
@@ -499,6 +524,18 @@ async fn connect(
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// Whether a create failed only because the object appeared since it was looked up:
+/// another session (typically an earlier run's statement that outlived its process)
+/// created it first. The name check of `CREATE` reports it as a duplicate; when both
+/// got past that check, the catalog's unique index does.
+fn is_lost_race(err: &tokio_postgres::Error) -> bool {
+    err.code().is_some_and(|c| {
+        *c == SqlState::DUPLICATE_DATABASE
+            || *c == SqlState::DUPLICATE_OBJECT
+            || *c == SqlState::UNIQUE_VIOLATION
+    })
 }
 
 fn is_auth_failure(err: &tokio_postgres::Error) -> bool {

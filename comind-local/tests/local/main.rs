@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod conformance;
+mod crash;
 mod drift;
 mod lifecycle;
 mod markers;
