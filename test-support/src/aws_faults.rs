@@ -28,7 +28,8 @@
 //! # Faults
 //!
 //! A [`Rule`] says which calls get which [`Fault`]: "the first N calls of operation X"
-//! ([`Rule::first`]), optionally only after leaving the first K alone
+//! ([`Rule::first`]) or "the next N calls, whatever they are" ([`Rule::next`]),
+//! optionally only after leaving the first K alone
 //! ([`Rule::after`]) and only on one service ([`Rule::on`]). Each rule counts the
 //! matching calls it sees from the moment it is added; the first rule that applies to
 //! a call decides its fate, and calls no rule applies to are forwarded.
@@ -46,7 +47,8 @@
 //!   cannot know.
 //! - [`Fault::Hold`]: nothing is forwarded until the test decides. [`FaultProxy::held`]
 //!   waits until such a call is being held (no sleeps: it returns the moment the call
-//!   arrives), and the [`Held`] it returns forwards the call ([`Held::forward`], as if
+//!   arrives; [`FaultProxy::held_any`] for a call of any operation), and the [`Held`]
+//!   it returns forwards the call ([`Held::forward`], as if
 //!   AWS acted on it now, whether or not its caller is still alive) or drops it
 //!   ([`Held::drop_call`], the client's connection is reset). A test can kill the
 //!   calling process between the two: a process killed with a request in flight.
@@ -116,11 +118,12 @@ pub enum Fault {
     Hold,
 }
 
-/// Which calls get a fault: the first `times` calls of an operation (optionally after
-/// `skip` of them, optionally on one service).
+/// Which calls get a fault: the first `times` calls of an operation, or of any
+/// operation (optionally after `skip` of them, optionally on one service).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    operation: String,
+    /// `None`: any operation.
+    operation: Option<String>,
     service: Option<String>,
     skip: usize,
     times: usize,
@@ -132,7 +135,19 @@ impl Rule {
     /// `fault`.
     pub fn first(times: usize, operation: &str, fault: Fault) -> Rule {
         Rule {
-            operation: operation.to_string(),
+            operation: Some(operation.to_string()),
+            service: None,
+            skip: 0,
+            times,
+            fault,
+        }
+    }
+
+    /// The next `times` calls, whatever their operation, get `fault`: to stop a client
+    /// at the call right after one the test holds ("what comes after CreateBucket").
+    pub fn next(times: usize, fault: Fault) -> Rule {
+        Rule {
+            operation: None,
             service: None,
             skip: 0,
             times,
@@ -157,7 +172,8 @@ impl Rule {
     }
 
     fn matches(&self, service: &str, operation: &str) -> bool {
-        self.operation == operation && self.service.as_deref().is_none_or(|s| s == service)
+        self.operation.as_deref().is_none_or(|o| o == operation)
+            && self.service.as_deref().is_none_or(|s| s == service)
     }
 }
 
@@ -368,6 +384,20 @@ impl FaultProxy {
     /// When no such call arrives within [`HOLD_WAIT`] (the message lists the calls
     /// seen), or when the proxy stopped.
     pub async fn held(&self, operation: &str) -> Held {
+        self.wait_held(Some(operation)).await
+    }
+
+    /// Waits until any call is held, whatever its operation (see [`Rule::next`]), and
+    /// hands it over.
+    ///
+    /// # Panics
+    /// As [`FaultProxy::held`].
+    pub async fn held_any(&self) -> Held {
+        self.wait_held(None).await
+    }
+
+    async fn wait_held(&self, operation: Option<&str>) -> Held {
+        let what = operation.map_or_else(|| "any".to_string(), |o| format!("`{o}`"));
         let mut changes = self.shared.changed.subscribe();
         let wait = async {
             loop {
@@ -375,14 +405,14 @@ impl FaultProxy {
                     return held;
                 }
                 if changes.changed().await.is_err() {
-                    panic!("the AWS fault proxy stopped while waiting for a held `{operation}`");
+                    panic!("the AWS fault proxy stopped while waiting for a held {what} call");
                 }
             }
         };
         match tokio::time::timeout(HOLD_WAIT, wait).await {
             Ok(held) => held,
             Err(_) => panic!(
-                "no `{operation}` call was held within {} s; calls seen: {}",
+                "no {what} call was held within {} s; calls seen: {}",
                 HOLD_WAIT.as_secs(),
                 self.calls()
                     .iter()
@@ -505,12 +535,12 @@ impl Shared {
         self.set(index, Outcome::Held);
     }
 
-    fn claim(&self, operation: &str) -> Option<Held> {
+    fn claim(&self, operation: Option<&str>) -> Option<Held> {
         let mut state = self.lock();
         let at = state
             .waiting
             .iter()
-            .position(|w| w.operation == operation)?;
+            .position(|w| operation.is_none_or(|o| w.operation == o))?;
         let waiting = state.waiting.remove(at)?;
         let call = state.calls.get(waiting.call).cloned()?;
         Some(Held {
@@ -1182,6 +1212,17 @@ mod tests {
             Some(Fault::Throttle)
         );
         assert_eq!(shared.lock().calls.len(), 6);
+        shared.lock().rules.clear();
+        shared
+            .lock()
+            .rules
+            .push((Rule::next(1, Fault::Hold).on("s3"), 0));
+        assert_eq!(shared.arrive(call("ec2", "DescribeVpcs")).1, None);
+        assert_eq!(
+            shared.arrive(call("s3", "PutPublicAccessBlock")).1,
+            Some(Fault::Hold)
+        );
+        assert_eq!(shared.arrive(call("s3", "PutBucketPolicy")).1, None);
     }
 
     #[test]

@@ -40,26 +40,28 @@ async fn buckets_carry_their_tags_from_the_create_and_an_untagged_namesake_is_re
     let uploads = env.resource_name("uploads");
     let ours: Vec<(String, String)> = env.labels("object-store", None).into_iter().collect();
 
-    // Stop the run at the first call after a bucket's create: the bucket is ours by
-    // its tags already, so a crash here leaves nothing that looks foreign.
+    // Stop the run at the call right after the first bucket's create: the bucket is
+    // ours by its tags already, so a crash there leaves nothing that looks foreign.
     proxy.inject(Rule::first(1, "CreateBucket", Fault::Hold));
     let run = only(&["object-store"]);
     let bootstrap = runs::bootstrap(proxy.sdk_config(), &log, &name, state.path(), |_| {});
-    // The bootstrap's run is not `Send`; it runs beside the test's own steps instead.
     let options = UpOptions::default();
+    // The bootstrap's run is not `Send`; it runs beside the test's own steps instead.
     let (up, ()) = tokio::join!(bootstrap.up(&run, &options), async {
         let created = proxy.held("CreateBucket").await;
-        proxy.inject(Rule::first(1, "CreateBucket", Fault::Hold));
+        proxy.inject(Rule::next(1, Fault::Hold).on("s3"));
         assert_eq!(created.forward().await, Outcome::Forwarded(200));
-        let second = proxy.held("CreateBucket").await;
+        let after = proxy.held_any().await;
+        assert_ne!(after.call().operation, "PutBucketTagging");
         let listed = peek.s3.list_buckets().send().await.unwrap();
-        let first_bucket = listed.buckets()[0].name().unwrap().to_string();
+        let bucket = listed.buckets()[0].name().unwrap().to_string();
         assert_eq!(
-            bucket_tags(&peek, &first_bucket).await,
+            bucket_tags(&peek, &bucket).await,
             ours,
-            "the bucket is tagged by its create, before any other call"
+            "the bucket is tagged by its create, before {}",
+            after.call().operation
         );
-        assert_eq!(second.forward().await, Outcome::Forwarded(200));
+        assert_eq!(after.forward().await, Outcome::Forwarded(200));
     });
     let up = up.unwrap();
     assert_succeeded(&up, "up of the buckets");
