@@ -27,12 +27,21 @@
 //! CreateLaunchTemplate and CreateLaunchTemplateVersion; EKS CreateCluster,
 //! CreateNodegroup and the Update calls) once per operation call and reuses it across
 //! its own retries, so AWS deduplicates those retries. That is not enough on its own: a
-//! token lives only as long as one call, so a retry of the phase, or the next run after
-//! a crash, sends a new one, and test backends such as moto ignore tokens. Creates of
-//! resources without a unique name therefore also go through [`once`] with one attempt
-//! (the token is still sent); creates of uniquely named resources keep the SDK's
-//! retries with their token, and rely on "already exists" being adopted. RDS,
-//! ElastiCache, IAM, S3 and SQS creates take no token; their names are unique.
+//! token lives only as long as one operation call, so a retry of the phase, or the next
+//! run after a crash, sends a new one (a token Comind derived itself and reused across
+//! runs would be worse: AWS answers a repeated token with the original resource even
+//! after it was deleted), and test backends such as moto ignore tokens. So:
+//!
+//! - creates that take a token but whose resource has no unique name (NAT gateways,
+//!   route tables) get one attempt and [`once`]'s discovery, like the creates that take
+//!   no token (VPCs, internet gateways, elastic IPs, subnets, security groups; RDS,
+//!   ElastiCache, IAM, S3 and SQS, which have no tokens at all); the token is still
+//!   sent;
+//! - creates that take a token and whose name is unique (launch templates, EKS clusters
+//!   and node groups) keep the SDK's retries with their token: a repeat can only answer
+//!   "already exists", which [`once`] adopts;
+//! - CreateLaunchTemplateVersion keeps the SDK's retries and token: a duplicate version
+//!   is harmless, and the next run compares the latest one with the spec.
 
 use std::future::Future;
 use std::time::Duration;

@@ -500,15 +500,31 @@ impl Datastore for ElastiCacheRedis {
             // snapshot) so that `up` can find it by its tags.
             let mut snap_tags = tags::user_tags(live_tags);
             snap_tags.extend(tags::ownership(run.env, COMPONENT, None));
-            run.clients
-                .elasticache
-                .create_snapshot()
-                .replication_group_id(&run.name)
-                .snapshot_name(id)
-                .set_tags(Some(tags::to_elasticache(&snap_tags)))
-                .send()
-                .await
-                .aws("elasticache:CreateSnapshot", run.resource())?;
+            let snap_tags = tags::to_elasticache(&snap_tags);
+            let resource = format!("{} {id}", Self::SNAPSHOT_KIND);
+            let run_ref = &*run;
+            // Like every create (see `create`): a snapshot whose create's answer was
+            // lost is found by its name and tags, not taken twice.
+            create::once(
+                &resource,
+                || async {
+                    run_ref
+                        .clients
+                        .elasticache
+                        .create_snapshot()
+                        .replication_group_id(&run_ref.name)
+                        .snapshot_name(id)
+                        .set_tags(Some(snap_tags.clone()))
+                        .customize()
+                        .config_override(single_attempt::elasticache())
+                        .send()
+                        .await
+                        .aws("elasticache:CreateSnapshot", &resource)
+                        .map(drop)
+                },
+                || run_ref.our_snapshot(id),
+            )
+            .await?;
             run.wait_snapshot(id).await?;
         }
         run.clients
@@ -523,6 +539,37 @@ impl Datastore for ElastiCacheRedis {
 }
 
 impl Run<'_, ElastiCacheRedis> {
+    /// The snapshot `id`, if it exists; the conflict when it is not ours.
+    async fn our_snapshot(&self, id: &str) -> Result<Option<()>> {
+        let resource = format!("{} {id}", ElastiCacheRedis::SNAPSHOT_KIND);
+        let out = self
+            .clients
+            .elasticache
+            .describe_snapshots()
+            .snapshot_name(id)
+            .send()
+            .await
+            .found("elasticache:DescribeSnapshots", &resource)?;
+        let Some(snap) = out
+            .as_ref()
+            .and_then(|o| o.snapshots().first())
+            .filter(|s| s.snapshot_name() == Some(id))
+        else {
+            return Ok(None);
+        };
+        let live =
+            ElastiCacheRedis::tags_of(self.clients, snap.arn().unwrap_or_default(), &resource)
+                .await?;
+        tags::require_owned(
+            self.env,
+            COMPONENT,
+            ElastiCacheRedis::SNAPSHOT_KIND,
+            id,
+            &live,
+        )?;
+        Ok(Some(()))
+    }
+
     /// Waits until the snapshot `id` is available.
     async fn wait_snapshot(&self, id: &str) -> Result<()> {
         let wait = Wait::new(

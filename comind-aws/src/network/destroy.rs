@@ -106,7 +106,9 @@ impl Run<'_> {
                             .vpc_id(vpc)
                             .send()
                             .await
-                            .found("ec2:DetachInternetGateway", &name)
+                            // Not attached (any more): what a detach whose answer was
+                            // lost, retried, hears.
+                            .found_or("ec2:DetachInternetGateway", &name, &["Gateway.NotAttached"])
                             .map(drop)
                     })
                     .await?;

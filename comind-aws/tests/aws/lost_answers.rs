@@ -305,3 +305,65 @@ async fn two_vpcs_tagged_for_one_environment_are_collapsed_and_the_plan_says_so(
     assert_eq!(counts(&owned::network(&peek, &env).await), one_network());
     assert_second_up_changes_nothing(&bootstrap, &log, &run).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_survives_lost_answers_and_keeps_one_final_snapshot_each() {
+    let moto = require_peer!(Moto::start());
+    let proxy = require_peer!(FaultProxy::start(&moto));
+    let peek = Peek::new(&moto);
+    let state = tempfile::tempdir().unwrap();
+    let log = CallLog::default();
+    let name = names::unique("lostdown");
+    let bootstrap = runs::bootstrap(proxy.sdk_config(), &log, &name, state.path(), |_| {});
+    let env = bootstrap.env().clone();
+    let up = bootstrap
+        .up(&RunOptions::default(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert_succeeded(&up, "up");
+    let calls = [
+        "CreateSnapshot",
+        "DeleteReplicationGroup",
+        "DeleteDBInstance",
+        "DeleteNodegroup",
+        "DeleteCluster",
+        "DeleteLaunchTemplate",
+        "DeleteNatGateway",
+        "ReleaseAddress",
+        "DeleteSecurityGroup",
+        "DeleteRouteTable",
+        "DetachInternetGateway",
+        "DeleteInternetGateway",
+        "DeleteSubnet",
+        "DeleteVpc",
+        "DeleteRole",
+        "DeleteBucket",
+        "DeleteQueue",
+    ];
+    for call in calls {
+        proxy.inject(Rule::first(1, call, Fault::LoseAnswer));
+    }
+    let down = bootstrap
+        .down(&RunOptions::default(), &comind_core::DownOptions::default())
+        .await
+        .unwrap();
+    assert_succeeded(&down, "down with lost answers");
+    for call in calls {
+        assert!(
+            matches!(
+                proxy.calls_of(call).first().map(|c| &c.outcome),
+                Some(Outcome::AnswerLost(_))
+            ),
+            "{call}: {:?}",
+            proxy.calls_of(call)
+        );
+    }
+    let left = everything_owned(&peek, &env).await;
+    let snapshots: Vec<&String> = left.iter().filter(|r| r.contains("-final-")).collect();
+    assert_eq!(snapshots.len(), 2, "one final snapshot each: {left:?}");
+    assert_eq!(
+        counts(&owned::network(&peek, &env).await),
+        BTreeMap::new(),
+        "{left:?}"
+    );
+}
