@@ -367,3 +367,53 @@ async fn down_survives_lost_answers_and_keeps_one_final_snapshot_each() {
         "{left:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_throttled_then_reset_are_tried_again_and_make_one_of_each() {
+    let moto = require_peer!(Moto::start());
+    let proxy = require_peer!(FaultProxy::start(&moto));
+    let peek = Peek::new(&moto);
+    // The first call of each create is throttled, the second never reaches AWS: the
+    // create is tried again, after looking for what the reset one might have made.
+    for create in [
+        "CreateVpc",
+        "CreateInternetGateway",
+        "CreateSubnet",
+        "AllocateAddress",
+        "CreateNatGateway",
+        "CreateRouteTable",
+        "CreateSecurityGroup",
+        "CreateRole",
+        "CreateDBSubnetGroup",
+        "CreateDBInstance",
+        "CreateBucket",
+        "CreateQueue",
+    ] {
+        proxy.inject(Rule::first(1, create, Fault::Throttle));
+        proxy.inject(Rule::first(1, create, Fault::ResetBeforeForwarding).after(1));
+    }
+    let state = tempfile::tempdir().unwrap();
+    let log = CallLog::default();
+    let run = only(&["network", "iam", "postgres", "object-store", "queue"]);
+    let bootstrap = runs::bootstrap(
+        proxy.sdk_config(),
+        &log,
+        &names::unique("flaky"),
+        state.path(),
+        |_| {},
+    );
+    let up = bootstrap.up(&run, &UpOptions::default()).await.unwrap();
+    assert_succeeded(&up, "up through throttled and reset creates");
+    let counted = counts(&everything_owned(&peek, bootstrap.env()).await);
+    for (kind, count) in one_network() {
+        assert_eq!(counted.get(&kind), Some(&count), "{kind}: {counted:?}");
+    }
+    assert_eq!(counted.get("iam-role"), Some(&2), "{counted:?}");
+    assert_eq!(
+        proxy.count("CreateVpc"),
+        3,
+        "{:?}",
+        proxy.calls_of("CreateVpc")
+    );
+    assert_second_up_changes_nothing(&bootstrap, &log, &run).await;
+}
