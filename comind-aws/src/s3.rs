@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use crate::clients::{Clients, Connector};
 use crate::create::{self, Made, single_attempt};
 use crate::error::{AwsResultExt, built};
-use crate::tags::{self, Tags};
+use crate::tags::{self, Selector, Tags};
 
 const COMPONENT: &str = "object-store";
 /// The id of the lifecycle rule Comind owns on the backup bucket.
@@ -621,7 +621,8 @@ impl<'a> Run<'a> {
             if !self.exists(&name).await? {
                 continue;
             }
-            if self.env.owns(&self.tags_of(&name).await?, Some(COMPONENT)) {
+            let live = self.tags_of(&name).await?;
+            if Selector::new(self.env, COMPONENT).check("bucket", &name, &live) {
                 ours.push(name);
             } else if buckets(self.env).iter().any(|b| b.name == name) {
                 foreign.push(name);

@@ -26,7 +26,7 @@ use serde_json::Value;
 use crate::clients::{Clients, Connector};
 use crate::create::{self, Made, single_attempt};
 use crate::error::AwsResultExt;
-use crate::tags::{self, Tags};
+use crate::tags::{self, Selector, Tags};
 
 const COMPONENT: &str = "queue";
 /// Dead letters are kept as long as SQS allows: 14 days.
@@ -487,7 +487,7 @@ impl ServiceBackend for SqsQueues {
             let Some((live, live_tags)) = run.find(&name).await? else {
                 continue;
             };
-            if !ctx.env().owns(&live_tags, Some(COMPONENT)) {
+            if !Selector::new(ctx.env(), COMPONENT).check("queue", &name, &live_tags) {
                 if configured.contains(&name) {
                     destroyed.kept.push(Kept {
                         kind: "queue".into(),

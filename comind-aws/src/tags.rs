@@ -152,8 +152,24 @@ impl<'a> Selector<'a> {
             && self.extra.iter().all(|(k, v)| tags.get(k) == Some(v))
     }
 
+    /// Whether `tags` mark `kind` `id` (found by a listing or a tag-filtered describe)
+    /// as one of them; when not, a debug trace says it was left out.
+    pub(crate) fn check(&self, kind: &str, id: &str, tags: &Tags) -> bool {
+        let ours = self.matches(tags);
+        if !ours {
+            tracing::debug!(
+                kind,
+                id,
+                environment = %self.env.name(),
+                component = self.component,
+                "left out {kind} {id}: AWS returned it, but its tags do not mark it as ours"
+            );
+        }
+        ours
+    }
+
     /// What a describe filtered by [`Selector::ec2_filters`] returned, without what its
-    /// tags say is not ours (each left out with a debug trace naming it).
+    /// tags say is not ours (see [`Selector::check`]).
     pub(crate) fn verified<T>(
         &self,
         kind: &str,
@@ -163,21 +179,7 @@ impl<'a> Selector<'a> {
     ) -> Vec<T> {
         found
             .into_iter()
-            .filter(|item| {
-                let ours = self.matches(&tags(item));
-                if !ours {
-                    tracing::debug!(
-                        kind,
-                        id = %id(item),
-                        environment = %self.env.name(),
-                        component = self.component,
-                        "left out {kind} {}: AWS returned it for a tag filter its tags do \
-                         not match, so it is not ours",
-                        id(item)
-                    );
-                }
-                ours
-            })
+            .filter(|item| self.check(kind, &id(item), &tags(item)))
             .collect()
     }
 }

@@ -6,7 +6,7 @@ use aws_sdk_ec2::types::ResourceType;
 use comind_core::{Change, Error, Result};
 
 use super::cidr::cidr_of;
-use super::{COMPONENT, Cidr, MAX_ZONES, Run, role_of};
+use super::{Cidr, MAX_ZONES, Run, role_of};
 use crate::create::{self, Made, single_attempt};
 use crate::error::AwsResultExt;
 use crate::tags;
@@ -78,11 +78,18 @@ impl Run<'_> {
             .iter()
             .filter_map(|s| cidr_of(s.cidr_block()))
             .collect();
+        let selector = self.selector();
         let live: Vec<Subnet> = out
             .subnets()
             .iter()
             .filter(|s| s.vpc_id() == Some(vpc_id))
-            .filter(|s| self.env.owns(&tags::from_ec2(s.tags()), Some(COMPONENT)))
+            .filter(|s| {
+                selector.check(
+                    "subnet",
+                    s.subnet_id().unwrap_or_default(),
+                    &tags::from_ec2(s.tags()),
+                )
+            })
             .map(subnet_of)
             .collect();
         let mut zones: Vec<String> = live
