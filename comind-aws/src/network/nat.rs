@@ -89,7 +89,9 @@ impl Run<'_> {
             match existing {
                 Some(nat) if nat.state != "failed" => {
                     found.insert(zone.clone(), Some(nat.id.clone()));
-                    self.release_duplicate_addresses(zone, None, &live).await?;
+                    let kept = nat.allocations.first().cloned();
+                    self.release_duplicate_addresses(zone, kept.as_deref(), &live)
+                        .await?;
                     if nat.state == "pending" && self.pass.is_apply() {
                         self.wait_nat(&nat.id, &name).await?;
                     }
@@ -201,12 +203,14 @@ impl Run<'_> {
         keep: Option<&str>,
         nats: &[Nat],
     ) -> Result<()> {
+        // A failed gateway's address is not in use: it goes to the gateway replacing it.
         let used: Vec<&str> = nats
             .iter()
+            .filter(|n| n.state != "failed")
             .flat_map(|n| n.allocations.iter().map(String::as_str))
             .chain(keep)
             .collect();
-        let Some(kept) = used.first().map(|s| s.to_string()) else {
+        let Some(kept) = keep.or_else(|| used.first().copied()).map(str::to_string) else {
             return Ok(());
         };
         for address in self.nat_addresses(zone).await? {
@@ -240,9 +244,10 @@ impl Run<'_> {
                 .into_iter()
                 .find(|a| {
                     !a.associated
-                        && !nats
-                            .iter()
-                            .any(|n| n.allocations.iter().any(|id| id == &a.allocation))
+                        && !nats.iter().any(|n| {
+                            n.state != "failed"
+                                && n.allocations.iter().any(|id| id == &a.allocation)
+                        })
                 })
                 .map(|a| a.allocation)
         };
