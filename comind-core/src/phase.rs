@@ -476,6 +476,12 @@ impl PhaseContext {
         self.cancel.is_requested()
     }
 
+    /// Resolves once the run is being cancelled: race it against a wait that is not
+    /// built on [`wait`](crate::wait), such as a watch.
+    pub async fn cancelled(&self) {
+        self.cancel.requested().await;
+    }
+
     /// A safe point: returns `Cancelled` if the run is being cancelled, so the phase
     /// can stop here without leaving a half-made resource.
     ///

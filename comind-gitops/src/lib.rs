@@ -1,11 +1,24 @@
 //! # comind-gitops
 //!
-//! Everything Comind does inside a Kubernetes cluster, whichever profile made it:
-//! server-side apply of manifests through `kube` + `k8s-openapi`; the platform phases
-//! (namespaces with quotas, limits, default-deny network policies and RBAC; ingress;
-//! Sealed Secrets; ArgoCD with an app-of-apps root; monitoring; backup CronJobs); and
-//! scaffolding of new applications as a Helm chart plus an ArgoCD Application.
+//! Everything Comind does inside a Kubernetes cluster, whichever profile made it (k3d
+//! locally, EKS on AWS) or when `gitops.kubeconfig` points at a cluster it did not
+//! make:
 //!
-//! This crate is a placeholder in this release: the cluster phases land with the
-//! platform work. It exists so that the workspace has its final shape and so that
-//! the CLI's profiles can compose it when it does.
+//! - [`access`]: one `kube::Client` per run, from the cluster phase's `KUBECONFIG` and
+//!   `KUBE_CONTEXT` outputs (the core contract of [`comind_core::cluster`]) or from
+//!   `gitops.kubeconfig`.
+//! - [`apply`]: the apply engine every in-cluster phase uses: server-side apply with
+//!   field manager `comind`, ownership labels, CRDs first, pruning by label, a plan
+//!   from the server's dry run, and refusal to touch what is not Comind's.
+//! - [`platform`]: the platform's phases, each a pure render function of the
+//!   environment plus the apply engine.
+//!
+//! The crate never names a provider crate: what it needs from the cluster phase is the
+//! core contract.
+
+pub mod access;
+pub mod apply;
+pub mod platform;
+mod provider;
+
+pub use provider::GitopsProvider;

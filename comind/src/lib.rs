@@ -4,7 +4,8 @@
 //! the [`Bootstrap`] the `comind` CLI runs, so an embedder gets exactly what the CLI
 //! does without copying its composition. Each profile is a cargo feature (`local`,
 //! `aws`; both by default), so a program that needs one profile does not compile the
-//! other's SDKs. The provider crates stay available under [`local`] and [`aws`].
+//! other's SDKs. The in-cluster layer ([`gitops`]) joins every profile. The provider
+//! crates stay available under [`local`], [`aws`] and [`gitops`].
 //!
 //! An embedder adds phases of its own with [`Bootstrap::with_phase`]: they join the
 //! profile's graph, may depend on its phases (`postgres`, `network`), and are planned,
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 pub use comind_core as core;
 use comind_core::{Bootstrap, Environment, Error, Profile, Provider};
+pub use comind_gitops as gitops;
 
 #[cfg(feature = "aws")]
 pub use comind_aws as aws;
@@ -50,7 +52,7 @@ pub fn available_profiles() -> Vec<Profile> {
 /// `InvalidInput` when this build was compiled without the profile's feature, naming
 /// the feature to enable and the profiles that are available.
 pub fn providers(profile: Profile) -> Result<Vec<Arc<dyn Provider>>, Error> {
-    let providers: Vec<Arc<dyn Provider>> = match profile {
+    let mut providers: Vec<Arc<dyn Provider>> = match profile {
         #[cfg(feature = "local")]
         Profile::Local => vec![Arc::new(comind_local::LocalProvider::new())],
         #[cfg(feature = "aws")]
@@ -58,6 +60,8 @@ pub fn providers(profile: Profile) -> Result<Vec<Arc<dyn Provider>>, Error> {
         #[allow(unreachable_patterns)]
         other => return Err(missing(other)),
     };
+    // The platform inside the cluster is the same on every profile.
+    providers.push(Arc::new(comind_gitops::GitopsProvider::new()));
     Ok(providers)
 }
 
@@ -106,8 +110,9 @@ mod tests {
             let result = providers(profile);
             if available_profiles().contains(&profile) {
                 let providers = result.unwrap();
-                assert_eq!(providers.len(), 1);
+                assert_eq!(providers.len(), 2);
                 assert_eq!(providers[0].name(), profile.as_str());
+                assert_eq!(providers[1].name(), "gitops");
             } else {
                 let err = result.err().unwrap();
                 assert_eq!(err.kind(), comind_core::ErrorKind::InvalidInput);

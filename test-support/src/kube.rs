@@ -143,7 +143,9 @@ fn binaries() -> Result<PathBuf, Missing> {
             let out = Command::new(&script)
                 .stderr(Stdio::inherit())
                 .output()
-                .map_err(|e| Missing::new(format!("cannot run {}: {e}", script.display()), remedy))?;
+                .map_err(|e| {
+                    Missing::new(format!("cannot run {}: {e}", script.display()), remedy)
+                })?;
             if !out.status.success() {
                 return Err(Missing::new(
                     format!("{} failed ({})", script.display(), out.status),
@@ -183,24 +185,30 @@ fn state_dir() -> PathBuf {
 fn start() -> Result<KubePeer, Missing> {
     let bin = binaries()?;
     let dir = state_dir();
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Missing::new(format!("cannot create {}: {e}", dir.display()), "check /tmp"))?;
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        Missing::new(
+            format!("cannot create {}: {e}", dir.display()),
+            "check /tmp",
+        )
+    })?;
     // One process at a time decides whether to start it.
     let lock_path = dir.with_extension("lock");
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .and_then(|f| f.lock().map(|()| f))
-        .map_err(|e| Missing::new(format!("cannot lock {}: {e}", lock_path.display()), "check /tmp"))?;
+    let lock = lock_within(&lock_path, START_TIMEOUT)?;
     let leases = dir.join("leases");
-    std::fs::create_dir_all(&leases)
-        .map_err(|e| Missing::new(format!("cannot create {}: {e}", leases.display()), "check /tmp"))?;
+    std::fs::create_dir_all(&leases).map_err(|e| {
+        Missing::new(
+            format!("cannot create {}: {e}", leases.display()),
+            "check /tmp",
+        )
+    })?;
     // The lease comes first, so the watchdog of a running control plane keeps it.
     let lease = leases.join(std::process::id().to_string());
-    File::create(&lease)
-        .map_err(|e| Missing::new(format!("cannot write {}: {e}", lease.display()), "check /tmp"))?;
+    File::create(&lease).map_err(|e| {
+        Missing::new(
+            format!("cannot write {}: {e}", lease.display()),
+            "check /tmp",
+        )
+    })?;
     if !(dir.join("ready").exists() && supervisor_alive(&dir)) {
         launch(&dir, &bin)?;
     }
@@ -212,6 +220,36 @@ fn start() -> Result<KubePeer, Missing> {
         )
     })?;
     Ok(KubePeer { dir, server })
+}
+
+/// Takes the lock at `path` (a supervisor holds it while it stops), waiting at most
+/// `timeout`.
+fn lock_within(path: &Path, timeout: Duration) -> Result<File, Missing> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Missing::new(format!("cannot open {}: {e}", path.display()), "check /tmp"))?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(Missing::new(
+                    format!(
+                        "cannot lock {} within {}s: {e}",
+                        path.display(),
+                        timeout.as_secs()
+                    ),
+                    "a stopping control plane holds it; find it with `fuser -v` on that file",
+                ));
+            }
+        }
+    }
 }
 
 fn supervisor_alive(dir: &Path) -> bool {
@@ -231,10 +269,16 @@ fn launch(dir: &Path, bin: &Path) -> Result<(), Missing> {
     let etcd_port = ports::free_port();
     let api_port = ports::free_port();
     let script = workspace::test_env_script("kube-peer.sh");
-    let log = File::create(dir.join("supervisor.log"))
-        .map_err(|e| Missing::new(format!("cannot write in {}: {e}", dir.display()), "check /tmp"))?;
-    let mut command = Command::new(&script);
+    let log = File::create(dir.join("supervisor.log")).map_err(|e| {
+        Missing::new(
+            format!("cannot write in {}: {e}", dir.display()),
+            "check /tmp",
+        )
+    })?;
+    // Through bash, so a checkout that lost the executable bit still works.
+    let mut command = Command::new("bash");
     command
+        .arg(&script)
         .arg(dir)
         .arg(bin)
         .arg(etcd_port.to_string())
@@ -260,15 +304,14 @@ fn launch(dir: &Path, bin: &Path) -> Result<(), Missing> {
         }
         let exited = child.try_wait().ok().flatten();
         if dir.join("failed").exists() || exited.is_some() || Instant::now() > deadline {
-            let reason = std::fs::read_to_string(dir.join("failed")).unwrap_or_else(|_| {
-                match exited {
+            let reason =
+                std::fs::read_to_string(dir.join("failed")).unwrap_or_else(|_| match exited {
                     Some(status) => format!("kube-peer.sh exited ({status})"),
                     None => format!(
                         "the control plane did not become ready within {}s",
                         START_TIMEOUT.as_secs()
                     ),
-                }
-            });
+                });
             let _ = child.kill();
             return Err(Missing::new(
                 format!(

@@ -10,6 +10,7 @@ use comind_test_support::docker::{
     self, ELASTICMQ_IMAGE, LabelCleanup, MINIO_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE, SERVICE_IMAGES,
 };
 use comind_test_support::docker_proxy::{self, DockerApiProxy, Trap};
+use comind_test_support::kube::KubePeer;
 use comind_test_support::ports::free_port;
 use comind_test_support::{names, require_peer};
 use serde_json::Value;
@@ -452,6 +453,60 @@ fn a_run_killed_between_creating_a_container_and_configuring_it_is_resumed() {
     assert_eq!(status.code, 0, "every service answers: {}", status.all());
     let again = env.run(&["plan", "--detailed-exitcode"]);
     assert_eq!(again.code, 0, "nothing is left to do: {}", again.all());
+}
+
+#[test]
+fn up_lays_the_platform_baseline_on_a_configured_cluster_and_down_removes_it() {
+    require_peer!(docker::ready_blocking(&SERVICE_IMAGES));
+    let peer = require_peer!(KubePeer::shared());
+    let env = LocalEnv::new(&format!(
+        "gitops:\n  kubeconfig: {}\n",
+        peer.kubeconfig().display()
+    ));
+    let up = env.run(&["-o", "json", "up"]);
+    assert_eq!(up.code, 0, "{}", up.all());
+    let events = json_lines(&up);
+    let summary = &events.last().unwrap()["summary"];
+    let baseline = summary["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "platform/baseline")
+        .unwrap_or_else(|| panic!("no baseline phase: {summary}"));
+    assert_eq!(baseline["outcome"], "succeeded", "{summary}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let namespaces = runtime.block_on(async {
+        let cluster = comind::gitops::access::connect(&peer.kubeconfig(), None)
+            .await
+            .unwrap();
+        kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(cluster.client)
+    });
+    let live = |name: &str| {
+        runtime
+            .block_on(namespaces.get_opt(name))
+            .unwrap()
+            .filter(|ns| ns.metadata.deletion_timestamp.is_none())
+    };
+    let platform = live(&format!("platform-{}", env.name)).expect("platform-<env> exists");
+    assert_eq!(
+        platform.metadata.labels.unwrap()["comind.dev/environment"],
+        env.name
+    );
+    assert!(live("user-apps").is_some());
+    assert_eq!(
+        env.run(&["plan", "--detailed-exitcode"]).code,
+        0,
+        "converged"
+    );
+
+    let down = env.run(&["down"]);
+    assert_eq!(down.code, 0, "{}", down.all());
+    assert!(
+        live(&format!("platform-{}", env.name)).is_none(),
+        "removed by down"
+    );
+    assert!(live("user-apps").is_none());
 }
 
 #[test]

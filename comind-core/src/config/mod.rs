@@ -34,8 +34,7 @@ pub use source::{Origin, SourceMap};
 pub use template::INIT_TEMPLATE;
 pub use types::{
     DurationSetting, EnvironmentName, Identifier, ImageRef, MAX_ENVIRONMENT_NAME, Port, Profile,
-    Quantity,
-    ResourceName, check_dns_label,
+    Quantity, ResourceName, check_dns_label,
 };
 
 /// Whether an EC2 instance type runs on ARM (Graviton): its family carries a `g` after

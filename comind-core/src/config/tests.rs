@@ -119,7 +119,9 @@ fn quantities_are_checked() {
 #[test]
 fn platform_settings_are_checked() {
     let yaml = "environment: dev\nplatform:\n  teams: [backend, argocd, backend, platform-dev]\n  rbac:\n    admin_groups: [system:masters]\ngitops:\n  context: other\n";
-    let err = Config::from_yaml_str(yaml, "comind.yaml").unwrap_err().to_string();
+    let err = Config::from_yaml_str(yaml, "comind.yaml")
+        .unwrap_err()
+        .to_string();
     for field in [
         "platform.teams[1]",
         "platform.teams[2]",
@@ -136,7 +138,10 @@ fn an_eks_version_older_than_the_platform_supports_is_refused() {
     let err = Config::from_yaml_str("aws:\n  cluster:\n    version: \"1.31\"\n", "comind.yaml")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("aws.cluster.version") && err.contains("1.33"), "{err}");
+    assert!(
+        err.contains("aws.cluster.version") && err.contains("1.33"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,0 +1,623 @@
+//! The apply engine every in-cluster phase uses: server-side apply with pruning, a
+//! plan from the server's own dry run, and no state file.
+//!
+//! A phase renders its desired objects ([`ObjectSet`]) with a pure function of the
+//! environment, and [`Applier::reconcile`] converges the cluster to them on a core
+//! [`Pass`], so `plan` says exactly what `up` does:
+//!
+//! 1. Every object gets the ownership labels of its component, the spec hash and
+//!    `app.kubernetes.io/managed-by: comind`.
+//! 2. The live objects are read. One with a desired object's name that does not carry
+//!    the component's labels belongs to someone else: the run stops before writing
+//!    anything and names it.
+//! 3. In stages (CustomResourceDefinitions, then Namespaces, then everything else),
+//!    each object is applied as a server-side dry run first and compared with the live
+//!    object ([`diff::changed_paths`]): no difference, no write. A stage is validated
+//!    whole before any of it is written, so an object the server refuses (422, with
+//!    its field messages) leaves the rest of its stage unwritten. CRDs are waited on
+//!    until `Established` before the stages that may hold their custom resources.
+//! 4. Objects of the phase's kinds that carry its labels but are no longer rendered
+//!    are deleted (workloads in the foreground, so what they own goes first).
+//!
+//! Applies are forced (`force=true`) on objects that carry Comind's labels: Comind owns
+//! every field it renders there, so a hand edit of such a field is drift that `up`
+//! takes back, as it repairs a stopped container or a changed bucket policy. Fields
+//! Comind does not render stay with whoever set them.
+
+pub mod diff;
+mod error;
+pub mod object;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use comind_core::environment::{LABEL_COMPONENT, LABEL_ENVIRONMENT, LABEL_MANAGED_BY};
+use comind_core::reconcile::Pass;
+use comind_core::{Change, Destroyed, Environment, Error, PhaseContext, Result};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+
+pub(crate) use error::{api_error, is_not_found};
+pub use object::{Kind, Object, ObjectRef, Scope};
+
+/// The field manager of every apply.
+pub const FIELD_MANAGER: &str = "comind";
+
+/// How many requests the engine has in flight at once: enough to hide the API
+/// server's latency, few enough not to trip its priority and fairness limits.
+const CONCURRENCY: usize = 16;
+
+/// How long a CRD may take to become `Established`.
+const CRD_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What one phase wants in the cluster.
+#[derive(Debug, Clone)]
+pub struct ObjectSet {
+    /// The component named on the objects' labels (a label value: no `/`).
+    pub component: String,
+    /// The objects, in any order.
+    pub objects: Vec<Object>,
+    /// Every kind the phase owns: objects of these kinds that carry the component's
+    /// labels and are not in `objects` are pruned.
+    pub kinds: Vec<Kind>,
+}
+
+/// The order of applies: CRDs before their custom resources, Namespaces before what
+/// lives in them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Crds,
+    Namespaces,
+    Rest,
+}
+
+impl Stage {
+    fn of(object: &Object) -> Self {
+        if object.kind.is_crd() {
+            Stage::Crds
+        } else if object.kind.is_namespace() {
+            Stage::Namespaces
+        } else {
+            Stage::Rest
+        }
+    }
+}
+
+/// One object's planned or made change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Planned {
+    Create,
+    Update(Vec<String>),
+}
+
+/// Applies [`ObjectSet`]s to one cluster.
+#[derive(Clone)]
+pub struct Applier {
+    client: kube::Client,
+}
+
+impl std::fmt::Debug for Applier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applier").finish_non_exhaustive()
+    }
+}
+
+impl Applier {
+    /// An applier talking to the cluster through `client`.
+    pub fn new(client: kube::Client) -> Self {
+        Applier { client }
+    }
+
+    /// The client.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    fn api(&self, kind: &Kind, namespace: Option<&str>) -> Api<DynamicObject> {
+        match (kind.scope, namespace) {
+            (Scope::Namespaced, Some(ns)) => {
+                Api::namespaced_with(self.client.clone(), ns, &kind.resource)
+            }
+            (Scope::Namespaced, None) => Api::all_with(self.client.clone(), &kind.resource),
+            (Scope::Cluster, _) => Api::all_with(self.client.clone(), &kind.resource),
+        }
+    }
+
+    /// Converges the cluster to `set` on `pass` (see the module documentation).
+    /// Returns the live objects after the pass (as the dry run sees them when
+    /// planning), by reference.
+    ///
+    /// # Errors
+    /// `Conflict` for an object with a desired name that is not Comind's (nothing is
+    /// written); `InvalidInput` with the server's field messages for an object it
+    /// refuses; the API's other errors as [`api_error`] maps them.
+    pub async fn reconcile(
+        &self,
+        ctx: &PhaseContext,
+        pass: &mut Pass,
+        set: &ObjectSet,
+    ) -> Result<BTreeMap<ObjectRef, DynamicObject>> {
+        let env = ctx.env();
+        let desired: Vec<Object> = set
+            .objects
+            .iter()
+            .cloned()
+            .map(|o| o.owned_by(env, &set.component))
+            .collect();
+        let mut seen = BTreeSet::new();
+        for object in &desired {
+            if !seen.insert(object.reference()) {
+                return Err(Error::internal(format!(
+                    "{} is rendered twice by {}",
+                    object.reference(),
+                    set.component
+                )));
+            }
+        }
+
+        let live = self.read_live(&desired).await?;
+        self.refuse_foreign(env, &set.component, &desired, &live)?;
+
+        // What is created in this pass, for objects whose dry run must wait for it.
+        let new_namespaces: BTreeSet<String> = desired
+            .iter()
+            .filter(|o| o.kind.is_namespace() && !live.contains_key(&o.reference()))
+            .map(|o| o.name().to_string())
+            .collect();
+        let new_groups: BTreeSet<String> = desired
+            .iter()
+            .filter(|o| o.kind.is_crd() && !live.contains_key(&o.reference()))
+            .filter_map(|o| crd_group(&o.object))
+            .collect();
+
+        let mut result = BTreeMap::new();
+        for stage in [Stage::Crds, Stage::Namespaces, Stage::Rest] {
+            ctx.checkpoint()?;
+            let stage: Vec<&Object> = desired.iter().filter(|o| Stage::of(o) == stage).collect();
+            if stage.is_empty() {
+                continue;
+            }
+            let waits_for_pass = |o: &Object| {
+                o.namespace().is_some_and(|ns| new_namespaces.contains(ns))
+                    || new_groups.contains(&o.kind.resource.group)
+            };
+            // Validate (and plan) the whole stage before writing any of it.
+            let checks: Vec<_> = stage
+                .iter()
+                .map(|object| {
+                    let current = live.get(&object.reference()).cloned();
+                    // Its namespace or CRD is made by this pass: the server cannot
+                    // dry-run it yet.
+                    let deferred = !pass.is_apply() && current.is_none() && waits_for_pass(object);
+                    self.plan_one(object, current, deferred)
+                })
+                .collect();
+            let planned: Vec<(&Object, Option<Planned>, Option<DynamicObject>)> =
+                stream::iter(checks)
+                    .buffer_unordered(CONCURRENCY)
+                    .try_collect()
+                    .await?;
+            let mut planned = planned;
+            planned.sort_by_key(|(o, _, _)| o.reference());
+
+            let mut to_write = Vec::new();
+            for (object, change, seen) in planned {
+                let reference = object.reference();
+                match change {
+                    None => {
+                        if let Some(seen) = seen {
+                            result.insert(reference, seen);
+                        }
+                    }
+                    Some(change) => {
+                        if pass.will(describe(&reference, &change)) {
+                            to_write.push(object);
+                        } else if let Some(seen) = seen {
+                            result.insert(reference, seen);
+                        }
+                    }
+                }
+            }
+            ctx.checkpoint()?;
+            let writes: Vec<_> = to_write.into_iter().map(|o| self.write_one(o)).collect();
+            let written: Vec<(ObjectRef, DynamicObject)> = stream::iter(writes)
+                .buffer_unordered(CONCURRENCY)
+                .try_collect()
+                .await?;
+            for (reference, applied) in written {
+                if reference.kind == Kind::of::<CustomResourceDefinition>().name() {
+                    self.until_established(ctx, &reference.name).await?;
+                }
+                result.insert(reference, applied);
+            }
+        }
+
+        self.prune(ctx, pass, set, &desired).await?;
+        Ok(result)
+    }
+
+    /// The change `object` needs against `current` (its live state), from the server's
+    /// dry run, and the object as it is or would be; `deferred` skips the dry run of
+    /// an object whose namespace or CRD this pass makes.
+    async fn plan_one<'o>(
+        &self,
+        object: &'o Object,
+        current: Option<DynamicObject>,
+        deferred: bool,
+    ) -> Result<(&'o Object, Option<Planned>, Option<DynamicObject>)> {
+        if deferred {
+            return Ok((object, Some(Planned::Create), None));
+        }
+        let dry = self.server_side_apply(object, true).await?;
+        let planned = match &current {
+            None => Some(Planned::Create),
+            Some(current) => {
+                let paths = diff::changed_paths(&to_json(current)?, &to_json(&dry)?);
+                (!paths.is_empty()).then_some(Planned::Update(paths))
+            }
+        };
+        Ok((object, planned, Some(current.unwrap_or(dry))))
+    }
+
+    async fn write_one(&self, object: &Object) -> Result<(ObjectRef, DynamicObject)> {
+        let applied = self.server_side_apply(object, false).await?;
+        Ok((object.reference(), applied))
+    }
+
+    async fn read_one(&self, object: &Object) -> Result<Option<(ObjectRef, DynamicObject)>> {
+        let api = self.api(&object.kind, object.namespace());
+        match api.get_opt(object.name()).await {
+            Ok(found) => Ok(found.map(|live| (object.reference(), live))),
+            // The kind itself is not served (its CRD is made by this pass), or the
+            // namespace does not exist yet.
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api_error("read", &object.reference().to_string(), e)),
+        }
+    }
+
+    /// Server-side apply of `object`, for real or as a dry run.
+    async fn server_side_apply(&self, object: &Object, dry_run: bool) -> Result<DynamicObject> {
+        let api = self.api(&object.kind, object.namespace());
+        let mut params = PatchParams::apply(FIELD_MANAGER).force();
+        if dry_run {
+            params = params.dry_run();
+        }
+        let what = if dry_run { "dry-run apply" } else { "apply" };
+        api.patch(object.name(), &params, &Patch::Apply(&object.object))
+            .await
+            .map_err(|e| api_error(what, &object.reference().to_string(), e))
+    }
+
+    /// The live object of every desired one that exists.
+    async fn read_live(&self, desired: &[Object]) -> Result<BTreeMap<ObjectRef, DynamicObject>> {
+        let reads: Vec<_> = desired.iter().map(|o| self.read_one(o)).collect();
+        let found: Vec<Option<(ObjectRef, DynamicObject)>> = stream::iter(reads)
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    /// Stops the run before anything is written when an object of a desired name
+    /// exists without the component's ownership labels.
+    fn refuse_foreign(
+        &self,
+        env: &Environment,
+        component: &str,
+        desired: &[Object],
+        live: &BTreeMap<ObjectRef, DynamicObject>,
+    ) -> Result<()> {
+        let foreign: Vec<String> = desired
+            .iter()
+            .filter_map(|o| {
+                let current = live.get(&o.reference())?;
+                let labels = current.metadata.labels.clone().unwrap_or_default();
+                (!env.owns(&labels, Some(component))).then(|| o.reference().to_string())
+            })
+            .collect();
+        if foreign.is_empty() {
+            return Ok(());
+        }
+        Err(Error::conflict(format!(
+            "{} already exist{} without the labels of Comind's `{component}` for environment \
+             `{}`; Comind never changes what it did not create, so nothing was applied",
+            foreign.join(", "),
+            if foreign.len() == 1 { "s" } else { "" },
+            env.name()
+        ))
+        .with_resource(foreign[0].clone())
+        .with_hint(
+            "delete or rename it if it is a leftover; if it is in use, lay the platform on \
+             another cluster or environment",
+        ))
+    }
+
+    /// Waits until the CRD `name` is `Established`, so its custom resources are served.
+    async fn until_established(&self, ctx: &PhaseContext, name: &str) -> Result<()> {
+        ctx.progress(format!(
+            "waiting for CustomResourceDefinition {name} to be established"
+        ));
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let wait = kube::runtime::wait::await_condition(
+            api,
+            name,
+            kube::runtime::conditions::is_crd_established(),
+        );
+        let resource = format!("CustomResourceDefinition {name}");
+        tokio::select! {
+            waited = tokio::time::timeout(CRD_ESTABLISHED_TIMEOUT, wait) => match waited {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(Error::unavailable(format!("cannot watch it: {e}"))
+                    .with_resource(resource)),
+                Err(_) => Err(Error::timeout(format!(
+                    "it was not Established within {}",
+                    humantime::format_duration(CRD_ESTABLISHED_TIMEOUT)
+                ))
+                .with_resource(resource)
+                .with_hint("its names may clash with another CRD: read its status conditions")),
+            },
+            () = ctx.cancelled() => Err(Error::cancelled(format!(
+                "cancelled while waiting for {resource}"
+            ))),
+        }
+    }
+
+    /// Deletes the objects of the set's kinds that carry its component's labels but are
+    /// no longer rendered.
+    async fn prune(
+        &self,
+        ctx: &PhaseContext,
+        pass: &mut Pass,
+        set: &ObjectSet,
+        desired: &[Object],
+    ) -> Result<()> {
+        let wanted: BTreeSet<ObjectRef> = desired.iter().map(Object::reference).collect();
+        for (kind, object) in self.owned(ctx.env(), &set.component, &set.kinds).await? {
+            let reference = reference_of(&kind, &object);
+            if wanted.contains(&reference) {
+                continue;
+            }
+            if pass.will(
+                Change::delete(reference.kind.clone(), reference.path())
+                    .because("no longer rendered"),
+            ) {
+                self.delete(&kind, &object).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every object of `kinds` that carries `component`'s labels in `env`, checked
+    /// client-side too.
+    async fn owned(
+        &self,
+        env: &Environment,
+        component: &str,
+        kinds: &[Kind],
+    ) -> Result<Vec<(Kind, DynamicObject)>> {
+        let selector = label_selector(&env.selector(Some(component)));
+        let mut found = Vec::new();
+        for kind in kinds {
+            let api = self.api(kind, None);
+            let listed = match api.list(&ListParams::default().labels(&selector)).await {
+                Ok(list) => list.items,
+                // A kind whose CRD is gone has nothing left to prune.
+                Err(e) if is_not_found(&e) => Vec::new(),
+                Err(e) => return Err(api_error("list", &kind.name(), e)),
+            };
+            found.extend(
+                listed
+                    .into_iter()
+                    .filter(|o| {
+                        env.owns(
+                            &o.metadata.labels.clone().unwrap_or_default(),
+                            Some(component),
+                        )
+                    })
+                    .map(|o| (kind.clone(), o)),
+            );
+        }
+        Ok(found)
+    }
+
+    async fn delete(&self, kind: &Kind, object: &DynamicObject) -> Result<bool> {
+        let reference = reference_of(kind, object);
+        let api = self.api(kind, object.metadata.namespace.as_deref());
+        // Owners of other objects (workloads) go in the foreground, so what they own
+        // is gone before they are; anything else goes at once.
+        let params = if matches!(kind.resource.group.as_str(), "apps" | "batch") {
+            DeleteParams::foreground()
+        } else {
+            DeleteParams::background()
+        };
+        match api.delete(&reference.name, &params).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(api_error("delete", &reference.to_string(), e)),
+        }
+    }
+
+    /// Deletes everything of `kinds` that carries `component`'s labels: what `down`
+    /// does for an in-cluster phase. Namespaces go last, since deleting one deletes
+    /// what is in it; a namespace that holds anything Comind did not create (someone's
+    /// application) is kept, and reported so, because deleting it would delete that.
+    ///
+    /// # Errors
+    /// When something cannot be listed or deleted.
+    pub async fn destroy(
+        &self,
+        ctx: &PhaseContext,
+        component: &str,
+        kinds: &[Kind],
+    ) -> Result<Destroyed> {
+        let mut owned = self.owned(ctx.env(), component, kinds).await?;
+        owned.sort_by_key(|(kind, _)| kind.is_namespace());
+        let mut destroyed = Destroyed::default();
+        let mut namespaced: Option<Vec<Kind>> = None;
+        for (kind, object) in owned {
+            ctx.checkpoint()?;
+            let reference = reference_of(&kind, &object);
+            if kind.is_namespace() && object.metadata.deletion_timestamp.is_some() {
+                // Already being deleted (pruned by an earlier run).
+                continue;
+            }
+            if kind.is_namespace() {
+                if namespaced.is_none() {
+                    namespaced = Some(self.namespaced_kinds().await?);
+                }
+                let kinds = namespaced.as_deref().unwrap_or_default();
+                let foreign = self
+                    .foreign_contents(ctx.env(), &reference.name, kinds)
+                    .await?;
+                if let Some(example) = foreign.first() {
+                    destroyed.kept.push(comind_core::phase::Kept {
+                        kind: reference.kind.clone(),
+                        name: reference.name.clone(),
+                        reason: format!(
+                            "holds {} object{} Comind did not create (such as {example}); \
+                             delete the namespace by hand once they are gone",
+                            foreign.len(),
+                            if foreign.len() == 1 { "" } else { "s" }
+                        ),
+                    });
+                    continue;
+                }
+            }
+            ctx.progress(format!("deleting {reference}"));
+            if self.delete(&kind, &object).await? {
+                destroyed
+                    .changes
+                    .push(Change::delete(reference.kind.clone(), reference.path()));
+            }
+        }
+        Ok(destroyed)
+    }
+
+    /// Every namespaced kind the server lists, from discovery.
+    async fn namespaced_kinds(&self) -> Result<Vec<Kind>> {
+        let discovery = kube::discovery::Discovery::new(self.client.clone())
+            .run()
+            .await
+            .map_err(|e| api_error("discover", "the API server's resources", e))?;
+        Ok(discovery
+            .groups()
+            .flat_map(|g| g.recommended_resources())
+            .filter(|(_, caps)| {
+                caps.scope == kube::discovery::Scope::Namespaced
+                    && caps.supports_operation(kube::discovery::verbs::LIST)
+            })
+            .map(|(resource, _)| Kind {
+                resource,
+                scope: Scope::Namespaced,
+            })
+            .collect())
+    }
+
+    /// Objects in `namespace` that are not Comind's and not made by Kubernetes itself
+    /// (what its controllers put in every namespace, such as the root CA ConfigMap and
+    /// the default ServiceAccount; what they derive from other objects; events).
+    async fn foreign_contents(
+        &self,
+        env: &Environment,
+        namespace: &str,
+        kinds: &[Kind],
+    ) -> Result<Vec<String>> {
+        let mut foreign = Vec::new();
+        for kind in kinds {
+            if kind.resource.kind == "Event" {
+                continue;
+            }
+            let api = self.api(kind, Some(namespace));
+            let items = match api.list(&ListParams::default().limit(20)).await {
+                Ok(list) => list.items,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => {
+                    return Err(api_error(
+                        "list",
+                        &format!("{} in {namespace}", kind.name()),
+                        e,
+                    ));
+                }
+            };
+            for item in items {
+                let name = item.metadata.name.clone().unwrap_or_default();
+                // Every namespace's default ServiceAccount is made by the token
+                // controller, whose writes are not always attributed to it.
+                let automatic = made_by_controllers(&item)
+                    || (kind.resource.kind == "ServiceAccount" && name == "default")
+                    || item
+                        .metadata
+                        .owner_references
+                        .as_ref()
+                        .is_some_and(|o| !o.is_empty());
+                let ours = env.owns(&item.metadata.labels.clone().unwrap_or_default(), None);
+                if !automatic && !ours {
+                    foreign.push(format!("{} {namespace}/{name}", kind.name()));
+                }
+            }
+        }
+        Ok(foreign)
+    }
+}
+
+/// Whether only Kubernetes' own controllers ever wrote `object`.
+fn made_by_controllers(object: &DynamicObject) -> bool {
+    object
+        .metadata
+        .managed_fields
+        .as_ref()
+        .is_some_and(|fields| {
+            !fields.is_empty()
+                && fields.iter().all(|f| {
+                    f.manager
+                        .as_deref()
+                        .is_some_and(|m| m.starts_with("kube-controller-manager"))
+                })
+        })
+}
+
+fn describe(reference: &ObjectRef, planned: &Planned) -> Change {
+    match planned {
+        Planned::Create => Change::create(reference.kind.clone(), reference.path()),
+        Planned::Update(paths) => Change::update(reference.kind.clone(), reference.path())
+            .because(format!("changes {}", paths.join(", "))),
+    }
+}
+
+fn reference_of(kind: &Kind, object: &DynamicObject) -> ObjectRef {
+    ObjectRef {
+        kind: kind.name(),
+        namespace: match kind.scope {
+            Scope::Namespaced => object.metadata.namespace.clone(),
+            Scope::Cluster => None,
+        },
+        name: object.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+fn to_json(object: &DynamicObject) -> Result<serde_json::Value> {
+    serde_json::to_value(object)
+        .map_err(|e| Error::internal(format!("cannot encode a live object: {e}")))
+}
+
+/// The group a CRD object serves (`spec.group`).
+fn crd_group(crd: &DynamicObject) -> Option<String> {
+    crd.data
+        .get("spec")
+        .and_then(|s| s.get("group"))
+        .and_then(|g| g.as_str())
+        .map(str::to_string)
+}
+
+/// `k=v,k=v` for a list call.
+fn label_selector(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The label keys that mark an object as Comind's, for documentation and tests.
+pub const OWNERSHIP_LABELS: [&str; 3] = [LABEL_MANAGED_BY, LABEL_ENVIRONMENT, LABEL_COMPONENT];

@@ -1,0 +1,85 @@
+//! The in-cluster layer as a [`Provider`]: its phases join whichever profile makes the
+//! cluster.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use comind_core::reconcile::ReconcilePhase;
+use comind_core::{Diagnosis, Environment, Phase, Provider, Result};
+
+use crate::access::{self, ClusterAccess, Source};
+use crate::platform::{RenderedPhase, baseline};
+
+/// The platform laid on a cluster: add it to a bootstrap next to the profile's own
+/// provider, as `comind::bootstrap` does.
+#[derive(Debug, Clone, Default)]
+pub struct GitopsProvider;
+
+impl GitopsProvider {
+    /// The provider.
+    pub fn new() -> Self {
+        GitopsProvider
+    }
+
+    /// Whether `env` has a cluster to lay the platform on: one named in
+    /// `gitops.kubeconfig`. The clusters the profiles make (k3d locally, EKS on AWS)
+    /// join once they provide what the platform needs from them (the k3d cluster
+    /// phase; EKS access entries and add-ons); until then the in-cluster phases run
+    /// only against a configured cluster.
+    pub fn has_cluster(env: &Environment) -> bool {
+        matches!(Source::of(env), Source::Configured { .. })
+    }
+}
+
+#[async_trait]
+impl Provider for GitopsProvider {
+    fn name(&self) -> &str {
+        "gitops"
+    }
+
+    fn phases(&self, env: &Arc<Environment>) -> Result<Vec<Arc<dyn Phase>>> {
+        if !Self::has_cluster(env) {
+            return Ok(Vec::new());
+        }
+        // One access per run: every in-cluster phase shares its client.
+        let access = ClusterAccess::new(env);
+        Ok(vec![Arc::new(ReconcilePhase::new(RenderedPhase::new(
+            baseline::ID,
+            "namespaces, quotas, limits, network policies and RBAC",
+            Vec::new(),
+            access,
+            baseline::render,
+        )))])
+    }
+
+    async fn diagnose(&self, env: &Arc<Environment>) -> Vec<Diagnosis> {
+        let Source::Configured { path, context } = Source::of(env) else {
+            return Vec::new();
+        };
+        let check = "cluster";
+        let cluster = match access::connect(&path, context.as_deref()).await {
+            Ok(cluster) => cluster,
+            Err(err) => {
+                return vec![Diagnosis::failed(
+                    check,
+                    err.to_string(),
+                    "point `gitops.kubeconfig` (and `gitops.context`) at a cluster you can reach",
+                )];
+            }
+        };
+        match cluster.client.apiserver_version().await {
+            Ok(version) => vec![Diagnosis::ok(
+                check,
+                format!(
+                    "Kubernetes {}.{} answers through {}",
+                    version.major, version.minor, cluster.description
+                ),
+            )],
+            Err(err) => vec![Diagnosis::failed(
+                check,
+                format!("{} does not answer: {err}", cluster.description),
+                "check the kubeconfig's server address and credentials",
+            )],
+        }
+    }
+}
