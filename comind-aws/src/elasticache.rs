@@ -32,6 +32,7 @@ use comind_core::{
 use serde::Serialize;
 
 use crate::clients::{Clients, Connector};
+use crate::create::{self, single_attempt};
 use crate::datastore::{self, Datastore, Event, FinalSnapshot, Listed, Run, SubnetGroup};
 use crate::error::AwsResultExt;
 use crate::network::{self, Placement};
@@ -240,6 +241,8 @@ impl Datastore for ElastiCacheRedis {
             .cache_subnet_group_description("Comind: private subnets of the cache")
             .set_subnet_ids(Some(subnets.to_vec()))
             .set_tags(Some(tags::to_elasticache(tags)))
+            .customize()
+            .config_override(single_attempt::elasticache())
             .send()
             .await
             .aws(
@@ -353,11 +356,27 @@ impl Datastore for ElastiCacheRedis {
             all_tags = restored;
             request = request.snapshot_name(&snap.id);
         }
-        request
-            .set_tags(Some(tags::to_elasticache(&all_tags)))
-            .send()
-            .await
-            .aws("elasticache:CreateReplicationGroup", run.resource())?;
+        let request = request.set_tags(Some(tags::to_elasticache(&all_tags)));
+        let resource = run.resource();
+        // No idempotency token in ElastiCache: one attempt from the SDK, and a group
+        // whose create's answer was lost (or that a dying run made) is found by name
+        // and tags (see `create`).
+        let run_ref = &*run;
+        create::once(
+            &resource,
+            || async {
+                request
+                    .clone()
+                    .customize()
+                    .config_override(single_attempt::elasticache())
+                    .send()
+                    .await
+                    .aws("elasticache:CreateReplicationGroup", &resource)
+                    .map(drop)
+            },
+            || run_ref.find_ours(),
+        )
+        .await?;
         run.wait_available().await
     }
 
@@ -481,15 +500,31 @@ impl Datastore for ElastiCacheRedis {
             // snapshot) so that `up` can find it by its tags.
             let mut snap_tags = tags::user_tags(live_tags);
             snap_tags.extend(tags::ownership(run.env, COMPONENT, None));
-            run.clients
-                .elasticache
-                .create_snapshot()
-                .replication_group_id(&run.name)
-                .snapshot_name(id)
-                .set_tags(Some(tags::to_elasticache(&snap_tags)))
-                .send()
-                .await
-                .aws("elasticache:CreateSnapshot", run.resource())?;
+            let snap_tags = tags::to_elasticache(&snap_tags);
+            let resource = format!("{} {id}", Self::SNAPSHOT_KIND);
+            let run_ref = &*run;
+            // Like every create (see `create`): a snapshot whose create's answer was
+            // lost is found by its name and tags, not taken twice.
+            create::once(
+                &resource,
+                || async {
+                    run_ref
+                        .clients
+                        .elasticache
+                        .create_snapshot()
+                        .replication_group_id(&run_ref.name)
+                        .snapshot_name(id)
+                        .set_tags(Some(snap_tags.clone()))
+                        .customize()
+                        .config_override(single_attempt::elasticache())
+                        .send()
+                        .await
+                        .aws("elasticache:CreateSnapshot", &resource)
+                        .map(drop)
+                },
+                || run_ref.our_snapshot(id),
+            )
+            .await?;
             run.wait_snapshot(id).await?;
         }
         run.clients
@@ -504,6 +539,37 @@ impl Datastore for ElastiCacheRedis {
 }
 
 impl Run<'_, ElastiCacheRedis> {
+    /// The snapshot `id`, if it exists; the conflict when it is not ours.
+    async fn our_snapshot(&self, id: &str) -> Result<Option<()>> {
+        let resource = format!("{} {id}", ElastiCacheRedis::SNAPSHOT_KIND);
+        let out = self
+            .clients
+            .elasticache
+            .describe_snapshots()
+            .snapshot_name(id)
+            .send()
+            .await
+            .found("elasticache:DescribeSnapshots", &resource)?;
+        let Some(snap) = out
+            .as_ref()
+            .and_then(|o| o.snapshots().first())
+            .filter(|s| s.snapshot_name() == Some(id))
+        else {
+            return Ok(None);
+        };
+        let live =
+            ElastiCacheRedis::tags_of(self.clients, snap.arn().unwrap_or_default(), &resource)
+                .await?;
+        tags::require_owned(
+            self.env,
+            COMPONENT,
+            ElastiCacheRedis::SNAPSHOT_KIND,
+            id,
+            &live,
+        )?;
+        Ok(Some(()))
+    }
+
     /// Waits until the snapshot `id` is available.
     async fn wait_snapshot(&self, id: &str) -> Result<()> {
         let wait = Wait::new(

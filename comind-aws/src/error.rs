@@ -101,6 +101,22 @@ impl Failure {
         }
     }
 
+    /// Whether AWS may have acted on the request although no answer says so: the
+    /// connection dropped or timed out after the request was sent, or the answer could
+    /// not be read. A create that failed this way may have created its resource.
+    pub(crate) fn may_have_acted(&self) -> bool {
+        matches!(
+            self,
+            Failure::Connection(_) | Failure::Timeout(_) | Failure::Unreadable { .. }
+        )
+    }
+
+    /// The failure behind a Comind error made by [`to_error`], if it came from an AWS
+    /// call.
+    pub(crate) fn of(error: &Error) -> Option<&Failure> {
+        std::error::Error::source(error).and_then(|s| s.downcast_ref::<Failure>())
+    }
+
     /// Whether AWS said the thing asked about does not exist.
     pub(crate) fn is_not_found(&self) -> bool {
         match self {

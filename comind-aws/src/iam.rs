@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::clients::{Clients, Connector};
+use crate::create::{self, Made, single_attempt};
 use crate::error::AwsResultExt;
 use crate::tags;
 
@@ -194,27 +195,56 @@ async fn reconcile_role(
     let wanted = spec.policy_arns(clients.partition());
     let trust = spec.trust();
 
-    let Some(live) = live_role(clients, &name).await? else {
-        if !pass.will(Change::create("iam-role", &name).because(spec.policies.join(", "))) {
-            return Ok(None);
+    let live = match live_role(clients, &name).await? {
+        Some(live) => live,
+        None => {
+            if !pass.will(Change::create("iam-role", &name).because(spec.policies.join(", "))) {
+                return Ok(None);
+            }
+            let iam_tags = tags::to_iam(&desired_tags)?;
+            let made = create::once(
+                &resource,
+                || async {
+                    let created = clients
+                        .iam
+                        .create_role()
+                        .role_name(&name)
+                        .assume_role_policy_document(trust.to_string())
+                        .description(spec.description)
+                        .set_tags(Some(iam_tags.clone()))
+                        .customize()
+                        .config_override(single_attempt::iam())
+                        .send()
+                        .await
+                        .aws("iam:CreateRole", &resource)?;
+                    created
+                        .role()
+                        .map(|r| r.arn().to_string())
+                        .ok_or_else(|| Error::internal("CreateRole returned no role"))
+                },
+                || async {
+                    match live_role(clients, &name).await? {
+                        Some(live) => {
+                            tags::require_owned(env, COMPONENT, "iam-role", &name, &live.tags)?;
+                            Ok(Some(live))
+                        }
+                        None => Ok(None),
+                    }
+                },
+            )
+            .await?;
+            match made {
+                Made::Created(arn) => {
+                    for arn in &wanted {
+                        attach(clients, &name, arn).await?;
+                    }
+                    return Ok(Some(arn));
+                }
+                // Made by a create whose answer was lost, or by a dying earlier run:
+                // converged below like any role of ours.
+                Made::Found(live) => live,
+            }
         }
-        let created = clients
-            .iam
-            .create_role()
-            .role_name(&name)
-            .assume_role_policy_document(trust.to_string())
-            .description(spec.description)
-            .set_tags(Some(tags::to_iam(&desired_tags)?))
-            .send()
-            .await
-            .aws("iam:CreateRole", &resource)?;
-        for arn in &wanted {
-            attach(clients, &name, arn).await?;
-        }
-        return created
-            .role()
-            .map(|r| Some(r.arn().to_string()))
-            .ok_or_else(|| Error::internal("CreateRole returned no role"));
     };
     tags::require_owned(env, COMPONENT, "iam-role", &name, &live.tags)?;
 

@@ -24,6 +24,14 @@
 //! parameters, quotas and denied access are not, and each message carries the AWS
 //! error code and what to do.
 //!
+//! A create may take effect and still fail for its caller (the answer is lost, or an
+//! earlier run died with the same create in flight): creates are not retried blindly,
+//! "already exists" is adopted when the resource carries our tags, and empty
+//! duplicates an interrupted run left are deleted with a change that says so (see
+//! `create.rs`). Every resource is tagged by the call that creates it, and what a
+//! tag-filtered describe returns is checked against the tags before it is adopted or
+//! deleted, since not every backend applies the filters.
+//!
 //! `down` keeps data: RDS and ElastiCache leave a final snapshot that the next `up`
 //! restores, buckets holding objects and queues holding messages stay;
 //! `down --purge` removes them too. Passwords, auth tokens and EKS tokens never reach
@@ -41,6 +49,7 @@ pub mod iam;
 pub mod network;
 
 mod clients;
+mod create;
 mod datastore;
 mod elasticache;
 mod error;

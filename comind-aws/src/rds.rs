@@ -40,6 +40,7 @@ use comind_core::{
 use serde::Serialize;
 
 use crate::clients::{Clients, Connector};
+use crate::create::{self, single_attempt};
 use crate::datastore::{self, Datastore, Event, FinalSnapshot, Listed, Run, SubnetGroup};
 use crate::error::AwsResultExt;
 use crate::network::{self, Placement};
@@ -253,6 +254,8 @@ impl Datastore for RdsPostgres {
             .db_subnet_group_description("Comind: private subnets of the database")
             .set_subnet_ids(Some(subnets.to_vec()))
             .set_tags(Some(tags::to_rds(tags)))
+            .customize()
+            .config_override(single_attempt::rds())
             .send()
             .await
             .aws("rds:CreateDBSubnetGroup", format!("db-subnet-group {name}"))?;
@@ -330,29 +333,45 @@ impl Datastore for RdsPostgres {
         let credentials = run.credentials()?;
         let settings = &run.env.config().services.postgres.aws;
         let production = run.env.is_production();
+        let resource = run.resource();
+        // No idempotency token in RDS: one attempt from the SDK, and a create whose
+        // answer was lost (or an instance a dying run made) is found by name and tags
+        // (see `create`).
         match restore {
             Some(snapshot) => {
                 // The user's own tags travel through the snapshot; ours are set anew.
                 let mut restored = tags::user_tags(&snapshot.tags);
                 restored.extend(run.spec_tags());
-                run.clients
-                    .rds
-                    .restore_db_instance_from_db_snapshot()
-                    .db_instance_identifier(&run.name)
-                    .db_snapshot_identifier(&snapshot.id)
-                    .db_instance_class(&settings.instance_class)
-                    .db_subnet_group_name(&run.name)
-                    .vpc_security_group_ids(&placement.security_group)
-                    .publicly_accessible(false)
-                    .multi_az(settings.multi_az)
-                    .storage_type("gp3")
-                    .deletion_protection(production)
-                    .copy_tags_to_snapshot(true)
-                    .auto_minor_version_upgrade(true)
-                    .set_tags(Some(tags::to_rds(&restored)))
-                    .send()
-                    .await
-                    .aws("rds:RestoreDBInstanceFromDBSnapshot", run.resource())?;
+                let restored = tags::to_rds(&restored);
+                let run = &*run;
+                create::once(
+                    &resource,
+                    || async {
+                        run.clients
+                            .rds
+                            .restore_db_instance_from_db_snapshot()
+                            .db_instance_identifier(&run.name)
+                            .db_snapshot_identifier(&snapshot.id)
+                            .db_instance_class(&settings.instance_class)
+                            .db_subnet_group_name(&run.name)
+                            .vpc_security_group_ids(&placement.security_group)
+                            .publicly_accessible(false)
+                            .multi_az(settings.multi_az)
+                            .storage_type("gp3")
+                            .deletion_protection(production)
+                            .copy_tags_to_snapshot(true)
+                            .auto_minor_version_upgrade(true)
+                            .set_tags(Some(restored.clone()))
+                            .customize()
+                            .config_override(single_attempt::rds())
+                            .send()
+                            .await
+                            .aws("rds:RestoreDBInstanceFromDBSnapshot", &resource)
+                            .map(drop)
+                    },
+                    || run.find_ours(),
+                )
+                .await?;
             }
             None => {
                 let database = run
@@ -363,38 +382,49 @@ impl Datastore for RdsPostgres {
                     .databases
                     .first()
                     .map(|d| d.as_str().to_string());
-                run.clients
-                    .rds
-                    .create_db_instance()
-                    .db_instance_identifier(&run.name)
-                    .engine("postgres")
-                    .engine_version(&settings.engine_version)
-                    .db_instance_class(&settings.instance_class)
-                    .allocated_storage(int(
-                        settings.storage_gb,
-                        "services.postgres.aws.storage_gb",
-                    )?)
-                    .storage_type("gp3")
-                    .storage_encrypted(true)
-                    .publicly_accessible(false)
-                    .vpc_security_group_ids(&placement.security_group)
-                    .db_subnet_group_name(&run.name)
-                    .master_username(&credentials.username)
-                    .master_user_password(credentials.password.expose())
-                    .set_db_name(database)
-                    .port(PORT)
-                    .backup_retention_period(int(
-                        settings.backup_retention_days,
-                        "services.postgres.aws.backup_retention_days",
-                    )?)
-                    .multi_az(settings.multi_az)
-                    .deletion_protection(production)
-                    .copy_tags_to_snapshot(true)
-                    .auto_minor_version_upgrade(true)
-                    .set_tags(Some(tags::to_rds(&run.spec_tags())))
-                    .send()
-                    .await
-                    .aws("rds:CreateDBInstance", run.resource())?;
+                let storage = int(settings.storage_gb, "services.postgres.aws.storage_gb")?;
+                let retention = int(
+                    settings.backup_retention_days,
+                    "services.postgres.aws.backup_retention_days",
+                )?;
+                let instance_tags = tags::to_rds(&run.spec_tags());
+                let run = &*run;
+                create::once(
+                    &resource,
+                    || async {
+                        run.clients
+                            .rds
+                            .create_db_instance()
+                            .db_instance_identifier(&run.name)
+                            .engine("postgres")
+                            .engine_version(&settings.engine_version)
+                            .db_instance_class(&settings.instance_class)
+                            .allocated_storage(storage)
+                            .storage_type("gp3")
+                            .storage_encrypted(true)
+                            .publicly_accessible(false)
+                            .vpc_security_group_ids(&placement.security_group)
+                            .db_subnet_group_name(&run.name)
+                            .master_username(&credentials.username)
+                            .master_user_password(credentials.password.expose())
+                            .set_db_name(database.clone())
+                            .port(PORT)
+                            .backup_retention_period(retention)
+                            .multi_az(settings.multi_az)
+                            .deletion_protection(production)
+                            .copy_tags_to_snapshot(true)
+                            .auto_minor_version_upgrade(true)
+                            .set_tags(Some(instance_tags.clone()))
+                            .customize()
+                            .config_override(single_attempt::rds())
+                            .send()
+                            .await
+                            .aws("rds:CreateDBInstance", &resource)
+                            .map(drop)
+                    },
+                    || run.find_ours(),
+                )
+                .await?;
             }
         }
         let db = run.wait_available().await?;

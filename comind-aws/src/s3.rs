@@ -32,8 +32,9 @@ use comind_core::{
 use serde_json::{Value, json};
 
 use crate::clients::{Clients, Connector};
+use crate::create::{self, Made, single_attempt};
 use crate::error::{AwsResultExt, built};
-use crate::tags::{self, Tags};
+use crate::tags::{self, Selector, Tags};
 
 const COMPONENT: &str = "object-store";
 /// The id of the lifecycle rule Comind owns on the backup bucket.
@@ -243,17 +244,26 @@ impl<'a> Run<'a> {
                     .pass
                     .will(Change::create("bucket", &bucket.name).because(why))
                 {
-                    self.create(&bucket.name).await?;
-                    self.configure(&bucket, retention, None).await?;
+                    match self.create(&bucket.name).await? {
+                        Made::Created(()) => self.configure(&bucket, retention, None).await?,
+                        // Made by a create whose answer was lost, or by a dying earlier
+                        // run: its settings are whatever that run got to.
+                        Made::Found(live) => {
+                            self.configure(&bucket, retention, Some(&live)).await?;
+                        }
+                    }
                 }
             }
         }
         Ok(())
     }
 
-    async fn create(&self, name: &str) -> Result<()> {
-        // Tagged in the same call, so that a crash right after it cannot leave a
-        // bucket of ours that looks like someone else's.
+    /// Creates the bucket with its tags; finds it (with its tags) when it exists
+    /// already: made by a create whose answer was lost, or by a dying earlier run.
+    async fn create(&self, name: &str) -> Result<Made<(), Tags>> {
+        // Tagged in the same call (S3 takes tags at creation for general purpose
+        // buckets), so no crash can leave a bucket of ours that looks like someone
+        // else's: there is no create-then-tag window.
         let tags = tags::to_s3(&self.desired_tags())?.tag_set().to_vec();
         let mut configuration = CreateBucketConfiguration::builder().set_tags(Some(tags));
         // us-east-1 is the one region that must not be named as a location.
@@ -261,15 +271,33 @@ impl<'a> Run<'a> {
             configuration = configuration
                 .location_constraint(BucketLocationConstraint::from(self.clients.region.as_str()));
         }
-        self.clients
-            .s3
-            .create_bucket()
-            .bucket(name)
-            .create_bucket_configuration(configuration.build())
-            .send()
-            .await
-            .aws("s3:CreateBucket", format!("bucket {name}"))?;
-        Ok(())
+        let configuration = configuration.build();
+        let resource = format!("bucket {name}");
+        create::once(
+            &resource,
+            || async {
+                self.clients
+                    .s3
+                    .create_bucket()
+                    .bucket(name)
+                    .create_bucket_configuration(configuration.clone())
+                    .customize()
+                    .config_override(single_attempt::s3())
+                    .send()
+                    .await
+                    .aws("s3:CreateBucket", &resource)
+                    .map(drop)
+            },
+            || async {
+                if !self.exists(name).await? {
+                    return Ok(None);
+                }
+                let live = self.tags_of(name).await?;
+                tags::require_owned(self.env, COMPONENT, "bucket", name, &live)?;
+                Ok(Some(live))
+            },
+        )
+        .await
     }
 
     /// Brings a bucket's settings to the desired ones; `live_tags` is `None` for a
@@ -285,14 +313,14 @@ impl<'a> Run<'a> {
         let fresh = live_tags.is_none();
         let s3 = &self.clients.s3;
 
+        // A bucket just created has its tags from the create; only a bucket whose tags
+        // moved on (a changed spec) is tagged again.
         let desired = self.desired_tags();
-        let missing =
-            live_tags.map_or_else(|| desired.clone(), |live| tags::missing(&desired, live));
+        let missing = live_tags.map_or_else(Tags::new, |live| tags::missing(&desired, live));
         if !missing.is_empty()
-            && (fresh
-                || self
-                    .pass
-                    .will(Change::update("bucket", name).because("ownership tags")))
+            && self
+                .pass
+                .will(Change::update("bucket", name).because("ownership tags"))
         {
             let mut all = live_tags.cloned().unwrap_or_default();
             all.extend(desired.clone());
@@ -593,7 +621,8 @@ impl<'a> Run<'a> {
             if !self.exists(&name).await? {
                 continue;
             }
-            if self.env.owns(&self.tags_of(&name).await?, Some(COMPONENT)) {
+            let live = self.tags_of(&name).await?;
+            if Selector::new(self.env, COMPONENT).check("bucket", &name, &live) {
                 ours.push(name);
             } else if buckets(self.env).iter().any(|b| b.name == name) {
                 foreign.push(name);

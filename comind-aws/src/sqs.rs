@@ -24,8 +24,9 @@ use comind_core::{
 use serde_json::Value;
 
 use crate::clients::{Clients, Connector};
+use crate::create::{self, Made, single_attempt};
 use crate::error::AwsResultExt;
-use crate::tags::{self, Tags};
+use crate::tags::{self, Selector, Tags};
 
 const COMPONENT: &str = "queue";
 /// Dead letters are kept as long as SQS allows: 14 days.
@@ -186,25 +187,48 @@ impl<'a> Run<'a> {
         )))
     }
 
+    /// Creates the queue (tagged by the create); finds it when it exists already, made
+    /// by a create whose answer was lost or by a dying earlier run. Either way the
+    /// queue as it is now.
     async fn create(
         &self,
         name: &str,
         attributes: HashMap<QueueAttributeName, String>,
     ) -> Result<Live> {
         let resource = format!("queue {name}");
-        let created = self
-            .clients
-            .sqs
-            .create_queue()
-            .queue_name(name)
-            .set_attributes(Some(attributes))
-            .set_tags(Some(tags::to_map(&tags::ownership(
-                self.env, COMPONENT, None,
-            ))))
-            .send()
-            .await
-            .aws("sqs:CreateQueue", &resource)?;
-        let url = created.queue_url().unwrap_or_default().to_string();
+        let ours = tags::to_map(&tags::ownership(self.env, COMPONENT, None));
+        let made = create::once(
+            &resource,
+            || async {
+                let created = self
+                    .clients
+                    .sqs
+                    .create_queue()
+                    .queue_name(name)
+                    .set_attributes(Some(attributes.clone()))
+                    .set_tags(Some(ours.clone()))
+                    .customize()
+                    .config_override(single_attempt::sqs())
+                    .send()
+                    .await
+                    .aws("sqs:CreateQueue", &resource)?;
+                Ok(created.queue_url().unwrap_or_default().to_string())
+            },
+            || async {
+                match self.find(name).await? {
+                    Some((live, live_tags)) => {
+                        tags::require_owned(self.env, COMPONENT, "queue", name, &live_tags)?;
+                        Ok(Some(live))
+                    }
+                    None => Ok(None),
+                }
+            },
+        )
+        .await?;
+        let url = match made {
+            Made::Created(url) => url,
+            Made::Found(live) => live.url,
+        };
         let attributes = self
             .clients
             .sqs
@@ -463,7 +487,7 @@ impl ServiceBackend for SqsQueues {
             let Some((live, live_tags)) = run.find(&name).await? else {
                 continue;
             };
-            if !ctx.env().owns(&live_tags, Some(COMPONENT)) {
+            if !Selector::new(ctx.env(), COMPONENT).check("queue", &name, &live_tags) {
                 if configured.contains(&name) {
                     destroyed.kept.push(Kept {
                         kind: "queue".into(),

@@ -99,17 +99,89 @@ pub(crate) fn ec2_spec(
         .build()
 }
 
-/// EC2 filters selecting this environment's resources of `component`.
-pub(crate) fn ec2_filters(env: &Environment, component: &str) -> Vec<aws_sdk_ec2::types::Filter> {
-    env.selector(Some(component))
-        .into_iter()
-        .map(|(k, v)| {
-            aws_sdk_ec2::types::Filter::builder()
-                .name(format!("tag:{k}"))
-                .values(v)
-                .build()
-        })
-        .collect()
+/// What discovery asks AWS for by tags, and checks again on every answer.
+///
+/// A tag-filtered describe is a request, not a guarantee: a backend may ignore the
+/// filter (moto does for `DescribeNatGateways`), and adopting or deleting what it
+/// returned unchecked would touch another environment's resources. So every
+/// discovery builds its filters from a `Selector` and keeps only what
+/// [`Selector::verified`] lets through.
+#[derive(Debug, Clone)]
+pub(crate) struct Selector<'a> {
+    env: &'a Environment,
+    component: &'a str,
+    /// Tags besides the ownership ones (such as the network's `comind.dev/role`).
+    extra: Tags,
+}
+
+impl<'a> Selector<'a> {
+    /// This environment's resources of `component`.
+    pub(crate) fn new(env: &'a Environment, component: &'a str) -> Self {
+        Selector {
+            env,
+            component,
+            extra: Tags::new(),
+        }
+    }
+
+    /// Only those also tagged `key` = `value`.
+    #[must_use]
+    pub(crate) fn with(mut self, key: &str, value: &str) -> Self {
+        self.extra.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// The EC2 filters that ask for them.
+    pub(crate) fn ec2_filters(&self) -> Vec<aws_sdk_ec2::types::Filter> {
+        self.env
+            .selector(Some(self.component))
+            .iter()
+            .chain(&self.extra)
+            .map(|(k, v)| {
+                aws_sdk_ec2::types::Filter::builder()
+                    .name(format!("tag:{k}"))
+                    .values(v)
+                    .build()
+            })
+            .collect()
+    }
+
+    /// Whether `tags` mark a resource as one of them.
+    pub(crate) fn matches(&self, tags: &Tags) -> bool {
+        self.env.owns(tags, Some(self.component))
+            && self.extra.iter().all(|(k, v)| tags.get(k) == Some(v))
+    }
+
+    /// Whether `tags` mark `kind` `id` (found by a listing or a tag-filtered describe)
+    /// as one of them; when not, a debug trace says it was left out.
+    pub(crate) fn check(&self, kind: &str, id: &str, tags: &Tags) -> bool {
+        let ours = self.matches(tags);
+        if !ours {
+            tracing::debug!(
+                kind,
+                id,
+                environment = %self.env.name(),
+                component = self.component,
+                "left out {kind} {id}: AWS returned it, but its tags do not mark it as ours"
+            );
+        }
+        ours
+    }
+
+    /// What a describe filtered by [`Selector::ec2_filters`] returned, without what its
+    /// tags say is not ours (see [`Selector::check`]).
+    pub(crate) fn verified<T>(
+        &self,
+        kind: &str,
+        found: impl IntoIterator<Item = T>,
+        tags: impl Fn(&T) -> Tags,
+        id: impl Fn(&T) -> String,
+    ) -> Vec<T> {
+        found
+            .into_iter()
+            .filter(|item| self.check(kind, &id(item), &tags(item)))
+            .collect()
+    }
 }
 
 /// An EC2 filter `name` = `value`.
@@ -263,6 +335,38 @@ mod tests {
         let want = missing(&ownership(&env, "postgres", Some("abc")), &live);
         assert_eq!(want.len(), 1);
         assert_eq!(want[LABEL_SPEC_HASH], "abc");
+    }
+
+    #[test]
+    fn what_a_filtered_describe_returns_is_checked_against_the_tags() {
+        let dir = std::env::temp_dir();
+        let env = test_env("tags", &dir);
+        let other = test_env("other", &dir);
+        let role = "comind.dev/role";
+        let selector = Selector::new(&env, "network").with(role, "nat:a");
+        let mut ours = ownership(&env, "network", None);
+        ours.insert(role.into(), "nat:a".into());
+        let mut theirs = ownership(&other, "network", None);
+        theirs.insert(role.into(), "nat:a".into());
+        let mut other_role = ours.clone();
+        other_role.insert(role.into(), "nat:b".into());
+        let found = vec![("mine", ours), ("theirs", theirs), ("b", other_role)];
+        let kept = selector.verified(
+            "nat-gateway",
+            found,
+            |(_, t)| t.clone(),
+            |(id, _)| id.to_string(),
+        );
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].0, "mine");
+        let filters = selector.ec2_filters();
+        assert_eq!(filters.len(), 4, "{filters:?}");
+        assert!(
+            filters
+                .iter()
+                .any(|f| f.name() == Some("tag:comind.dev/environment")
+                    && f.values() == ["tags".to_string()])
+        );
     }
 
     #[test]

@@ -34,6 +34,11 @@ SDK or a correct client cannot cope with (see /work/research/moto.md):
    query parameter; that is how the presigned STS GetCallerIdentity inside an EKS
    token reaches moto's STS.
 
+8. S3 CreateBucket ignores the tags of its CreateBucketConfiguration (AWS takes
+   them for general purpose buckets, so a bucket is never untagged, not even for a
+   moment). Patched: a bucket that the call creates gets those tags, as if tagged in
+   the same call; a repeated create of an existing bucket leaves its tags alone.
+
 And one addition that is not a gap but a test hook: moto makes everything available
 at once, so the waiting code would never see a transitional status.
 
@@ -49,6 +54,7 @@ import sys
 import threading
 import urllib.parse
 
+import xmltodict
 from moto.core.responses import EmptyResult
 from moto.elasticache import models as ec_models
 from moto.elasticache import responses as ec_responses
@@ -232,6 +238,35 @@ def _describe_db_instances(self, db_instance_identifier=None, filters=None):
 
 
 rds_models.RDSBackend.describe_db_instances = _describe_db_instances
+
+# 8. S3 CreateBucket with tags.
+_original_bucket_put = s3_responses.S3Response._bucket_response_put
+
+
+def _create_bucket_tags(body):
+    """The tags of a CreateBucketConfiguration body, or None when it has none."""
+    if not body:
+        return None
+    try:
+        parsed = xmltodict.parse(body, force_list={"Tag": True})
+    except Exception:  # noqa: BLE001 - not XML: moto's own handler reports it
+        return None
+    configuration = parsed.get("CreateBucketConfiguration") or {}
+    listed = (configuration.get("Tags") or {}).get("Tag") or []
+    return {t["Key"]: t.get("Value") or "" for t in listed if "Key" in t}
+
+
+def _bucket_response_put(self, request, bucket_name, querystring):
+    creating = not querystring and bucket_name not in self.backend.buckets
+    result = _original_bucket_put(self, request, bucket_name, querystring)
+    if creating and bucket_name in self.backend.buckets:
+        tags = _create_bucket_tags(self.body)
+        if tags:
+            self.backend.put_bucket_tagging(bucket_name, tags)
+    return result
+
+
+s3_responses.S3Response._bucket_response_put = _bucket_response_put
 
 if __name__ == "__main__":
     from moto.server import main

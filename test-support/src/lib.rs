@@ -13,6 +13,8 @@
 //! - [`peers`]: the peer policy, and [`require_peer!`] to get a peer or return from
 //!   the test.
 //! - [`moto`]: a `moto_server` started through `scripts/test-env/moto_launcher.py`.
+//! - `aws_faults` (feature `aws`): a fault-injecting proxy in front of moto
+//!   (throttling, 503s, resets, lost answers, calls held in flight), and what it saw.
 //! - `docker` (feature `docker`): the daemon and the stand-in images, and a guard that
 //!   removes Docker objects by their environment label.
 //! - `docker_proxy` (feature `docker`): a proxy of the Docker API that holds a chosen
@@ -48,9 +50,12 @@
 //!
 //! The crate itself needs only the standard library, `tempfile` and `fastrand`.
 //! `docker` adds `bollard` (and `comind-core`, for the label names); `aws` adds
-//! `aws-config` for `Moto::sdk_config`. Crates that do not talk to Docker or
-//! the AWS SDK in their tests do not compile either for this crate.
+//! `aws-config` for `Moto::sdk_config`, and hyper for the fault proxy. Crates that do
+//! not talk to Docker or the AWS SDK in their tests do not compile either for this
+//! crate.
 
+#[cfg(feature = "aws")]
+pub mod aws_faults;
 #[cfg(feature = "docker")]
 pub mod docker;
 #[cfg(feature = "docker")]

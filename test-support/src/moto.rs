@@ -138,34 +138,13 @@ impl Moto {
     /// The standard AWS variables that point an AWS SDK or CLI in another process at
     /// this server: endpoint, region, credentials, and no instance metadata lookups.
     pub fn aws_env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ENDPOINT_URL", self.url()),
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID.to_string()),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY.to_string()),
-            ("AWS_REGION", REGION.to_string()),
-            ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
-        ]
+        aws_env_for(&self.url())
     }
 
     /// An AWS SDK configuration for this server: [`REGION`], the dummy credentials.
     #[cfg(feature = "aws")]
     pub fn sdk_config(&self) -> aws_config::SdkConfig {
-        use aws_config::{BehaviorVersion, Region, SdkConfig};
-        use aws_credential_types::Credentials;
-        use aws_credential_types::provider::SharedCredentialsProvider;
-
-        SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(self.url())
-            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-                ACCESS_KEY_ID,
-                SECRET_ACCESS_KEY,
-                None,
-                None,
-                "moto",
-            )))
-            .build()
+        sdk_config_for(&self.url())
     }
 
     /// Scripts the statuses moto reports, as JSON (hook 7 of `moto_launcher.py`):
@@ -179,6 +158,40 @@ impl Moto {
             panic!("cannot write the moto script {}: {e}", path.display());
         }
     }
+}
+
+/// The standard AWS variables that point another process at the moto-compatible
+/// endpoint `url` (moto itself, or a proxy in front of it).
+pub fn aws_env_for(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", url.to_string()),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY.to_string()),
+        ("AWS_REGION", REGION.to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+    ]
+}
+
+/// An AWS SDK configuration for the moto-compatible endpoint `url`: [`REGION`], the
+/// dummy credentials.
+#[cfg(feature = "aws")]
+pub fn sdk_config_for(url: &str) -> aws_config::SdkConfig {
+    use aws_config::{BehaviorVersion, Region, SdkConfig};
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(url)
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            ACCESS_KEY_ID,
+            SECRET_ACCESS_KEY,
+            None,
+            None,
+            "moto",
+        )))
+        .build()
 }
 
 fn unavailable(why: String) -> Missing {

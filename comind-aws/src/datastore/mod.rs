@@ -311,6 +311,20 @@ impl<'a, S: Datastore> Run<'a, S> {
         Ok(())
     }
 
+    /// The resource, if it exists, checked to be ours: what a create that may have
+    /// happened (its answer was lost, or AWS says the name is taken) looks for.
+    ///
+    /// # Errors
+    /// The conflict of a resource with our name but not our tags.
+    pub(crate) async fn find_ours(&self) -> Result<Option<S::Live>> {
+        let Some(live) = S::describe(self.clients, &self.name).await? else {
+            return Ok(None);
+        };
+        let live_tags = S::tags(self.clients, &live).await?;
+        tags::require_owned(self.env, S::COMPONENT, S::KIND, &self.name, &live_tags)?;
+        Ok(Some(live))
+    }
+
     /// The resource: created (or restored) when missing, waited out when being
     /// deleted, waited for when busy, then brought to the settings.
     async fn converge_resource(&mut self, placement: Option<&Placement>) -> Result<()> {

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use comind_core::{Kept, Result};
 
 use super::{Datastore, Run};
-use crate::tags::Tags;
+use crate::tags::{Selector, Tags};
 
 /// A manual snapshot as the service lists it, before the checks that make it ours.
 pub(crate) struct Listed {
@@ -51,7 +51,7 @@ impl<S: Datastore> Run<'_, S> {
                     S::tags_of(self.clients, &listed.arn, &resource).await?
                 }
             };
-            if self.env.owns(&tags, Some(S::COMPONENT)) {
+            if Selector::new(self.env, S::COMPONENT).check(S::SNAPSHOT_KIND, &listed.id, &tags) {
                 found.push(FinalSnapshot {
                     id: listed.id,
                     available: listed.available,

@@ -11,16 +11,25 @@ impl Run<'_> {
     pub(super) async fn destroy(&mut self) -> Result<()> {
         // Security groups first: the database and cache groups reference the cluster
         // group, so they go before it.
+        // Every listing below goes by our tags, and what comes back is checked against
+        // them again before anything is deleted: a backend that ignored a filter must
+        // not make `down` delete another environment's network.
+        let selector = self.selector();
         let groups = self
             .ec2
             .describe_security_groups()
-            .set_filters(Some(self.owned()))
+            .set_filters(Some(selector.ec2_filters()))
             .send()
             .await
             .aws("ec2:DescribeSecurityGroups", "security groups")?;
+        let groups = selector.verified(
+            "security-group",
+            groups.security_groups().iter(),
+            |g| tags::from_ec2(g.tags()),
+            |g| g.group_id().unwrap_or_default().to_string(),
+        );
         let mut groups: Vec<(String, String, String)> = groups
-            .security_groups()
-            .iter()
+            .into_iter()
             .map(|g| {
                 (
                     role_of(&tags::from_ec2(g.tags())),
@@ -52,7 +61,7 @@ impl Run<'_> {
         }
         self.release_addresses(None).await?;
 
-        for table in self.route_tables(self.owned()).await? {
+        for table in self.our_route_tables(None).await? {
             let name = format!("route-table {}", table.id);
             for (association, _) in &table.associations {
                 self.ec2
@@ -74,11 +83,17 @@ impl Run<'_> {
         let gateways = self
             .ec2
             .describe_internet_gateways()
-            .set_filters(Some(self.owned()))
+            .set_filters(Some(selector.ec2_filters()))
             .send()
             .await
             .aws("ec2:DescribeInternetGateways", "internet gateways")?;
-        for igw in gateways.internet_gateways() {
+        let gateways = selector.verified(
+            "internet-gateway",
+            gateways.internet_gateways().iter(),
+            |g| tags::from_ec2(g.tags()),
+            |g| g.internet_gateway_id().unwrap_or_default().to_string(),
+        );
+        for igw in gateways {
             let id = igw.internet_gateway_id().unwrap_or_default();
             let name = format!("internet-gateway {id}");
             for attachment in igw.attachments() {
@@ -91,7 +106,9 @@ impl Run<'_> {
                             .vpc_id(vpc)
                             .send()
                             .await
-                            .found("ec2:DetachInternetGateway", &name)
+                            // Not attached (any more): what a detach whose answer was
+                            // lost, retried, hears.
+                            .found_or("ec2:DetachInternetGateway", &name, &["Gateway.NotAttached"])
                             .map(drop)
                     })
                     .await?;
@@ -109,11 +126,17 @@ impl Run<'_> {
         let subnets = self
             .ec2
             .describe_subnets()
-            .set_filters(Some(self.owned()))
+            .set_filters(Some(selector.ec2_filters()))
             .send()
             .await
             .aws("ec2:DescribeSubnets", "subnets")?;
-        for subnet in subnets.subnets() {
+        let subnets = selector.verified(
+            "subnet",
+            subnets.subnets().iter(),
+            |s| tags::from_ec2(s.tags()),
+            |s| s.subnet_id().unwrap_or_default().to_string(),
+        );
+        for subnet in subnets {
             let id = subnet.subnet_id().unwrap_or_default();
             let name = tags::from_ec2(subnet.tags())
                 .get(tags::NAME)
@@ -135,14 +158,26 @@ impl Run<'_> {
         let vpcs = self
             .ec2
             .describe_vpcs()
-            .set_filters(Some(self.owned()))
+            .set_filters(Some(selector.ec2_filters()))
             .send()
             .await
             .aws("ec2:DescribeVpcs", "vpcs")?;
-        for vpc in vpcs.vpcs() {
+        let vpcs = selector.verified(
+            "vpc",
+            vpcs.vpcs().iter(),
+            |v| tags::from_ec2(v.tags()),
+            |v| v.vpc_id().unwrap_or_default().to_string(),
+        );
+        let several = vpcs.len() > 1;
+        for vpc in vpcs {
             let id = vpc.vpc_id().unwrap_or_default();
-            self.pass
-                .record([Change::delete("vpc", self.name("network"))]);
+            // Several: duplicates an interrupted run left; each is named by its id.
+            let name = if several {
+                id.to_string()
+            } else {
+                self.name("network")
+            };
+            self.pass.record([Change::delete("vpc", name)]);
             self.delete_when_free("vpc", id, || async {
                 self.ec2
                     .delete_vpc()

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_ec2::types::Filter;
 use comind_core::{
     Change, DestroyOptions, Destroyed, Environment, Error, Outputs, Pass, PhaseContext, PhaseId,
     Reconcile, Result,
@@ -30,7 +29,7 @@ use serde::Serialize;
 
 use crate::clients::Connector;
 use crate::error::AwsResultExt;
-use crate::tags::{self, Tags};
+use crate::tags::{self, Selector, Tags};
 
 mod cidr;
 mod destroy;
@@ -232,14 +231,14 @@ impl<'a> Run<'a> {
         tags
     }
 
-    fn owned(&self) -> Vec<Filter> {
-        tags::ec2_filters(self.env, COMPONENT)
+    /// Our network resources, to ask AWS for and to check its answers against.
+    fn selector(&self) -> Selector<'a> {
+        Selector::new(self.env, COMPONENT)
     }
 
-    fn owned_with_role(&self, role: &str) -> Vec<Filter> {
-        let mut filters = self.owned();
-        filters.push(tags::ec2_filter(&format!("tag:{ROLE}"), role));
-        filters
+    /// Our network resources with the role `role`.
+    fn selector_with_role(&self, role: &str) -> Selector<'a> {
+        self.selector().with(ROLE, role)
     }
 
     async fn zones(&self) -> Result<Vec<String>> {

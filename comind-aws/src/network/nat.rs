@@ -6,6 +6,7 @@ use aws_sdk_ec2::types::{DomainType, NatGatewayState, ResourceType};
 use comind_core::{Change, Error, Result};
 
 use super::{NAT_TIMEOUT, Run, role_of, zone_role};
+use crate::create::{self, Made, single_attempt};
 use crate::error::AwsResultExt;
 use crate::tags;
 use crate::waiter::{Observed, Status, Wait};
@@ -16,20 +17,38 @@ pub(super) struct Nat {
     pub(super) id: String,
     pub(super) zone: String,
     state: String,
+    /// The elastic IPs it uses.
+    allocations: Vec<String>,
+}
+
+/// An elastic IP of ours as found.
+#[derive(Debug, Clone)]
+struct Address {
+    allocation: String,
+    associated: bool,
 }
 
 impl Run<'_> {
+    /// Our NAT gateways that are not being deleted. The tag filter is checked on the
+    /// answer: moto, for one, ignores it, and another environment's gateways would
+    /// come back.
     pub(super) async fn live_nat_gateways(&self) -> Result<Vec<Nat>> {
+        let selector = self.selector();
         let out = self
             .ec2
             .describe_nat_gateways()
-            .set_filter(Some(self.owned()))
+            .set_filter(Some(selector.ec2_filters()))
             .send()
             .await
             .aws("ec2:DescribeNatGateways", "nat gateways")?;
-        Ok(out
-            .nat_gateways()
-            .iter()
+        let ours = selector.verified(
+            "nat-gateway",
+            out.nat_gateways().iter(),
+            |n| tags::from_ec2(n.tags()),
+            |n| n.nat_gateway_id().unwrap_or_default().to_string(),
+        );
+        Ok(ours
+            .into_iter()
             .filter(|n| {
                 !matches!(
                     n.state(),
@@ -45,6 +64,11 @@ impl Run<'_> {
                         .state()
                         .map(|s| s.as_str().to_string())
                         .unwrap_or_default(),
+                    allocations: n
+                        .nat_gateway_addresses()
+                        .iter()
+                        .filter_map(|a| a.allocation_id().map(str::to_string))
+                        .collect(),
                 }
             })
             .collect())
@@ -65,6 +89,9 @@ impl Run<'_> {
             match existing {
                 Some(nat) if nat.state != "failed" => {
                     found.insert(zone.clone(), Some(nat.id.clone()));
+                    let kept = nat.allocations.first().cloned();
+                    self.release_duplicate_addresses(zone, kept.as_deref(), &live)
+                        .await?;
                     if nat.state == "pending" && self.pass.is_apply() {
                         self.wait_nat(&nat.id, &name).await?;
                     }
@@ -81,7 +108,7 @@ impl Run<'_> {
                     self.pass.will(Change::create("nat-gateway", &name));
                 }
             }
-            let Some(allocation) = self.elastic_ip(zone, &name).await? else {
+            let Some(allocation) = self.elastic_ip(zone, &name, &live).await? else {
                 // Planning.
                 found.insert(zone.clone(), None);
                 continue;
@@ -92,61 +119,172 @@ impl Run<'_> {
                 .flatten()
                 .ok_or_else(|| Error::internal(format!("no public subnet in {zone}")))?;
             let tags = self.tags(&zone_role("nat", zone), &name, None);
-            let created = self
-                .ec2
-                .create_nat_gateway()
-                .subnet_id(subnet)
-                .allocation_id(allocation)
-                .tag_specifications(tags::ec2_spec(ResourceType::Natgateway, &tags))
-                .send()
-                .await
-                .aws("ec2:CreateNatGateway", format!("nat-gateway {name}"))?;
-            let id = created
-                .nat_gateway()
-                .and_then(|n| n.nat_gateway_id())
-                .ok_or_else(|| Error::internal("CreateNatGateway returned no id"))?
-                .to_string();
+            let resource = format!("nat-gateway {name}");
+            let ec2 = self.ec2;
+            let made = create::once(
+                &resource,
+                || async {
+                    // The SDK sends a client token; the single attempt is for what
+                    // ignores it (see `create`).
+                    let created = ec2
+                        .create_nat_gateway()
+                        .subnet_id(&subnet)
+                        .allocation_id(&allocation)
+                        .tag_specifications(tags::ec2_spec(ResourceType::Natgateway, &tags))
+                        .customize()
+                        .config_override(single_attempt::ec2())
+                        .send()
+                        .await
+                        .aws("ec2:CreateNatGateway", &resource)?;
+                    created
+                        .nat_gateway()
+                        .and_then(|n| n.nat_gateway_id())
+                        .map(str::to_string)
+                        .ok_or_else(|| Error::internal("CreateNatGateway returned no id"))
+                },
+                || async {
+                    Ok(self
+                        .live_nat_gateways()
+                        .await?
+                        .into_iter()
+                        .find(|n| &n.zone == zone && n.state != "failed")
+                        .map(|n| n.id))
+                },
+            )
+            .await?;
+            let id = match made {
+                Made::Created(id) | Made::Found(id) => id,
+            };
             self.wait_nat(&id, &name).await?;
             found.insert(zone.clone(), Some(id));
         }
         Ok(found)
     }
 
-    /// The elastic IP of the NAT gateway of `zone`, allocated if missing; `None` while
-    /// planning.
-    async fn elastic_ip(&mut self, zone: &str, name: &str) -> Result<Option<String>> {
-        let role = zone_role("nat-ip", zone);
+    /// Our elastic IPs of the NAT gateway of `zone`, lowest allocation id first.
+    async fn nat_addresses(&self, zone: &str) -> Result<Vec<Address>> {
+        let selector = self.selector_with_role(&zone_role("nat-ip", zone));
         let out = self
             .ec2
             .describe_addresses()
-            .set_filters(Some(self.owned_with_role(&role)))
+            .set_filters(Some(selector.ec2_filters()))
             .send()
             .await
-            .aws("ec2:DescribeAddresses", format!("elastic-ip {name}"))?;
-        if let Some(id) = out
-            .addresses()
+            .aws(
+                "ec2:DescribeAddresses",
+                format!("elastic-ips of the nat gateway in {zone}"),
+            )?;
+        let mut addresses: Vec<Address> = selector
+            .verified(
+                "elastic-ip",
+                out.addresses().iter(),
+                |a| tags::from_ec2(a.tags()),
+                |a| a.allocation_id().unwrap_or_default().to_string(),
+            )
+            .into_iter()
+            .filter_map(|a| {
+                Some(Address {
+                    allocation: a.allocation_id()?.to_string(),
+                    associated: a.association_id().is_some(),
+                })
+            })
+            .collect();
+        addresses.sort_by(|a, b| a.allocation.cmp(&b.allocation));
+        Ok(addresses)
+    }
+
+    /// Releases the elastic IPs of `zone`'s NAT gateway that nothing uses besides
+    /// `keep`: duplicates an interrupted run left (an allocation whose answer was lost,
+    /// repeated). An address that a NAT gateway of ours names is never one of them,
+    /// whatever its association says while that gateway is pending.
+    async fn release_duplicate_addresses(
+        &mut self,
+        zone: &str,
+        keep: Option<&str>,
+        nats: &[Nat],
+    ) -> Result<()> {
+        // A failed gateway's address is not in use: it goes to the gateway replacing it.
+        let used: Vec<&str> = nats
             .iter()
-            .find(|a| a.association_id().is_none())
-            .and_then(|a| a.allocation_id())
-        {
-            return Ok(self.pass.is_apply().then(|| id.to_string()));
+            .filter(|n| n.state != "failed")
+            .flat_map(|n| n.allocations.iter().map(String::as_str))
+            .chain(keep)
+            .collect();
+        let Some(kept) = keep.or_else(|| used.first().copied()).map(str::to_string) else {
+            return Ok(());
+        };
+        for address in self.nat_addresses(zone).await? {
+            if address.associated || used.contains(&address.allocation.as_str()) {
+                continue;
+            }
+            if self.pass.will(
+                Change::delete("elastic-ip", &address.allocation)
+                    .because(format!("duplicate of {kept} left by an interrupted run")),
+            ) {
+                self.ec2
+                    .release_address()
+                    .allocation_id(&address.allocation)
+                    .send()
+                    .await
+                    .found(
+                        "ec2:ReleaseAddress",
+                        format!("elastic-ip {}", address.allocation),
+                    )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The elastic IP of the NAT gateway of `zone`, allocated if missing; `None` while
+    /// planning.
+    async fn elastic_ip(&mut self, zone: &str, name: &str, nats: &[Nat]) -> Result<Option<String>> {
+        let role = zone_role("nat-ip", zone);
+        let free = |addresses: Vec<Address>| {
+            addresses
+                .into_iter()
+                .find(|a| {
+                    !a.associated
+                        && !nats.iter().any(|n| {
+                            n.state != "failed"
+                                && n.allocations.iter().any(|id| id == &a.allocation)
+                        })
+                })
+                .map(|a| a.allocation)
+        };
+        if let Some(id) = free(self.nat_addresses(zone).await?) {
+            self.release_duplicate_addresses(zone, Some(&id), nats)
+                .await?;
+            return Ok(self.pass.is_apply().then_some(id));
         }
         if !self.pass.will(Change::create("elastic-ip", name)) {
             return Ok(None);
         }
         let tags = self.tags(&role, name, None);
-        let created = self
-            .ec2
-            .allocate_address()
-            .domain(DomainType::Vpc)
-            .tag_specifications(tags::ec2_spec(ResourceType::ElasticIp, &tags))
-            .send()
-            .await
-            .aws("ec2:AllocateAddress", format!("elastic-ip {name}"))?;
-        created
-            .allocation_id()
-            .map(|id| Some(id.to_string()))
-            .ok_or_else(|| Error::internal("AllocateAddress returned no allocation id"))
+        let resource = format!("elastic-ip {name}");
+        let ec2 = self.ec2;
+        let made = create::once(
+            &resource,
+            || async {
+                let created = ec2
+                    .allocate_address()
+                    .domain(DomainType::Vpc)
+                    .tag_specifications(tags::ec2_spec(ResourceType::ElasticIp, &tags))
+                    .customize()
+                    .config_override(single_attempt::ec2())
+                    .send()
+                    .await
+                    .aws("ec2:AllocateAddress", &resource)?;
+                created
+                    .allocation_id()
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::internal("AllocateAddress returned no allocation id"))
+            },
+            || async { Ok(free(self.nat_addresses(zone).await?)) },
+        )
+        .await?;
+        match made {
+            Made::Created(id) | Made::Found(id) => Ok(Some(id)),
+        }
     }
 
     async fn wait_nat(&self, id: &str, name: &str) -> Result<()> {
@@ -215,18 +353,24 @@ impl Run<'_> {
 
     /// Releases our elastic IPs that nothing uses any more (`role`: only those).
     pub(super) async fn release_addresses(&mut self, role: Option<&str>) -> Result<()> {
-        let filters = match role {
-            Some(role) => self.owned_with_role(role),
-            None => self.owned(),
+        let selector = match role {
+            Some(role) => self.selector_with_role(role),
+            None => self.selector(),
         };
         let out = self
             .ec2
             .describe_addresses()
-            .set_filters(Some(filters))
+            .set_filters(Some(selector.ec2_filters()))
             .send()
             .await
             .aws("ec2:DescribeAddresses", "elastic ips")?;
-        for address in out.addresses() {
+        let ours = selector.verified(
+            "elastic-ip",
+            out.addresses().iter(),
+            |a| tags::from_ec2(a.tags()),
+            |a| a.allocation_id().unwrap_or_default().to_string(),
+        );
+        for address in ours {
             let Some(id) = address.allocation_id() else {
                 continue;
             };

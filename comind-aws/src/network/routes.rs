@@ -7,7 +7,8 @@ use aws_sdk_ec2::types::{Filter, ResourceType};
 use comind_core::{Change, Error, Result};
 
 use super::{ANYWHERE, Run, role_of, zone_role};
-use crate::error::AwsResultExt;
+use crate::create::{self, Made, single_attempt};
+use crate::error::{AwsResultExt, Failure};
 use crate::tags;
 
 /// A route table as found.
@@ -21,8 +22,33 @@ pub(super) struct RouteTable {
     pub(super) associations: Vec<(String, String)>,
 }
 
+fn table_of(t: &aws_sdk_ec2::types::RouteTable) -> RouteTable {
+    RouteTable {
+        id: t.route_table_id().unwrap_or_default().to_string(),
+        role: role_of(&tags::from_ec2(t.tags())),
+        default_target: t
+            .routes()
+            .iter()
+            .find(|r| r.destination_cidr_block() == Some(ANYWHERE))
+            .and_then(|r| r.nat_gateway_id().or(r.gateway_id()))
+            .map(str::to_string),
+        associations: t
+            .associations()
+            .iter()
+            .filter(|a| a.main() != Some(true))
+            .filter_map(|a| {
+                Some((
+                    a.route_table_association_id()?.to_string(),
+                    a.subnet_id()?.to_string(),
+                ))
+            })
+            .collect(),
+    }
+}
+
 impl Run<'_> {
-    pub(super) async fn route_tables(&self, filters: Vec<Filter>) -> Result<Vec<RouteTable>> {
+    /// The route tables `filters` select, whoever owns them.
+    async fn route_tables(&self, filters: Vec<Filter>) -> Result<Vec<RouteTable>> {
         let out = self
             .ec2
             .describe_route_tables()
@@ -30,31 +56,36 @@ impl Run<'_> {
             .send()
             .await
             .aws("ec2:DescribeRouteTables", "route tables")?;
-        Ok(out
-            .route_tables()
-            .iter()
-            .map(|t| RouteTable {
-                id: t.route_table_id().unwrap_or_default().to_string(),
-                role: role_of(&tags::from_ec2(t.tags())),
-                default_target: t
-                    .routes()
-                    .iter()
-                    .find(|r| r.destination_cidr_block() == Some(ANYWHERE))
-                    .and_then(|r| r.nat_gateway_id().or(r.gateway_id()))
-                    .map(str::to_string),
-                associations: t
-                    .associations()
-                    .iter()
-                    .filter(|a| a.main() != Some(true))
-                    .filter_map(|a| {
-                        Some((
-                            a.route_table_association_id()?.to_string(),
-                            a.subnet_id()?.to_string(),
-                        ))
-                    })
-                    .collect(),
-            })
-            .collect())
+        Ok(out.route_tables().iter().map(table_of).collect())
+    }
+
+    /// Our route tables (in `vpc_id`, if given), lowest id first.
+    pub(super) async fn our_route_tables(&self, vpc_id: Option<&str>) -> Result<Vec<RouteTable>> {
+        let selector = self.selector();
+        let mut filters = selector.ec2_filters();
+        if let Some(vpc) = vpc_id {
+            filters.push(tags::ec2_filter("vpc-id", vpc));
+        }
+        let out = self
+            .ec2
+            .describe_route_tables()
+            .set_filters(Some(filters))
+            .send()
+            .await
+            .aws("ec2:DescribeRouteTables", "route tables")?;
+        let mut tables: Vec<RouteTable> = selector
+            .verified(
+                "route-table",
+                out.route_tables().iter(),
+                |t| tags::from_ec2(t.tags()),
+                |t| t.route_table_id().unwrap_or_default().to_string(),
+            )
+            .into_iter()
+            .filter(|t| vpc_id.is_none_or(|vpc| t.vpc_id() == Some(vpc)))
+            .map(table_of)
+            .collect();
+        tables.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(tables)
     }
 
     /// The public route table (default route to the internet gateway) and one private
@@ -67,9 +98,7 @@ impl Run<'_> {
         subnets: &BTreeMap<(String, String), Option<String>>,
         nats: &BTreeMap<String, Option<String>>,
     ) -> Result<()> {
-        let mut filters = self.owned();
-        filters.push(tags::ec2_filter("vpc-id", vpc_id));
-        let live = self.route_tables(filters).await?;
+        let live = self.our_route_tables(Some(vpc_id)).await?;
         let first_nat = zones.iter().find_map(|z| nats.get(z)).cloned().flatten();
         let mut wanted = vec![(
             "public-routes".to_string(),
@@ -104,9 +133,37 @@ impl Run<'_> {
             ));
         }
         for (role, name, target, members) in wanted {
-            let table = live.iter().find(|t| t.role == role).cloned();
+            let same_role: Vec<&RouteTable> = live.iter().filter(|t| t.role == role).collect();
+            // An interrupted run may have left a second table of a role: the one with
+            // subnets is kept, else the lowest id; empty duplicates are deleted.
+            let table = same_role
+                .iter()
+                .find(|t| !t.associations.is_empty())
+                .or_else(|| same_role.first())
+                .map(|t| (*t).clone());
             let id = match table {
                 Some(t) => {
+                    for duplicate in same_role
+                        .iter()
+                        .filter(|d| d.id != t.id && d.associations.is_empty())
+                    {
+                        if self.pass.will(
+                            Change::delete("route-table", &duplicate.id).because(format!(
+                                "duplicate of {} left by an interrupted run",
+                                t.id
+                            )),
+                        ) {
+                            self.ec2
+                                .delete_route_table()
+                                .route_table_id(&duplicate.id)
+                                .send()
+                                .await
+                                .found(
+                                    "ec2:DeleteRouteTable",
+                                    format!("route-table {}", duplicate.id),
+                                )?;
+                        }
+                    }
                     self.default_route(&t, target.as_deref(), &name).await?;
                     Some(t)
                 }
@@ -114,30 +171,20 @@ impl Run<'_> {
                     if !self.pass.will(Change::create("route-table", &name)) {
                         continue;
                     }
-                    let tags = self.tags(&role, &name, None);
-                    let created = self
-                        .ec2
-                        .create_route_table()
-                        .vpc_id(vpc_id)
-                        .tag_specifications(tags::ec2_spec(ResourceType::RouteTable, &tags))
-                        .send()
-                        .await
-                        .aws("ec2:CreateRouteTable", format!("route-table {name}"))?;
-                    let id = created
-                        .route_table()
-                        .and_then(|t| t.route_table_id())
-                        .ok_or_else(|| Error::internal("CreateRouteTable returned no id"))?
-                        .to_string();
-                    let table = RouteTable {
-                        id,
-                        role: role.clone(),
-                        default_target: None,
-                        associations: Vec::new(),
-                    };
-                    if let Some(target) = &target {
-                        self.put_route(&table.id, target, false, &name).await?;
+                    match self.create_route_table(vpc_id, &role, &name).await? {
+                        Made::Created(table) => {
+                            if let Some(target) = &target {
+                                self.put_route(&table.id, target, false, &name).await?;
+                            }
+                            Some(table)
+                        }
+                        // Made by a create whose answer was lost: its route may be
+                        // there already.
+                        Made::Found(table) => {
+                            self.default_route(&table, target.as_deref(), &name).await?;
+                            Some(table)
+                        }
                     }
-                    Some(table)
                 }
             };
             let Some(table) = id else { continue };
@@ -153,6 +200,56 @@ impl Run<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Creates the route table of `role`, or finds it when its create's answer was
+    /// lost.
+    async fn create_route_table(
+        &self,
+        vpc_id: &str,
+        role: &str,
+        name: &str,
+    ) -> Result<Made<RouteTable, RouteTable>> {
+        let tags = self.tags(role, name, None);
+        let resource = format!("route-table {name}");
+        let ec2 = self.ec2;
+        let made = create::once(
+            &resource,
+            || async {
+                // The SDK sends a client token; the single attempt is for what ignores
+                // it (see `create`).
+                let created = ec2
+                    .create_route_table()
+                    .vpc_id(vpc_id)
+                    .tag_specifications(tags::ec2_spec(ResourceType::RouteTable, &tags))
+                    .customize()
+                    .config_override(single_attempt::ec2())
+                    .send()
+                    .await
+                    .aws("ec2:CreateRouteTable", &resource)?;
+                created
+                    .route_table()
+                    .map(table_of)
+                    .filter(|t| !t.id.is_empty())
+                    .ok_or_else(|| Error::internal("CreateRouteTable returned no id"))
+            },
+            || async {
+                Ok(self
+                    .our_route_tables(Some(vpc_id))
+                    .await?
+                    .into_iter()
+                    .find(|t| t.role == role))
+            },
+        )
+        .await?;
+        Ok(match made {
+            Made::Created(mut table) => {
+                // What the create answered may not echo the tags it was given.
+                table.role = role.to_string();
+                Made::Created(table)
+            }
+            found => found,
+        })
     }
 
     async fn default_route(
@@ -203,10 +300,21 @@ impl Run<'_> {
             } else {
                 request.gateway_id(target)
             };
-            request
+            let created = request
                 .send()
                 .await
-                .aws("ec2:CreateRoute", format!("route-table {name}"))?;
+                .aws("ec2:CreateRoute", format!("route-table {name}"));
+            match created {
+                Ok(_) => {}
+                // The SDK's retry of a route whose answer was lost, or a route made
+                // meanwhile: point it where it must go.
+                Err(err)
+                    if Failure::of(&err).and_then(Failure::code) == Some("RouteAlreadyExists") =>
+                {
+                    Box::pin(self.put_route(table, target, true, name)).await?;
+                }
+                Err(err) => return Err(err),
+            }
         }
         Ok(())
     }
@@ -235,13 +343,31 @@ impl Run<'_> {
                     )?;
             }
             None => {
-                self.ec2
+                let associated = self
+                    .ec2
                     .associate_route_table()
                     .route_table_id(table)
                     .subnet_id(subnet)
                     .send()
                     .await
-                    .aws("ec2:AssociateRouteTable", format!("route-table {name}"))?;
+                    .aws("ec2:AssociateRouteTable", format!("route-table {name}"));
+                if let Err(err) = associated {
+                    // The SDK's retry of an association whose answer was lost: done, if
+                    // the subnet is with this table now.
+                    let again = Failure::of(&err).and_then(Failure::code)
+                        == Some("Resource.AlreadyAssociated");
+                    let done = again
+                        && self
+                            .route_tables(vec![tags::ec2_filter("route-table-id", table)])
+                            .await?
+                            .iter()
+                            .any(|t| {
+                                t.id == table && t.associations.iter().any(|(_, s)| s == subnet)
+                            });
+                    if !done {
+                        return Err(err);
+                    }
+                }
             }
         }
         Ok(())

@@ -1,13 +1,14 @@
 //! The cluster, database and cache security groups: the database and cache groups admit
 //! only the cluster group, on their one port.
 
-use aws_sdk_ec2::types::{Filter, IpPermission, ResourceType, UserIdGroupPair};
+use aws_sdk_ec2::types::{Filter, IpPermission, ResourceType, SecurityGroup, UserIdGroupPair};
 use comind_core::{Change, Error, Outputs, Result};
 
 use super::{
     CACHE_SECURITY_GROUP_ID, CLUSTER_SECURITY_GROUP_ID, COMPONENT, DATABASE_SECURITY_GROUP_ID, Run,
 };
-use crate::error::AwsResultExt;
+use crate::create::{self, Made, single_attempt};
+use crate::error::{AwsResultExt, Failure};
 use crate::tags;
 
 impl Run<'_> {
@@ -35,8 +36,17 @@ impl Run<'_> {
                 "ec2:DescribeSecurityGroups",
                 format!("security groups of {vpc_id}"),
             )?;
+        let ours: Vec<String> = ["cluster", "database", "cache"]
+            .iter()
+            .map(|n| self.name(n))
+            .collect();
+        // The filters are checked on the answer: a backend that ignored them would
+        // return every group, the VPC's default group among them.
         for group in out.security_groups() {
             let name = group.group_name().unwrap_or_default();
+            if group.vpc_id() != Some(vpc_id) || !ours.iter().any(|n| n == name) {
+                continue;
+            }
             let live = tags::from_ec2(group.tags());
             tags::require_owned(self.env, COMPONENT, "security-group", name, &live)?;
         }
@@ -73,7 +83,9 @@ impl Run<'_> {
         let mut complete = true;
         for (role, key, port) in names {
             let name = self.name(role);
-            let group = live.iter().find(|g| g.group_name() == Some(name.as_str()));
+            let group = live
+                .iter()
+                .find(|g| g.group_name() == Some(name.as_str()) && g.vpc_id() == Some(vpc_id));
             let id = match group {
                 Some(group) => {
                     let tags = tags::from_ec2(group.tags());
@@ -87,11 +99,30 @@ impl Run<'_> {
                 }
                 None => {
                     if self.pass.will(Change::create("security-group", &name)) {
-                        let id = self.create_group(vpc_id, role, &name).await?;
-                        if let (Some(port), Some(source)) = (port, &cluster_id) {
-                            self.allow(&id, &name, port, source).await?;
+                        match self.create_group(vpc_id, role, &name).await? {
+                            Made::Created(id) => {
+                                if let (Some(port), Some(source)) = (port, &cluster_id) {
+                                    self.allow(&id, &name, port, source).await?;
+                                }
+                                Some(id)
+                            }
+                            // Made by a lost create or a dying earlier run: its rules
+                            // are whatever it got to.
+                            Made::Found(group) => {
+                                let id = group.group_id().unwrap_or_default().to_string();
+                                if let (Some(port), Some(source)) = (port, &cluster_id) {
+                                    self.only_from(
+                                        &id,
+                                        &name,
+                                        group.ip_permissions(),
+                                        port,
+                                        source,
+                                    )
+                                    .await?;
+                                }
+                                Some(id)
+                            }
                         }
-                        Some(id)
                     } else {
                         None
                     }
@@ -108,27 +139,69 @@ impl Run<'_> {
         Ok(complete.then_some(outputs))
     }
 
-    async fn create_group(&self, vpc_id: &str, role: &str, name: &str) -> Result<String> {
+    /// Our group `name` in `vpc_id`, if it exists; the conflict when it has our name
+    /// but not our tags.
+    async fn our_group(&self, vpc_id: &str, name: &str) -> Result<Option<SecurityGroup>> {
+        let out = self
+            .ec2
+            .describe_security_groups()
+            .filters(tags::ec2_filter("vpc-id", vpc_id))
+            .filters(tags::ec2_filter("group-name", name))
+            .send()
+            .await
+            .aws(
+                "ec2:DescribeSecurityGroups",
+                format!("security-group {name}"),
+            )?;
+        let Some(group) = out
+            .security_groups()
+            .iter()
+            .find(|g| g.group_name() == Some(name) && g.vpc_id() == Some(vpc_id))
+        else {
+            return Ok(None);
+        };
+        let live = tags::from_ec2(group.tags());
+        tags::require_owned(self.env, COMPONENT, "security-group", name, &live)?;
+        Ok(Some(group.clone()))
+    }
+
+    /// Creates the group, or finds it when an earlier attempt or run made it.
+    async fn create_group(
+        &self,
+        vpc_id: &str,
+        role: &str,
+        name: &str,
+    ) -> Result<Made<String, SecurityGroup>> {
         let description = match role {
             "cluster" => "Comind: the EKS control plane and nodes",
             "database" => "Comind: PostgreSQL, reachable from the cluster only",
             _ => "Comind: Redis, reachable from the cluster only",
         };
         let tags = self.tags(role, name, None);
-        let created = self
-            .ec2
-            .create_security_group()
-            .group_name(name)
-            .description(description)
-            .vpc_id(vpc_id)
-            .tag_specifications(tags::ec2_spec(ResourceType::SecurityGroup, &tags))
-            .send()
-            .await
-            .aws("ec2:CreateSecurityGroup", format!("security-group {name}"))?;
-        created
-            .group_id()
-            .map(str::to_string)
-            .ok_or_else(|| Error::internal("CreateSecurityGroup returned no id"))
+        let resource = format!("security-group {name}");
+        let ec2 = self.ec2;
+        create::once(
+            &resource,
+            || async {
+                let created = ec2
+                    .create_security_group()
+                    .group_name(name)
+                    .description(description)
+                    .vpc_id(vpc_id)
+                    .tag_specifications(tags::ec2_spec(ResourceType::SecurityGroup, &tags))
+                    .customize()
+                    .config_override(single_attempt::ec2())
+                    .send()
+                    .await
+                    .aws("ec2:CreateSecurityGroup", &resource)?;
+                created
+                    .group_id()
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::internal("CreateSecurityGroup returned no id"))
+            },
+            || self.our_group(vpc_id, name),
+        )
+        .await
     }
 
     fn rule(port: i32, source: &str) -> IpPermission {
@@ -146,7 +219,8 @@ impl Run<'_> {
     }
 
     async fn allow(&self, id: &str, name: &str, port: i32, source: &str) -> Result<()> {
-        self.ec2
+        let allowed = self
+            .ec2
             .authorize_security_group_ingress()
             .group_id(id)
             .ip_permissions(Self::rule(port, source))
@@ -155,8 +229,19 @@ impl Run<'_> {
             .aws(
                 "ec2:AuthorizeSecurityGroupIngress",
                 format!("security-group {name}"),
-            )?;
-        Ok(())
+            );
+        match allowed {
+            Ok(_) => Ok(()),
+            // The SDK's retry of a rule whose answer was lost: the very rule asked for
+            // is there.
+            Err(err)
+                if Failure::of(&err).and_then(Failure::code)
+                    == Some("InvalidPermission.Duplicate") =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// Makes `port` from `source` the group's only ingress rule.

@@ -6,7 +6,8 @@ use aws_sdk_ec2::types::ResourceType;
 use comind_core::{Change, Error, Result};
 
 use super::cidr::cidr_of;
-use super::{COMPONENT, Cidr, MAX_ZONES, Run, role_of};
+use super::{Cidr, MAX_ZONES, Run, role_of};
+use crate::create::{self, Made, single_attempt};
 use crate::error::AwsResultExt;
 use crate::tags;
 
@@ -18,7 +19,40 @@ struct Subnet {
     role: String,
 }
 
+fn subnet_of(s: &aws_sdk_ec2::types::Subnet) -> Subnet {
+    Subnet {
+        id: s.subnet_id().unwrap_or_default().to_string(),
+        zone: s.availability_zone().unwrap_or_default().to_string(),
+        role: role_of(&tags::from_ec2(s.tags())),
+    }
+}
+
 impl Run<'_> {
+    /// Our subnets in `vpc_id`.
+    async fn our_subnets(&self, vpc_id: &str) -> Result<Vec<Subnet>> {
+        let selector = self.selector();
+        let mut filters = selector.ec2_filters();
+        filters.push(tags::ec2_filter("vpc-id", vpc_id));
+        let out = self
+            .ec2
+            .describe_subnets()
+            .set_filters(Some(filters))
+            .send()
+            .await
+            .aws("ec2:DescribeSubnets", format!("subnets of vpc {vpc_id}"))?;
+        Ok(selector
+            .verified(
+                "subnet",
+                out.subnets().iter(),
+                |s| tags::from_ec2(s.tags()),
+                |s| s.subnet_id().unwrap_or_default().to_string(),
+            )
+            .into_iter()
+            .filter(|s| s.vpc_id() == Some(vpc_id))
+            .map(subnet_of)
+            .collect())
+    }
+
     /// The zones and the subnets by (tier, zone); `None` ids while planning new ones.
     ///
     /// Zones that already hold our private subnets stay (a region may gain zones);
@@ -44,15 +78,19 @@ impl Run<'_> {
             .iter()
             .filter_map(|s| cidr_of(s.cidr_block()))
             .collect();
+        let selector = self.selector();
         let live: Vec<Subnet> = out
             .subnets()
             .iter()
-            .filter(|s| self.env.owns(&tags::from_ec2(s.tags()), Some(COMPONENT)))
-            .map(|s| Subnet {
-                id: s.subnet_id().unwrap_or_default().to_string(),
-                zone: s.availability_zone().unwrap_or_default().to_string(),
-                role: role_of(&tags::from_ec2(s.tags())),
+            .filter(|s| s.vpc_id() == Some(vpc_id))
+            .filter(|s| {
+                selector.check(
+                    "subnet",
+                    s.subnet_id().unwrap_or_default(),
+                    &tags::from_ec2(s.tags()),
+                )
             })
+            .map(subnet_of)
             .collect();
         let mut zones: Vec<String> = live
             .iter()
@@ -110,21 +148,40 @@ impl Run<'_> {
                     format!("kubernetes.io/cluster/{cluster}"),
                     "shared".to_string(),
                 );
-                let created = self
-                    .ec2
-                    .create_subnet()
-                    .vpc_id(vpc_id)
-                    .cidr_block(block.to_string())
-                    .availability_zone(zone)
-                    .tag_specifications(tags::ec2_spec(ResourceType::Subnet, &tags))
-                    .send()
-                    .await
-                    .aws("ec2:CreateSubnet", format!("subnet {name}"))?;
-                let id = created
-                    .subnet()
-                    .and_then(|s| s.subnet_id())
-                    .ok_or_else(|| Error::internal("CreateSubnet returned no id"))?;
-                found.insert(key, Some(id.to_string()));
+                let resource = format!("subnet {name}");
+                let ec2 = self.ec2;
+                let made = create::once(
+                    &resource,
+                    || async {
+                        let created = ec2
+                            .create_subnet()
+                            .vpc_id(vpc_id)
+                            .cidr_block(block.to_string())
+                            .availability_zone(zone)
+                            .tag_specifications(tags::ec2_spec(ResourceType::Subnet, &tags))
+                            .customize()
+                            .config_override(single_attempt::ec2())
+                            .send()
+                            .await
+                            .aws("ec2:CreateSubnet", &resource)?;
+                        created
+                            .subnet()
+                            .and_then(|s| s.subnet_id())
+                            .map(str::to_string)
+                            .ok_or_else(|| Error::internal("CreateSubnet returned no id"))
+                    },
+                    || async {
+                        Ok(self
+                            .our_subnets(vpc_id)
+                            .await?
+                            .into_iter()
+                            .find(|s| s.role == tier && &s.zone == zone)
+                            .map(|s| s.id))
+                    },
+                )
+                .await?;
+                let (Made::Created(id) | Made::Found(id)) = made;
+                found.insert(key, Some(id));
             }
         }
         Ok((zones, found))

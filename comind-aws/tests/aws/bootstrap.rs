@@ -2,20 +2,19 @@
 //! them: up, a second up, plan, status, down, down --purge, an interrupted run, a
 //! production environment, and names taken by resources that are not ours.
 
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 
 use comind_core::config::Config;
 use comind_core::engine::RunOptions;
-use comind_core::event::{Event, EventStream, Outcome, RunOutcome};
+use comind_core::event::{Outcome, RunOutcome};
 use comind_core::{
-    Action, Bootstrap, Change, DestroyOptions, DownOptions, Environment, ErrorKind, Health, Kept,
-    PhaseId, ServiceKind, UpOptions,
+    Action, Bootstrap, Change, DownOptions, ErrorKind, Health, PhaseId, ServiceKind, UpOptions,
 };
 use comind_test_support::moto::Moto;
 use comind_test_support::require_peer;
 
-use crate::support::{self, CallLog, Peek, owned};
+use crate::support::runs::{assert_succeeded, drain, everything_owned, purge};
+use crate::support::{CallLog, Peek, owned, runs};
 
 fn bootstrap(
     moto: &Moto,
@@ -24,67 +23,7 @@ fn bootstrap(
     state: &std::path::Path,
     edit: impl FnOnce(&mut Config),
 ) -> Bootstrap {
-    let mut config = Config::default();
-    config.environment = name.parse().unwrap();
-    config.profile = comind_core::Profile::Aws;
-    edit(&mut config);
-    Bootstrap::new(Environment::with_state_root(config, state))
-        .with_provider(support::provider(moto, log))
-}
-
-/// What each phase reported in a run: changes and kept resources.
-#[derive(Debug, Default)]
-struct Finished {
-    changes: HashMap<String, Vec<Change>>,
-    kept: HashMap<String, Vec<Kept>>,
-}
-
-fn drain(events: &mut EventStream) -> Finished {
-    let mut finished = Finished::default();
-    while let Some(record) = events.try_recv() {
-        if let Event::PhaseFinished {
-            phase,
-            changes,
-            kept,
-            ..
-        } = &record.event
-        {
-            finished.changes.insert(phase.to_string(), changes.clone());
-            finished.kept.insert(phase.to_string(), kept.clone());
-        }
-    }
-    finished
-}
-
-fn purge() -> RunOptions {
-    RunOptions {
-        destroy: DestroyOptions { purge: true },
-        ..RunOptions::default()
-    }
-}
-
-fn assert_succeeded(report: &comind_core::engine::RunReport, what: &str) {
-    assert!(
-        report.succeeded(),
-        "{what}: {:#?}",
-        report
-            .summary
-            .phases
-            .iter()
-            .filter(|p| p.outcome != Outcome::Succeeded)
-            .collect::<Vec<_>>()
-    );
-}
-
-async fn everything_owned(peek: &Peek, env: &Environment) -> Vec<String> {
-    let mut all = owned::network(peek, env).await;
-    all.extend(owned::iam(peek, env).await);
-    all.extend(owned::cluster(peek, env).await);
-    all.extend(owned::postgres(peek, env).await);
-    all.extend(owned::object_store(peek, env).await);
-    all.extend(owned::cache(peek, env).await);
-    all.extend(owned::queue(peek, env).await);
-    all
+    runs::bootstrap(moto.sdk_config(), log, name, state, edit)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,12 @@
 mod bootstrap;
 mod conformance;
 mod eks;
+mod fault_proxy;
+mod killed;
+mod lost_answers;
 mod network;
+mod ownership;
 mod provider;
 mod support;
+mod transient;
 mod waiting;

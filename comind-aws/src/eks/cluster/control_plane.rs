@@ -11,6 +11,7 @@ use comind_core::{Change, Error, Result};
 use super::health::cluster_issues;
 use super::{COMPONENT, Inputs, Run, version};
 use crate::clients::Clients;
+use crate::create;
 use crate::error::AwsResultExt;
 use crate::tags::{self, Tags};
 use crate::waiter::{Observed, Status, Wait};
@@ -174,32 +175,54 @@ impl Run<'_> {
             Error::internal("the cluster cannot be created before the network and roles")
         })?;
         let version = &self.env.config().aws.cluster.version;
-        self.clients
-            .eks
-            .create_cluster()
-            .name(&self.name)
-            .version(version)
-            .role_arn(&inputs.cluster_role)
-            .resources_vpc_config(
-                VpcConfigRequest::builder()
-                    .set_subnet_ids(Some(inputs.subnets()))
-                    .security_group_ids(&inputs.security_group)
-                    .endpoint_public_access(true)
-                    .endpoint_private_access(true)
-                    .build(),
-            )
-            // The identity that creates the cluster administers it, through access
-            // entries; the aws-auth ConfigMap stays usable for the node role.
-            .access_config(
-                CreateAccessConfigRequest::builder()
-                    .authentication_mode(AuthenticationMode::ApiAndConfigMap)
-                    .bootstrap_cluster_creator_admin_permissions(true)
-                    .build(),
-            )
-            .set_tags(Some(tags::to_map(&self.cluster_tags())))
-            .send()
-            .await
-            .aws("eks:CreateCluster", self.resource())?;
+        let resource = self.resource();
+        let cluster_tags = tags::to_map(&self.cluster_tags());
+        // The SDK's retries keep their client request token: EKS makes one cluster of
+        // a name anyway, and "in use" after a lost answer is adopted below.
+        create::once(
+            &resource,
+            || async {
+                self.clients
+                    .eks
+                    .create_cluster()
+                    .name(&self.name)
+                    .version(version)
+                    .role_arn(&inputs.cluster_role)
+                    .resources_vpc_config(
+                        VpcConfigRequest::builder()
+                            .set_subnet_ids(Some(inputs.subnets()))
+                            .security_group_ids(&inputs.security_group)
+                            .endpoint_public_access(true)
+                            .endpoint_private_access(true)
+                            .build(),
+                    )
+                    // The identity that creates the cluster administers it, through
+                    // access entries; the aws-auth ConfigMap stays usable for the node
+                    // role.
+                    .access_config(
+                        CreateAccessConfigRequest::builder()
+                            .authentication_mode(AuthenticationMode::ApiAndConfigMap)
+                            .bootstrap_cluster_creator_admin_permissions(true)
+                            .build(),
+                    )
+                    .set_tags(Some(cluster_tags.clone()))
+                    .send()
+                    .await
+                    .aws("eks:CreateCluster", &resource)
+                    .map(drop)
+            },
+            || async {
+                match describe_cluster(self.clients, &self.name).await? {
+                    Some(cluster) => {
+                        let live = tags::from_map(cluster.tags());
+                        tags::require_owned(self.env, COMPONENT, "eks-cluster", &self.name, &live)?;
+                        Ok(Some(()))
+                    }
+                    None => Ok(None),
+                }
+            },
+        )
+        .await?;
         self.wait_cluster_active().await
     }
 

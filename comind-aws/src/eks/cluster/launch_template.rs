@@ -13,6 +13,7 @@ use aws_sdk_eks::types::Cluster;
 use comind_core::{Change, Error, Result};
 
 use super::{COMPONENT, Inputs, Run, int};
+use crate::create::{self, Made};
 use crate::error::AwsResultExt;
 use crate::tags;
 
@@ -209,25 +210,77 @@ impl Run<'_> {
             return Ok(None);
         }
         let template_tags = tags::named(self.env, COMPONENT, None, &self.template);
-        let created = self
+        let data = self.template_data(&spec);
+        // The SDK's retries keep their client token and the name is unique; a template
+        // made by a lost answer or a dying run is adopted, and its data checked on the
+        // next pass.
+        let made = create::once(
+            &resource,
+            || async {
+                let created = self
+                    .clients
+                    .ec2
+                    .create_launch_template()
+                    .launch_template_name(&self.template)
+                    .launch_template_data(data.clone())
+                    .tag_specifications(tags::ec2_spec(
+                        ResourceType::LaunchTemplate,
+                        &template_tags,
+                    ))
+                    .send()
+                    .await
+                    .aws("ec2:CreateLaunchTemplate", &resource)?;
+                let template = created
+                    .launch_template()
+                    .ok_or_else(|| Error::internal("CreateLaunchTemplate returned no template"))?;
+                Ok((
+                    template
+                        .launch_template_id()
+                        .unwrap_or_default()
+                        .to_string(),
+                    template.latest_version_number().unwrap_or(1),
+                ))
+            },
+            || self.our_template(),
+        )
+        .await?;
+        let (Made::Created((id, number)) | Made::Found((id, number))) = made;
+        Ok(Some((id, number.to_string())))
+    }
+
+    /// Our launch template: (id, latest version), if it exists; the conflict when it has
+    /// our name but not our tags.
+    async fn our_template(&self) -> Result<Option<(String, i64)>> {
+        let resource = format!("launch-template {}", self.template);
+        let found = self
             .clients
             .ec2
-            .create_launch_template()
-            .launch_template_name(&self.template)
-            .launch_template_data(self.template_data(&spec))
-            .tag_specifications(tags::ec2_spec(ResourceType::LaunchTemplate, &template_tags))
+            .describe_launch_templates()
+            .launch_template_names(&self.template)
             .send()
             .await
-            .aws("ec2:CreateLaunchTemplate", &resource)?;
-        let template = created
-            .launch_template()
-            .ok_or_else(|| Error::internal("CreateLaunchTemplate returned no template"))?;
+            .found("ec2:DescribeLaunchTemplates", &resource)?;
+        let Some(template) = found
+            .as_ref()
+            .and_then(|o| o.launch_templates().first())
+            .filter(|t| t.launch_template_name() == Some(self.template.as_str()))
+        else {
+            return Ok(None);
+        };
+        let live = tags::from_ec2(template.tags());
+        tags::require_owned(
+            self.env,
+            COMPONENT,
+            "launch-template",
+            &self.template,
+            &live,
+        )?;
         Ok(Some((
             template
                 .launch_template_id()
                 .unwrap_or_default()
                 .to_string(),
-            template.latest_version_number().unwrap_or(1).to_string(),
+            template.latest_version_number().unwrap_or(1),
         )))
     }
 }

@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::health::node_group_issues;
 use super::{COMPONENT, Inputs, Run, int};
 use crate::clients::Clients;
+use crate::create;
 use crate::error::AwsResultExt;
 use crate::tags::{self, Tags};
 use crate::waiter::{Observed, Status, Wait};
@@ -256,33 +257,58 @@ impl Run<'_> {
             comind_core::environment::LABEL_ENVIRONMENT.to_string(),
             self.env.name().to_string(),
         );
-        self.clients
-            .eks
-            .create_nodegroup()
-            .cluster_name(&self.name)
-            .nodegroup_name(&self.node_group)
-            .set_subnets(Some(inputs.private_subnets.clone()))
-            .node_role(&inputs.node_role)
-            .scaling_config(self.scaling(None)?)
-            .set_instance_types(Some(spec.instance_types.clone()))
-            .ami_type(AmiTypes::from(spec.ami_type.as_str()))
-            .capacity_type(CapacityTypes::OnDemand)
-            .launch_template(
-                LaunchTemplateSpecification::builder()
-                    .id(&template.0)
-                    .version(&template.1)
-                    .build(),
-            )
-            .set_version(cluster.version().map(str::to_string))
-            .set_labels(Some(labels))
-            .update_config(NodegroupUpdateConfig::builder().max_unavailable(1).build())
-            .set_tags(Some(tags::to_map(&self.node_tags(spec))))
-            .send()
-            .await
-            .aws(
-                "eks:CreateNodegroup",
-                format!("eks-nodegroup {}", self.node_group),
-            )?;
+        let resource = format!("eks-nodegroup {}", self.node_group);
+        let scaling = self.scaling(None)?;
+        let node_tags = tags::to_map(&self.node_tags(spec));
+        // As for the cluster: the SDK's retries keep their token, the name is unique,
+        // and "in use" after a lost answer is adopted.
+        create::once(
+            &resource,
+            || async {
+                self.clients
+                    .eks
+                    .create_nodegroup()
+                    .cluster_name(&self.name)
+                    .nodegroup_name(&self.node_group)
+                    .set_subnets(Some(inputs.private_subnets.clone()))
+                    .node_role(&inputs.node_role)
+                    .scaling_config(scaling.clone())
+                    .set_instance_types(Some(spec.instance_types.clone()))
+                    .ami_type(AmiTypes::from(spec.ami_type.as_str()))
+                    .capacity_type(CapacityTypes::OnDemand)
+                    .launch_template(
+                        LaunchTemplateSpecification::builder()
+                            .id(&template.0)
+                            .version(&template.1)
+                            .build(),
+                    )
+                    .set_version(cluster.version().map(str::to_string))
+                    .set_labels(Some(labels.clone()))
+                    .update_config(NodegroupUpdateConfig::builder().max_unavailable(1).build())
+                    .set_tags(Some(node_tags.clone()))
+                    .send()
+                    .await
+                    .aws("eks:CreateNodegroup", &resource)
+                    .map(drop)
+            },
+            || async {
+                match describe_node_group(self.clients, &self.name, &self.node_group).await? {
+                    Some(ng) => {
+                        let live = tags::from_map(ng.tags());
+                        tags::require_owned(
+                            self.env,
+                            COMPONENT,
+                            "eks-nodegroup",
+                            &self.node_group,
+                            &live,
+                        )?;
+                        Ok(Some(()))
+                    }
+                    None => Ok(None),
+                }
+            },
+        )
+        .await?;
         self.wait_node_group_active().await
     }
 

@@ -1,8 +1,12 @@
-//! What the AWS integration tests share: environments, a recorder of AWS calls, and
-//! listings of what each component owns. The moto_server of each test comes from
-//! `comind_test_support::moto`.
+//! What the AWS integration tests share: environments, a recorder of AWS calls,
+//! listings of what each component owns, whole runs, and runs in a child process
+//! that a test can kill. The moto_server of each test comes from
+//! `comind_test_support::moto`, and the fault proxy in front of it from
+//! `comind_test_support::aws_faults`.
 
+pub mod child;
 pub mod owned;
+pub mod runs;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

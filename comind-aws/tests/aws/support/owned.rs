@@ -28,9 +28,17 @@ fn ec2_filters(env: &Environment, component: &str) -> Vec<aws_sdk_ec2::types::Fi
         .collect()
 }
 
-/// Network resources: `kind id` of each.
+fn ec2_tags(tags: &[aws_sdk_ec2::types::Tag]) -> Tags {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .collect()
+}
+
+/// Network resources: `kind id` of each. What the tag-filtered describes return is
+/// checked against the tags again, since moto ignores some filters (NAT gateways).
 pub async fn network(peek: &Peek, env: &Environment) -> Vec<String> {
     let f = || Some(ec2_filters(env, "network"));
+    let ours = |tags: &[aws_sdk_ec2::types::Tag]| env.owns(&ec2_tags(tags), Some("network"));
     let mut out = Vec::new();
     let vpcs = peek
         .ec2
@@ -42,6 +50,7 @@ pub async fn network(peek: &Peek, env: &Environment) -> Vec<String> {
     out.extend(
         vpcs.vpcs()
             .iter()
+            .filter(|v| ours(v.tags()))
             .map(|v| format!("vpc {}", v.vpc_id().unwrap())),
     );
     let subnets = peek
@@ -55,6 +64,7 @@ pub async fn network(peek: &Peek, env: &Environment) -> Vec<String> {
         subnets
             .subnets()
             .iter()
+            .filter(|s| ours(s.tags()))
             .map(|s| format!("subnet {}", s.subnet_id().unwrap())),
     );
     let groups = peek
@@ -68,6 +78,7 @@ pub async fn network(peek: &Peek, env: &Environment) -> Vec<String> {
         groups
             .security_groups()
             .iter()
+            .filter(|g| ours(g.tags()))
             .map(|g| format!("security-group {}", g.group_id().unwrap())),
     );
     let igws = peek
@@ -80,6 +91,7 @@ pub async fn network(peek: &Peek, env: &Environment) -> Vec<String> {
     out.extend(
         igws.internet_gateways()
             .iter()
+            .filter(|g| ours(g.tags()))
             .map(|g| format!("internet-gateway {}", g.internet_gateway_id().unwrap())),
     );
     let nats = peek
@@ -92,6 +104,7 @@ pub async fn network(peek: &Peek, env: &Environment) -> Vec<String> {
     out.extend(
         nats.nat_gateways()
             .iter()
+            .filter(|n| ours(n.tags()))
             .filter(|n| n.state().map(|s| s.as_str()) != Some("deleted"))
             .map(|n| format!("nat-gateway {}", n.nat_gateway_id().unwrap())),
     );
@@ -105,6 +118,7 @@ pub async fn network(peek: &Peek, env: &Environment) -> Vec<String> {
     out.extend(
         eips.addresses()
             .iter()
+            .filter(|a| ours(a.tags()))
             .map(|a| format!("elastic-ip {}", a.allocation_id().unwrap())),
     );
     let tables = peek
@@ -118,6 +132,7 @@ pub async fn network(peek: &Peek, env: &Environment) -> Vec<String> {
         tables
             .route_tables()
             .iter()
+            .filter(|t| ours(t.tags()))
             .map(|t| format!("route-table {}", t.route_table_id().unwrap())),
     );
     out
@@ -202,6 +217,7 @@ pub async fn cluster(peek: &Peek, env: &Environment) -> Vec<String> {
         templates
             .launch_templates()
             .iter()
+            .filter(|t| env.owns(&ec2_tags(t.tags()), Some("cluster")))
             .map(|t| format!("launch-template {}", t.launch_template_name().unwrap())),
     );
     out
