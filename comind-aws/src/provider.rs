@@ -167,13 +167,19 @@ impl Provider for AwsProvider {
         let services = &env.config().services;
         let postgres = RdsPostgres::new(self.aws.clone(), env);
         let postgres_timeout = postgres.phase_timeout();
-        let mut phases: Vec<Arc<dyn Phase>> = vec![
-            reconciled(NetworkPhase::new(self.aws.clone())),
-            reconciled(IamPhase::new(self.aws.clone())),
-            reconciled(ClusterPhase::new(self.aws.clone(), env)),
-            service(Arc::new(postgres), Some(postgres_timeout), true),
-            service(Arc::new(S3ObjectStore::new(self.aws.clone())), None, true),
-        ];
+        let mut phases: Vec<Arc<dyn Phase>> = vec![reconciled(NetworkPhase::new(self.aws.clone()))];
+        // With `gitops.kubeconfig` the platform goes on a cluster Comind did not make:
+        // no EKS cluster, and none of the IAM roles only it and its nodes use.
+        if env.config().gitops.kubeconfig.is_none() {
+            phases.push(reconciled(IamPhase::new(self.aws.clone())));
+            phases.push(reconciled(ClusterPhase::new(self.aws.clone(), env)));
+        }
+        phases.push(service(Arc::new(postgres), Some(postgres_timeout), true));
+        phases.push(service(
+            Arc::new(S3ObjectStore::new(self.aws.clone())),
+            None,
+            true,
+        ));
         let cache = ElastiCacheRedis::new(self.aws.clone(), env);
         let cache_timeout = cache.phase_timeout();
         phases.push(service(

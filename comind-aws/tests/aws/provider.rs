@@ -51,6 +51,22 @@ fn phases_depend_only_on_what_they_need() {
         ],
         "disabled services stay phases, so what they made is still managed"
     );
+
+    // On a cluster named by gitops.kubeconfig, no EKS cluster and no IAM roles for it;
+    // the services still run.
+    let elsewhere = support::env("elsewhere", state.path(), |c| {
+        c.gitops.kubeconfig = Some("/etc/kubeconfig".into());
+    });
+    let names: Vec<String> = provider
+        .phases(&elsewhere)
+        .unwrap()
+        .iter()
+        .map(|p| p.id().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["network", "postgres", "object-store", "cache", "queue"]
+    );
 }
 
 #[test]

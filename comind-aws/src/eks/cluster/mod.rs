@@ -37,7 +37,7 @@ use control_plane::describe_cluster;
 use outputs::outputs_of;
 
 /// The phase id.
-pub const ID: &str = "cluster";
+pub const ID: &str = comind_core::cluster::CLUSTER_PHASE_ID;
 /// Output: the EKS cluster name.
 pub const CLUSTER_NAME: &str = "CLUSTER_NAME";
 /// Output: the cluster ARN.
@@ -54,10 +54,9 @@ pub const CLUSTER_REGION: &str = "CLUSTER_REGION";
 pub const CLUSTER_OIDC_ISSUER: &str = "CLUSTER_OIDC_ISSUER";
 /// Output: the managed node group's name.
 pub const NODE_GROUP_NAME: &str = "NODE_GROUP_NAME";
-/// Output: the path of the kubeconfig in the state directory.
-pub const KUBECONFIG: &str = "KUBECONFIG";
-/// Output: the kubeconfig's context.
-pub const KUBE_CONTEXT: &str = "KUBE_CONTEXT";
+/// Output: the path of the kubeconfig in the state directory, and the kubeconfig's
+/// context: the core contract of the in-cluster phases.
+pub use comind_core::cluster::{KUBE_CONTEXT, KUBECONFIG};
 
 const COMPONENT: &str = ID;
 
