@@ -418,3 +418,27 @@ async fn a_production_up_reports_one_run_to_subscribers() {
         "the guard's plan stays private"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_can_be_spawned_on_the_runtime() {
+    // An embedder runs `up` as a task of its own (a server handling a request, say):
+    // the run's future must be Send.
+    let world = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = Arc::new(bootstrap("environment: spawned\n", &world, dir.path()));
+    let task = tokio::spawn({
+        let bootstrap = bootstrap.clone();
+        async move {
+            bootstrap
+                .up(&RunOptions::default(), &UpOptions::default())
+                .await
+        }
+    });
+    let report = task.await.unwrap().unwrap();
+    assert_eq!(
+        report.summary.outcome,
+        RunOutcome::Succeeded,
+        "{:?}",
+        report.summary
+    );
+}
