@@ -7,7 +7,6 @@
 
 use std::time::{Duration, Instant};
 
-use bollard::Docker;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -150,18 +149,6 @@ async fn a_role_and_a_database_committed_by_an_earlier_run_meanwhile_are_adopted
     assert!(planned.is_empty(), "{planned:?}");
 }
 
-/// Docker's word for the state of container `name`.
-async fn status_of(docker: &Docker, name: &str) -> String {
-    docker
-        .inspect_container(name, None)
-        .await
-        .unwrap()
-        .state
-        .and_then(|s| s.status)
-        .map(|s| s.to_string())
-        .unwrap_or_default()
-}
-
 #[tokio::test]
 async fn a_container_created_but_never_configured_is_completed_by_the_next_run() {
     let docker = require_peer!(docker::ready(&[POSTGRES_IMAGE, REDIS_IMAGE]).await);
@@ -214,7 +201,7 @@ async fn a_container_created_but_never_configured_is_completed_by_the_next_run()
             )
             .await
             .unwrap();
-        assert_eq!(status_of(&docker, &name).await, "created");
+        assert_eq!(support::status_of(&docker, &name).await, "created");
         recreated.push(name);
     }
 

@@ -1,7 +1,6 @@
 //! Drift between runs is repaired: a stopped, killed or deleted container comes back
 //! with its data; a changed spec replaces the container and keeps the volume.
 
-use bollard::Docker;
 use bollard::query_parameters::{
     KillContainerOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
     TagImageOptionsBuilder,
@@ -13,21 +12,10 @@ use comind_test_support::docker::{self, POSTGRES_IMAGE, REDIS_IMAGE};
 use comind_test_support::{ports, require_peer};
 
 use crate::markers;
-use crate::support::{self, TestEnv};
+use crate::support::{self, TestEnv, status_of};
 
 fn container_changes(changes: &[Change]) -> Vec<&Change> {
     changes.iter().filter(|c| c.kind == "container").collect()
-}
-
-async fn status_of(docker: &Docker, name: &str) -> String {
-    docker
-        .inspect_container(name, None)
-        .await
-        .unwrap()
-        .state
-        .and_then(|s| s.status)
-        .map(|s| s.to_string())
-        .unwrap_or_default()
 }
 
 #[tokio::test]

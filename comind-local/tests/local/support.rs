@@ -302,3 +302,15 @@ pub fn phase_error(
         .and_then(|p| p.error.clone())
         .unwrap_or_else(|| panic!("phase {id} has no error: {:?}", report.summary))
 }
+
+/// Docker's word for the state of container `name` (`running`, `exited`, `created`).
+pub async fn status_of(docker: &Docker, name: &str) -> String {
+    docker
+        .inspect_container(name, None)
+        .await
+        .unwrap()
+        .state
+        .and_then(|s| s.status)
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+}
