@@ -290,6 +290,115 @@ impl<'a> Wait<'a> {
         format!("{} {}", self.kind, self.name)
     }
 
+    fn progress(&self, status: &Status, started: Instant) -> String {
+        format!(
+            "{} `{}` is {} after {}s",
+            self.kind,
+            self.name,
+            status.describe(),
+            started.elapsed().as_secs()
+        )
+    }
+
+    /// The error of a status the resource will not leave by itself.
+    fn failed(&self, status: &Status) -> Error {
+        Error::unavailable(format!(
+            "{} `{}` is {}, which it will not leave by itself, so it will never be {}",
+            self.kind,
+            self.name,
+            status.describe(),
+            self.target
+        ))
+        .transient(false)
+        .with_resource(self.resource())
+        .with_hint(self.failed_hint)
+    }
+
+    /// The error of a wait whose timeout ran out after `looks` looks, naming the last
+    /// status seen (or the last error, when no status was).
+    fn timed_out(&self, last: Option<&Status>, last_error: Option<&Error>, looks: u32) -> Error {
+        let seen = match (last, last_error) {
+            (Some(status), _) => format!("its last status was {}", status.describe()),
+            (None, Some(error)) => format!("the last check failed: {error}"),
+            (None, None) => "it was never seen".to_string(),
+        };
+        let peer = self.peer;
+        Error::timeout(format!(
+            "{} `{}` did not become {} within {} ({looks} checks); {seen}",
+            self.kind,
+            self.name,
+            self.target,
+            humantime::format_duration(self.timeout),
+        ))
+        .transient(false)
+        .with_resource(self.resource())
+        .with_hint(match self.setting {
+            Some(setting) => format!(
+                "it may still be on its way in {peer}: run the command again to keep \
+                 waiting, or raise `{setting}` in comind.yaml if it regularly takes longer"
+            ),
+            None => format!(
+                "it may still be on its way in {peer}: run the command again to keep waiting"
+            ),
+        })
+    }
+
+    /// Like [`until`](Self::until), for APIs that push changes instead of being polled
+    /// (a Kubernetes watch): `next` yields each observation as it happens, `None` when
+    /// the feed ends. Transient errors of the feed are waited through (a watch
+    /// reconnects), permanent ones end the wait; progress, the failed status and the
+    /// timeout read exactly as they do for a polled wait.
+    ///
+    /// # Errors
+    /// As [`until`](Self::until); `Unavailable` when the feed ends.
+    pub async fn watch<T, F, Fut>(&self, ctx: &PhaseContext, mut next: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<Result<Observed<T>>>>,
+    {
+        ctx.checkpoint()?;
+        let started = Instant::now();
+        let mut last: Option<Status> = None;
+        let mut last_error: Option<Error> = None;
+        let mut looks = 0;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let observed = tokio::select! {
+                observed = tokio::time::timeout_at(deadline, next()) => observed,
+                () = ctx.cancelled() => {
+                    return Err(Error::cancelled(format!(
+                        "stopped waiting for {} `{}` because the run was cancelled",
+                        self.kind, self.name
+                    )));
+                }
+            };
+            let observed = match observed {
+                Ok(observed) => observed,
+                Err(_) => return Err(self.timed_out(last.as_ref(), last_error.as_ref(), looks)),
+            };
+            looks += 1;
+            match observed {
+                None => {
+                    return Err(Error::unavailable(format!(
+                        "the feed of {} `{}` ended while waiting for it to be {}",
+                        self.kind, self.name, self.target
+                    ))
+                    .with_resource(self.resource()));
+                }
+                Some(Ok(Observed::Ready(value))) => return Ok(value),
+                Some(Ok(Observed::Pending(status))) => {
+                    if last.as_ref() != Some(&status) {
+                        ctx.progress(self.progress(&status, started));
+                        last = Some(status);
+                    }
+                }
+                Some(Ok(Observed::Failed(status))) => return Err(self.failed(&status)),
+                Some(Err(error)) if error.is_transient() => last_error = Some(error),
+                Some(Err(error)) => return Err(error),
+            }
+        }
+    }
+
     /// Calls `check` until the resource is ready, has failed, the timeout runs out or
     /// the run is cancelled. Transient errors of `check` (throttling, a dropped
     /// connection) are polled through; permanent ones end the wait. Each change of
@@ -328,13 +437,7 @@ impl<'a> Wait<'a> {
                             changed
                         };
                         if changed {
-                            ctx.progress(format!(
-                                "{} `{}` is {} after {}s",
-                                self.kind,
-                                self.name,
-                                status.describe(),
-                                started.elapsed().as_secs()
-                            ));
+                            ctx.progress(self.progress(&status, started));
                         }
                         Err(Error::unavailable(format!(
                             "{} `{}` is {}",
@@ -344,17 +447,7 @@ impl<'a> Wait<'a> {
                         ))
                         .with_resource(resource.as_str()))
                     }
-                    Observed::Failed(status) => Err(Error::unavailable(format!(
-                        "{} `{}` is {}, which it will not leave by itself, so it will \
-                         never be {}",
-                        self.kind,
-                        self.name,
-                        status.describe(),
-                        self.target
-                    ))
-                    .transient(false)
-                    .with_resource(resource.as_str())
-                    .with_hint(self.failed_hint)),
+                    Observed::Failed(status) => Err(self.failed(&status)),
                 }
             }
         })
@@ -363,32 +456,7 @@ impl<'a> Wait<'a> {
             Ok(value) => Ok(value),
             Err(failed) if failed.timed_out => {
                 let last = last.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let seen = match last {
-                    Some(status) => format!("its last status was {}", status.describe()),
-                    None => format!("the last check failed: {}", failed.last),
-                };
-                let peer = self.peer;
-                Err(Error::timeout(format!(
-                    "{} `{}` did not become {} within {} ({} checks); {seen}",
-                    self.kind,
-                    self.name,
-                    self.target,
-                    humantime::format_duration(self.timeout),
-                    failed.attempts
-                ))
-                .transient(false)
-                .with_resource(resource)
-                .with_hint(match self.setting {
-                    Some(setting) => format!(
-                        "it may still be on its way in {peer}: run the command again to \
-                         keep waiting, or raise `{setting}` in comind.yaml if it regularly \
-                         takes longer"
-                    ),
-                    None => format!(
-                        "it may still be on its way in {peer}: run the command again to \
-                         keep waiting"
-                    ),
-                }))
+                Err(self.timed_out(last.as_ref(), Some(&failed.last), failed.attempts))
             }
             Err(failed) => Err(failed.last),
         }
@@ -557,5 +625,71 @@ mod tests {
         .await
         .unwrap_err();
         assert!(failed.timed_out);
+    }
+
+    #[tokio::test]
+    async fn a_watched_resource_reports_changes_and_ends_ready_failed_or_timed_out() {
+        let wait =
+            Wait::new("Deployment", "web", "ready", Duration::from_secs(5), None).on("the cluster");
+        let ctx = ctx();
+        let mut events = ctx.events().subscribe();
+        let mut feed = vec![
+            Ok(Observed::Ready(7)),
+            Ok(Observed::Pending(Status::new("Progressing"))),
+            Err(Error::unavailable("watch reconnecting")),
+            Ok(Observed::Pending(Status::new("Progressing"))),
+        ];
+        let got = wait.watch(&ctx, || {
+            let next = feed.pop();
+            async move { next }
+        });
+        assert_eq!(got.await.unwrap(), 7);
+        let mut progress = 0;
+        while let Some(record) = events.try_recv() {
+            if matches!(record.event, crate::event::Event::PhaseProgress { .. }) {
+                progress += 1;
+            }
+        }
+        assert_eq!(progress, 1, "one progress line per change of status");
+
+        let failed = wait
+            .watch(&ctx, || async {
+                Some(Ok::<_, Error>(Observed::<()>::Failed(
+                    Status::new("Failed").with_message(Some("backoff limit".into())),
+                )))
+            })
+            .await
+            .unwrap_err();
+        assert!(!failed.is_transient());
+        assert!(failed.to_string().contains("backoff limit"), "{failed}");
+
+        let short = Wait::new(
+            "Deployment",
+            "web",
+            "ready",
+            Duration::from_millis(200),
+            None,
+        );
+        let mut first = true;
+        let timed_out = short
+            .watch(&ctx, || {
+                let now = std::mem::take(&mut first);
+                async move {
+                    if now {
+                        Some(Ok::<_, Error>(Observed::<()>::Pending(Status::new(
+                            "0 of 1 available",
+                        ))))
+                    } else {
+                        std::future::pending().await
+                    }
+                }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(timed_out.kind(), crate::ErrorKind::Timeout);
+        assert!(
+            timed_out.to_string().contains("0 of 1 available"),
+            "{timed_out}"
+        );
     }
 }

@@ -1,7 +1,8 @@
-//! Readiness as data: a rule per kind says, from an object's status, whether it is
-//! ready, still on its way (and why), or failed for good; [`until_ready`] watches the
-//! object (no polling, no fixed sleeps) until its rule says ready or failed, under a
-//! timeout, with a progress event each time the reason changes.
+//! Readiness as data: a rule per kind reads an object's status in core's wait
+//! vocabulary ([`Observed`]: ready, pending in a [`Status`], or failed for good), and
+//! [`until_ready`] watches the object (no polling, no fixed sleeps) with core's
+//! [`Wait`], so a Kubernetes wait reports, fails and times out exactly as a Docker or
+//! an AWS wait does.
 //!
 //! | kind | ready when | failed when |
 //! | --- | --- | --- |
@@ -15,8 +16,10 @@
 //! Kinds without a rule are ready once applied. Custom resources get rules of their
 //! own ([`Rule`]), such as Argo CD's Applications.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use comind_core::wait::{Observed, Status, Wait};
 use comind_core::{Error, PhaseContext, Result};
 use futures_util::StreamExt;
 use kube::api::{Api, DynamicObject};
@@ -25,19 +28,9 @@ use serde_json::Value;
 
 use crate::apply::{Kind, ObjectRef, Scope};
 
-/// What an object's rule says of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Readiness {
-    /// It serves its purpose.
-    Ready,
-    /// On its way; the reason, for progress lines and a timeout's message.
-    Waiting(String),
-    /// It will not get there by waiting; why.
-    Failed(String),
-}
-
-/// A readiness rule: the status of an object, read as [`Readiness`].
-pub type Rule = fn(&DynamicObject) -> Readiness;
+/// A readiness rule: an object's status, read in core's wait vocabulary (ready,
+/// pending in a [`Status`], or failed in a status it will not leave by itself).
+pub type Rule = fn(&DynamicObject) -> Observed<()>;
 
 /// The built-in rule for `kind`, if it has one.
 pub fn rule_for(kind: &Kind) -> Option<Rule> {
@@ -74,21 +67,30 @@ fn condition<'a>(object: &'a DynamicObject, type_: &str) -> Option<(&'a str, &'a
         })
 }
 
-fn generation_seen(object: &DynamicObject) -> Option<Readiness> {
+fn pending(status: String, message: Option<String>) -> Observed<()> {
+    Observed::Pending(Status::new(status).with_message(message))
+}
+
+fn failed(status: &str, message: &str) -> Observed<()> {
+    Observed::Failed(Status::new(status).with_message(Some(message.to_string())))
+}
+
+fn generation_seen(object: &DynamicObject) -> Option<Observed<()>> {
     let generation = object.metadata.generation.unwrap_or(0);
     let observed = int(&object.data, &["status", "observedGeneration"]);
     (observed < generation).then(|| {
-        Readiness::Waiting(format!(
-            "the controller has not seen generation {generation} yet (it saw {observed})"
-        ))
+        pending(
+            format!("generation {generation} not observed yet"),
+            Some(format!("the controller last saw generation {observed}")),
+        )
     })
 }
 
-fn deployment(object: &DynamicObject) -> Readiness {
-    if let Some(("False", "ProgressDeadlineExceeded", message)) = condition(object, "Progressing") {
-        return Readiness::Failed(format!(
-            "its rollout exceeded its progress deadline: {message}"
-        ));
+fn deployment(object: &DynamicObject) -> Observed<()> {
+    if let Some(("False", reason @ "ProgressDeadlineExceeded", message)) =
+        condition(object, "Progressing")
+    {
+        return failed(reason, message);
     }
     if let Some(waiting) = generation_seen(object) {
         return waiting;
@@ -97,18 +99,15 @@ fn deployment(object: &DynamicObject) -> Readiness {
     let updated = int(&object.data, &["status", "updatedReplicas"]);
     let available = int(&object.data, &["status", "availableReplicas"]);
     if updated >= wanted && available >= wanted {
-        Readiness::Ready
-    } else {
-        let why = condition(object, "Available")
-            .map(|(_, reason, message)| format!(" ({reason}: {message})"))
-            .unwrap_or_default();
-        Readiness::Waiting(format!(
-            "{updated} of {wanted} replicas updated, {available} available{why}"
-        ))
+        return Observed::Ready(());
     }
+    pending(
+        format!("{updated} of {wanted} replicas updated, {available} available"),
+        condition(object, "Available").map(|(_, reason, message)| format!("{reason}: {message}")),
+    )
 }
 
-fn stateful_set(object: &DynamicObject) -> Readiness {
+fn stateful_set(object: &DynamicObject) -> Observed<()> {
     if let Some(waiting) = generation_seen(object) {
         return waiting;
     }
@@ -116,15 +115,15 @@ fn stateful_set(object: &DynamicObject) -> Readiness {
     let updated = int(&object.data, &["status", "updatedReplicas"]);
     let ready = int(&object.data, &["status", "readyReplicas"]);
     if updated >= wanted && ready >= wanted {
-        Readiness::Ready
-    } else {
-        Readiness::Waiting(format!(
-            "{updated} of {wanted} replicas updated, {ready} ready"
-        ))
+        return Observed::Ready(());
     }
+    pending(
+        format!("{updated} of {wanted} replicas updated, {ready} ready"),
+        None,
+    )
 }
 
-fn daemon_set(object: &DynamicObject) -> Readiness {
+fn daemon_set(object: &DynamicObject) -> Observed<()> {
     if let Some(waiting) = generation_seen(object) {
         return waiting;
     }
@@ -132,59 +131,61 @@ fn daemon_set(object: &DynamicObject) -> Readiness {
     let updated = int(&object.data, &["status", "updatedNumberScheduled"]);
     let available = int(&object.data, &["status", "numberAvailable"]);
     if updated >= wanted && available >= wanted {
-        Readiness::Ready
-    } else {
-        Readiness::Waiting(format!(
-            "{updated} of {wanted} pods updated, {available} available"
-        ))
+        return Observed::Ready(());
     }
+    pending(
+        format!("{updated} of {wanted} pods updated, {available} available"),
+        None,
+    )
 }
 
-fn job(object: &DynamicObject) -> Readiness {
+fn job(object: &DynamicObject) -> Observed<()> {
     if let Some(("True", reason, message)) = condition(object, "Failed") {
-        return Readiness::Failed(format!("it failed ({reason}): {message}"));
+        return failed(reason, message);
     }
     match condition(object, "Complete") {
-        Some(("True", _, _)) => Readiness::Ready,
-        _ => Readiness::Waiting(format!(
-            "{} succeeded, {} active",
-            int(&object.data, &["status", "succeeded"]),
-            int(&object.data, &["status", "active"])
-        )),
+        Some(("True", _, _)) => Observed::Ready(()),
+        _ => pending(
+            format!(
+                "{} succeeded, {} active",
+                int(&object.data, &["status", "succeeded"]),
+                int(&object.data, &["status", "active"])
+            ),
+            None,
+        ),
     }
 }
 
-fn crd(object: &DynamicObject) -> Readiness {
+fn crd(object: &DynamicObject) -> Observed<()> {
     if let Some(("False", reason, message)) = condition(object, "NamesAccepted") {
-        return Readiness::Failed(format!("its names were not accepted ({reason}): {message}"));
+        return failed(reason, message);
     }
     match condition(object, "Established") {
-        Some(("True", _, _)) => Readiness::Ready,
-        _ => Readiness::Waiting("not established yet".to_string()),
+        Some(("True", _, _)) => Observed::Ready(()),
+        _ => pending("not established".to_string(), None),
     }
 }
 
-fn load_balancer(object: &DynamicObject) -> Readiness {
+fn load_balancer(object: &DynamicObject) -> Observed<()> {
     if object.data["spec"]["type"] != "LoadBalancer" {
-        return Readiness::Ready;
+        return Observed::Ready(());
     }
     let addresses = object.data["status"]["loadBalancer"]["ingress"]
         .as_array()
         .is_some_and(|a| !a.is_empty());
     if addresses {
-        Readiness::Ready
+        Observed::Ready(())
     } else {
-        Readiness::Waiting("its load balancer has no address yet".to_string())
+        pending("no load balancer address".to_string(), None)
     }
 }
 
-/// Watches the object `reference` of `kind` until `rule` says it is ready, failing at
-/// once when the rule says failed, and with a timeout naming the object and its last
-/// reason after `timeout`.
+/// Watches the object `reference` of `kind` until `rule` says it is ready, with
+/// core's [`Wait`]: a progress event per change of status, a failed status at once,
+/// a timeout naming the object and its last status, and cancellation.
 ///
 /// # Errors
-/// `Internal` when the object failed (its rule's reason), `Timeout` naming the object
-/// and its last state, `Cancelled` when the run is cancelled, and the API's errors.
+/// As [`Wait::watch`].
 pub async fn until_ready(
     client: &kube::Client,
     ctx: &PhaseContext,
@@ -197,54 +198,29 @@ pub async fn until_ready(
         (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &kind.resource),
         _ => Api::all_with(client.clone(), &kind.resource),
     };
-    let mut last = "not seen yet".to_string();
-    let mut events = watcher::watch_object(api, &reference.name).boxed();
-    let watching = async {
-        while let Some(event) = events.next().await {
-            let object = match event {
-                Ok(Some(object)) => object,
-                Ok(None) => {
-                    last = "it does not exist".to_string();
-                    continue;
-                }
-                // The watcher backs off and reconnects by itself; say why it waits.
-                Err(e) => {
-                    last = format!("watch interrupted: {e}");
-                    continue;
-                }
-            };
-            match rule(&object) {
-                Readiness::Ready => return Ok(()),
-                Readiness::Failed(why) => {
-                    return Err(Error::internal(why)
-                        .with_resource(reference.to_string())
-                        .with_hint(
-                            "read its events and conditions; waiting longer will not help",
-                        ));
-                }
-                Readiness::Waiting(why) => {
-                    if why != last {
-                        ctx.progress(format!("waiting for {reference}: {why}"));
-                        last = why;
-                    }
-                }
-            }
+    let kind_name = kind.name();
+    let path = reference.path();
+    let wait = Wait::new(&kind_name, &path, "ready", timeout, None)
+        .on("the cluster")
+        .with_failed_hint("read its events and conditions; waiting longer will not help");
+    // The watch lists the object, then follows its changes, reconnecting by itself.
+    let feed = Arc::new(tokio::sync::Mutex::new(
+        watcher::watch_object(api, &reference.name).boxed(),
+    ));
+    wait.watch(ctx, || {
+        let feed = feed.clone();
+        async move {
+            let event = feed.lock().await.next().await?;
+            Some(match event {
+                Ok(Some(object)) => Ok(rule(&object)),
+                Ok(None) => Ok(pending("absent".to_string(), None)),
+                Err(e) => Err(Error::unavailable(format!(
+                    "the watch was interrupted: {e}"
+                ))),
+            })
         }
-        Err(Error::unavailable("the watch ended").with_resource(reference.to_string()))
-    };
-    tokio::select! {
-        outcome = tokio::time::timeout(timeout, watching) => match outcome {
-            Ok(result) => result,
-            Err(_) => Err(Error::timeout(format!(
-                "it was not ready within {}: {last}",
-                humantime::format_duration(timeout)
-            ))
-            .with_resource(reference.to_string())),
-        },
-        () = ctx.cancelled() => Err(Error::cancelled(format!(
-            "cancelled while waiting for {reference}"
-        ))),
-    }
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -267,16 +243,18 @@ mod tests {
                            "availableReplicas": available}
             }))
         };
-        assert!(matches!(deployment(&d(1, 2)), Readiness::Waiting(_)));
-        assert!(matches!(deployment(&d(2, 1)), Readiness::Waiting(_)));
-        assert_eq!(deployment(&d(2, 2)), Readiness::Ready);
+        assert!(matches!(deployment(&d(1, 2)), Observed::Pending(_)));
+        assert!(matches!(deployment(&d(2, 1)), Observed::Pending(_)));
+        assert!(matches!(deployment(&d(2, 2)), Observed::Ready(())));
         let stuck = object(json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web", "generation": 1},
             "status": {"conditions": [{"type": "Progressing", "status": "False",
                 "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet web-1 has timed out"}]}
         }));
-        assert!(matches!(deployment(&stuck), Readiness::Failed(m) if m.contains("timed out")));
+        assert!(
+            matches!(deployment(&stuck), Observed::Failed(s) if s.describe().contains("timed out"))
+        );
     }
 
     #[test]
@@ -287,8 +265,8 @@ mod tests {
                 "status": {"conditions": [{"type": t, "status": "True", "reason": "R", "message": "m"}]}
             }))
         };
-        assert_eq!(job(&j("Complete")), Readiness::Ready);
-        assert!(matches!(job(&j("Failed")), Readiness::Failed(_)));
+        assert!(matches!(job(&j("Complete")), Observed::Ready(())));
+        assert!(matches!(job(&j("Failed")), Observed::Failed(_)));
     }
 
     #[test]
@@ -297,11 +275,11 @@ mod tests {
             "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
             "spec": {"type": "ClusterIP"}
         }));
-        assert_eq!(load_balancer(&cluster_ip), Readiness::Ready);
+        assert!(matches!(load_balancer(&cluster_ip), Observed::Ready(())));
         let lb = object(json!({
             "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
             "spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {}}
         }));
-        assert!(matches!(load_balancer(&lb), Readiness::Waiting(_)));
+        assert!(matches!(load_balancer(&lb), Observed::Pending(_)));
     }
 }
