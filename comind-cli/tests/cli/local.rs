@@ -499,6 +499,12 @@ fn up_lays_the_platform_baseline_on_a_configured_cluster_and_down_removes_it() {
         0,
         "converged"
     );
+    let doctor = env.run(&["doctor"]);
+    assert!(
+        doctor.all().contains("Kubernetes 1.36 answers"),
+        "doctor reaches the configured cluster: {}",
+        doctor.all()
+    );
 
     let down = env.run(&["down"]);
     assert_eq!(down.code, 0, "{}", down.all());
