@@ -31,6 +31,9 @@ pub enum Source {
         /// The context; `None` for the file's current context.
         context: Option<String>,
     },
+    /// A client the embedder built itself, with credentials of its own (a token
+    /// source, a service account): [`crate::GitopsProvider::with_cluster`].
+    Provided,
 }
 
 impl Source {
@@ -90,6 +93,14 @@ impl ClusterAccess {
         }
     }
 
+    /// The access of a run through `cluster`, a client the embedder provides.
+    pub fn provided(cluster: Cluster) -> Self {
+        ClusterAccess {
+            source: Source::Provided,
+            cluster: Arc::new(OnceCell::new_with(Some(cluster))),
+        }
+    }
+
     /// Where the kubeconfig comes from.
     pub fn source(&self) -> &Source {
         &self.source
@@ -99,7 +110,7 @@ impl ClusterAccess {
     pub fn dependency(&self) -> Option<PhaseId> {
         match self.source {
             Source::ClusterPhase => Some(PhaseId::new(CLUSTER_PHASE_ID)),
-            Source::Configured { .. } => None,
+            Source::Configured { .. } | Source::Provided => None,
         }
     }
 
@@ -110,6 +121,12 @@ impl ClusterAccess {
     /// `Internal` when the cluster phase published no kubeconfig.
     pub async fn reach(&self, ctx: &PhaseContext) -> Result<Reach> {
         let (path, context) = match &self.source {
+            Source::Provided => {
+                return match self.cluster.get() {
+                    Some(cluster) => Ok(Reach::Ready(cluster.clone())),
+                    None => Err(Error::internal("a provided cluster access holds no client")),
+                };
+            }
             Source::Configured { path, context } => (path.clone(), context.clone()),
             Source::ClusterPhase => {
                 let cluster = PhaseId::new(CLUSTER_PHASE_ID);

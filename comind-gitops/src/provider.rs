@@ -7,18 +7,40 @@ use async_trait::async_trait;
 use comind_core::reconcile::ReconcilePhase;
 use comind_core::{Diagnosis, Environment, Phase, Provider, Result};
 
-use crate::access::{self, ClusterAccess, Source};
+use crate::access::{self, Cluster, ClusterAccess, Source};
 use crate::platform::{RenderedPhase, baseline};
 
 /// The platform laid on a cluster: add it to a bootstrap next to the profile's own
 /// provider, as `comind::bootstrap` does.
 #[derive(Debug, Clone, Default)]
-pub struct GitopsProvider;
+pub struct GitopsProvider {
+    cluster: Option<Cluster>,
+}
 
 impl GitopsProvider {
-    /// The provider.
+    /// The provider: it reaches the cluster through `gitops.kubeconfig`.
     pub fn new() -> Self {
-        GitopsProvider
+        GitopsProvider::default()
+    }
+
+    /// The provider, reaching the cluster through `client`, which the embedder built
+    /// with credentials of its own (a token source, an in-cluster service account),
+    /// with no kubeconfig file and no `comind eks-token`. `description` names the
+    /// cluster in messages.
+    pub fn with_cluster(client: kube::Client, description: impl Into<String>) -> Self {
+        GitopsProvider {
+            cluster: Some(Cluster {
+                client,
+                description: description.into(),
+            }),
+        }
+    }
+
+    fn access(&self, env: &Environment) -> Option<ClusterAccess> {
+        match &self.cluster {
+            Some(cluster) => Some(ClusterAccess::provided(cluster.clone())),
+            None => Self::has_cluster(env).then(|| ClusterAccess::new(env)),
+        }
     }
 
     /// Whether `env` has a cluster to lay the platform on: one named in
@@ -38,11 +60,10 @@ impl Provider for GitopsProvider {
     }
 
     fn phases(&self, env: &Arc<Environment>) -> Result<Vec<Arc<dyn Phase>>> {
-        if !Self::has_cluster(env) {
-            return Ok(Vec::new());
-        }
         // One access per run: every in-cluster phase shares its client.
-        let access = ClusterAccess::new(env);
+        let Some(access) = self.access(env) else {
+            return Ok(Vec::new());
+        };
         Ok(vec![Arc::new(ReconcilePhase::new(RenderedPhase::new(
             baseline::ID,
             "namespaces, quotas, limits, network policies and RBAC",
@@ -53,19 +74,23 @@ impl Provider for GitopsProvider {
     }
 
     async fn diagnose(&self, env: &Arc<Environment>) -> Vec<Diagnosis> {
-        let Source::Configured { path, context } = Source::of(env) else {
-            return Vec::new();
-        };
         let check = "cluster";
-        let cluster = match access::connect(&path, context.as_deref()).await {
-            Ok(cluster) => cluster,
-            Err(err) => {
-                return vec![Diagnosis::failed(
-                    check,
-                    err.to_string(),
-                    "point `gitops.kubeconfig` (and `gitops.context`) at a cluster you can reach",
-                )];
+        let cluster = match (&self.cluster, Source::of(env)) {
+            (Some(cluster), _) => cluster.clone(),
+            (None, Source::Configured { path, context }) => {
+                match access::connect(&path, context.as_deref()).await {
+                    Ok(cluster) => cluster,
+                    Err(err) => {
+                        return vec![Diagnosis::failed(
+                            check,
+                            err.to_string(),
+                            "point `gitops.kubeconfig` (and `gitops.context`) at a cluster \
+                             you can reach",
+                        )];
+                    }
+                }
             }
+            (None, _) => return Vec::new(),
         };
         match cluster.client.apiserver_version().await {
             Ok(version) => vec![Diagnosis::ok(

@@ -103,15 +103,19 @@ impl Reconcile for RenderedPhase {
 
     async fn destroy(&self, ctx: &PhaseContext, _options: DestroyOptions) -> Result<Destroyed> {
         let set = (self.render)(ctx.env())?;
-        match self.access.source() {
+        let cluster = match self.access.source() {
             // The cluster phase removes the cluster, and everything in it with it.
-            Source::ClusterPhase => Ok(Destroyed::default()),
+            Source::ClusterPhase => return Ok(Destroyed::default()),
             Source::Configured { path, context } => {
-                let cluster = crate::access::connect(path, context.as_deref()).await?;
-                Applier::new(cluster.client)
-                    .destroy(ctx, &set.component, &set.kinds)
-                    .await
+                crate::access::connect(path, context.as_deref()).await?
             }
-        }
+            Source::Provided => match self.access.reach(ctx).await? {
+                Reach::Ready(cluster) => cluster,
+                Reach::AfterApply => return Ok(Destroyed::default()),
+            },
+        };
+        Applier::new(cluster.client)
+            .destroy(ctx, &set.component, &set.kinds)
+            .await
     }
 }

@@ -63,10 +63,16 @@ struct BaselineFixture {
     admin: kube::Client,
 }
 
+/// The provider the suite runs: an embedder's own client, no kubeconfig in the
+/// configuration.
+fn embedded(admin: &kube::Client) -> GitopsProvider {
+    GitopsProvider::with_cluster(admin.clone(), "the test control plane")
+}
+
 #[async_trait::async_trait]
 impl PhaseFixture for BaselineFixture {
     fn phase(&self) -> Arc<dyn Phase> {
-        GitopsProvider::new().phases(&self.env).unwrap().remove(0)
+        embedded(&self.admin).phases(&self.env).unwrap().remove(0)
     }
 
     fn env(&self) -> Arc<Environment> {
@@ -104,8 +110,10 @@ async fn the_baseline_passes_the_phase_suite_then_lands_converges_proves_its_rol
     let peer = require_peer!(KubePeer::shared());
     let state = tempfile::tempdir().unwrap();
     // The suite first, in an environment of its own: the baseline's names are
-    // cluster-wide, so this test is the only one that lays it.
-    let suite_env = support::env(peer, "suite", state.path(), |_| {});
+    // cluster-wide, so this test is the only one that lays it. It reaches the
+    // cluster through a client handed in, as an embedder without the CLI would.
+    let suite_env = support::env(peer, "suite", state.path(), |c| c.gitops.kubeconfig = None);
+    assert!(GitopsProvider::new().phases(&suite_env).unwrap().is_empty());
     let admin = support::client(peer, User::Admin).await;
     phase_suite(&BaselineFixture {
         env: suite_env.clone(),
