@@ -318,12 +318,7 @@ mod tests {
     async fn a_stale_record_from_a_dead_process_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
-        let dead = LockHolder {
-            pid: u32::MAX - 1,
-            host: gethostname::gethostname().to_string_lossy().into_owned(),
-            started_at: "2026-01-01T00:00:00Z".to_string(),
-            command: "comind up".to_string(),
-        };
+        let dead = dead_holder("comind up");
         std::fs::write(&path, serde_json::to_vec(&dead).unwrap()).unwrap();
         assert!(
             EnvironmentLock::holder(&path).is_none(),
@@ -351,8 +346,14 @@ mod tests {
         file
     }
 
-    fn live_holder(command: &str) -> LockHolder {
-        LockHolder::current(command)
+    /// The record of a holder on this host whose process is gone.
+    fn dead_holder(command: &str) -> LockHolder {
+        LockHolder {
+            pid: u32::MAX - 1,
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+            started_at: "2026-01-01T00:00:00Z".to_string(),
+            command: command.to_string(),
+        }
     }
 
     #[tokio::test]
@@ -360,12 +361,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
         // The previous holder died without a clean release: its record is still there.
-        let dead = LockHolder {
-            pid: u32::MAX - 1,
-            host: gethostname::gethostname().to_string_lossy().into_owned(),
-            started_at: "2026-01-01T00:00:00Z".to_string(),
-            command: "comind down".to_string(),
-        };
+        let dead = dead_holder("comind down");
         std::fs::write(&path, serde_json::to_vec(&dead).unwrap()).unwrap();
         let mut winner = locked_without_record(&path);
         let (read_once_tx, read_once) = tokio::sync::oneshot::channel();
@@ -379,7 +375,7 @@ mod tests {
         read_once.await.unwrap();
         // The winner writes its record only after the contender has started looking.
         tokio::task::yield_now().await;
-        let me = live_holder("comind up --winner");
+        let me = LockHolder::current("comind up --winner");
         write_record(&mut winner, &serde_json::to_vec(&me).unwrap()).unwrap();
         let err = contender.await.unwrap().unwrap_err();
         let text = err.to_string();

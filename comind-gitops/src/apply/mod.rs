@@ -34,7 +34,6 @@ pub mod object;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use comind_core::environment::{LABEL_COMPONENT, LABEL_ENVIRONMENT, LABEL_MANAGED_BY};
 use comind_core::reconcile::Pass;
 use comind_core::{Change, Destroyed, Environment, Error, PhaseContext, Result};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
@@ -708,6 +707,3 @@ fn label_selector(labels: &BTreeMap<String, String>) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
-
-/// The label keys that mark an object as Comind's, for documentation and tests.
-pub const OWNERSHIP_LABELS: [&str; 3] = [LABEL_MANAGED_BY, LABEL_ENVIRONMENT, LABEL_COMPONENT];

@@ -29,6 +29,25 @@ async fn namespace(client: &kube::Client, name: &str) {
         .unwrap();
 }
 
+/// Waits for `reference` by its kind's built-in rule.
+async fn wait(
+    client: &kube::Client,
+    ctx: &comind_core::PhaseContext,
+    kind: &Kind,
+    reference: &ObjectRef,
+    timeout: Duration,
+) -> comind_core::Result<()> {
+    until_ready(
+        client,
+        ctx,
+        kind,
+        reference,
+        rule_for(kind).unwrap(),
+        timeout,
+    )
+    .await
+}
+
 fn deployment(name: &str) -> Deployment {
     serde_json::from_value(serde_json::json!({
         "metadata": {"name": name},
@@ -64,16 +83,9 @@ async fn a_deployment_that_never_becomes_available_times_out_naming_it_and_its_s
     };
     let ctx = support::ctx(&env, Operation::Apply);
     let started = Instant::now();
-    let err = until_ready(
-        &client,
-        &ctx,
-        &kind,
-        &reference,
-        rule_for(&kind).unwrap(),
-        Duration::from_secs(3),
-    )
-    .await
-    .unwrap_err();
+    let err = wait(&client, &ctx, &kind, &reference, Duration::from_secs(3))
+        .await
+        .unwrap_err();
     assert!(started.elapsed() >= Duration::from_secs(3));
     assert_eq!(err.kind(), ErrorKind::Timeout);
     let text = err.to_string();
@@ -112,14 +124,7 @@ async fn a_failed_job_fails_the_wait_at_once_and_a_cancelled_run_stops_waiting()
     // Cancelled while it waits: it stops at once.
     let cancel = Cancellation::new();
     let ctx = support::ctx(&env, Operation::Apply).with_cancellation(cancel.clone());
-    let waiting = until_ready(
-        &client,
-        &ctx,
-        &kind,
-        &reference,
-        rule_for(&kind).unwrap(),
-        Duration::from_secs(60),
-    );
+    let waiting = wait(&client, &ctx, &kind, &reference, Duration::from_secs(60));
     let started = Instant::now();
     let (result, ()) = tokio::join!(waiting, async {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -149,16 +154,9 @@ async fn a_failed_job_fails_the_wait_at_once_and_a_cancelled_run_stops_waiting()
     .unwrap();
     let ctx = support::ctx(&env, Operation::Apply);
     let started = Instant::now();
-    let err = until_ready(
-        &client,
-        &ctx,
-        &kind,
-        &reference,
-        rule_for(&kind).unwrap(),
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap_err();
+    let err = wait(&client, &ctx, &kind, &reference, Duration::from_secs(60))
+        .await
+        .unwrap_err();
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "failed at once"
