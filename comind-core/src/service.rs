@@ -27,6 +27,9 @@ use crate::reconcile::Pass;
 use crate::secret::Secret;
 use crate::wait::{self, Backoff};
 
+mod in_cluster;
+pub use in_cluster::ClusterTarget;
+
 /// The kinds of platform service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -326,6 +329,22 @@ pub trait ServiceBackend: Send + Sync + 'static {
     /// When it cannot be discovered.
     async fn endpoint(&self, ctx: &PhaseContext) -> Result<ServiceEndpoint>;
 
+    /// Where Pods in the environment's cluster connect to reach the service, given
+    /// its [`endpoint`](ServiceBackend::endpoint). By default the endpoint's own
+    /// address (a managed service's); a backend whose clients reach it at another
+    /// address than Pods do (a container's port published on the host's loopback)
+    /// gives the address Pods use.
+    ///
+    /// # Errors
+    /// When it cannot be discovered.
+    async fn cluster_target(
+        &self,
+        _ctx: &PhaseContext,
+        endpoint: &ServiceEndpoint,
+    ) -> Result<ClusterTarget> {
+        ClusterTarget::of(endpoint)
+    }
+
     /// Removes the service, keeping data unless `options.purge`.
     ///
     /// # Errors
@@ -409,6 +428,15 @@ impl<B: ServiceBackend + ?Sized> ServicePhase<B> {
         Ok(pass.into_changes())
     }
 
+    /// The endpoint's standard outputs and its [`ClusterTarget`].
+    async fn outputs(&self, ctx: &PhaseContext) -> Result<Outputs> {
+        let endpoint = self.backend.endpoint(ctx).await?;
+        let target = self.backend.cluster_target(ctx, &endpoint).await?;
+        let mut outputs = endpoint.to_outputs();
+        outputs.extend(target.to_outputs(self.backend.kind()));
+        Ok(outputs)
+    }
+
     async fn wait_ready(&self, ctx: &PhaseContext) -> Result<()> {
         let kind = self.backend.kind();
         let timeout = self.backend.ready_timeout();
@@ -477,8 +505,7 @@ impl<B: ServiceBackend + ?Sized> Phase for ServicePhase<B> {
             });
         }
         if changes.is_empty() {
-            let endpoint = self.backend.endpoint(ctx).await?;
-            Ok(Plan::in_sync(endpoint.to_outputs()))
+            Ok(Plan::in_sync(self.outputs(ctx).await?))
         } else {
             Ok(Plan::changes(changes))
         }
@@ -503,10 +530,9 @@ impl<B: ServiceBackend + ?Sized> Phase for ServicePhase<B> {
         self.backend.reconcile(ctx, &mut pass).await?;
         let changes = pass.into_changes();
         self.wait_ready(ctx).await?;
-        let endpoint = self.backend.endpoint(ctx).await?;
         Ok(Applied {
             changes,
-            outputs: endpoint.to_outputs(),
+            outputs: self.outputs(ctx).await?,
         })
     }
 
@@ -549,7 +575,7 @@ impl<B: ServiceBackend + ?Sized> Phase for ServicePhase<B> {
             Ok(()) => Ok(PhaseStatus {
                 health: Health::Ready,
                 detail: "running and answering its probe".to_string(),
-                outputs: Some(self.backend.endpoint(ctx).await?.to_outputs()),
+                outputs: Some(self.outputs(ctx).await?),
             }),
             Err(err) => Ok(PhaseStatus {
                 health: Health::Degraded,

@@ -12,10 +12,13 @@
 //!   from the server's dry run, and refusal to touch what is not Comind's.
 //! - [`ready`]: readiness as data, a rule per kind, watched until ready or failed.
 //! - [`platform`]: the platform's phases, each a pure render function of the
-//!   environment plus the apply engine.
+//!   environment (and its dependencies' outputs) plus the apply engine: the baseline
+//!   (namespaces, quotas, network policies, RBAC) and the services' in-cluster names
+//!   and Secrets.
 //!
-//! The crate never names a provider crate: what it needs from the cluster phase is the
-//! core contract.
+//! The crate never names a provider crate: what it needs from the cluster phase and
+//! the service phases is core's contract ([`comind_core::cluster`],
+//! [`comind_core::service::ClusterTarget`]).
 
 pub mod access;
 pub mod apply;

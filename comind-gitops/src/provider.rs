@@ -5,22 +5,43 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use comind_core::reconcile::ReconcilePhase;
-use comind_core::{Diagnosis, Environment, Phase, Provider, Result};
+use comind_core::{Diagnosis, Environment, Phase, PhaseId, Provider, Result, ServiceKind};
 
 use crate::access::{self, Cluster, ClusterAccess, Source};
-use crate::platform::{RenderedPhase, baseline};
+use crate::platform::{PhaseSpec, RenderedPhase, baseline, services};
 
 /// The platform laid on a cluster: add it to a bootstrap next to the profile's own
 /// provider, as `comind::bootstrap` does.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct GitopsProvider {
     cluster: Option<Cluster>,
+    services: Vec<ServiceKind>,
+}
+
+impl Default for GitopsProvider {
+    fn default() -> Self {
+        GitopsProvider {
+            cluster: None,
+            services: ServiceKind::ALL.to_vec(),
+        }
+    }
 }
 
 impl GitopsProvider {
-    /// The provider: it reaches the cluster through `gitops.kubeconfig`.
+    /// The provider: it reaches the cluster through `gitops.kubeconfig`, and binds
+    /// every kind of platform service (each profile has a phase per kind, disabled
+    /// ones included).
     pub fn new() -> Self {
         GitopsProvider::default()
+    }
+
+    /// The same provider, binding only the services of `kinds` into the cluster: for
+    /// a bootstrap whose providers have phases for those alone (the in-cluster phase
+    /// runs after each, and a dependency on a phase the bootstrap lacks is refused).
+    #[must_use]
+    pub fn binding(mut self, kinds: &[ServiceKind]) -> Self {
+        self.services = kinds.to_vec();
+        self
     }
 
     /// The provider, reaching the cluster through `client`, which the embedder built
@@ -33,6 +54,7 @@ impl GitopsProvider {
                 client,
                 description: description.into(),
             }),
+            ..GitopsProvider::default()
         }
     }
 
@@ -64,13 +86,33 @@ impl Provider for GitopsProvider {
         let Some(access) = self.access(env) else {
             return Ok(Vec::new());
         };
-        Ok(vec![Arc::new(ReconcilePhase::new(RenderedPhase::new(
-            baseline::ID,
-            "namespaces, quotas, limits, network policies and RBAC",
-            Vec::new(),
-            access,
-            baseline::render,
-        )))])
+        let baseline = PhaseSpec {
+            id: baseline::ID,
+            description: "namespaces, quotas, limits, network policies and RBAC",
+            component: baseline::COMPONENT,
+            kinds: baseline::kinds,
+            after: Vec::new(),
+            render: Arc::new(|ctx| baseline::render(ctx.env())),
+        };
+        let mut after_services = vec![PhaseId::new(baseline::ID)];
+        after_services.extend(self.services.iter().map(|k| PhaseId::new(k.id())));
+        let services = PhaseSpec {
+            id: services::ID,
+            description: "the platform services' in-cluster names and Secrets",
+            component: services::COMPONENT,
+            kinds: services::kinds,
+            after: after_services,
+            render: services::renderer(self.services.clone()),
+        };
+        Ok([baseline, services]
+            .into_iter()
+            .map(|spec| {
+                Arc::new(ReconcilePhase::new(RenderedPhase::new(
+                    spec,
+                    access.clone(),
+                ))) as Arc<dyn Phase>
+            })
+            .collect())
     }
 
     async fn diagnose(&self, env: &Arc<Environment>) -> Vec<Diagnosis> {

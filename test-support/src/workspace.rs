@@ -3,15 +3,22 @@
 
 use std::path::{Path, PathBuf};
 
-/// The repository root: the nearest ancestor of this crate's directory whose
-/// `Cargo.toml` declares the `[workspace]`.
+/// The repository root: the nearest ancestor of the running test's package directory
+/// whose `Cargo.toml` declares the `[workspace]`.
+///
+/// The directory is the one cargo and nextest give the test process
+/// (`CARGO_MANIFEST_DIR` at run time), and this crate's own only without it: a build
+/// directory shared between checkouts (CI's and a developer's) may hold binaries
+/// compiled in the other checkout, whose compile-time path names that one.
 ///
 /// # Panics
 /// When no ancestor does (the crate was built outside the Comind workspace).
 pub fn root() -> &'static Path {
     static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     ROOT.get_or_init(|| {
-        let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
         manifest_dir
             .ancestors()
             .find(|dir| {

@@ -456,7 +456,8 @@ fn a_run_killed_between_creating_a_container_and_configuring_it_is_resumed() {
 }
 
 #[test]
-fn up_lays_the_platform_baseline_on_a_configured_cluster_and_down_removes_it() {
+fn up_lays_the_platform_and_binds_the_docker_services_into_a_configured_cluster_and_down_removes_it()
+ {
     require_peer!(docker::ready_blocking(&SERVICE_IMAGES));
     let peer = require_peer!(KubePeer::shared());
     let env = LocalEnv::new(&format!(
@@ -476,12 +477,73 @@ fn up_lays_the_platform_baseline_on_a_configured_cluster_and_down_removes_it() {
     assert_eq!(baseline["outcome"], "succeeded", "{summary}");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let namespaces = runtime.block_on(async {
-        let cluster = comind::gitops::access::connect(&peer.kubeconfig(), None)
+    let client = runtime.block_on(async {
+        comind::gitops::access::connect(&peer.kubeconfig(), None)
             .await
-            .unwrap();
-        kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(cluster.client)
+            .unwrap()
+            .client
     });
+    let namespaces = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+
+    // The services are bound by their in-cluster names: the Service's endpoint is the
+    // container's address on the environment's network (where the k3d nodes join),
+    // and the application Secrets hold the outputs' credentials with that name.
+    let services = summary["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "platform/services")
+        .unwrap_or_else(|| panic!("no services phase: {summary}"));
+    assert_eq!(services["outcome"], "succeeded", "{summary}");
+    let platform_ns = format!("platform-{}", env.name);
+    let container = format!("comind-{}-postgres", env.name);
+    let inspect = Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            &format!(
+                "{{{{(index .NetworkSettings.Networks \"comind-{}\").IPAddress}}}}",
+                env.name
+            ),
+            &container,
+        ])
+        .output()
+        .unwrap();
+    let address = String::from_utf8(inspect.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(!address.is_empty(), "{container} has an address");
+    let slice = runtime
+        .block_on(
+            kube::Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(
+                client.clone(),
+                &platform_ns,
+            )
+            .get("postgres"),
+        )
+        .unwrap();
+    assert_eq!(slice.endpoints[0].addresses, [address]);
+    let vars = env_lines(&env.run(&["outputs", "--reveal"]).stdout);
+    let secret = runtime
+        .block_on(
+            kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, "user-apps")
+                .get("platform-postgres"),
+        )
+        .unwrap();
+    let data = secret.data.unwrap();
+    let database_url = String::from_utf8(data["DATABASE_URL"].0.clone()).unwrap();
+    assert_eq!(
+        database_url,
+        vars["DATABASE_URL"].replace(
+            &format!("127.0.0.1:{}", env.ports["postgres"]),
+            &format!("postgres.{platform_ns}.svc:5432")
+        )
+    );
+    assert!(
+        !up.all().contains(&vars["POSTGRES_PASSWORD"]),
+        "the run never prints a secret"
+    );
     let live = |name: &str| {
         runtime
             .block_on(namespaces.get_opt(name))

@@ -14,8 +14,8 @@ use crate::phase::{Change, DestroyOptions, Destroyed, Kept, PhaseContext, PhaseI
 use crate::reconcile::Pass;
 use crate::secret::Secret;
 use crate::service::{
-    CacheEndpoint, ObjectStoreEndpoint, PostgresEndpoint, QueueEndpoint, QueueInfo, ServiceBackend,
-    ServiceEndpoint, ServiceKind,
+    CacheEndpoint, ClusterTarget, ObjectStoreEndpoint, PostgresEndpoint, QueueEndpoint, QueueInfo,
+    ServiceBackend, ServiceEndpoint, ServiceKind,
 };
 use crate::{Error, Result};
 
@@ -284,6 +284,26 @@ impl ServiceBackend for FakeService {
                     })
                     .collect(),
             }),
+        })
+    }
+
+    /// A container's address on a network Pods reach, as a local backend gives:
+    /// one per kind in TEST-NET-1 (192.0.2.0/24, reserved for documentation), which
+    /// nothing ever answers at, on the port the real service listens on.
+    async fn cluster_target(
+        &self,
+        _ctx: &PhaseContext,
+        _endpoint: &ServiceEndpoint,
+    ) -> Result<ClusterTarget> {
+        let (last, port) = match self.kind {
+            ServiceKind::Postgres => (11, 5432),
+            ServiceKind::ObjectStore => (12, 9000),
+            ServiceKind::Cache => (13, 6379),
+            ServiceKind::Queue => (14, 9324),
+        };
+        Ok(ClusterTarget {
+            host: format!("192.0.2.{last}"),
+            port,
         })
     }
 

@@ -69,6 +69,24 @@ pub struct ObjectSet {
     /// ([`crate::ready`]) to be ready; `None` applies without waiting (a CRD whose
     /// custom resources are in the set is still waited on: they need it served).
     pub ready_timeout: Option<Duration>,
+    /// What a planning pass cannot render yet, because it stands on outputs that the
+    /// same run changes: see [`ObjectSet::with_pending`].
+    pub pending: Vec<Pending>,
+}
+
+/// Objects a planning pass knows by name but not by content: a dependency changes in
+/// the same run, and what they hold is known after apply.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// The objects, by name (their content is ignored). A plan lists each as created,
+    /// or as updated when it exists; a foreign object of the name still stops the run.
+    pub objects: Vec<Object>,
+    /// A label carried by everything rendered for this dependency: nothing carrying
+    /// it is pruned while its content is unknown (an object rendered only for some
+    /// outputs of the dependency may come back).
+    pub label: (String, String),
+    /// Why: what is known only after apply.
+    pub reason: String,
 }
 
 impl ObjectSet {
@@ -80,7 +98,16 @@ impl ObjectSet {
             objects,
             kinds,
             ready_timeout: Some(DEFAULT_READY_TIMEOUT),
+            pending: Vec::new(),
         }
+    }
+
+    /// The same set, with objects whose content a planning pass cannot know yet. An
+    /// applying pass refuses a set with pending objects: by then every input is known.
+    #[must_use]
+    pub fn with_pending(mut self, pending: Pending) -> Self {
+        self.pending.push(pending);
+        self
     }
 
     /// The same set, applied without waiting for readiness.
@@ -171,11 +198,23 @@ impl Applier {
         set: &ObjectSet,
     ) -> Result<BTreeMap<ObjectRef, DynamicObject>> {
         let env = ctx.env();
+        if pass.is_apply() && !set.pending.is_empty() {
+            return Err(Error::internal(format!(
+                "{} was applied with objects whose content is unknown",
+                set.component
+            )));
+        }
         let desired: Vec<Object> = set
             .objects
             .iter()
             .cloned()
             .map(|o| o.owned_by(env, &set.component))
+            .collect();
+        let pending: Vec<(&Pending, Object)> = set
+            .pending
+            .iter()
+            .flat_map(|p| p.objects.iter().map(move |o| (p, o.clone())))
+            .map(|(p, o)| (p, o.owned_by(env, &set.component)))
             .collect();
         let mut seen = BTreeSet::new();
         for object in &desired {
@@ -188,8 +227,22 @@ impl Applier {
             }
         }
 
-        let live = self.read_live(&desired).await?;
-        self.check_live(env, &set.component, &desired, &live)?;
+        let named: Vec<Object> = desired
+            .iter()
+            .cloned()
+            .chain(pending.iter().map(|(_, o)| o.clone()))
+            .collect();
+        let live = self.read_live(&named).await?;
+        self.check_live(env, &set.component, &named, &live)?;
+        for (why, object) in &pending {
+            let reference = object.reference();
+            let change = if live.contains_key(&reference) {
+                Change::update(reference.kind.clone(), reference.path())
+            } else {
+                Change::create(reference.kind.clone(), reference.path())
+            };
+            pass.will(change.because(why.reason.clone()));
+        }
 
         // What is created in this pass, for objects whose dry run must wait for it.
         let new_namespaces: BTreeSet<String> = desired
@@ -288,7 +341,7 @@ impl Applier {
                 .map(|o| (o.kind.clone(), o.reference()));
             self.until_all_ready(ctx, waits, timeout).await?;
         }
-        self.prune(ctx, pass, set, &desired).await?;
+        self.prune(ctx, pass, set, &named).await?;
         Ok(result)
     }
 
@@ -441,7 +494,12 @@ impl Applier {
         let wanted: BTreeSet<ObjectRef> = desired.iter().map(Object::reference).collect();
         for (kind, object) in self.owned(ctx.env(), &set.component, &set.kinds).await? {
             let reference = reference_of(&kind, &object);
-            if wanted.contains(&reference) {
+            let labels = object.metadata.labels.clone().unwrap_or_default();
+            let unknown = set
+                .pending
+                .iter()
+                .any(|p| labels.get(&p.label.0) == Some(&p.label.1));
+            if wanted.contains(&reference) || unknown {
                 continue;
             }
             if pass.will(

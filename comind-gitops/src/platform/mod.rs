@@ -1,63 +1,66 @@
 //! The platform's in-cluster phases. Each renders its objects with a pure function of
-//! the environment and converges them with the [`apply`](crate::apply) engine.
+//! the environment and its dependencies' outputs, and converges them with the
+//! [`apply`](crate::apply) engine: [`baseline`] (`platform/baseline`) and [`services`]
+//! (`platform/services`).
 
 pub mod baseline;
+pub mod services;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use comind_core::reconcile::{Pass, Reconcile};
-use comind_core::{
-    Change, DestroyOptions, Destroyed, Environment, Outputs, PhaseContext, PhaseId, Result,
-};
+use comind_core::{Change, DestroyOptions, Destroyed, Outputs, PhaseContext, PhaseId, Result};
 
 use crate::access::{ClusterAccess, Reach, Source};
-use crate::apply::{Applier, ObjectSet};
+use crate::apply::{Applier, Kind, ObjectSet};
 
-/// How a phase renders its objects.
-pub(crate) type Render = fn(&Environment) -> Result<ObjectSet>;
+/// How a phase renders its objects: a pure function of the environment and the
+/// outputs of its dependencies.
+pub(crate) type Render = Arc<dyn Fn(&PhaseContext) -> Result<ObjectSet> + Send + Sync>;
+
+/// What an in-cluster phase is: everything but its cluster.
+pub(crate) struct PhaseSpec {
+    /// Its id.
+    pub id: &'static str,
+    /// A line for plans and progress.
+    pub description: &'static str,
+    /// The component on its objects' labels.
+    pub component: &'static str,
+    /// The kinds it owns: `down` removes what of them carries its labels.
+    pub kinds: fn() -> Vec<Kind>,
+    /// The phases it runs after, besides the cluster's.
+    pub after: Vec<PhaseId>,
+    /// Its objects.
+    pub render: Render,
+}
 
 /// An in-cluster phase that is a render function plus the apply engine.
 pub(crate) struct RenderedPhase {
-    id: &'static str,
-    description: &'static str,
-    after: Vec<PhaseId>,
+    spec: PhaseSpec,
     access: ClusterAccess,
-    render: Render,
 }
 
 impl RenderedPhase {
-    pub(crate) fn new(
-        id: &'static str,
-        description: &'static str,
-        after: Vec<PhaseId>,
-        access: ClusterAccess,
-        render: Render,
-    ) -> Arc<Self> {
-        Arc::new(RenderedPhase {
-            id,
-            description,
-            after,
-            access,
-            render,
-        })
+    pub(crate) fn new(spec: PhaseSpec, access: ClusterAccess) -> Arc<Self> {
+        Arc::new(RenderedPhase { spec, access })
     }
 }
 
 #[async_trait]
 impl Reconcile for RenderedPhase {
     fn id(&self) -> PhaseId {
-        PhaseId::new(self.id)
+        PhaseId::new(self.spec.id)
     }
 
     fn dependencies(&self) -> Vec<PhaseId> {
-        let mut deps = self.after.clone();
+        let mut deps = self.spec.after.clone();
         deps.extend(self.access.dependency());
         deps
     }
 
     fn description(&self) -> String {
-        self.description.to_string()
+        self.spec.description.to_string()
     }
 
     fn deferred(&self, ctx: &PhaseContext) -> Option<String> {
@@ -73,15 +76,20 @@ impl Reconcile for RenderedPhase {
             {
                 Some("the cluster is made by this run; its objects are listed as created".into())
             }
-            _ => None,
+            // Objects standing on outputs this run changes.
+            _ => (self.spec.render)(ctx).ok().and_then(|set| {
+                let reasons: Vec<String> = set.pending.into_iter().map(|p| p.reason).collect();
+                (!reasons.is_empty()).then(|| reasons.join("; "))
+            }),
         }
     }
 
     async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<Option<Outputs>> {
-        let set = (self.render)(ctx.env())?;
+        let set = (self.spec.render)(ctx)?;
         match self.access.reach(ctx).await? {
             Reach::AfterApply => {
-                for object in &set.objects {
+                let pending = set.pending.iter().flat_map(|p| &p.objects);
+                for object in set.objects.iter().chain(pending) {
                     let reference = object.reference();
                     pass.will(Change::create(reference.kind.clone(), reference.path()));
                 }
@@ -102,7 +110,6 @@ impl Reconcile for RenderedPhase {
     }
 
     async fn destroy(&self, ctx: &PhaseContext, _options: DestroyOptions) -> Result<Destroyed> {
-        let set = (self.render)(ctx.env())?;
         let cluster = match self.access.source() {
             // The cluster phase removes the cluster, and everything in it with it.
             Source::ClusterPhase => return Ok(Destroyed::default()),
@@ -115,7 +122,7 @@ impl Reconcile for RenderedPhase {
             },
         };
         Applier::new(cluster.client)
-            .destroy(ctx, &set.component, &set.kinds)
+            .destroy(ctx, self.spec.component, &(self.spec.kinds)())
             .await
     }
 }

@@ -5,6 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod apply;
-mod baseline;
+mod platform;
 mod ready;
 mod support;

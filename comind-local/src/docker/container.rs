@@ -55,6 +55,9 @@ pub(crate) struct ContainerInfo {
     pub error: Option<String>,
     /// Networks it is attached to: name to network id.
     pub networks: BTreeMap<String, String>,
+    /// Its addresses on the networks it is attached to, while it runs: network name to
+    /// IPv4 address.
+    pub addresses: BTreeMap<String, String>,
     /// Published host ports.
     pub host_ports: Vec<u16>,
 }
@@ -107,10 +110,18 @@ impl DockerClient {
         };
         let state = info.state.unwrap_or_default();
         let config = info.config.unwrap_or_default();
-        let networks = info
+        let attached = info
             .network_settings
             .and_then(|s| s.networks)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let addresses = attached
+            .iter()
+            .filter_map(|(net, endpoint)| {
+                let ip = endpoint.ip_address.as_deref().filter(|ip| !ip.is_empty())?;
+                Some((net.clone(), ip.to_string()))
+            })
+            .collect();
+        let networks = attached
             .into_iter()
             .map(|(net, endpoint)| (net, endpoint.network_id.unwrap_or_default()))
             .collect();
@@ -135,6 +146,7 @@ impl DockerClient {
             exit_code: state.exit_code,
             error: state.error.filter(|e| !e.is_empty()),
             networks,
+            addresses,
             host_ports,
         }))
     }
@@ -426,6 +438,7 @@ mod tests {
             exit_code: Some(137),
             error: None,
             networks: BTreeMap::new(),
+            addresses: BTreeMap::new(),
             host_ports: Vec::new(),
         };
         assert_eq!(info.stopped_reason(), "exited with code 137");

@@ -16,7 +16,7 @@ use bollard::models::{
 };
 use comind_core::environment::{Environment, spec_hash};
 use comind_core::phase::Kept;
-use comind_core::service::ServiceKind;
+use comind_core::service::{ClusterTarget, ServiceKind};
 use comind_core::wait::{self, Backoff};
 use comind_core::{
     Change, Destroyed, Error, ErrorKind, Input, PhaseContext, PhaseId, Result, Secret,
@@ -234,6 +234,37 @@ impl ServiceContainer {
     /// The data volume name: `comind-<env>-<service>-data`.
     pub(crate) fn volume(&self, env: &Environment) -> String {
         format!("{}-data", self.name(env))
+    }
+
+    /// Where Pods reach the service: the container's address on the environment's
+    /// network (which the cluster's nodes join) and `port` inside the container. The
+    /// host-side address (a port published on 127.0.0.1) is the host's alone.
+    ///
+    /// # Errors
+    /// `Unavailable` (transient) while the container has no address on the network:
+    /// it is not running, or not attached yet.
+    pub(crate) async fn cluster_target(
+        &self,
+        env: &Environment,
+        port: u16,
+    ) -> Result<ClusterTarget> {
+        let name = self.name(env);
+        let network = env.config().local_network();
+        let resource = format!("container {name}");
+        let info = self.docker.container(&name).await?.ok_or_else(|| {
+            Error::not_found(format!("container {name} does not exist"))
+                .with_resource(resource.clone())
+                .with_hint("run `comind up`, which creates it")
+        })?;
+        let host = info.addresses.get(&network).cloned().ok_or_else(|| {
+            Error::unavailable(format!(
+                "container {name} has no address on network {network} ({})",
+                info.status
+            ))
+            .with_resource(resource)
+            .with_hint("run `comind up`, which starts it and attaches it to the network")
+        })?;
+        Ok(ClusterTarget { host, port })
     }
 
     fn not_ours(&self, env: &Environment, what: &str, name: &str) -> Error {

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName;
 use comind_core::environment::Environment;
 use comind_core::reconcile::{Mode, Pass};
-use comind_core::service::{QueueEndpoint, QueueInfo, ServiceEndpoint, ServiceKind};
+use comind_core::service::{ClusterTarget, QueueEndpoint, QueueInfo, ServiceEndpoint, ServiceKind};
 use comind_core::state::Credentials;
 use comind_core::{
     Change, DestroyOptions, Destroyed, Error, PhaseContext, PhaseId, Result, Secret, ServiceBackend,
@@ -478,6 +478,16 @@ impl ServiceBackend for ElasticMqBackend {
                 })
                 .collect(),
         }))
+    }
+
+    async fn cluster_target(
+        &self,
+        ctx: &PhaseContext,
+        _endpoint: &ServiceEndpoint,
+    ) -> Result<ClusterTarget> {
+        self.container
+            .cluster_target(ctx.env(), ELASTICMQ_PORT)
+            .await
     }
 
     async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {

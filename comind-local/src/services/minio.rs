@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use comind_core::environment::Environment;
 use comind_core::reconcile::{Mode, Pass};
-use comind_core::service::{ObjectStoreEndpoint, ServiceEndpoint, ServiceKind};
+use comind_core::service::{ClusterTarget, ObjectStoreEndpoint, ServiceEndpoint, ServiceKind};
 use comind_core::state::Credentials;
 use comind_core::{
     Change, DestroyOptions, Destroyed, PhaseContext, PhaseId, Result, Secret, ServiceBackend,
@@ -328,6 +328,16 @@ impl ServiceBackend for MinioBackend {
             path_style: true,
             buckets: Self::buckets(env),
         }))
+    }
+
+    async fn cluster_target(
+        &self,
+        ctx: &PhaseContext,
+        _endpoint: &ServiceEndpoint,
+    ) -> Result<ClusterTarget> {
+        self.container
+            .cluster_target(ctx.env(), MINIO_API_PORT)
+            .await
     }
 
     async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use comind_core::environment::Environment;
 use comind_core::reconcile::{Mode, Pass};
-use comind_core::service::{PostgresEndpoint, ServiceEndpoint, ServiceKind};
+use comind_core::service::{ClusterTarget, PostgresEndpoint, ServiceEndpoint, ServiceKind};
 use comind_core::state::Credentials;
 use comind_core::{
     Change, DestroyOptions, Destroyed, Error, PhaseContext, PhaseId, Result, Secret, ServiceBackend,
@@ -486,6 +486,16 @@ impl ServiceBackend for PostgresBackend {
             databases: Self::databases(env),
             require_tls: false,
         }))
+    }
+
+    async fn cluster_target(
+        &self,
+        ctx: &PhaseContext,
+        _endpoint: &ServiceEndpoint,
+    ) -> Result<ClusterTarget> {
+        self.container
+            .cluster_target(ctx.env(), POSTGRES_PORT)
+            .await
     }
 
     async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {

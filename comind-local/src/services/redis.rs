@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use comind_core::environment::Environment;
 use comind_core::reconcile::Pass;
-use comind_core::service::{CacheEndpoint, ServiceEndpoint, ServiceKind};
+use comind_core::service::{CacheEndpoint, ClusterTarget, ServiceEndpoint, ServiceKind};
 use comind_core::state::Credentials;
 use comind_core::{
     DestroyOptions, Destroyed, Error, PhaseContext, PhaseId, Result, Secret, ServiceBackend,
@@ -216,6 +216,14 @@ impl ServiceBackend for RedisBackend {
             password: credentials.password,
             tls: false,
         }))
+    }
+
+    async fn cluster_target(
+        &self,
+        ctx: &PhaseContext,
+        _endpoint: &ServiceEndpoint,
+    ) -> Result<ClusterTarget> {
+        self.container.cluster_target(ctx.env(), REDIS_PORT).await
     }
 
     async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {

@@ -152,6 +152,23 @@ pub async fn service_suite(fixture: &dyn ServiceFixture) {
         }
     }
     assert_secrets_redacted(&first.outputs, "outputs");
+    // The in-cluster layer reads the outputs back: they must describe the endpoint
+    // and say where the cluster reaches it.
+    match crate::ServiceEndpoint::from_outputs(kind, &first.outputs) {
+        Ok(endpoint) => {
+            for (key, value) in endpoint.to_outputs().iter() {
+                assert_eq!(
+                    first.outputs.get(key),
+                    Some(value),
+                    "outputs: `{key}` does not read back as the endpoint's"
+                );
+            }
+        }
+        Err(err) => panic!("outputs: do not read back as a {kind} endpoint: {err}"),
+    }
+    if let Err(err) = crate::service::ClusterTarget::from_outputs(kind, &first.outputs) {
+        panic!("outputs: no cluster target: {err}");
+    }
     let created = owned(fixture, "after ensure").await;
     assert!(
         !created.is_empty(),
