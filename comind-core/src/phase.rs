@@ -577,7 +577,7 @@ pub trait Phase: Send + Sync + 'static {
 
 /// Health as a plan tells it: in sync is ready, only creations is absent, anything
 /// else degraded.
-pub(crate) fn status_from_plan(plan: Plan) -> PhaseStatus {
+pub fn status_from_plan(plan: Plan) -> PhaseStatus {
     if plan.is_empty() {
         PhaseStatus {
             health: Health::Ready,

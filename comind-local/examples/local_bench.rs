@@ -99,6 +99,7 @@ fn usage(problem: &str) -> ! {
 fn config(name: &str, options: &Options) -> Config {
     let mut config = Config::default();
     config.environment = EnvironmentName::new(name).unwrap();
+    config.local.cluster.enabled = false;
     let image = |key: &str| ImageRef::new(&options.images[key]).unwrap();
     let s = &mut config.services;
     s.postgres.local.image = image("postgres");

@@ -65,11 +65,19 @@ fn configured_ports(env: &Environment) -> Vec<ConfiguredPort> {
             required: true,
         });
     }
+    if !crate::LocalProvider::makes_cluster(env) {
+        return ports;
+    }
+    ports.push(ConfiguredPort {
+        field: "local.cluster.registry_port",
+        port: k.registry_port.get(),
+        component: crate::registry::REGISTRY_PHASE_ID,
+        required: true,
+    });
     for (field, port) in [
         ("local.cluster.api_port", k.api_port.get()),
         ("local.cluster.http_port", k.http_port.get()),
         ("local.cluster.https_port", k.https_port.get()),
-        ("local.cluster.registry_port", k.registry_port.get()),
     ] {
         ports.push(ConfiguredPort {
             field,

@@ -5,7 +5,9 @@
 //! contributes the phases of an environment: a user-defined Docker network
 //! ([`NetworkPhase`]) and, each in a phase of its own so that they start in parallel,
 //! PostgreSQL ([`PostgresBackend`]), MinIO ([`MinioBackend`]), Redis
-//! ([`RedisBackend`]) and ElasticMQ ([`ElasticMqBackend`]) as containers. Everything
+//! ([`RedisBackend`]) and ElasticMQ ([`ElasticMqBackend`]) as containers, and, unless
+//! `local.cluster.enabled` is off or `gitops.kubeconfig` names another cluster, the
+//! private image registry ([`RegistryPhase`]). Everything
 //! created carries Comind's ownership labels and a hash of its desired spec, so every
 //! run discovers what exists and converges it: a stopped container is started, a
 //! changed one replaced on its volume, a deleted one recreated. Data lives in named
@@ -29,6 +31,7 @@
 pub mod docker;
 mod doctor;
 pub mod network;
+pub mod registry;
 pub mod services;
 
 use std::collections::HashMap;
@@ -43,6 +46,7 @@ use comind_core::{
 pub use docker::DockerClient;
 pub use doctor::MIN_API_VERSION;
 pub use network::NetworkPhase;
+pub use registry::RegistryPhase;
 pub use services::{ElasticMqBackend, MinioBackend, PostgresBackend, RedisBackend};
 
 /// The local profile's provider: a Docker network and the service containers.
@@ -71,6 +75,14 @@ impl LocalProvider {
             .clone()
     }
 
+    /// Whether the profile makes its own cluster and registry in `env`: unless
+    /// `local.cluster.enabled` is off, or `gitops.kubeconfig` lays the platform on a
+    /// cluster Comind did not make. A cluster and registry made earlier are then not
+    /// removed by `down`: take the environment down before switching.
+    pub fn makes_cluster(env: &Environment) -> bool {
+        env.config().makes_local_cluster()
+    }
+
     /// The service backends of `env`, in phase order: PostgreSQL, MinIO, Redis and
     /// ElasticMQ, whether or not the configuration enables the optional ones (see
     /// [`phases`](Provider::phases)).
@@ -94,6 +106,9 @@ impl Provider for LocalProvider {
     fn phases(&self, env: &Arc<Environment>) -> Result<Vec<Arc<dyn Phase>>> {
         let mut phases: Vec<Arc<dyn Phase>> =
             vec![Arc::new(NetworkPhase::new(self.docker(env.config())))];
+        if Self::makes_cluster(env) {
+            phases.push(Arc::new(RegistryPhase::new(self.docker(env.config()))));
+        }
         // A disabled optional service stays a phase whose desired state is "absent", so
         // turning it off removes what an earlier run made and `down` still finds it.
         let services = &env.config().services;
@@ -122,8 +137,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_registry_comes_with_the_cluster() {
+        let ids = |edit: fn(&mut Config)| -> Vec<String> {
+            let mut config = Config::default();
+            edit(&mut config);
+            let env = Arc::new(Environment::with_state_root(config, "/tmp/x"));
+            LocalProvider::new()
+                .phases(&env)
+                .unwrap()
+                .iter()
+                .map(|p| p.id().to_string())
+                .collect()
+        };
+        assert_eq!(
+            ids(|_| {}),
+            [
+                "network",
+                "registry",
+                "postgres",
+                "object-store",
+                "cache",
+                "queue"
+            ]
+        );
+        assert!(!ids(|c| c.local.cluster.enabled = false).contains(&"registry".to_string()));
+        assert!(
+            !ids(|c| c.gitops.kubeconfig = Some("/k".into())).contains(&"registry".to_string())
+        );
+    }
+
+    #[test]
     fn phases_are_the_network_then_every_service() {
         let mut config = Config::default();
+        config.local.cluster.enabled = false;
         let env = Arc::new(Environment::with_state_root(config.clone(), "/tmp/x"));
         let provider = LocalProvider::new();
         assert_eq!(provider.name(), "local");

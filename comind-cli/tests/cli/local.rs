@@ -42,7 +42,10 @@ impl LocalEnv {
         for key in ["postgres", "object_store", "console", "cache", "queue"] {
             ports.insert(key, free_port());
         }
-        let mut yaml = format!("environment: {name}\nlocal:\n  ready_timeout: 90s\nservices:\n");
+        // The services alone unless a test asks for the cluster.
+        let mut yaml = format!(
+            "environment: {name}\nlocal:\n  ready_timeout: 90s\n  cluster:\n    enabled: false\nservices:\n"
+        );
         for (service, image) in IMAGES {
             yaml.push_str(&format!("  {service}:\n    local:\n      image: {image}\n"));
             yaml.push_str(&format!("      port: {}\n", ports[service]));

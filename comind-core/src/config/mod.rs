@@ -389,6 +389,15 @@ impl Config {
             .map(|n| n.to_string())
             .unwrap_or_else(|| format!("comind-{}", self.environment))
     }
+
+    /// Whether the local profile makes its own k3d cluster (and registry) for this
+    /// environment: on the local profile, unless `local.cluster.enabled` is off or
+    /// `gitops.kubeconfig` lays the platform on a cluster Comind did not make.
+    pub fn makes_local_cluster(&self) -> bool {
+        self.profile == Profile::Local
+            && self.local.cluster.enabled
+            && self.gitops.kubeconfig.is_none()
+    }
 }
 
 fn yaml_error(

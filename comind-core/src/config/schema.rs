@@ -34,6 +34,12 @@ pub const DEFAULT_MINIO_IMAGE: &str = "minio/minio:RELEASE.2025-04-22T22-12-26Z"
 pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.4.2-alpine";
 /// The default ElasticMQ image of the local profile.
 pub const DEFAULT_ELASTICMQ_IMAGE: &str = "softwaremill/elasticmq-native:1.6.11";
+/// The default k3s image of the local cluster: the Kubernetes minor the tests' API
+/// server runs (1.36), in upstream support, never `latest`.
+pub const DEFAULT_K3S_IMAGE: &str = "rancher/k3s:v1.36.2-k3s1";
+/// The default image of the local registry: CNCF Distribution 3, the maintained line
+/// (2.x gets security fixes only).
+pub const DEFAULT_REGISTRY_IMAGE: &str = "registry:3.0.0";
 
 /// The default Kubernetes version of an EKS cluster: a version in EKS's standard
 /// support at this release (older ones cost extra in extended support, then are
@@ -410,6 +416,18 @@ impl Default for LocalSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct K3dSettings {
+    /// Whether the local profile makes the cluster and its registry. Default `true`;
+    /// `false` runs the services alone (for applications run on the host), as does
+    /// `gitops.kubeconfig` (the platform then goes on that cluster).
+    pub enabled: bool,
+    /// The `k3d` binary (v5): a path, or a name looked up on `PATH`. Default `k3d`.
+    pub k3d: PathBuf,
+    /// The k3s image of every node. Default [`DEFAULT_K3S_IMAGE`].
+    pub image: ImageRef,
+    /// What serves Services of type LoadBalancer. Default `servicelb`.
+    pub load_balancer: LoadBalancer,
+    /// The registry's image. Default [`DEFAULT_REGISTRY_IMAGE`].
+    pub registry_image: ImageRef,
     /// Server nodes. Default 1.
     pub servers: u32,
     /// Agent nodes. Default 2.
@@ -427,6 +445,11 @@ pub struct K3dSettings {
 impl Default for K3dSettings {
     fn default() -> Self {
         K3dSettings {
+            enabled: true,
+            k3d: PathBuf::from("k3d"),
+            image: image(DEFAULT_K3S_IMAGE),
+            load_balancer: LoadBalancer::default(),
+            registry_image: image(DEFAULT_REGISTRY_IMAGE),
             servers: 1,
             agents: 2,
             api_port: Port::constant(6443),
@@ -435,6 +458,18 @@ impl Default for K3dSettings {
             registry_port: Port::constant(5000),
         }
     }
+}
+
+/// What serves Services of type LoadBalancer in the local cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadBalancer {
+    /// k3s's own ServiceLB (klipper-lb): nothing to install.
+    #[default]
+    Servicelb,
+    /// MetalLB, with an address pool taken from the Docker network's real subnet;
+    /// k3s's ServiceLB is then disabled.
+    Metallb,
 }
 
 /// Settings of the AWS profile.

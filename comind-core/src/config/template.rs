@@ -80,6 +80,11 @@ services:
 #   ready_timeout: 2m
 #   docker_host: unix:///var/run/docker.sock
 #   cluster:
+#     enabled: true          # false: the services alone, no cluster or registry
+#     k3d: k3d               # the k3d v5 binary (a path, or a name on PATH)
+#     image: rancher/k3s:v1.36.2-k3s1
+#     load_balancer: servicelb   # or metallb
+#     registry_image: registry:3.0.0
 #     servers: 1
 #     agents: 2
 #     api_port: 6443

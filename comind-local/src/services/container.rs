@@ -213,17 +213,24 @@ impl Assessment {
 #[derive(Debug, Clone)]
 pub(crate) struct ServiceContainer {
     docker: DockerClient,
-    kind: ServiceKind,
+    component: &'static str,
 }
 
 impl ServiceContainer {
+    /// The container of the service `kind`.
     pub(crate) fn new(docker: DockerClient, kind: ServiceKind) -> Self {
-        ServiceContainer { docker, kind }
+        Self::named(docker, kind.id())
+    }
+
+    /// The container of `component`, a local-only service of the profile (the
+    /// registry).
+    pub(crate) fn named(docker: DockerClient, component: &'static str) -> Self {
+        ServiceContainer { docker, component }
     }
 
     /// The component name on labels: the service id.
     pub(crate) fn component(&self) -> &'static str {
-        self.kind.id()
+        self.component
     }
 
     /// The container name: `comind-<env>-<service>`.
@@ -663,7 +670,7 @@ impl ServiceContainer {
                 } else {
                     self.diagnostics(ctx.env(), secrets).await
                 };
-                let subject = self.kind.id();
+                let subject = self.component;
                 Err(failed
                     .into_error(subject, timeout, diagnostics)
                     .with_resource(format!("container {}", self.name(ctx.env()))))

@@ -12,4 +12,5 @@ mod markers;
 mod preflight;
 mod pull;
 mod readiness;
+mod registry;
 mod support;

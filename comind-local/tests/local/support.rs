@@ -19,7 +19,7 @@ use comind_core::environment::{LABEL_COMPONENT, LABEL_ENVIRONMENT, LABEL_MANAGED
 use comind_core::{Bootstrap, DestroyOptions, Environment, Outputs, PhaseId};
 use comind_local::LocalProvider;
 use comind_test_support::docker::{
-    ELASTICMQ_IMAGE, LabelCleanup, MINIO_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE,
+    ELASTICMQ_IMAGE, LabelCleanup, MINIO_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE, REGISTRY_IMAGE,
 };
 use comind_test_support::{names, ports};
 
@@ -52,6 +52,10 @@ impl TestEnv {
         s.queue.local.image = ImageRef::new(ELASTICMQ_IMAGE).unwrap();
         s.queue.local.port = port();
         config.local.ready_timeout = DurationSetting::new(Duration::from_secs(90));
+        // The services alone: the cluster's own tests make clusters.
+        config.local.cluster.enabled = false;
+        config.local.cluster.registry_image = ImageRef::new(REGISTRY_IMAGE).unwrap();
+        config.local.cluster.registry_port = port();
         // A run that fails in a test should fail at once, not after the engine's
         // retries.
         config.engine.retries = 0;
