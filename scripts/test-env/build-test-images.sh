@@ -7,6 +7,8 @@
 #   comind-test/minio:r1      for minio/minio                   (SeaweedFS `weed mini`, S3 API)
 #   comind-test/elasticmq:r1  for softwaremill/elasticmq-native (moto_server, SQS API)
 #   comind-test/registry:r1   for registry:2                    (Debian docker-registry 2.8)
+#   comind-test/k3s-node:r1   for rancher/k3s + k3d-proxy       (an idle placeholder node for
+#                                                                the k3d test double, ./k3d)
 #
 # One Debian bookworm rootfs is made with debootstrap, filled with chroot
 # apt-get + pip, imported once with `docker import`, and each image gets its
@@ -33,7 +35,7 @@ MIRROR="${COMIND_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SECURITY_MIRROR="${COMIND_DEBIAN_SECURITY_MIRROR-http://deb.debian.org/debian-security}"
 SUITE=bookworm
 LABEL_KEY=comind.dev/test-recipe
-NAMES=(postgres redis minio elasticmq registry)
+NAMES=(postgres redis minio elasticmq registry k3s-node)
 
 # What goes into the rootfs. Part of the recipe hash (this file is hashed).
 APT_PACKAGES=(postgresql-15 redis-server python3 python3-venv ca-certificates tini docker-registry)
@@ -260,6 +262,10 @@ ln -sf /usr/bin/docker-registry "$ROOT/usr/local/bin/registry"
 ln -sf /opt/venv/bin/weed "$ROOT/usr/local/bin/weed"
 ln -sf /opt/venv/bin/moto_server "$ROOT/usr/local/bin/moto_server"
 mkdir -p "$ROOT"/{data,usr/local/etc/redis,var/lib/postgresql/data,var/lib/registry,etc/minio,docker-entrypoint-initdb.d,run/postgresql}
+# The k3d double's placeholder nodes: k3s's config dir (registries.yaml), its
+# kubeconfig output dir, the manifests dir, k3d's image volume mount point and
+# the k3d-proxy config dir (values.yaml), so files can be copied in as k3d does.
+mkdir -p "$ROOT"/{etc/rancher/k3s,output,var/lib/rancher/k3s/server/manifests,k3d/images,etc/confd}
 in_root chown redis:redis /data
 in_root chown postgres:postgres /var/lib/postgresql /var/lib/postgresql/data /run/postgresql
 chmod 700 "$ROOT/var/lib/postgresql/data"
@@ -334,6 +340,13 @@ changes_for() {
             'ENTRYPOINT ["docker-entrypoint.sh"]' \
             'CMD ["/etc/docker/registry/config.yml"]' \
             'LABEL comind.dev/stand-in-for=registry:2'
+        ;;
+    k3s-node)
+        printf '%s\n' \
+            "ENV PATH=$p:$BASE_PATH" \
+            'ENTRYPOINT ["/usr/bin/tini", "--", "docker-entrypoint.sh"]' \
+            'CMD ["sleep", "infinity"]' \
+            'LABEL comind.dev/stand-in-for=rancher/k3s'
         ;;
     *) die "no image config for $n" ;;
     esac
