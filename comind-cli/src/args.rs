@@ -94,6 +94,11 @@ pub enum Command {
     Outputs(OutputsArgs),
     /// Take the environment down, keeping data unless --purge
     Down(DownArgs),
+    /// Print the kubeconfig of the environment's cluster, or merge it into yours
+    Kubeconfig(KubeconfigArgs),
+    /// Maintain the local profile's image registry
+    #[command(subcommand)]
+    Registry(RegistryCommand),
     /// Print shell completions
     Completions(CompletionsArgs),
     /// Print a Kubernetes ExecCredential with an EKS token (used by the kubeconfig Comind writes)
@@ -177,6 +182,26 @@ pub enum OutputsFormat {
     Env,
     /// A JSON object
     Json,
+}
+
+/// `kubeconfig`.
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// Merge it into your kubeconfig (the first file of KUBECONFIG, else ~/.kube/config)
+    /// instead of printing it
+    #[arg(long)]
+    pub merge: bool,
+
+    /// With --merge, also make its context the current one
+    #[arg(long, requires = "merge")]
+    pub switch_context: bool,
+}
+
+/// `registry`.
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Delete the layers no tag references any more (run it when nothing pushes)
+    Gc,
 }
 
 /// `down`.

@@ -16,8 +16,8 @@ use comind_core::{
 };
 
 use crate::args::{
-    Cli, Command, CompletionsArgs, DownArgs, EksTokenArgs, InitArgs, LockArgs, OutputMode,
-    OutputsArgs, OutputsFormat, PlanArgs, SelectArgs, UpArgs,
+    Cli, Command, CompletionsArgs, DownArgs, EksTokenArgs, InitArgs, KubeconfigArgs, LockArgs,
+    OutputMode, OutputsArgs, OutputsFormat, PlanArgs, RegistryCommand, SelectArgs, UpArgs,
 };
 use crate::render::{EventPrinter, report};
 
@@ -43,6 +43,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Status(args) => status(&cli, args).await,
         Command::Outputs(args) => outputs(&cli, args).await,
         Command::Down(args) => down(&cli, args).await,
+        Command::Kubeconfig(args) => kubeconfig(&cli, args),
+        Command::Registry(RegistryCommand::Gc) => registry_gc(&cli).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -305,6 +307,91 @@ async fn outputs(cli: &Cli, args: &OutputsArgs) -> Result<u8, Error> {
     }
     let _ = out.flush();
     Ok(if report.succeeded() { 0 } else { FAILED })
+}
+
+fn kubeconfig(cli: &Cli, args: &KubeconfigArgs) -> Result<u8, Error> {
+    let config = load_config(cli)?;
+    let env = comind_core::Environment::new(config)?;
+    let path = env.state().kubeconfig_path();
+    if !path.exists() {
+        return Err(comind_core::Error::not_found(format!(
+            "environment `{}` has no kubeconfig at {}",
+            env.name(),
+            path.display()
+        ))
+        .with_resource(path.display().to_string())
+        .with_hint("run `comind up`, which makes the cluster and writes it"));
+    }
+    if args.merge {
+        let into = comind::gitops::kubeconfig::user_kubeconfig_path()?;
+        let merged = comind::gitops::kubeconfig::merge(&path, &into, args.switch_context)?;
+        let mut text = format!(
+            "merged {} into {}",
+            merged.contexts.join(", "),
+            merged.path.display()
+        );
+        if merged.switched {
+            text.push_str("; it is the current context now");
+        }
+        text.push('\n');
+        print_human(cli.output, &text);
+        if cli.output == OutputMode::Json {
+            let line = serde_json::json!({
+                "merged_into": merged.path,
+                "contexts": merged.contexts,
+                "switched": merged.switched,
+            });
+            stdout_line(&line.to_string());
+        }
+        return Ok(0);
+    }
+    // The user asked for the file, credentials included: that is what it is for.
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        comind_core::Error::unavailable(format!("cannot read {}: {e}", path.display()))
+            .with_resource(path.display().to_string())
+    })?;
+    let mut out = std::io::stdout().lock();
+    let _ = write!(out, "{text}");
+    let _ = out.flush();
+    Ok(0)
+}
+
+#[cfg(feature = "local")]
+async fn registry_gc(cli: &Cli) -> Result<u8, Error> {
+    let config = load_config(cli)?;
+    if config.profile != comind_core::Profile::Local || !config.makes_local_cluster() {
+        return Err(comind_core::Error::invalid_input(format!(
+            "environment `{}` has no registry of Comind's: it is made by the local profile \
+             with its cluster",
+            config.environment
+        ))
+        .with_hint("select the local profile, with `local.cluster.enabled: true`"));
+    }
+    let env = comind_core::Environment::new(config)?;
+    let provider = comind::local::LocalProvider::new();
+    let registry = comind::local::RegistryPhase::new(provider.docker(env.config()));
+    let printed = registry.garbage_collect(&env).await?;
+    let marked = printed.lines().filter(|l| l.contains("marking")).count();
+    let deleted = printed
+        .lines()
+        .filter(|l| l.contains("deleting") || l.contains("Deleting"))
+        .count();
+    if cli.output == OutputMode::Json {
+        let line = serde_json::json!({ "marked": marked, "deleted": deleted });
+        stdout_line(&line.to_string());
+    } else {
+        print_human(
+            cli.output,
+            &format!("registry garbage collection: {deleted} blob(s) deleted\n"),
+        );
+    }
+    Ok(0)
+}
+
+#[cfg(not(feature = "local"))]
+async fn registry_gc(_cli: &Cli) -> Result<u8, Error> {
+    // Says the local profile is not in this build, and how to get it.
+    comind::providers(comind_core::Profile::Local).map(|_| 0)
 }
 
 async fn doctor(cli: &Cli) -> Result<u8, Error> {

@@ -10,6 +10,8 @@
 //! - [`apply`]: the apply engine every in-cluster phase uses: server-side apply with
 //!   field manager `comind`, ownership labels, CRDs first, pruning by label, a plan
 //!   from the server's dry run, and refusal to touch what is not Comind's.
+//! - [`kubeconfig`]: the environment's cluster merged into the user's kubeconfig,
+//!   only when asked.
 //! - [`ready`]: readiness as data, a rule per kind, watched until ready or failed.
 //! - [`platform`]: the platform's phases, each a pure render function of the
 //!   environment (and its dependencies' outputs) plus the apply engine: the baseline
@@ -22,6 +24,7 @@
 
 pub mod access;
 pub mod apply;
+pub mod kubeconfig;
 pub mod platform;
 mod provider;
 pub mod ready;

@@ -66,12 +66,11 @@ impl GitopsProvider {
     }
 
     /// Whether `env` has a cluster to lay the platform on: one named in
-    /// `gitops.kubeconfig`. The clusters the profiles make (k3d locally, EKS on AWS)
-    /// join once they provide what the platform needs from them (the k3d cluster
-    /// phase; EKS access entries and add-ons); until then the in-cluster phases run
-    /// only against a configured cluster.
+    /// `gitops.kubeconfig`, or the local profile's k3d cluster. EKS joins once it
+    /// provides what the platform needs from it (access entries and add-ons); until
+    /// then the in-cluster phases run on AWS only against a configured cluster.
     pub fn has_cluster(env: &Environment) -> bool {
-        matches!(Source::of(env), Source::Configured { .. })
+        matches!(Source::of(env), Source::Configured { .. }) || env.config().makes_local_cluster()
     }
 }
 

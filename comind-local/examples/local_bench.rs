@@ -12,8 +12,14 @@
 //!   parallel; the target is at most 1.15);
 //! - `second_up_wall_ms` and `second_up_changes` (targets: under 500 ms, 0).
 //!
+//! With `--cluster` the run is the whole local profile: the registry and the k3d
+//! cluster too, made by the k3d binary of `--k3d` (default `COMIND_K3D_DOUBLE`, the
+//! test double, else `k3d` on PATH; the double needs `KUBEBUILDER_ASSETS`). The line
+//! then also has `critical_path_ms` (from the run summary) and
+//! `wall_over_critical_path` (target: at most 1.10).
+//!
 //! ```text
-//! cargo run --release -p comind-local --example local_bench -- [--runs N]
+//! cargo run --release -p comind-local --example local_bench -- [--runs N] [--cluster [--k3d PATH]]
 //!     [--postgres-image REF] [--minio-image REF] [--redis-image REF] [--elasticmq-image REF]
 //! ```
 //!
@@ -35,6 +41,8 @@ const SERVICES: [&str; 4] = ["postgres", "object-store", "cache", "queue"];
 struct Options {
     runs: usize,
     images: BTreeMap<&'static str, String>,
+    /// The k3d binary, when the run includes the cluster.
+    k3d: Option<String>,
 }
 
 fn options() -> Options {
@@ -59,6 +67,8 @@ fn options() -> Options {
         );
     }
     let mut runs = 3;
+    let mut cluster = false;
+    let mut k3d = std::env::var("COMIND_K3D_DOUBLE").unwrap_or_else(|_| "k3d".to_string());
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -71,6 +81,8 @@ fn options() -> Options {
                     .parse()
                     .unwrap_or_else(|_| usage("--runs takes a number"))
             }
+            "--cluster" => cluster = true,
+            "--k3d" => k3d = value(),
             "--postgres-image" => drop(images.insert("postgres", value())),
             "--minio-image" => drop(images.insert("minio", value())),
             "--redis-image" => drop(images.insert("redis", value())),
@@ -82,6 +94,7 @@ fn options() -> Options {
     Options {
         runs: runs.max(1),
         images,
+        k3d: cluster.then_some(k3d),
     }
 }
 
@@ -90,7 +103,7 @@ fn usage(problem: &str) -> ! {
         eprintln!("local_bench: {problem}");
     }
     eprintln!(
-        "usage: local_bench [--runs N] [--postgres-image REF] [--minio-image REF] \
+        "usage: local_bench [--runs N] [--cluster [--k3d PATH]] [--postgres-image REF] [--minio-image REF] \
          [--redis-image REF] [--elasticmq-image REF]"
     );
     std::process::exit(2);
@@ -99,7 +112,11 @@ fn usage(problem: &str) -> ! {
 fn config(name: &str, options: &Options) -> Config {
     let mut config = Config::default();
     config.environment = EnvironmentName::new(name).unwrap();
-    config.local.cluster.enabled = false;
+    config.local.cluster.enabled = options.k3d.is_some();
+    if let Some(k3d) = &options.k3d {
+        config.local.cluster.k3d = k3d.into();
+        config.local.cluster.registry_image = ImageRef::new("comind-test/registry:r1").unwrap();
+    }
     let image = |key: &str| ImageRef::new(&options.images[key]).unwrap();
     let s = &mut config.services;
     s.postgres.local.image = image("postgres");
@@ -107,7 +124,7 @@ fn config(name: &str, options: &Options) -> Config {
     s.cache.local.image = image("redis");
     s.queue.local.image = image("elasticmq");
     // Distinct free ports: hold every listener until all are chosen.
-    let listeners: Vec<std::net::TcpListener> = (0..5)
+    let listeners: Vec<std::net::TcpListener> = (0..9)
         .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap())
         .collect();
     let ports: Vec<Port> = listeners
@@ -120,11 +137,17 @@ fn config(name: &str, options: &Options) -> Config {
     s.object_store.local.console_port = ports[2];
     s.cache.local.port = ports[3];
     s.queue.local.port = ports[4];
+    let k = &mut config.local.cluster;
+    k.registry_port = ports[5];
+    k.api_port = ports[6];
+    k.http_port = ports[7];
+    k.https_port = ports[8];
     config
 }
 
 struct Run {
     cold_wall_ms: f64,
+    critical_path_ms: f64,
     services: BTreeMap<String, f64>,
     slowest_ms: f64,
     ratio: f64,
@@ -195,6 +218,7 @@ async fn one_run(options: &Options, index: usize) -> Run {
 
     Run {
         cold_wall_ms: ms(cold_wall),
+        critical_path_ms: report.summary.critical_path_ms as f64,
         ratio: ms(cold_wall) / slowest_ms,
         services,
         slowest_ms,
@@ -255,5 +279,22 @@ async fn main() {
         "second_up_changes": runs.iter().map(|r| r.second_changes).max().unwrap_or(0),
         "images": options.images,
     });
+    let mut line = line;
+    if let Some(k3d) = &options.k3d {
+        line["cluster"] = serde_json::json!(true);
+        line["k3d"] = serde_json::json!(k3d);
+        line["critical_path_ms"] = serde_json::json!(round(
+            median(runs.iter().map(|r| r.critical_path_ms).collect()),
+            1
+        ));
+        line["wall_over_critical_path"] = serde_json::json!(round(
+            median(
+                runs.iter()
+                    .map(|r| r.cold_wall_ms / r.critical_path_ms)
+                    .collect()
+            ),
+            3
+        ));
+    }
     println!("{line}");
 }

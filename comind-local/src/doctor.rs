@@ -108,6 +108,45 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// The configured k3d binary: found, and v5.
+async fn k3d_check(env: &Environment) -> Diagnosis {
+    let configured = &env.config().local.cluster.k3d;
+    let fix = "install k3d v5 (https://k3d.io) and put it on PATH, or set `local.cluster.k3d` \
+               to its path";
+    let binary = if configured.components().count() > 1 {
+        Some(configured.clone())
+    } else {
+        on_path(
+            &configured.to_string_lossy(),
+            &std::env::var_os("PATH").unwrap_or_default(),
+        )
+    };
+    let Some(binary) = binary.filter(|b| is_executable(b)) else {
+        return Diagnosis::failed(
+            "k3d",
+            format!(
+                "`{}` is not an executable file or on PATH",
+                configured.display()
+            ),
+            fix,
+        );
+    };
+    match crate::cluster::k3d::K3d::new(&binary).version().await {
+        Ok(version) if crate::cluster::k3d::is_v5(&version) => {
+            Diagnosis::ok("k3d", format!("{version} at {}", binary.display()))
+        }
+        Ok(version) => Diagnosis::failed(
+            "k3d",
+            format!(
+                "{} is k3d {version}; Comind drives k3d v5",
+                binary.display()
+            ),
+            fix,
+        ),
+        Err(err) => Diagnosis::failed("k3d", err.message().to_string(), fix),
+    }
+}
+
 /// Runs every check; changes nothing.
 pub(crate) async fn diagnose(docker: &DockerClient, env: &Environment) -> Vec<Diagnosis> {
     let mut checks = Vec::new();
@@ -239,15 +278,9 @@ pub(crate) async fn diagnose(docker: &DockerClient, env: &Environment) -> Vec<Di
         });
     }
 
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    checks.push(match on_path("k3d", &path) {
-        Some(found) => Diagnosis::ok("k3d", format!("found at {}", found.display())),
-        None => Diagnosis::warning(
-            "k3d",
-            "not found on PATH; it is needed by the cluster phase that a later release adds",
-            "install k3d (https://k3d.io) and put it on PATH",
-        ),
-    });
+    if crate::LocalProvider::makes_cluster(env) {
+        checks.push(k3d_check(env).await);
+    }
     checks
 }
 

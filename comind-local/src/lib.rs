@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cluster;
 pub mod docker;
 mod doctor;
 pub mod network;
@@ -43,6 +44,7 @@ use comind_core::{
     Diagnosis, Environment, Phase, Provider, Result, ServiceBackend, ServiceKind, ServicePhase,
 };
 
+pub use cluster::ClusterPhase;
 pub use docker::DockerClient;
 pub use doctor::MIN_API_VERSION;
 pub use network::NetworkPhase;
@@ -108,6 +110,7 @@ impl Provider for LocalProvider {
             vec![Arc::new(NetworkPhase::new(self.docker(env.config())))];
         if Self::makes_cluster(env) {
             phases.push(Arc::new(RegistryPhase::new(self.docker(env.config()))));
+            phases.push(Arc::new(ClusterPhase::new(self.docker(env.config()), env)));
         }
         // A disabled optional service stays a phase whose desired state is "absent", so
         // turning it off removes what an earlier run made and `down` still finds it.
@@ -137,7 +140,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_registry_comes_with_the_cluster() {
+    fn the_registry_and_the_cluster_come_together() {
         let ids = |edit: fn(&mut Config)| -> Vec<String> {
             let mut config = Config::default();
             edit(&mut config);
@@ -154,6 +157,7 @@ mod tests {
             [
                 "network",
                 "registry",
+                "cluster",
                 "postgres",
                 "object-store",
                 "cache",

@@ -166,6 +166,51 @@ impl RegistryPhase {
         }
     }
 
+    /// Deletes what no tag references any more (`registry garbage-collect
+    /// --delete-untagged`), in the running registry container; returns what the
+    /// collector printed. Run it when nothing pushes: Distribution's collector does not
+    /// see a push in flight.
+    ///
+    /// # Errors
+    /// `NotFound` when the registry is not running; `Internal` with the collector's
+    /// output when it fails.
+    pub async fn garbage_collect(&self, env: &Environment) -> Result<String> {
+        let name = self.container.name(env);
+        let resource = format!("container {name}");
+        match self.container.docker().container(&name).await? {
+            Some(info) if info.state == crate::docker::container::RunState::Running => {}
+            _ => {
+                return Err(
+                    Error::not_found(format!("the registry {name} is not running"))
+                        .with_resource(resource)
+                        .with_hint("run `comind up` first"),
+                );
+            }
+        }
+        // The official image reads /etc/distribution/config.yml (Distribution 3),
+        // older ones /etc/docker/registry/config.yml.
+        let script = "for f in /etc/distribution/config.yml /etc/docker/registry/config.yml; do \
+                      [ -f \"$f\" ] && exec registry garbage-collect --delete-untagged \"$f\"; \
+                      done; echo 'no registry configuration file found' >&2; exit 1";
+        let ran = self
+            .container
+            .docker()
+            .exec(&name, &["sh", "-c", script])
+            .await?;
+        if ran.exit_code == 0 {
+            Ok(ran.output)
+        } else {
+            let tail: Vec<&str> = ran.output.lines().rev().take(12).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            Err(Error::internal(format!(
+                "the registry's garbage collector failed (exit {}):\n{}",
+                ran.exit_code,
+                tail.join("\n")
+            ))
+            .with_resource(resource))
+        }
+    }
+
     fn stored(env: &Environment) -> Result<Option<RegistryCredentials>> {
         env.state().stored_credentials(REGISTRY_PHASE_ID)
     }

@@ -42,6 +42,8 @@ pub const MINIO_IMAGE: &str = "comind-test/minio:r1";
 pub const ELASTICMQ_IMAGE: &str = "comind-test/elasticmq:r1";
 /// Stands in for `registry:2` (Debian docker-registry 2.8).
 pub const REGISTRY_IMAGE: &str = "comind-test/registry:r1";
+/// The idle placeholder node the k3d double makes its node containers from.
+pub const K3S_NODE_IMAGE: &str = "comind-test/k3s-node:r1";
 
 /// The image of every local service: PostgreSQL, the object store, the cache, the
 /// queue.

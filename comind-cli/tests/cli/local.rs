@@ -7,9 +7,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use comind_test_support::docker::{
-    self, ELASTICMQ_IMAGE, LabelCleanup, MINIO_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE, SERVICE_IMAGES,
+    self, ELASTICMQ_IMAGE, K3S_NODE_IMAGE, LabelCleanup, MINIO_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE,
+    REGISTRY_IMAGE, SERVICE_IMAGES,
 };
 use comind_test_support::docker_proxy::{self, DockerApiProxy, Trap};
+use comind_test_support::k3d::K3dDouble;
 use comind_test_support::kube::KubePeer;
 use comind_test_support::ports::free_port;
 use comind_test_support::{names, require_peer};
@@ -35,16 +37,48 @@ struct LocalEnv {
 }
 
 impl LocalEnv {
+    /// The services alone, plus `extra` configuration.
     fn new(extra: &str) -> LocalEnv {
+        Self::make(extra, None)
+    }
+
+    /// The whole local profile: the services, the registry and the cluster, made by
+    /// the k3d double `k3d`.
+    fn with_cluster(k3d: &K3dDouble) -> LocalEnv {
+        Self::make("", Some(k3d))
+    }
+
+    fn make(extra: &str, k3d: Option<&K3dDouble>) -> LocalEnv {
         let scratch = Scratch::new();
         let name = names::unique("e2e");
         let mut ports = HashMap::new();
-        for key in ["postgres", "object_store", "console", "cache", "queue"] {
+        for key in [
+            "postgres",
+            "object_store",
+            "console",
+            "cache",
+            "queue",
+            "registry",
+            "api",
+            "http",
+            "https",
+        ] {
             ports.insert(key, free_port());
         }
-        // The services alone unless a test asks for the cluster.
+        let cluster = match k3d {
+            None => "    enabled: false\n".to_string(),
+            Some(k3d) => format!(
+                "    k3d: {}\n    registry_image: {REGISTRY_IMAGE}\n    registry_port: {}\n    \
+                 api_port: {}\n    http_port: {}\n    https_port: {}\n",
+                k3d.binary().display(),
+                ports["registry"],
+                ports["api"],
+                ports["http"],
+                ports["https"]
+            ),
+        };
         let mut yaml = format!(
-            "environment: {name}\nlocal:\n  ready_timeout: 90s\n  cluster:\n    enabled: false\nservices:\n"
+            "environment: {name}\nlocal:\n  ready_timeout: 90s\n  cluster:\n{cluster}services:\n"
         );
         for (service, image) in IMAGES {
             yaml.push_str(&format!("  {service}:\n    local:\n      image: {image}\n"));
@@ -248,7 +282,7 @@ fn a_full_session_up_outputs_status_down_and_purge() {
         "purge leaves nothing: {:?}",
         env.labelled()
     );
-    assert_eq!(env.ports.len(), 5);
+    assert_eq!(env.ports.len(), 9);
 }
 
 #[test]
@@ -578,6 +612,94 @@ fn up_lays_the_platform_and_binds_the_docker_services_into_a_configured_cluster_
         "removed by down"
     );
     assert!(live("user-apps").is_none());
+}
+
+#[test]
+fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
+    let mut images = SERVICE_IMAGES.to_vec();
+    images.extend([REGISTRY_IMAGE, K3S_NODE_IMAGE]);
+    require_peer!(docker::ready_blocking(&images));
+    let k3d = require_peer!(K3dDouble::new());
+    let env = LocalEnv::with_cluster(&k3d);
+
+    let doctor = env.run(&["doctor"]);
+    assert!(
+        doctor.all().contains("v5.9.0 at"),
+        "doctor checks the configured k3d: {}",
+        doctor.all()
+    );
+    let up = env.run(&["-o", "json", "up"]);
+    assert_eq!(up.code, 0, "{}", up.all());
+    let events = json_lines(&up);
+    let summary = &events.last().unwrap()["summary"];
+    for id in [
+        "registry",
+        "cluster",
+        "platform/baseline",
+        "platform/services",
+    ] {
+        let phase = summary["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} phase: {summary}"));
+        assert_eq!(phase["outcome"], "succeeded", "{id}: {summary}");
+    }
+    let vars = env_lines(&env.run(&["outputs", "--reveal"]).stdout);
+    assert_eq!(vars["KUBE_CONTEXT"], format!("k3d-comind-{}", env.name));
+    assert!(
+        !up.all().contains(&vars["REGISTRY_PASSWORD"]),
+        "the run never prints a secret"
+    );
+
+    // The platform is on the cluster's own API server, with the services bound.
+    let printed = env.run(&["kubeconfig"]);
+    assert_eq!(printed.code, 0, "{}", printed.all());
+    assert!(printed.stdout.contains(&format!("k3d-comind-{}", env.name)));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let secret = runtime.block_on(async {
+        let cluster = comind::gitops::access::connect(
+            std::path::Path::new(&vars["KUBECONFIG"]),
+            Some(&vars["KUBE_CONTEXT"]),
+        )
+        .await
+        .unwrap();
+        kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(cluster.client, "user-apps")
+            .get("platform-cache")
+            .await
+            .unwrap()
+    });
+    let url = String::from_utf8(secret.data.unwrap()["REDIS_URL"].0.clone()).unwrap();
+    assert!(
+        url.ends_with(&format!("@cache.platform-{}.svc:6379/0", env.name)),
+        "{url}"
+    );
+
+    // Converged: a second up changes nothing and asks k3d to change nothing.
+    let before = k3d.mutating_calls();
+    let again = env.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert_eq!(k3d.mutating_calls(), before);
+
+    // `--merge` writes only where KUBECONFIG says.
+    let merged_into = env.scratch.path().join("my-kubeconfig");
+    let merged = env.scratch.run_with_env(
+        &["kubeconfig", "--merge"],
+        &[("KUBECONFIG", merged_into.to_str().unwrap())],
+    );
+    assert_eq!(merged.code, 0, "{}", merged.all());
+    let text = std::fs::read_to_string(&merged_into).unwrap();
+    assert!(text.contains(&format!("k3d-comind-{}", env.name)), "{text}");
+
+    let down = env.run(&["down", "--purge"]);
+    assert_eq!(down.code, 0, "{}", down.all());
+    let (_, listed) = k3d.run(&["cluster", "list", "-o", "json"]);
+    assert!(
+        !listed.contains(&format!("comind-{}", env.name)),
+        "{listed}"
+    );
+    assert!(env.labelled().is_empty(), "{:?}", env.labelled());
 }
 
 #[test]

@@ -330,6 +330,24 @@ fn check_ports(config: &Config, problems: &mut Vec<Problem>) {
             format!("{} agents is out of range: use 0 to 20", k.agents),
         ));
     }
+    if k.load_balancer == crate::config::LoadBalancer::Metallb {
+        // Choosing it turns k3s's ServiceLB off; until Comind installs MetalLB itself
+        // (an add-on of the GitOps layer) that would leave no load balancer at all.
+        problems.push(
+            config.problem(
+                "local.cluster.load_balancer",
+                "metallb is not installed by this release of Comind, and choosing it turns \
+             k3s's ServiceLB off: use servicelb (the default)"
+                    .to_string(),
+            ),
+        );
+    }
+    if k.k3d.as_os_str().is_empty() {
+        problems.push(config.problem(
+            "local.cluster.k3d",
+            "is empty: name the k3d binary (a path, or a name on PATH)".to_string(),
+        ));
+    }
 }
 
 fn check_aws(config: &Config, problems: &mut Vec<Problem>) {

@@ -221,7 +221,10 @@ async fn the_platform_phases_pass_their_suites_then_land_bind_the_services_conve
     // The suites first, each in an environment of its own: the platform's names are
     // cluster-wide, so this test is the only one that lays them. It reaches the
     // cluster through a client handed in, as an embedder without the CLI would.
-    let suite_env = support::env(peer, "suite", state.path(), |c| c.gitops.kubeconfig = None);
+    let suite_env = support::env(peer, "suite", state.path(), |c| {
+        c.gitops.kubeconfig = None;
+        c.local.cluster.enabled = false;
+    });
     assert!(GitopsProvider::new().phases(&suite_env).unwrap().is_empty());
     let admin = support::client(peer, User::Admin).await;
     phase_suite(&PlatformFixture {

@@ -99,7 +99,58 @@ fn run_state(status: Option<ContainerStateStatusEnum>) -> RunState {
     }
 }
 
+/// What a command run in a container printed, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Executed {
+    /// Its exit code.
+    pub exit_code: i64,
+    /// Its standard output and error, interleaved.
+    pub output: String,
+}
+
 impl DockerClient {
+    /// Runs `cmd` in the running container `name` and waits for it to end.
+    ///
+    /// # Errors
+    /// When Docker cannot run it (the container is missing or stopped).
+    pub(crate) async fn exec(&self, name: &str, cmd: &[&str]) -> Result<Executed> {
+        let docker = self.docker().await?;
+        let what = resource("container", name);
+        let created = docker
+            .create_exec(
+                name,
+                bollard::exec::CreateExecOptions {
+                    cmd: Some(cmd.iter().map(|c| (*c).to_string()).collect()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| docker_error("exec in", &what, e))?;
+        let mut output = String::new();
+        if let bollard::exec::StartExecResults::Attached {
+            output: mut stream, ..
+        } = docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| docker_error("exec in", &what, e))?
+        {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| docker_error("read exec output of", &what, e))?;
+                output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            }
+        }
+        let inspected = docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(|e| docker_error("inspect exec in", &what, e))?;
+        Ok(Executed {
+            exit_code: inspected.exit_code.unwrap_or(-1),
+            output,
+        })
+    }
+
     /// The container `name`, if it exists.
     pub(crate) async fn container(&self, name: &str) -> Result<Option<ContainerInfo>> {
         let docker = self.docker().await?;

@@ -233,6 +233,11 @@ impl ServiceContainer {
         self.component
     }
 
+    /// The Docker client.
+    pub(crate) fn docker(&self) -> &DockerClient {
+        &self.docker
+    }
+
     /// The container name: `comind-<env>-<service>`.
     pub(crate) fn name(&self, env: &Environment) -> String {
         env.resource_name(self.component())

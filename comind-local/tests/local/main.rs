@@ -4,6 +4,7 @@
 //! loudly: the peer policy of `comind_test_support::peers`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster;
 mod conformance;
 mod crash;
 mod drift;

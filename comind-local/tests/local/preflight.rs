@@ -145,11 +145,35 @@ async fn doctor_checks_the_daemon_the_api_the_ports_and_k3d() {
     );
     let port = t.config.services.cache.local.port.get();
     assert_eq!(find(&format!("port {port}")).status, CheckStatus::Ok);
-    let k3d = find("k3d");
-    if k3d.status != CheckStatus::Ok {
-        assert_eq!(k3d.status, CheckStatus::Warning);
-        assert!(k3d.detail.contains("cluster"), "{k3d:?}");
-    }
+    assert!(
+        checks.iter().all(|c| c.check != "k3d"),
+        "no cluster, no k3d check: {checks:?}"
+    );
+    // With the cluster: the configured binary is run and must be k3d v5.
+    let double = require_peer!(comind_test_support::k3d::K3dDouble::new());
+    let doctor_with = |k3d: &std::path::Path| {
+        let mut config = t.config.clone();
+        config.local.cluster.enabled = true;
+        config.local.cluster.k3d = k3d.to_path_buf();
+        let env = comind_core::Environment::with_state_root(config, t.state.path());
+        async move {
+            comind_core::Bootstrap::new(env)
+                .with_provider(comind_local::LocalProvider::new())
+                .doctor()
+                .await
+        }
+    };
+    let checks = doctor_with(double.binary()).await;
+    let k3d = checks.iter().find(|c| c.check == "k3d").unwrap();
+    assert_eq!(k3d.status, CheckStatus::Ok, "{k3d:?}");
+    assert!(k3d.detail.starts_with("v5."), "{k3d:?}");
+    let checks = doctor_with(std::path::Path::new("/nonexistent/k3d")).await;
+    let k3d = checks.iter().find(|c| c.check == "k3d").unwrap();
+    assert_eq!(k3d.status, CheckStatus::Failed, "{k3d:?}");
+    assert!(
+        k3d.fix.as_deref().unwrap().contains("local.cluster.k3d"),
+        "{k3d:?}"
+    );
     // An unreachable daemon is a failed check that says how to start Docker.
     let mut config = t.config.clone();
     config.local.docker_host = Some("unix:///nonexistent/docker.sock".to_string());

@@ -115,17 +115,14 @@ fn docker_cli(config_dir: &std::path::Path, args: &[&str], stdin: Option<&str>) 
     (out.status.success(), text)
 }
 
-/// A one-file image, small enough to push in a moment.
-fn tiny_image(config_dir: &std::path::Path, tag: &str) {
+/// A one-file image holding `body`, small enough to push in a moment.
+fn tiny_image(config_dir: &std::path::Path, tag: &str, body: &[u8]) {
     let mut archive = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();
-    let body = b"comind registry test\n";
     header.set_size(body.len() as u64);
     header.set_mode(0o644);
     header.set_cksum();
-    archive
-        .append_data(&mut header, "hello.txt", &body[..])
-        .unwrap();
+    archive.append_data(&mut header, "hello.txt", body).unwrap();
     let tar = archive.into_inner().unwrap();
     let mut child = Command::new("docker")
         .env("DOCKER_CONFIG", config_dir)
@@ -166,7 +163,7 @@ async fn pushes_need_the_generated_credentials() {
 
     let config_dir = tempfile::tempdir().unwrap();
     let image = format!("{url}/comind-test/tiny-{}:1", t.name);
-    tiny_image(config_dir.path(), &image);
+    tiny_image(config_dir.path(), &image, b"comind registry test, first\n");
     t.remove_image_later(&image);
 
     let (pushed, text) = docker_cli(config_dir.path(), &["push", &image], None);
@@ -194,6 +191,24 @@ async fn pushes_need_the_generated_credentials() {
     assert!(
         pushed,
         "a push with the generated credentials works: {text}"
+    );
+
+    // The tag moves to another image: the first one's layer is referenced by no
+    // tag, and the collector deletes it.
+    let first = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", &image])
+        .output()
+        .unwrap();
+    let first = String::from_utf8(first.stdout).unwrap().trim().to_string();
+    tiny_image(config_dir.path(), &image, b"comind registry test, second\n");
+    // The first image lost its tag: the label cleanup cannot find it by name.
+    t.remove_image_later(&first);
+    let (pushed, text) = docker_cli(config_dir.path(), &["push", &image], None);
+    assert!(pushed, "{text}");
+    let collected = registry.garbage_collect(&env).await.unwrap();
+    assert!(
+        collected.to_lowercase().contains("deleting"),
+        "the untagged layer is deleted: {collected}"
     );
 
     // A second apply changes nothing and keeps the same credentials.

@@ -1,0 +1,434 @@
+//! The environment's k3d cluster (`cluster`, after `network` and `registry`): one
+//! server and two agents by default, on the environment's Docker network, pulling from
+//! its registry, with the k3s Traefik as the ingress controller on
+//! `127.0.0.1:<http_port>`/`<https_port>`.
+//!
+//! Comind drives the `k3d` CLI with a configuration file it writes into the state
+//! directory ([`config`]), and converges rather than recreates:
+//!
+//! - no cluster of the name: `k3d cluster create --config FILE`;
+//! - a cluster whose node containers carry the environment's labels and the spec hash
+//!   of the desired file: adopted; started if any node is stopped;
+//! - a cluster of ours whose spec changed, or that an interrupted create left
+//!   half-made (fewer nodes than its spec): a `replace` in the plan, done by `up`
+//!   (a production environment needs `--allow-destructive`);
+//! - a cluster of the name without the labels: never touched; the run stops and says
+//!   so.
+//!
+//! Readiness is asked of the API server ([`ready`]): `/readyz`, every node `Ready`,
+//! the `default` ServiceAccount, CoreDNS available. The kubeconfig goes to the state
+//! directory (0600) and is published as the core contract's `KUBECONFIG` and
+//! `KUBE_CONTEXT`; `~/.kube/config` is never touched. `down` deletes the cluster (its
+//! node containers and k3d's image volume).
+
+pub mod config;
+pub mod k3d;
+pub mod ready;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use comind_core::cluster::{CLUSTER_PHASE_ID, KUBE_CONTEXT, KUBECONFIG};
+use comind_core::phase::{Kept, status_from_plan};
+use comind_core::wait::{self, Backoff};
+use comind_core::{
+    Applied, Change, DestroyOptions, Destroyed, Environment, Error, Health, Input, Outputs, Phase,
+    PhaseContext, PhaseId, PhaseStatus, Plan, Result, Secret,
+};
+
+use crate::docker::DockerClient;
+use crate::network::NETWORK_PHASE_ID;
+use crate::registry::{
+    OUTPUT_REGISTRY_PASSWORD, OUTPUT_REGISTRY_USER, REGISTRY_PHASE_ID, RegistryPhase,
+};
+use crate::services::ports::{PublishedPort, check_ports};
+use config::{K3dConfig, RegistryAccess, cluster_name, context_name};
+use k3d::{K3d, ListedCluster};
+
+/// The component on the node containers' labels.
+pub const CLUSTER_COMPONENT: &str = "cluster";
+/// Output: the cluster's name (`comind-<env>`), as on AWS.
+pub const OUTPUT_CLUSTER_NAME: &str = "CLUSTER_NAME";
+/// The name of the k3d configuration file in the state directory.
+const CONFIG_FILE: &str = "k3d-config.yaml";
+/// How long the API may take to report the cluster ready after k3d returns.
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What the live cluster is, against the desired one.
+#[derive(Debug)]
+enum Live {
+    Missing,
+    /// Ours and as desired.
+    InSync,
+    /// Ours, as desired, but some node is stopped.
+    Stopped(ListedCluster),
+    /// Ours, but not as desired: why.
+    Changed(String),
+}
+
+/// The k3d cluster phase.
+#[derive(Debug, Clone)]
+pub struct ClusterPhase {
+    docker: DockerClient,
+    k3d: K3d,
+}
+
+impl ClusterPhase {
+    /// The phase for `env`, checking ports through `docker` and driving the k3d binary
+    /// of `local.cluster.k3d`.
+    pub fn new(docker: DockerClient, env: &Environment) -> Self {
+        ClusterPhase {
+            docker,
+            k3d: K3d::new(env.config().local.cluster.k3d.clone()),
+        }
+    }
+
+    /// Where the phase writes k3d's configuration file.
+    pub fn config_path(env: &Environment) -> std::path::PathBuf {
+        env.state().path().join(CONFIG_FILE)
+    }
+
+    /// What the cluster needs of the registry; the password is a placeholder while it
+    /// is known only after apply (the spec hash does not depend on it).
+    fn registry_access(ctx: &PhaseContext) -> RegistryAccess {
+        let env = ctx.env();
+        let registry = PhaseId::new(REGISTRY_PHASE_ID);
+        let known = |key: &str| match ctx.input(&registry, key) {
+            Input::Known(value) => Some(value.expose().to_string()),
+            _ => None,
+        };
+        RegistryAccess {
+            cluster_name: RegistryPhase::cluster_name(env),
+            host_port: env.config().local.cluster.registry_port.get(),
+            username: known(OUTPUT_REGISTRY_USER).unwrap_or_default(),
+            password: Secret::new(known(OUTPUT_REGISTRY_PASSWORD).unwrap_or_default()),
+        }
+    }
+
+    fn desired(ctx: &PhaseContext) -> K3dConfig {
+        K3dConfig::render(ctx.env(), Some(&Self::registry_access(ctx)))
+    }
+
+    /// Our cluster as k3d lists it, if any.
+    ///
+    /// # Errors
+    /// `Conflict` for a cluster of the name that Comind did not make.
+    async fn find(&self, env: &Environment) -> Result<Option<ListedCluster>> {
+        let name = cluster_name(env);
+        let Some(mut found) = self.k3d.list().await?.into_iter().find(|c| c.name == name) else {
+            return Ok(None);
+        };
+        // k3d lists only its own `k3d.*` labels; Comind's are on the node containers.
+        let node = found
+            .nodes
+            .iter()
+            .find(|n| n.role == "server")
+            .or_else(|| found.nodes.first())
+            .map(|n| n.name.clone());
+        let labels = match node {
+            Some(node) => self
+                .docker
+                .container(&node)
+                .await?
+                .map(|c| c.labels)
+                .unwrap_or_default(),
+            None => Default::default(),
+        };
+        let ours = env.owns(&labels, Some(CLUSTER_COMPONENT));
+        found.labels = labels;
+        if !ours {
+            return Err(Error::conflict(format!(
+                "a k3d cluster named `{name}` exists but was not created by Comind for \
+                 environment `{}`; it is left untouched",
+                env.name()
+            ))
+            .with_resource(format!("k3d cluster {name}"))
+            .with_hint(format!(
+                "delete it (`k3d cluster delete {name}`) if it is not needed, or use \
+                 another environment name"
+            )));
+        }
+        Ok(Some(found))
+    }
+
+    async fn live(&self, ctx: &PhaseContext, desired: &K3dConfig) -> Result<Live> {
+        let Some(found) = self.find(ctx.env()).await? else {
+            return Ok(Live::Missing);
+        };
+        let (servers, agents) = desired.nodes();
+        if found.servers_count == 0 {
+            return Ok(Live::Changed(
+                "it has no server node (an interrupted create?); it is deleted and made \
+                 again"
+                    .to_string(),
+            ));
+        }
+        let hash = found.labels.get(comind_core::environment::LABEL_SPEC_HASH);
+        if hash.map(String::as_str) != desired.labelled_hash() {
+            let mut what = Vec::new();
+            if found.servers_count != servers {
+                what.push(format!("servers {} -> {servers}", found.servers_count));
+            }
+            if found.agents_count != agents {
+                what.push(format!("agents {} -> {agents}", found.agents_count));
+            }
+            return Ok(Live::Changed(if what.is_empty() {
+                "its spec changed".to_string()
+            } else {
+                format!("its spec changed: {}", what.join(", "))
+            }));
+        }
+        if found.servers_count != servers || found.agents_count != agents {
+            return Ok(Live::Changed(format!(
+                "it is half-made (an interrupted create?): {} of {servers} servers and {} of \
+                 {agents} agents; it is deleted and made again",
+                found.servers_count, found.agents_count
+            )));
+        }
+        if !found.all_running() {
+            return Ok(Live::Stopped(found));
+        }
+        Ok(Live::InSync)
+    }
+
+    fn changes(env: &Environment, live: &Live) -> Vec<Change> {
+        let name = cluster_name(env);
+        let kind = "k3d cluster";
+        match live {
+            Live::Missing => vec![Change::create(kind, name)],
+            Live::InSync => Vec::new(),
+            Live::Stopped(found) => {
+                let stopped: Vec<&str> = found
+                    .nodes
+                    .iter()
+                    .filter(|n| !n.state.running)
+                    .map(|n| n.name.as_str())
+                    .collect();
+                vec![
+                    Change::update(kind, name)
+                        .because(format!("stopped ({}): start it", stopped.join(", "))),
+                ]
+            }
+            Live::Changed(why) => vec![Change::replace(kind, name).because(why.clone())],
+        }
+    }
+
+    fn outputs(env: &Environment) -> Outputs {
+        Outputs::new()
+            .text(
+                KUBECONFIG,
+                env.state().kubeconfig_path().display().to_string(),
+            )
+            .text(KUBE_CONTEXT, context_name(env))
+            .text(OUTPUT_CLUSTER_NAME, cluster_name(env))
+    }
+
+    /// Writes the configuration file (0600: it holds the registry's credentials).
+    fn write_config(env: &Environment, desired: &K3dConfig) -> Result<std::path::PathBuf> {
+        env.state().ensure()?;
+        env.state()
+            .write_private(CONFIG_FILE, desired.to_yaml()?.as_bytes())
+    }
+
+    /// Fetches the kubeconfig into the state directory, then waits until the API
+    /// says the cluster is ready.
+    async fn until_ready(&self, ctx: &PhaseContext, desired: &K3dConfig) -> Result<()> {
+        let env = ctx.env();
+        let name = cluster_name(env);
+        let resource = format!("k3d cluster {name}");
+        let kubeconfig = self.k3d.kubeconfig(&name).await?;
+        env.state().ensure()?;
+        comind_core::state::write_private_file(
+            &env.state().kubeconfig_path(),
+            kubeconfig.expose().as_bytes(),
+        )?;
+        let client = ready::client(&kubeconfig, &context_name(env), &resource).await?;
+        let (servers, agents) = desired.nodes();
+        let nodes = (servers + agents) as usize;
+        wait::until(
+            ctx,
+            "waiting for the cluster's API, nodes, controllers and CoreDNS",
+            READY_TIMEOUT,
+            Backoff::READINESS,
+            || ready::check(&client, nodes, &resource),
+        )
+        .await
+        .map_err(|failed| failed.into_error(CLUSTER_PHASE_ID, READY_TIMEOUT, None))
+    }
+
+    fn api_ports(env: &Environment) -> Vec<PublishedPort> {
+        let k = &env.config().local.cluster;
+        vec![
+            PublishedPort {
+                container: 6443,
+                host: k.api_port.get(),
+                field: "local.cluster.api_port",
+            },
+            PublishedPort {
+                container: 80,
+                host: k.http_port.get(),
+                field: "local.cluster.http_port",
+            },
+            PublishedPort {
+                container: 443,
+                host: k.https_port.get(),
+                field: "local.cluster.https_port",
+            },
+        ]
+    }
+
+    async fn check_k3d(&self) -> Result<()> {
+        let version = self.k3d.version().await?;
+        if k3d::is_v5(&version) {
+            Ok(())
+        } else {
+            Err(Error::invalid_input(format!(
+                "`{}` is k3d {version}; Comind drives k3d v5",
+                self.k3d.binary().display()
+            ))
+            .with_resource("k3d")
+            .with_hint("install k3d v5 (https://k3d.io), or point `local.cluster.k3d` at it"))
+        }
+    }
+}
+
+#[async_trait]
+impl Phase for ClusterPhase {
+    fn id(&self) -> PhaseId {
+        PhaseId::new(CLUSTER_PHASE_ID)
+    }
+
+    fn dependencies(&self) -> Vec<PhaseId> {
+        vec![
+            PhaseId::new(NETWORK_PHASE_ID),
+            PhaseId::new(REGISTRY_PHASE_ID),
+        ]
+    }
+
+    fn description(&self) -> String {
+        "the k3d cluster".to_string()
+    }
+
+    fn default_timeout(&self) -> Option<Duration> {
+        // k3d's own create timeout, then the API's readiness, with room for a replace.
+        Some(Duration::from_secs(900))
+    }
+
+    async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
+        self.check_k3d().await?;
+        let env = ctx.env();
+        // A cluster of ours publishes these ports itself.
+        if self.find(env).await?.is_none() {
+            check_ports(&self.docker, env, &Self::api_ports(env), None).await?;
+        }
+        Ok(())
+    }
+
+    async fn plan(&self, ctx: &PhaseContext) -> Result<Plan> {
+        let desired = Self::desired(ctx);
+        let live = self.live(ctx, &desired).await?;
+        let env = ctx.env();
+        let mut changes = Self::changes(env, &live);
+        if changes.is_empty() && !env.state().kubeconfig_path().exists() {
+            changes.push(
+                Change::create(
+                    "kubeconfig",
+                    env.state().kubeconfig_path().display().to_string(),
+                )
+                .because("the state directory has none; k3d gives it again"),
+            );
+        }
+        Ok(if changes.is_empty() {
+            Plan::in_sync(Self::outputs(env))
+        } else {
+            Plan::changes(changes)
+        })
+    }
+
+    async fn apply(&self, ctx: &PhaseContext) -> Result<Applied> {
+        let env = ctx.env();
+        let name = cluster_name(env);
+        let desired = Self::desired(ctx);
+        let live = self.live(ctx, &desired).await?;
+        let changes = Self::changes(env, &live);
+        let registry = Self::registry_access(ctx);
+        let secrets = [&registry.password];
+        match &live {
+            Live::InSync => {}
+            Live::Stopped(_) => {
+                ctx.progress(format!("starting k3d cluster {name}"));
+                self.k3d.start(&name).await?;
+            }
+            Live::Missing | Live::Changed(_) => {
+                if let Live::Changed(why) = &live {
+                    ctx.progress(format!("deleting k3d cluster {name}: {why}"));
+                    self.k3d.delete(&name).await?;
+                }
+                ctx.checkpoint()?;
+                let path = Self::write_config(env, &desired)?;
+                ctx.progress(format!("creating k3d cluster {name}"));
+                self.k3d.create(&name, &path, &secrets).await?;
+            }
+        }
+        self.until_ready(ctx, &desired).await?;
+        Ok(Applied {
+            changes,
+            outputs: Self::outputs(env),
+        })
+    }
+
+    async fn destroy(&self, ctx: &PhaseContext, _options: DestroyOptions) -> Result<Destroyed> {
+        let env = ctx.env();
+        let name = cluster_name(env);
+        let mut destroyed = Destroyed::default();
+        match self.find(env).await {
+            Ok(Some(_)) => {
+                self.k3d.delete(&name).await?;
+                destroyed.changes.push(Change::delete("k3d cluster", &name));
+            }
+            Ok(None) => {}
+            Err(err) if err.kind() == comind_core::ErrorKind::Conflict => {
+                destroyed.kept.push(Kept {
+                    kind: "k3d cluster".into(),
+                    name: name.clone(),
+                    reason: "not created by Comind (no ownership labels); left untouched".into(),
+                });
+            }
+            Err(err) => return Err(err),
+        }
+        for path in [env.state().kubeconfig_path(), Self::config_path(env)] {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(
+                        Error::internal(format!("cannot remove {}: {e}", path.display()))
+                            .with_resource(path.display().to_string()),
+                    );
+                }
+            }
+        }
+        Ok(destroyed)
+    }
+
+    async fn status(&self, ctx: &PhaseContext) -> Result<PhaseStatus> {
+        let desired = Self::desired(ctx);
+        let mut status = status_from_plan(self.plan(ctx).await?);
+        if status.outputs.is_some() {
+            let env = ctx.env();
+            let resource = format!("k3d cluster {}", cluster_name(env));
+            let checked = async {
+                let kubeconfig = self.k3d.kubeconfig(&cluster_name(env)).await?;
+                let client = ready::client(&kubeconfig, &context_name(env), &resource).await?;
+                let (servers, agents) = desired.nodes();
+                ready::check(&client, (servers + agents) as usize, &resource).await
+            };
+            if let Err(err) = checked.await {
+                status.health = Health::Degraded;
+                status.detail = format!("not ready: {err}");
+                status.outputs = None;
+            }
+        }
+        Ok(status)
+    }
+}
