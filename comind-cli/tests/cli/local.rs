@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -700,6 +701,65 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
         "{listed}"
     );
     assert!(env.labelled().is_empty(), "{:?}", env.labelled());
+}
+
+#[test]
+fn a_run_killed_during_k3d_cluster_create_is_resumed_by_the_next_up() {
+    let mut images = SERVICE_IMAGES.to_vec();
+    images.extend([REGISTRY_IMAGE, K3S_NODE_IMAGE]);
+    require_peer!(docker::ready_blocking(&images));
+    let k3d = require_peer!(K3dDouble::new());
+    let env = LocalEnv::with_cluster(&k3d);
+    // `comind up` and the k3d it runs share a process group, as a terminal's job does:
+    // it is killed whole once k3d has made the first node container.
+    let mut child = env
+        .scratch
+        .command()
+        .args(["up"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let server = format!("k3d-comind-{}-server-0", env.name);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let exists = |name: &str| {
+        Command::new("docker")
+            .args(["container", "inspect", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    while !exists(&server) {
+        assert!(Instant::now() < deadline, "k3d never made {server}");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "comind up ended before k3d made a node"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let group = format!("-{}", child.id());
+    let killed = Command::new("kill")
+        .args(["-KILL", "--", &group])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    child.wait().unwrap();
+
+    let plan = env.run(&["plan"]);
+    assert!(
+        plan.stdout
+            .contains(&format!("k3d cluster comind-{}", env.name)),
+        "the plan finishes the cluster the kill interrupted: {}",
+        plan.all()
+    );
+    let resumed = env.run(&["up"]);
+    assert_eq!(resumed.code, 0, "the next up resumes: {}", resumed.all());
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, 0, "every phase is ready: {}", status.all());
+    let again = env.run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(again.code, 0, "nothing is left to do: {}", again.all());
 }
 
 #[test]

@@ -249,6 +249,11 @@ impl K3dConfig {
         &self.metadata.name
     }
 
+    /// Whether k3d makes its load balancer node.
+    pub fn has_loadbalancer(&self) -> bool {
+        !self.options.k3d.disable_loadbalancer
+    }
+
     /// Servers and agents.
     pub fn nodes(&self) -> (u32, u32) {
         (self.servers, self.agents)

@@ -35,6 +35,9 @@ pub struct ListedCluster {
     pub agents_count: u32,
     /// Running agents.
     pub agents_running: u32,
+    /// Whether it has its load balancer node.
+    #[serde(rename = "hasLoadbalancer")]
+    pub has_loadbalancer: bool,
     /// The labels of its node containers as Docker has them (k3d lists only its own
     /// `k3d.*` ones): filled by the cluster phase from a server's container.
     #[serde(skip)]

@@ -178,7 +178,10 @@ impl ClusterPhase {
                 format!("its spec changed: {}", what.join(", "))
             }));
         }
-        if found.servers_count != servers || found.agents_count != agents {
+        if found.servers_count != servers
+            || found.agents_count != agents
+            || found.has_loadbalancer != desired.has_loadbalancer()
+        {
             return Ok(Live::Changed(format!(
                 "it is half-made (an interrupted create?): {} of {servers} servers and {} of \
                  {agents} agents; it is deleted and made again",
