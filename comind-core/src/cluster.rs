@@ -17,3 +17,14 @@ pub const KUBECONFIG: &str = "KUBECONFIG";
 
 /// Output of the cluster phase: the context of [`KUBECONFIG`] to use.
 pub const KUBE_CONTEXT: &str = "KUBE_CONTEXT";
+
+/// The id of the phase that makes the environment's private image registry, where a
+/// profile makes one (the local profile does, with its cluster).
+pub const REGISTRY_PHASE_ID: &str = "registry";
+
+/// Output of the registry phase: the address the cluster's nodes and Pods reach the
+/// registry at (a container's address on the environment's network).
+pub const REGISTRY_CLUSTER_HOST: &str = "REGISTRY_CLUSTER_HOST";
+
+/// Output of the registry phase: the port at [`REGISTRY_CLUSTER_HOST`].
+pub const REGISTRY_CLUSTER_PORT: &str = "REGISTRY_CLUSTER_PORT";

@@ -8,7 +8,7 @@ use comind_core::reconcile::ReconcilePhase;
 use comind_core::{Diagnosis, Environment, Phase, PhaseId, Provider, Result, ServiceKind};
 
 use crate::access::{self, Cluster, ClusterAccess, Source};
-use crate::platform::{PhaseSpec, RenderedPhase, baseline, services};
+use crate::platform::{PhaseSpec, RenderedPhase, baseline, registry, services};
 
 /// The platform laid on a cluster: add it to a bootstrap next to the profile's own
 /// provider, as `comind::bootstrap` does.
@@ -103,7 +103,21 @@ impl Provider for GitopsProvider {
             after: after_services,
             render: services::renderer(self.services.clone()),
         };
-        Ok([baseline, services]
+        let mut specs = vec![baseline, services];
+        if env.config().makes_local_cluster() {
+            specs.push(PhaseSpec {
+                id: registry::ID,
+                description: "the image registry through the ingress",
+                component: registry::COMPONENT,
+                kinds: registry::kinds,
+                after: vec![
+                    PhaseId::new(baseline::ID),
+                    PhaseId::new(comind_core::cluster::REGISTRY_PHASE_ID),
+                ],
+                render: Arc::new(registry::render),
+            });
+        }
+        Ok(specs
             .into_iter()
             .map(|spec| {
                 Arc::new(ReconcilePhase::new(RenderedPhase::new(

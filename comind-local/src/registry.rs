@@ -30,8 +30,10 @@ use crate::network::NETWORK_PHASE_ID;
 use crate::services::container::{ContainerSpec, LOOPBACK, ServiceContainer};
 use crate::services::ports::PublishedPort;
 
-/// The id of the registry phase, and the component name on its labels.
-pub const REGISTRY_PHASE_ID: &str = "registry";
+/// The id of the registry phase, and the component name on its labels (core's
+/// contract, which the in-cluster layer reads).
+pub use comind_core::cluster::REGISTRY_PHASE_ID;
+use comind_core::cluster::{REGISTRY_CLUSTER_HOST, REGISTRY_CLUSTER_PORT};
 /// Output: where to push from this machine (`127.0.0.1:<port>`).
 pub const OUTPUT_REGISTRY_URL: &str = "REGISTRY_URL";
 /// Output: the registry as the cluster's nodes reach it, for image references.
@@ -226,6 +228,19 @@ impl RegistryPhase {
         })
     }
 
+    /// The outputs, with where the cluster reaches the container.
+    async fn outputs_with_target(
+        &self,
+        env: &Environment,
+        credentials: &RegistryCredentials,
+    ) -> Result<Outputs> {
+        let target = self.container.cluster_target(env, REGISTRY_PORT).await?;
+        let mut outputs = Self::outputs(env, credentials);
+        outputs.insert_text(REGISTRY_CLUSTER_HOST, target.host);
+        outputs.insert_text(REGISTRY_CLUSTER_PORT, target.port.to_string());
+        Ok(outputs)
+    }
+
     fn outputs(env: &Environment, credentials: &RegistryCredentials) -> Outputs {
         Outputs::new()
             .text(
@@ -331,7 +346,10 @@ impl Phase for RegistryPhase {
             return Ok(Plan::changes(changes));
         }
         let env = ctx.env();
-        Ok(Plan::in_sync(Self::outputs(env, &Self::credentials(env)?)))
+        let outputs = self
+            .outputs_with_target(env, &Self::credentials(env)?)
+            .await?;
+        Ok(Plan::in_sync(outputs))
     }
 
     async fn apply(&self, ctx: &PhaseContext) -> Result<Applied> {
@@ -358,7 +376,7 @@ impl Phase for RegistryPhase {
             .await?;
         Ok(Applied {
             changes,
-            outputs: Self::outputs(env, &credentials),
+            outputs: self.outputs_with_target(env, &credentials).await?,
         })
     }
 

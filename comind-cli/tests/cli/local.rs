@@ -638,6 +638,7 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
         "cluster",
         "platform/baseline",
         "platform/services",
+        "platform/registry",
     ] {
         let phase = summary["phases"]
             .as_array()
@@ -659,18 +660,54 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
     assert_eq!(printed.code, 0, "{}", printed.all());
     assert!(printed.stdout.contains(&format!("k3d-comind-{}", env.name)));
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let secret = runtime.block_on(async {
-        let cluster = comind::gitops::access::connect(
+    let client = runtime.block_on(async {
+        comind::gitops::access::connect(
             std::path::Path::new(&vars["KUBECONFIG"]),
             Some(&vars["KUBE_CONTEXT"]),
         )
         .await
-        .unwrap();
-        kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(cluster.client, "user-apps")
-            .get("platform-cache")
-            .await
-            .unwrap()
+        .unwrap()
+        .client
     });
+    let secret = runtime
+        .block_on(
+            kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
+                client.clone(),
+                "user-apps",
+            )
+            .get("platform-cache"),
+        )
+        .unwrap();
+    // The registry through the ingress, under the seed's host name.
+    let platform_ns = format!("platform-{}", env.name);
+    let ingress = runtime
+        .block_on(
+            kube::Api::<k8s_openapi::api::networking::v1::Ingress>::namespaced(
+                client.clone(),
+                &platform_ns,
+            )
+            .get("registry"),
+        )
+        .unwrap();
+    let spec = ingress.spec.unwrap();
+    assert_eq!(spec.ingress_class_name.as_deref(), Some("traefik"));
+    assert_eq!(
+        spec.rules.unwrap()[0].host.as_deref(),
+        Some(format!("registry.{}.127.0.0.1.nip.io", env.name).as_str())
+    );
+    let slice = runtime
+        .block_on(
+            kube::Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(
+                client,
+                &platform_ns,
+            )
+            .get("registry"),
+        )
+        .unwrap();
+    assert_eq!(
+        slice.endpoints[0].addresses,
+        [vars["REGISTRY_CLUSTER_HOST"].clone()]
+    );
     let url = String::from_utf8(secret.data.unwrap()["REDIS_URL"].0.clone()).unwrap();
     assert!(
         url.ends_with(&format!("@cache.platform-{}.svc:6379/0", env.name)),

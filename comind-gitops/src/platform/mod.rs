@@ -4,6 +4,7 @@
 //! (`platform/services`).
 
 pub mod baseline;
+pub mod registry;
 pub mod services;
 
 use std::sync::Arc;

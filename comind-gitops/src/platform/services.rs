@@ -132,14 +132,14 @@ pub fn render(env: &Environment, bound: &[Binding], pending: &[ServiceKind]) -> 
         let target = &binding.target;
         match target.ip() {
             Some(ip) => {
-                reachable(kind, ip)?;
+                reachable(kind.id(), ip)?;
                 objects.push(Object::typed(&selectorless_service(
-                    kind,
+                    kind.id(),
                     &namespace,
                     target.port,
                 ))?);
                 objects.push(Object::typed(&endpoint_slice(
-                    kind,
+                    kind.id(),
                     &namespace,
                     ip,
                     target.port,
@@ -171,7 +171,7 @@ pub fn render(env: &Environment, bound: &[Binding], pending: &[ServiceKind]) -> 
     let mut set = ObjectSet::new(COMPONENT, objects, kinds());
     for &kind in pending {
         let mut named = vec![Object::typed(&Service {
-            metadata: meta(kind, kind.id(), &namespace),
+            metadata: meta(kind.id(), kind.id(), &namespace),
             ..Service::default()
         })?];
         for ns in secret_namespaces(env) {
@@ -198,12 +198,12 @@ pub(crate) fn renderer(kinds: Vec<ServiceKind>) -> super::Render {
 
 /// Refuses an address that means "this machine" wherever it is used: a Pod that
 /// connects there reaches itself, not the service.
-fn reachable(kind: ServiceKind, ip: IpAddr) -> Result<()> {
+pub(crate) fn reachable(service: &str, ip: IpAddr) -> Result<()> {
     if ip.is_loopback() || ip.is_unspecified() {
         return Err(Error::invalid_input(format!(
-            "the {kind} service is reached at {ip}, an address Pods cannot reach it at"
+            "the {service} service is reached at {ip}, an address Pods cannot reach it at"
         ))
-        .with_resource(format!("service {kind}"))
+        .with_resource(format!("service {service}"))
         .with_hint(
             "publish the service where the cluster's nodes can reach it (an address on a \
              network they share), or disable it in comind.yaml",
@@ -212,21 +212,21 @@ fn reachable(kind: ServiceKind, ip: IpAddr) -> Result<()> {
     Ok(())
 }
 
-fn meta(kind: ServiceKind, name: &str, namespace: &str) -> ObjectMeta {
+pub(crate) fn meta(service: &str, name: &str, namespace: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_string()),
         namespace: Some(namespace.to_string()),
         labels: Some(BTreeMap::from([(
             LABEL_SERVICE.to_string(),
-            kind.id().to_string(),
+            service.to_string(),
         )])),
         ..ObjectMeta::default()
     }
 }
 
-fn port(kind: ServiceKind, port: u16) -> ServicePort {
+fn port(service: &str, port: u16) -> ServicePort {
     ServicePort {
-        name: Some(kind.id().to_string()),
+        name: Some(service.to_string()),
         port: i32::from(port),
         protocol: Some("TCP".to_string()),
         ..ServicePort::default()
@@ -234,14 +234,14 @@ fn port(kind: ServiceKind, port: u16) -> ServicePort {
 }
 
 /// A Service with no selector: its endpoints are the EndpointSlice Comind writes.
-fn selectorless_service(kind: ServiceKind, namespace: &str, target_port: u16) -> Service {
+pub(crate) fn selectorless_service(service: &str, namespace: &str, target_port: u16) -> Service {
     Service {
-        metadata: meta(kind, kind.id(), namespace),
+        metadata: meta(service, service, namespace),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_string()),
             ports: Some(vec![ServicePort {
                 target_port: Some(IntOrString::Int(i32::from(target_port))),
-                ..port(kind, target_port)
+                ..port(service, target_port)
             }]),
             ..ServiceSpec::default()
         }),
@@ -249,15 +249,15 @@ fn selectorless_service(kind: ServiceKind, namespace: &str, target_port: u16) ->
     }
 }
 
-fn endpoint_slice(
-    kind: ServiceKind,
+pub(crate) fn endpoint_slice(
+    service: &str,
     namespace: &str,
     ip: IpAddr,
     target_port: u16,
 ) -> EndpointSlice {
-    let mut metadata = meta(kind, kind.id(), namespace);
+    let mut metadata = meta(service, service, namespace);
     let labels = metadata.labels.get_or_insert_with(BTreeMap::new);
-    labels.insert(LABEL_SERVICE_NAME.to_string(), kind.id().to_string());
+    labels.insert(LABEL_SERVICE_NAME.to_string(), service.to_string());
     labels.insert(LABEL_SLICE_MANAGED_BY.to_string(), "comind".to_string());
     EndpointSlice {
         metadata,
@@ -271,7 +271,7 @@ fn endpoint_slice(
             ..Endpoint::default()
         }],
         ports: Some(vec![EndpointPort {
-            name: Some(kind.id().to_string()),
+            name: Some(service.to_string()),
             port: Some(i32::from(target_port)),
             protocol: Some("TCP".to_string()),
             ..EndpointPort::default()
@@ -282,11 +282,11 @@ fn endpoint_slice(
 /// A Service that is a DNS alias (CNAME) of the managed endpoint.
 fn alias_service(kind: ServiceKind, namespace: &str, target: &ClusterTarget) -> Service {
     Service {
-        metadata: meta(kind, kind.id(), namespace),
+        metadata: meta(kind.id(), kind.id(), namespace),
         spec: Some(ServiceSpec {
             type_: Some("ExternalName".to_string()),
             external_name: Some(target.host.clone()),
-            ports: Some(vec![port(kind, target.port)]),
+            ports: Some(vec![port(kind.id(), target.port)]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -299,7 +299,7 @@ fn secret(
     data: Option<BTreeMap<String, ByteString>>,
 ) -> Secret {
     Secret {
-        metadata: meta(kind, &secret_name(kind), namespace),
+        metadata: meta(kind.id(), &secret_name(kind), namespace),
         type_: Some("Opaque".to_string()),
         data,
         ..Secret::default()
