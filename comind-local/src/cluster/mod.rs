@@ -235,7 +235,22 @@ impl ClusterPhase {
 
     /// Fetches the kubeconfig into the state directory, then waits until the API
     /// says the cluster is ready.
-    async fn until_ready(&self, ctx: &PhaseContext, desired: &K3dConfig) -> Result<()> {
+    /// Whether the cluster answers ready at once with the kubeconfig the state
+    /// directory kept: a cluster left as it was needs nothing fetched again.
+    async fn ready_with_kept_kubeconfig(&self, env: &Environment, nodes: usize) -> bool {
+        let Ok(kept) = std::fs::read_to_string(env.state().kubeconfig_path()) else {
+            return false;
+        };
+        let resource = format!("k3d cluster {}", cluster_name(env));
+        match ready::client(&Secret::new(kept), &context_name(env), &resource).await {
+            Ok(client) => ready::check(&client, nodes, &resource).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Fetches the kubeconfig into the state directory, then waits until the API
+    /// says the cluster is ready.
+    async fn until_ready(&self, ctx: &PhaseContext, nodes: usize) -> Result<()> {
         let env = ctx.env();
         let name = cluster_name(env);
         let resource = format!("k3d cluster {name}");
@@ -246,8 +261,6 @@ impl ClusterPhase {
             kubeconfig.expose().as_bytes(),
         )?;
         let client = ready::client(&kubeconfig, &context_name(env), &resource).await?;
-        let (servers, agents) = desired.nodes();
-        let nodes = (servers + agents) as usize;
         wait::until(
             ctx,
             "waiting for the cluster's API, nodes, controllers and CoreDNS",
@@ -318,10 +331,11 @@ impl Phase for ClusterPhase {
     }
 
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
-        self.check_k3d().await?;
         let env = ctx.env();
-        // A cluster of ours publishes these ports itself.
+        // A cluster of ours publishes these ports itself, and the k3d that listed it
+        // in v5's JSON is one Comind can drive; a new cluster needs both checked.
         if self.find(env).await?.is_none() {
+            self.check_k3d().await?;
             check_ports(&self.docker, env, &Self::api_ports(env), None).await?;
         }
         Ok(())
@@ -373,7 +387,11 @@ impl Phase for ClusterPhase {
                 self.k3d.create(&name, &path, &secrets).await?;
             }
         }
-        self.until_ready(ctx, &desired).await?;
+        let (servers, agents) = desired.nodes();
+        let nodes = (servers + agents) as usize;
+        if !(matches!(live, Live::InSync) && self.ready_with_kept_kubeconfig(env, nodes).await) {
+            self.until_ready(ctx, nodes).await?;
+        }
         Ok(Applied {
             changes,
             outputs: Self::outputs(env),
