@@ -35,6 +35,22 @@ fn with_cluster(docker: &bollard::Docker, prefix: &str, k3d: &K3dDouble) -> Test
     t
 }
 
+/// A new `up` of `t`'s environment, which must succeed.
+async fn up_succeeds(t: &TestEnv) -> comind_core::engine::RunReport {
+    let up = t
+        .bootstrap()
+        .up(&Default::default(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        up.summary.outcome,
+        RunOutcome::Succeeded,
+        "{:?}",
+        up.summary
+    );
+    up
+}
+
 fn images() -> Vec<&'static str> {
     let mut all = SERVICE_IMAGES.to_vec();
     all.extend([REGISTRY_IMAGE, K3S_NODE_IMAGE]);
@@ -90,17 +106,7 @@ async fn the_whole_profile_comes_up_converges_repairs_its_cluster_and_goes_down(
     let t = with_cluster(&docker, "k3d", &k3d);
 
     // Cold: network, registry, services and the cluster.
-    let up = t
-        .bootstrap()
-        .up(&Default::default(), &UpOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        up.summary.outcome,
-        RunOutcome::Succeeded,
-        "{:?}",
-        up.summary
-    );
+    let up = up_succeeds(&t).await;
     let outputs = up.merged_outputs();
     let kubeconfig = outputs.require(KUBECONFIG).unwrap().to_string();
     let context = outputs.require(KUBE_CONTEXT).unwrap().to_string();
@@ -175,17 +181,7 @@ async fn the_whole_profile_comes_up_converges_repairs_its_cluster_and_goes_down(
     assert_eq!(changes.len(), 1, "{changes:?}");
     assert_eq!(changes[0].action, Action::Update);
     assert!(changes[0].reason.as_deref().unwrap().contains("stopped"));
-    let up = t
-        .bootstrap()
-        .up(&Default::default(), &UpOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        up.summary.outcome,
-        RunOutcome::Succeeded,
-        "{:?}",
-        up.summary
-    );
+    up_succeeds(&t).await;
     assert_eq!(ready_nodes(&kubeconfig, &context).await, 3);
 
     // Half-made (what an interrupted create leaves): deleted and made again.
@@ -207,17 +203,7 @@ async fn the_whole_profile_comes_up_converges_repairs_its_cluster_and_goes_down(
         changes[0].reason.as_deref().unwrap().contains("half-made"),
         "{changes:?}"
     );
-    let up = t
-        .bootstrap()
-        .up(&Default::default(), &UpOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        up.summary.outcome,
-        RunOutcome::Succeeded,
-        "{:?}",
-        up.summary
-    );
+    up_succeeds(&t).await;
     assert_eq!(ready_nodes(&kubeconfig, &context).await, 3);
 
     // A changed agent count is a replace, planned only.
@@ -247,17 +233,7 @@ async fn the_whole_profile_comes_up_converges_repairs_its_cluster_and_goes_down(
     assert!(deleted, "{out}");
     let plan = t.bootstrap().plan(&Default::default()).await.unwrap();
     assert_eq!(cluster_changes(&plan)[0].action, Action::Create);
-    let up = t
-        .bootstrap()
-        .up(&Default::default(), &UpOptions::default())
-        .await
-        .unwrap();
-    assert_eq!(
-        up.summary.outcome,
-        RunOutcome::Succeeded,
-        "{:?}",
-        up.summary
-    );
+    up_succeeds(&t).await;
 
     // Down: the cluster goes, the registry's and the services' data stay; purge
     // takes those too.
