@@ -752,10 +752,7 @@ impl Applier {
 
     /// Every namespaced kind the server lists, from discovery.
     async fn namespaced_kinds(&self) -> Result<Vec<Kind>> {
-        let discovery = kube::discovery::Discovery::new(self.client.clone())
-            .run()
-            .await
-            .map_err(|e| api_error("discover", "the API server's resources", e))?;
+        let discovery = discover(&self.client).await?;
         Ok(discovery
             .groups()
             .flat_map(|g| g.recommended_resources())
@@ -914,6 +911,22 @@ fn crd_group(crd: &DynamicObject) -> Option<String> {
         .and_then(|s| s.get("group"))
         .and_then(|g| g.as_str())
         .map(str::to_string)
+}
+
+/// What the API server serves, from its aggregated discovery (two requests, one
+/// consistent view) where it has it, group by group otherwise. The latter fails while
+/// a group whose CRD was just made or deleted is listed but not (or no longer) served.
+pub(crate) async fn discover(client: &kube::Client) -> Result<kube::discovery::Discovery> {
+    match kube::discovery::Discovery::new(client.clone())
+        .run_aggregated()
+        .await
+    {
+        Ok(discovery) => Ok(discovery),
+        Err(_) => kube::discovery::Discovery::new(client.clone())
+            .run()
+            .await
+            .map_err(|e| api_error("discover", "the API server's resources", e)),
+    }
 }
 
 /// `k=v,k=v` for a list call.
