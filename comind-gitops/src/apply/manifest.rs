@@ -8,7 +8,6 @@ use comind_core::{Error, Result};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::api_error;
 use super::object::{Kind, Object, Scope};
 
 /// The kinds a cluster serves, by `(apiVersion, kind)`.
@@ -23,10 +22,7 @@ impl Catalog {
     /// # Errors
     /// When discovery fails.
     pub async fn discover(client: &kube::Client) -> Result<Self> {
-        let discovery = kube::discovery::Discovery::new(client.clone())
-            .run()
-            .await
-            .map_err(|e| api_error("discover", "the API server's resources", e))?;
+        let discovery = super::discover(client).await?;
         let mut catalog = Catalog::default();
         for group in discovery.groups() {
             for version in group.versions() {

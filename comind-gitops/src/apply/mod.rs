@@ -7,19 +7,26 @@
 //!
 //! 1. Every object gets the ownership labels of its component, the spec hash and
 //!    `app.kubernetes.io/managed-by: comind`.
-//! 2. The live objects are read. One with a desired object's name that does not carry
-//!    the component's labels belongs to someone else: the run stops before writing
-//!    anything and names it.
+//! 2. The live objects are read: one list per kind of what carries the component's
+//!    labels, then one read per desired object that list does not hold. One with a
+//!    desired object's name that does not carry the component's labels belongs to
+//!    someone else: the run stops before writing anything and names it.
 //! 3. In stages (CustomResourceDefinitions, then Namespaces, then everything else),
 //!    each object is applied as a server-side dry run first and compared with the live
 //!    object ([`diff::changed_paths`]): no difference, no write. A stage is validated
 //!    whole before any of it is written, so an object the server refuses (422, with
-//!    its field messages) leaves the rest of its stage unwritten. A CRD whose custom
-//!    resources are in the set is waited on until `Established` before the next stage.
+//!    its field messages) leaves the rest of its stage unwritten, and no later stage
+//!    is written before an earlier one is validated. An object that carries the spec
+//!    hash of what is rendered and that only Comind wrote is not dry-run; nor, when
+//!    applying, is a stage's single new object (its write is its check). The first two
+//!    stages are dry-run at once; the CRDs are written while the later stages go on,
+//!    unless custom resources of theirs are in the set: then they are waited on until
+//!    `Established` first, since only then can those be validated.
 //! 4. An applying pass then waits, all at once, for every object with a readiness
 //!    rule ([`crate::ready`]) to be ready, changed or not.
 //! 5. Objects of the phase's kinds that carry its labels but are no longer rendered
-//!    are deleted (workloads in the foreground, so what they own goes first).
+//!    (of those listed in step 2: the pass writes nothing else) are deleted (workloads
+//!    in the foreground, so what they own goes first).
 //!
 //! Applies are forced (`force=true`) on objects that carry Comind's labels: Comind owns
 //! every field it renders there, so a hand edit of such a field is drift that `up`
@@ -49,8 +56,11 @@ pub use object::{Kind, Object, ObjectRef, Scope};
 pub const FIELD_MANAGER: &str = "comind";
 
 /// How many requests the engine has in flight at once: enough to hide the API
-/// server's latency, few enough not to trip its priority and fairness limits.
-const CONCURRENCY: usize = 16;
+/// server's latency (its writes wait on etcd; 32 applies Argo CD's 56 namespaced
+/// objects in two rounds, and was measured faster than 16 and as fast as 48), few
+/// enough not to trip its priority and fairness limits (about 49 seats for an
+/// ordinary user's requests at the default settings).
+const CONCURRENCY: usize = 32;
 
 /// How long a CRD may take to become `Established`.
 const CRD_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
@@ -232,7 +242,9 @@ impl Applier {
             .cloned()
             .chain(pending.iter().map(|(_, o)| o.clone()))
             .collect();
-        let live = self.read_live(&named).await?;
+        let (live, owned) = self
+            .read_live(env, &set.component, &set.kinds, &named)
+            .await?;
         self.check_live(env, &set.component, &named, &live)?;
         for (why, object) in &pending {
             let reference = object.reference();
@@ -255,83 +267,103 @@ impl Applier {
             .filter(|o| o.kind.is_crd() && !live.contains_key(&o.reference()))
             .filter_map(|o| crd_group(&o.object))
             .collect();
+        let apply = pass.is_apply();
+        // Its namespace or CRD is made by this pass: a plan cannot dry-run it yet.
+        let deferred = |o: &Object| {
+            !apply
+                && !live.contains_key(&o.reference())
+                && (o.namespace().is_some_and(|ns| new_namespaces.contains(ns))
+                    || new_groups.contains(&o.kind.resource.group))
+        };
+        let of_stage = |stage: Stage| -> Vec<&Object> {
+            desired.iter().filter(|o| Stage::of(o) == stage).collect()
+        };
+        let (crds, namespaces, rest) = (
+            of_stage(Stage::Crds),
+            of_stage(Stage::Namespaces),
+            of_stage(Stage::Rest),
+        );
 
+        ctx.checkpoint()?;
+        // Neither of the first two stages needs the other to be validated: both are
+        // dry-run at once, and neither is written when the server refuses either. (The
+        // CRDs are written while later stages go on, so their stage is always dry-run
+        // whole; a lone new Namespace is checked by its write.)
+        let (crd_checks, namespace_checks) = futures_util::future::join(
+            self.validate(false, &crds, &live, &deferred),
+            self.validate(apply, &namespaces, &live, &deferred),
+        )
+        .await;
+        let (crd_checks, namespace_checks) = (crd_checks?, namespace_checks?);
         let mut result = BTreeMap::new();
-        for stage in [Stage::Crds, Stage::Namespaces, Stage::Rest] {
-            ctx.checkpoint()?;
-            let stage: Vec<&Object> = desired.iter().filter(|o| Stage::of(o) == stage).collect();
-            if stage.is_empty() {
-                continue;
-            }
-            let waits_for_pass = |o: &Object| {
-                o.namespace().is_some_and(|ns| new_namespaces.contains(ns))
-                    || new_groups.contains(&o.kind.resource.group)
-            };
-            // Validate (and plan) the whole stage before writing any of it.
-            let checks: Vec<_> = stage
-                .iter()
-                .map(|object| {
-                    let current = live.get(&object.reference()).cloned();
-                    // Its namespace or CRD is made by this pass: the server cannot
-                    // dry-run it yet.
-                    let deferred = !pass.is_apply() && current.is_none() && waits_for_pass(object);
-                    self.plan_one(object, current, deferred)
-                })
-                .collect();
-            let planned: Vec<(&Object, Option<Planned>, Option<DynamicObject>)> =
-                stream::iter(checks)
-                    .buffer_unordered(CONCURRENCY)
-                    .try_collect()
-                    .await?;
-            let mut planned = planned;
-            planned.sort_by_key(|(o, _, _)| o.reference());
+        let crd_writes = record(pass, crd_checks, &mut result);
+        let namespace_writes = record(pass, namespace_checks, &mut result);
+        ctx.checkpoint()?;
 
-            let mut to_write = Vec::new();
-            for (object, change, seen) in planned {
-                let reference = object.reference();
-                match change {
-                    None => {
-                        if let Some(seen) = seen {
-                            result.insert(reference, seen);
-                        }
-                    }
-                    Some(change) => {
-                        if pass.will(describe(&reference, &change)) {
-                            to_write.push(object);
-                        } else if let Some(seen) = seen {
-                            result.insert(reference, seen);
-                        }
-                    }
-                }
-            }
-            ctx.checkpoint()?;
-            let writes: Vec<_> = to_write.into_iter().map(|o| self.write_one(o)).collect();
-            let written: Vec<(ObjectRef, DynamicObject)> = stream::iter(writes)
-                .buffer_unordered(CONCURRENCY)
-                .try_collect()
-                .await?;
-            // Custom resources of a CRD written now can be applied only once it is
-            // served: those CRDs are waited on before the next stage, all at once.
-            let served_later: Vec<ObjectRef> = written
+        // The groups of the CRDs this pass writes that custom resources of the set
+        // belong to: those CRDs must be served (`Established`) before the custom
+        // resources can be validated.
+        let served_later: BTreeSet<String> = crd_writes
+            .iter()
+            .filter_map(|o| crd_group(&o.object))
+            .filter(|group| desired.iter().any(|o| o.kind.resource.group == *group))
+            .collect();
+        let crd_stage = async {
+            let written = self.write_all(&crd_writes).await?;
+            let established = written
                 .iter()
-                .filter(|(reference, applied)| {
-                    reference.kind == Kind::of::<CustomResourceDefinition>().name()
-                        && crd_group(applied).is_some_and(|group| {
-                            desired.iter().any(|o| o.kind.resource.group == group)
-                        })
+                .filter(|(_, applied)| {
+                    crd_group(applied).is_some_and(|g| served_later.contains(&g))
                 })
-                .map(|(reference, _)| reference.clone())
-                .collect();
-            self.until_all_ready(
-                ctx,
-                served_later
-                    .iter()
-                    .map(|r| (Kind::of::<CustomResourceDefinition>(), r.clone())),
-                CRD_ESTABLISHED_TIMEOUT,
-            )
-            .await?;
-            result.extend(written);
-        }
+                .map(|(reference, _)| (Kind::of::<CustomResourceDefinition>(), reference.clone()))
+                .collect::<Vec<_>>();
+            self.until_all_ready(ctx, established.into_iter(), CRD_ESTABLISHED_TIMEOUT)
+                .await?;
+            Ok::<_, Error>(written)
+        };
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let rest_stage = {
+            let (live, failed, deferred) = (&live, &failed, &deferred);
+            let (namespace_writes, rest) = (&namespace_writes, &rest);
+            let pass = &mut *pass;
+            async move {
+                let mut written = self.write_all(namespace_writes).await?;
+                ctx.checkpoint()?;
+                // Validate (and plan) the whole stage before writing any of it.
+                let checks = self.validate(apply, rest, live, deferred).await?;
+                let mut seen = BTreeMap::new();
+                let writes = record(pass, checks, &mut seen);
+                ctx.checkpoint()?;
+                // A CRD written at the same time was refused: its error is the pass's.
+                if failed.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Ok((written, seen));
+                }
+                written.extend(self.write_all(&writes).await?);
+                Ok::<_, Error>((written, seen))
+            }
+        };
+        let (crds_written, rest_written) = if served_later.is_empty() {
+            // Nothing else needs the CRDs served: they are written while the rest is
+            // validated and written.
+            let crd_stage = async {
+                let written = crd_stage.await;
+                if written.is_err() {
+                    failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                written
+            };
+            let (crds_written, rest_written) =
+                futures_util::future::join(crd_stage, rest_stage).await;
+            (crds_written?, rest_written?)
+        } else {
+            let crds_written = crd_stage.await?;
+            (crds_written, rest_stage.await?)
+        };
+        result.extend(crds_written);
+        let (rest_written, rest_seen) = rest_written;
+        result.extend(rest_seen);
+        result.extend(rest_written);
+
         if let (true, Some(timeout)) = (pass.is_apply(), set.ready_timeout) {
             // Everything with a rule is waited on, changed or not: `up` ends with a
             // platform that works, not one that was merely written.
@@ -341,27 +373,65 @@ impl Applier {
                 .map(|o| (o.kind.clone(), o.reference()));
             self.until_all_ready(ctx, waits, timeout).await?;
         }
-        self.prune(ctx, pass, set, &named).await?;
+        self.prune(ctx, pass, set, &named, owned).await?;
         Ok(result)
     }
 
+    /// The change each of `stage` needs against its live state, from the server's dry
+    /// run, and the object as it is or would be, in the order of their references.
+    /// `deferred` objects (whose namespace or CRD a plan makes) are not dry-run; nor is
+    /// an object that is exactly what Comind last applied. With `checked_by_write` (an
+    /// applying pass, for a stage whose writes start only once it is validated and
+    /// before anything after it is written), a stage in which the server has a single
+    /// object to check, and that object is new, is not dry-run either: its write is
+    /// the check, and nothing else of the stage is written before it.
+    async fn validate<'o>(
+        &self,
+        checked_by_write: bool,
+        stage: &[&'o Object],
+        live: &BTreeMap<ObjectRef, DynamicObject>,
+        deferred: &impl Fn(&Object) -> bool,
+    ) -> Result<Vec<Check<'o>>> {
+        let mut checked = Vec::new();
+        let mut to_check = Vec::new();
+        for object in stage {
+            let current = live.get(&object.reference());
+            if deferred(object) {
+                checked.push((*object, Some(Planned::Create), None));
+            } else if let Some(live) = current
+                && untouched_since_applied(live, object)
+            {
+                checked.push((*object, None, Some(live.clone())));
+            } else {
+                to_check.push((*object, current.cloned()));
+            }
+        }
+        if let [(object, None)] = to_check.as_slice()
+            && checked_by_write
+        {
+            checked.push((*object, Some(Planned::Create), None));
+            to_check.clear();
+        }
+        let checks: Vec<_> = to_check
+            .into_iter()
+            .map(|(object, current)| self.plan_one(object, current))
+            .collect();
+        let planned: Vec<Check<'o>> = stream::iter(checks)
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        checked.extend(planned);
+        checked.sort_by_key(|(o, _, _)| o.reference());
+        Ok(checked)
+    }
+
     /// The change `object` needs against `current` (its live state), from the server's
-    /// dry run, and the object as it is or would be; `deferred` skips the dry run of
-    /// an object whose namespace or CRD this pass makes.
+    /// dry run, and the object as it is or would be.
     async fn plan_one<'o>(
         &self,
         object: &'o Object,
         current: Option<DynamicObject>,
-        deferred: bool,
-    ) -> Result<(&'o Object, Option<Planned>, Option<DynamicObject>)> {
-        if deferred {
-            return Ok((object, Some(Planned::Create), None));
-        }
-        if let Some(live) = &current
-            && untouched_since_applied(live, object)
-        {
-            return Ok((object, None, current));
-        }
+    ) -> Result<Check<'o>> {
         let dry = self.server_side_apply(object, true).await?;
         let planned = match &current {
             None => Some(Planned::Create),
@@ -371,6 +441,15 @@ impl Applier {
             }
         };
         Ok((object, planned, Some(current.unwrap_or(dry))))
+    }
+
+    /// Writes `objects`, concurrently.
+    async fn write_all(&self, objects: &[&Object]) -> Result<Vec<(ObjectRef, DynamicObject)>> {
+        let writes: Vec<_> = objects.iter().map(|o| self.write_one(o)).collect();
+        stream::iter(writes)
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await
     }
 
     async fn write_one(&self, object: &Object) -> Result<(ObjectRef, DynamicObject)> {
@@ -424,14 +503,48 @@ impl Applier {
             .map_err(|e| api_error(what, &object.reference().to_string(), e))
     }
 
-    /// The live object of every desired one that exists.
-    async fn read_live(&self, desired: &[Object]) -> Result<BTreeMap<ObjectRef, DynamicObject>> {
-        let reads: Vec<_> = desired.iter().map(|o| self.read_one(o)).collect();
+    /// The live object of every desired one that exists, and every object of `kinds`
+    /// that carries `component`'s labels (what pruning looks at). One labelled list
+    /// per kind finds what Comind applied before; only the desired objects it does not
+    /// hold are read one by one (they are new, or someone else's).
+    async fn read_live(
+        &self,
+        env: &Environment,
+        component: &str,
+        kinds: &[Kind],
+        desired: &[Object],
+    ) -> Result<(
+        BTreeMap<ObjectRef, DynamicObject>,
+        Vec<(Kind, DynamicObject)>,
+    )> {
+        let owned = self.owned(env, component, kinds).await?;
+        let listed: BTreeMap<(String, ObjectRef), &DynamicObject> = owned
+            .iter()
+            .map(|(kind, o)| {
+                (
+                    (kind.resource.api_version.clone(), reference_of(kind, o)),
+                    o,
+                )
+            })
+            .collect();
+        let mut live = BTreeMap::new();
+        let mut unlisted = Vec::new();
+        for object in desired {
+            let key = (object.kind.resource.api_version.clone(), object.reference());
+            match listed.get(&key) {
+                Some(found) => {
+                    live.insert(key.1, (*found).clone());
+                }
+                None => unlisted.push(object),
+            }
+        }
+        let reads: Vec<_> = unlisted.into_iter().map(|o| self.read_one(o)).collect();
         let found: Vec<Option<(ObjectRef, DynamicObject)>> = stream::iter(reads)
             .buffer_unordered(CONCURRENCY)
             .try_collect()
             .await?;
-        Ok(found.into_iter().flatten().collect())
+        live.extend(found.into_iter().flatten());
+        Ok((live, owned))
     }
 
     /// Stops the pass before anything is written when an object of a desired name is
@@ -483,16 +596,19 @@ impl Applier {
     }
 
     /// Deletes the objects of the set's kinds that carry its component's labels but are
-    /// no longer rendered.
+    /// no longer rendered: of `owned`, as listed before the pass (the pass writes only
+    /// desired objects, so what it must prune is what was there).
     async fn prune(
         &self,
         ctx: &PhaseContext,
         pass: &mut Pass,
         set: &ObjectSet,
         desired: &[Object],
+        owned: Vec<(Kind, DynamicObject)>,
     ) -> Result<()> {
         let wanted: BTreeSet<ObjectRef> = desired.iter().map(Object::reference).collect();
-        for (kind, object) in self.owned(ctx.env(), &set.component, &set.kinds).await? {
+        ctx.checkpoint()?;
+        for (kind, object) in owned {
             let reference = reference_of(&kind, &object);
             let labels = object.metadata.labels.clone().unwrap_or_default();
             let unknown = set
@@ -521,28 +637,47 @@ impl Applier {
         kinds: &[Kind],
     ) -> Result<Vec<(Kind, DynamicObject)>> {
         let selector = label_selector(&env.selector(Some(component)));
-        let mut found = Vec::new();
-        for kind in kinds {
-            let api = self.api(kind, None);
-            let listed = match api.list(&ListParams::default().labels(&selector)).await {
-                Ok(list) => list.items,
-                // A kind whose CRD is gone has nothing left to prune.
-                Err(e) if is_not_found(&e) => Vec::new(),
-                Err(e) => return Err(api_error("list", &kind.name(), e)),
-            };
-            found.extend(
-                listed
-                    .into_iter()
-                    .filter(|o| {
-                        env.owns(
-                            &o.metadata.labels.clone().unwrap_or_default(),
-                            Some(component),
-                        )
-                    })
-                    .map(|o| (kind.clone(), o)),
-            );
-        }
-        Ok(found)
+        let lists: Vec<_> = kinds
+            .iter()
+            .map(|kind| {
+                let selector = &selector;
+                async move {
+                    let api = self.api(kind, None);
+                    match api.list(&ListParams::default().labels(selector)).await {
+                        Ok(list) => Ok(list
+                            .items
+                            .into_iter()
+                            .map(|mut o| {
+                                // Items of a list of a built-in kind come without their
+                                // type; they are compared with objects that have it.
+                                o.types.get_or_insert_with(|| kube::core::TypeMeta {
+                                    api_version: kind.resource.api_version.clone(),
+                                    kind: kind.resource.kind.clone(),
+                                });
+                                (kind.clone(), o)
+                            })
+                            .collect::<Vec<_>>()),
+                        // A kind whose CRD is gone (or not made yet) has nothing of ours.
+                        Err(e) if is_not_found(&e) => Ok(Vec::new()),
+                        Err(e) => Err(api_error("list", &kind.name(), e)),
+                    }
+                }
+            })
+            .collect();
+        let listed: Vec<Vec<(Kind, DynamicObject)>> = stream::iter(lists)
+            .buffered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(listed
+            .into_iter()
+            .flatten()
+            .filter(|(_, o)| {
+                env.owns(
+                    &o.metadata.labels.clone().unwrap_or_default(),
+                    Some(component),
+                )
+            })
+            .collect())
     }
 
     async fn delete(&self, kind: &Kind, object: &DynamicObject) -> Result<bool> {
@@ -620,10 +755,7 @@ impl Applier {
 
     /// Every namespaced kind the server lists, from discovery.
     async fn namespaced_kinds(&self) -> Result<Vec<Kind>> {
-        let discovery = kube::discovery::Discovery::new(self.client.clone())
-            .run()
-            .await
-            .map_err(|e| api_error("discover", "the API server's resources", e))?;
+        let discovery = discover(&self.client).await?;
         Ok(discovery
             .groups()
             .flat_map(|g| g.recommended_resources())
@@ -724,6 +856,33 @@ fn made_by_controllers(object: &DynamicObject) -> bool {
         })
 }
 
+/// One object of a stage, the change it needs (none, when it is as desired) and the
+/// object as it is or would be (none, when not known before it is written).
+type Check<'o> = (&'o Object, Option<Planned>, Option<DynamicObject>);
+
+/// Records the changes of a validated stage on `pass`, in order, and returns what to
+/// write (nothing, when planning); what is not written goes into `seen` as it is.
+fn record<'o>(
+    pass: &mut Pass,
+    checks: Vec<Check<'o>>,
+    seen: &mut BTreeMap<ObjectRef, DynamicObject>,
+) -> Vec<&'o Object> {
+    let mut to_write = Vec::new();
+    for (object, change, found) in checks {
+        let reference = object.reference();
+        let write = match change {
+            None => false,
+            Some(change) => pass.will(describe(&reference, &change)),
+        };
+        if write {
+            to_write.push(object);
+        } else if let Some(found) = found {
+            seen.insert(reference, found);
+        }
+    }
+    to_write
+}
+
 fn describe(reference: &ObjectRef, planned: &Planned) -> Change {
     match planned {
         Planned::Create => Change::create(reference.kind.clone(), reference.path()),
@@ -755,6 +914,22 @@ fn crd_group(crd: &DynamicObject) -> Option<String> {
         .and_then(|s| s.get("group"))
         .and_then(|g| g.as_str())
         .map(str::to_string)
+}
+
+/// What the API server serves, from its aggregated discovery (two requests, one
+/// consistent view) where it has it, group by group otherwise. The latter fails while
+/// a group whose CRD was just made or deleted is listed but not (or no longer) served.
+pub(crate) async fn discover(client: &kube::Client) -> Result<kube::discovery::Discovery> {
+    match kube::discovery::Discovery::new(client.clone())
+        .run_aggregated()
+        .await
+    {
+        Ok(discovery) => Ok(discovery),
+        Err(_) => kube::discovery::Discovery::new(client.clone())
+            .run()
+            .await
+            .map_err(|e| api_error("discover", "the API server's resources", e)),
+    }
 }
 
 /// `k=v,k=v` for a list call.
