@@ -227,6 +227,25 @@ async fn the_platform_phases_pass_their_suites_then_land_bind_the_services_conve
     });
     assert!(GitopsProvider::new().phases(&suite_env).unwrap().is_empty());
     let admin = support::client(peer, User::Admin).await;
+    // A run of this binary a moment ago (the control plane outlives it by seconds)
+    // may still be deleting the platform's namespaces.
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    for ns in baseline::namespaces(&suite_env) {
+        while namespaces
+            .get_opt(&ns.name)
+            .await
+            .unwrap()
+            .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never went",
+                ns.name
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
     phase_suite(&PlatformFixture {
         env: suite_env.clone(),
         admin: admin.clone(),
@@ -559,4 +578,10 @@ async fn the_platform_phases_pass_their_suites_then_land_bind_the_services_conve
         platform.is_none_or(|ns| ns.metadata.deletion_timestamp.is_some()),
         "platform, which only Comind used, is deleted"
     );
+    // What was kept is the test's own: removed, so that a run of this binary again on
+    // the same control plane (it lives a few seconds after the last test) starts clean.
+    namespaces
+        .delete("user-apps", &Default::default())
+        .await
+        .unwrap();
 }
