@@ -358,31 +358,20 @@ fn kubeconfig(cli: &Cli, args: &KubeconfigArgs) -> Result<u8, Error> {
 
 #[cfg(feature = "local")]
 async fn registry_gc(cli: &Cli) -> Result<u8, Error> {
-    let config = load_config(cli)?;
-    if config.profile != comind_core::Profile::Local || !config.makes_local_cluster() {
-        return Err(comind_core::Error::invalid_input(format!(
-            "environment `{}` has no registry of Comind's: it is made by the local profile \
-             with its cluster",
-            config.environment
-        ))
-        .with_hint("select the local profile, with `local.cluster.enabled: true`"));
-    }
-    let env = comind_core::Environment::new(config)?;
+    let env = comind_core::Environment::new(load_config(cli)?)?;
     let provider = comind::local::LocalProvider::new();
     let registry = comind::local::RegistryPhase::new(provider.docker(env.config()));
-    let printed = registry.garbage_collect(&env).await?;
-    let marked = printed.lines().filter(|l| l.contains("marking")).count();
-    let deleted = printed
-        .lines()
-        .filter(|l| l.contains("deleting") || l.contains("Deleting"))
-        .count();
+    let collected = registry.garbage_collect(&env).await?;
     if cli.output == OutputMode::Json {
-        let line = serde_json::json!({ "marked": marked, "deleted": deleted });
+        let line = serde_json::json!({ "deleted_blobs": collected.deleted_blobs });
         stdout_line(&line.to_string());
     } else {
         print_human(
             cli.output,
-            &format!("registry garbage collection: {deleted} blob(s) deleted\n"),
+            &format!(
+                "registry garbage collection: {} blob(s) deleted\n",
+                collected.deleted_blobs
+            ),
         );
     }
     Ok(0)

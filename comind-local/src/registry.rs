@@ -95,6 +95,15 @@ impl RegistryCredentials {
     }
 }
 
+/// What a garbage collection of the registry did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Collected {
+    /// How many blobs it deleted.
+    pub deleted_blobs: usize,
+    /// What the collector printed.
+    pub output: String,
+}
+
 /// The registry phase (after `network`).
 #[derive(Debug, Clone)]
 pub struct RegistryPhase {
@@ -169,14 +178,22 @@ impl RegistryPhase {
     }
 
     /// Deletes what no tag references any more (`registry garbage-collect
-    /// --delete-untagged`), in the running registry container; returns what the
-    /// collector printed. Run it when nothing pushes: Distribution's collector does not
-    /// see a push in flight.
+    /// --delete-untagged`), in the running registry container. Run it when nothing
+    /// pushes: Distribution's collector does not see a push in flight.
     ///
     /// # Errors
-    /// `NotFound` when the registry is not running; `Internal` with the collector's
-    /// output when it fails.
-    pub async fn garbage_collect(&self, env: &Environment) -> Result<String> {
+    /// `InvalidInput` when `env` has no registry of Comind's (not the local profile
+    /// with its cluster); `NotFound` when the registry is not running; `Internal` with
+    /// the collector's output when it fails.
+    pub async fn garbage_collect(&self, env: &Environment) -> Result<Collected> {
+        if !env.config().makes_local_cluster() {
+            return Err(Error::invalid_input(format!(
+                "environment `{}` has no registry of Comind's: the local profile makes one \
+                 with its cluster",
+                env.name()
+            ))
+            .with_hint("select the local profile, with `local.cluster.enabled: true`"));
+        }
         let name = self.container.name(env);
         let resource = format!("container {name}");
         match self.container.docker().container(&name).await? {
@@ -199,8 +216,27 @@ impl RegistryPhase {
             .docker()
             .exec(&name, &["sh", "-c", script])
             .await?;
+        // A registry nothing was ever pushed to has no repositories directory, and the
+        // collector says so as an error: there is nothing to collect.
+        let empty =
+            ran.output.contains("Path not found") && ran.output.contains("/v2/repositories");
+        if ran.exit_code != 0 && empty {
+            return Ok(Collected {
+                deleted_blobs: 0,
+                output: ran.output,
+            });
+        }
         if ran.exit_code == 0 {
-            Ok(ran.output)
+            // Distribution logs one line per blob it removes.
+            let deleted_blobs = ran
+                .output
+                .lines()
+                .filter(|l| l.to_lowercase().contains("deleting blob"))
+                .count();
+            Ok(Collected {
+                deleted_blobs,
+                output: ran.output,
+            })
         } else {
             let tail: Vec<&str> = ran.output.lines().rev().take(12).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();

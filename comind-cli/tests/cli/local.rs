@@ -720,6 +720,14 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
     assert_eq!(again.code, 0, "{}", again.all());
     assert_eq!(k3d.mutating_calls(), before);
 
+    let gc = env.run(&["-o", "json", "registry", "gc"]);
+    assert_eq!(gc.code, 0, "{}", gc.all());
+    assert!(
+        gc.stdout.contains("\"deleted_blobs\":0"),
+        "nothing pushed yet: {}",
+        gc.all()
+    );
+
     // `--merge` writes only where KUBECONFIG says.
     let merged_into = env.scratch.path().join("my-kubeconfig");
     let merged = env.scratch.run_with_env(
@@ -803,6 +811,14 @@ fn a_run_killed_during_k3d_cluster_create_is_resumed_by_the_next_up() {
 fn doctor_reports_the_engine_and_ports() {
     require_peer!(docker::ready_blocking(&SERVICE_IMAGES));
     let env = LocalEnv::new("");
+    let gc = env.run(&["registry", "gc"]);
+    assert_eq!(
+        gc.code,
+        2,
+        "the services alone have no registry: {}",
+        gc.all()
+    );
+    assert!(gc.all().contains("no registry of Comind's"), "{}", gc.all());
     let run = env.run(&["-o", "json", "doctor"]);
     let report: Value = serde_json::from_str(run.stdout.trim()).unwrap();
     let checks = report["checks"].as_array().unwrap();

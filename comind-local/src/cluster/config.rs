@@ -234,16 +234,6 @@ impl K3dConfig {
         spec_hash(&hashed)
     }
 
-    /// The spec hash on the node containers.
-    pub fn labelled_hash(&self) -> Option<&str> {
-        let prefix = format!("{}=", comind_core::environment::LABEL_SPEC_HASH);
-        self.options
-            .runtime
-            .labels
-            .iter()
-            .find_map(|l| l.value.label.strip_prefix(&prefix))
-    }
-
     /// The cluster's name.
     pub fn name(&self) -> &str {
         &self.metadata.name
@@ -375,7 +365,8 @@ mod tests {
         let one = K3dConfig::render(&env(|_| {}), Some(&registry("a")));
         let two = K3dConfig::render(&env(|_| {}), Some(&registry("b")));
         assert_eq!(one.hash(), two.hash());
-        assert_eq!(one.labelled_hash(), Some(one.hash().as_str()));
+        let labels = serde_json::to_string(&one.options.runtime.labels).unwrap();
+        assert!(labels.contains(&format!("comind.dev/spec-hash={}", one.hash())));
         let labels = serde_json::to_string(&one.options.runtime).unwrap();
         assert!(!labels.contains("\"a\""));
         let more = K3dConfig::render(&env(|c| c.local.cluster.agents = 3), Some(&registry("a")));

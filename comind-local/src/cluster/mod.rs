@@ -164,7 +164,7 @@ impl ClusterPhase {
             ));
         }
         let hash = found.labels.get(comind_core::environment::LABEL_SPEC_HASH);
-        if hash.map(String::as_str) != desired.labelled_hash() {
+        if hash != Some(&desired.hash()) {
             let mut what = Vec::new();
             if found.servers_count != servers {
                 what.push(format!("servers {} -> {servers}", found.servers_count));

@@ -138,7 +138,9 @@ fn tiny_image(config_dir: &std::path::Path, tag: &str, body: &[u8]) {
 #[tokio::test]
 async fn pushes_need_the_generated_credentials() {
     let docker = require_peer!(docker::ready(&[REGISTRY_IMAGE]).await);
-    let t = TestEnv::new(&docker, "push");
+    let mut t = TestEnv::new(&docker, "push");
+    // The environment has a registry of Comind's (only its phase runs here).
+    t.config.local.cluster.enabled = true;
     let net = network(&t).await;
     let env = t.env();
     let ctx = PhaseContext::standalone(
@@ -207,8 +209,9 @@ async fn pushes_need_the_generated_credentials() {
     assert!(pushed, "{text}");
     let collected = registry.garbage_collect(&env).await.unwrap();
     assert!(
-        collected.to_lowercase().contains("deleting"),
-        "the untagged layer is deleted: {collected}"
+        collected.deleted_blobs > 0,
+        "the untagged layer is deleted: {}",
+        collected.output
     );
 
     // A second apply changes nothing and keeps the same credentials.
