@@ -28,3 +28,21 @@ pub const REGISTRY_CLUSTER_HOST: &str = "REGISTRY_CLUSTER_HOST";
 
 /// Output of the registry phase: the port at [`REGISTRY_CLUSTER_HOST`].
 pub const REGISTRY_CLUSTER_PORT: &str = "REGISTRY_CLUSTER_PORT";
+
+/// The id of the phase that runs the local Git server (`gitops.repo.url: local`), the
+/// repository Argo CD deploys from when there is no remote one.
+pub const GIT_SERVER_PHASE_ID: &str = "git-server";
+
+/// Output of the Git server phase: the address Pods (Argo CD's repo server) reach the
+/// server at (a container's address on the environment's network).
+pub const GIT_SERVER_CLUSTER_HOST: &str = "GIT_SERVER_CLUSTER_HOST";
+
+/// Output of the Git server phase: the Git protocol port at [`GIT_SERVER_CLUSTER_HOST`].
+pub const GIT_SERVER_CLUSTER_PORT: &str = "GIT_SERVER_CLUSTER_PORT";
+
+/// Output of the Git server phase: the repository's URL from this machine
+/// (`git://127.0.0.1:<port>/gitops.git`), where `comind gitops push` pushes.
+pub const GITOPS_REPO_URL: &str = "GITOPS_REPO_URL";
+
+/// The repository's path on the local Git server.
+pub const GIT_SERVER_REPOSITORY: &str = "gitops.git";

@@ -41,6 +41,15 @@ pub const DEFAULT_K3S_IMAGE: &str = "rancher/k3s:v1.36.2-k3s1";
 /// (2.x gets security fixes only).
 pub const DEFAULT_REGISTRY_IMAGE: &str = "registry:3.0.0";
 
+/// The default Argo CD release: the newest patch of the current stable 3.x minor at
+/// this release (3.5; Argo CD supports its three newest minors), whose `install.yaml`
+/// checksum is pinned in `comind-gitops`.
+pub const DEFAULT_ARGOCD_VERSION: &str = "v3.5.1";
+/// The default image of the local Git server: the Git project's own `git daemon`
+/// (packaged by alpine/git, rebuilt with every Git release), serving the repository
+/// over the Git protocol, which Argo CD pulls from.
+pub const DEFAULT_GIT_SERVER_IMAGE: &str = "alpine/git:v2.49.1";
+
 /// The default Kubernetes version of an EKS cluster: a version in EKS's standard
 /// support at this release (older ones cost extra in extended support, then are
 /// upgraded by AWS).
@@ -582,7 +591,8 @@ impl Default for AwsTimeouts {
     }
 }
 
-/// How Comind reaches the cluster it lays the platform on.
+/// How Comind reaches the cluster it lays the platform on, and the GitOps layer on it:
+/// Argo CD and the repository it deploys from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GitopsSettings {
@@ -592,6 +602,115 @@ pub struct GitopsSettings {
     pub kubeconfig: Option<PathBuf>,
     /// The context of `kubeconfig` to use. Default: its current context.
     pub context: Option<String>,
+    /// The DNS domain the platform's consoles are served under (`argocd.<domain>`),
+    /// one you control, such as the seed's `comind.pro`. Default: none; the local
+    /// profile then serves them at `<console>.<env>.127.0.0.1.nip.io`, and a cluster
+    /// elsewhere needs it.
+    pub domain: Option<String>,
+    /// Argo CD.
+    pub argocd: ArgocdSettings,
+    /// The GitOps repository Argo CD deploys from.
+    pub repo: RepoSettings,
+}
+
+/// The Argo CD release Comind installs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArgocdSettings {
+    /// Whether to install Argo CD (and the GitOps wiring on it). Default `true`.
+    pub enabled: bool,
+    /// The release. Default [`DEFAULT_ARGOCD_VERSION`]; another needs `sha256`.
+    pub version: String,
+    /// Where its `install.yaml` comes from instead of the release's URL: a local file
+    /// (air-gapped installs) or an `https://` URL (a mirror). A URL needs `sha256`.
+    pub manifest: Option<String>,
+    /// The SHA-256 (hex) the manifest must have. Default: the pinned sum of the
+    /// default release's `install.yaml`.
+    pub sha256: Option<String>,
+}
+
+impl Default for ArgocdSettings {
+    fn default() -> Self {
+        ArgocdSettings {
+            enabled: true,
+            version: DEFAULT_ARGOCD_VERSION.to_string(),
+            manifest: None,
+            sha256: None,
+        }
+    }
+}
+
+/// The GitOps repository: the source of truth Argo CD deploys the platform's
+/// environments (`<path>/envs/<env>`) and the applications (`<path>/apps/<team>/<app>`)
+/// from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RepoSettings {
+    /// The repository's URL (`https://…`, `ssh://…`, `git@host:path`), or `local`: a Git
+    /// server Comind runs on the local profile's network, which `comind gitops push`
+    /// fills. Default `local`.
+    pub url: String,
+    /// The branch, tag or commit Argo CD follows. Default `main`.
+    pub revision: String,
+    /// The directory in the repository that holds `envs/` and `apps/`. Default `.`.
+    pub path: String,
+    /// The user name for a token (HTTPS). Default `git`.
+    pub username: String,
+    /// A file holding an HTTPS access token. Never the token itself in this file.
+    pub token_file: Option<PathBuf>,
+    /// An environment variable holding an HTTPS access token.
+    pub token_env: Option<String>,
+    /// A file holding an SSH private key.
+    pub ssh_key_file: Option<PathBuf>,
+    /// An environment variable holding an SSH private key.
+    pub ssh_key_env: Option<String>,
+    /// The local Git server (`url: local`).
+    pub local: GitServerLocal,
+}
+
+impl Default for RepoSettings {
+    fn default() -> Self {
+        RepoSettings {
+            url: LOCAL_REPO.to_string(),
+            revision: "main".to_string(),
+            path: ".".to_string(),
+            username: "git".to_string(),
+            token_file: None,
+            token_env: None,
+            ssh_key_file: None,
+            ssh_key_env: None,
+            local: GitServerLocal::default(),
+        }
+    }
+}
+
+impl RepoSettings {
+    /// Whether the repository is the local Git server Comind runs.
+    pub fn is_local(&self) -> bool {
+        self.url == LOCAL_REPO
+    }
+}
+
+/// The value of `gitops.repo.url` that asks for the local Git server.
+pub const LOCAL_REPO: &str = "local";
+
+/// The local Git server container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GitServerLocal {
+    /// Image. Default [`DEFAULT_GIT_SERVER_IMAGE`].
+    pub image: ImageRef,
+    /// Host port on 127.0.0.1. Default 9418 (the Git protocol's).
+    pub port: Port,
+}
+
+impl Default for GitServerLocal {
+    fn default() -> Self {
+        GitServerLocal {
+            image: image(DEFAULT_GIT_SERVER_IMAGE),
+            port: Port::constant(9418),
+        }
+    }
 }
 
 /// The platform baseline: namespaces, quotas, limits and the groups of its roles.

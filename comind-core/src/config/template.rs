@@ -113,10 +113,26 @@ services:
 #     database: 45m
 #     cache: 30m
 
-# Lay the platform on an existing cluster instead of the one the profile makes:
 # gitops:
+#   # Lay the platform on an existing cluster instead of the one the profile makes:
 #   kubeconfig: ~/.kube/config
 #   context: my-cluster      # default: the kubeconfig's current context
+#   domain: comind.pro       # consoles at argocd.<domain>; default (local) <console>.<env>.127.0.0.1.nip.io
+#   argocd:
+#     enabled: true
+#     version: v3.5.1        # another release needs its install.yaml's sha256
+#     # manifest: ./install.yaml   # a local file or an https:// mirror instead of the release URL
+#     # sha256: 795a3a97…           # the manifest's SHA-256; default: v3.5.1's, pinned
+#   repo:                    # the GitOps repository Argo CD deploys from
+#     url: local             # a Git server on the local network, filled by `comind gitops push`
+#     revision: main
+#     path: .                # the directory holding envs/ and apps/
+#     username: git
+#     # For a remote url, one credential, read from a file or the environment (never
+#     # written here): token_file, token_env (HTTPS), ssh_key_file or ssh_key_env (SSH).
+#     local:
+#       image: alpine/git:v2.49.1
+#       port: 9418
 
 # The platform baseline inside the cluster:
 # platform:

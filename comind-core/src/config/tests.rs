@@ -78,6 +78,7 @@ fn every_commented_template_line_is_a_valid_field() {
     expected.aws.endpoint_url = Some("http://127.0.0.1:5000".to_string());
     expected.local.network = Some(ResourceName::new("comind-dev").unwrap());
     expected.local.docker_host = Some("unix:///var/run/docker.sock".to_string());
+    expected.gitops.domain = Some("comind.pro".to_string());
     expected.state_dir = Some("~/.local/state/comind".into());
     expected.phases.insert(
         "postgres".to_string(),
@@ -130,6 +131,64 @@ fn platform_settings_are_checked() {
         "gitops.context",
     ] {
         assert!(err.contains(field), "{field} in: {err}");
+    }
+}
+
+#[test]
+fn gitops_settings_are_checked() {
+    let fails = |yaml: &str, field: &str, words: &str| {
+        let err = Config::from_yaml_str(yaml, "comind.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(field) && err.contains(words),
+            "`{field}` and `{words}` in: {err}"
+        );
+    };
+    fails("gitops:\n  domain: Comind.PRO\n", "gitops.domain", "lowercase");
+    fails("gitops:\n  argocd:\n    sha256: abc\n", "gitops.argocd.sha256", "64");
+    fails(
+        "gitops:\n  argocd:\n    version: v3.4.2\n",
+        "gitops.argocd.version",
+        "checksum of v3.4.2",
+    );
+    fails(
+        "gitops:\n  argocd:\n    manifest: https://mirror.example/install.yaml\n",
+        "gitops.argocd.manifest",
+        "sha256",
+    );
+    fails(
+        "gitops:\n  repo:\n    url: https://me:ghp_secret@github.com/o/r.git\n",
+        "gitops.repo.url",
+        "password",
+    );
+    fails(
+        "gitops:\n  repo:\n    url: https://github.com/o/r.git\n    token_env: A\n    ssh_key_file: k\n",
+        "gitops.repo.ssh_key_file",
+        "one credential",
+    );
+    fails(
+        "gitops:\n  repo:\n    token_env: A\n",
+        "gitops.repo.token_env",
+        "no credentials",
+    );
+    fails(
+        "gitops:\n  repo:\n    url: git@github.com:o/r.git\n    token_env: A\n",
+        "gitops.repo.url",
+        "key",
+    );
+    fails("gitops:\n  repo:\n    path: ../up\n", "gitops.repo.path", "relative");
+    let aws = "profile: aws\ngitops:\n  kubeconfig: /k\n";
+    fails(aws, "gitops.repo.url", "local profile only");
+    fails(aws, "gitops.domain", "domain you control");
+    // A checksum makes another release or a mirror acceptable; a local file needs none.
+    for ok in [
+        "gitops:\n  argocd:\n    version: v3.4.2\n    sha256: 795a3a972224da6a7f9d32c3e946445f062b60fb46028476715affeb688236e3\n",
+        "gitops:\n  argocd:\n    manifest: ./install.yaml\n",
+        "gitops:\n  repo:\n    url: https://github.com/o/r.git\n    token_file: /run/token\n",
+        "profile: aws\ngitops:\n  kubeconfig: /k\n  argocd:\n    enabled: false\n",
+    ] {
+        Config::from_yaml_str(ok, "comind.yaml").unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
 }
 

@@ -19,7 +19,173 @@ pub(super) fn check(config: &Config) -> Vec<Problem> {
     check_ports(config, &mut problems);
     check_aws(config, &mut problems);
     check_platform(config, &mut problems);
+    check_gitops(config, &mut problems);
     problems
+}
+
+fn is_sha256(value: &str) -> bool {
+    value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A DNS subdomain (RFC 1123): dot-separated labels of lowercase letters, digits and
+/// `-`, at most 253 characters.
+fn is_dns_subdomain(value: &str) -> bool {
+    value.len() <= 253
+        && value.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+fn check_gitops(config: &Config, problems: &mut Vec<Problem>) {
+    let gitops = &config.gitops;
+    let argocd = &gitops.argocd;
+    if let Some(domain) = &gitops.domain
+        && !is_dns_subdomain(domain)
+    {
+        problems.push(config.problem(
+            "gitops.domain",
+            format!("`{domain}` is not a DNS domain: use lowercase labels such as `comind.pro`"),
+        ));
+    }
+    if let Some(sum) = &argocd.sha256
+        && !is_sha256(sum)
+    {
+        problems.push(config.problem(
+            "gitops.argocd.sha256",
+            "the checksum must be 64 hexadecimal digits (a SHA-256, as `sha256sum` prints it)",
+        ));
+    }
+    if !argocd.version.starts_with('v') || argocd.version.contains(['/', ' ']) {
+        problems.push(config.problem(
+            "gitops.argocd.version",
+            format!(
+                "`{}` is not an Argo CD release tag: use one such as `{}`",
+                argocd.version,
+                super::DEFAULT_ARGOCD_VERSION
+            ),
+        ));
+    }
+    let remote = argocd
+        .manifest
+        .as_deref()
+        .is_some_and(|m| m.starts_with("https://") || m.starts_with("http://"));
+    if argocd.sha256.is_none() && remote {
+        problems.push(config.problem(
+            "gitops.argocd.manifest",
+            "a manifest fetched from a URL needs its checksum in `gitops.argocd.sha256`",
+        ));
+    }
+    if argocd.sha256.is_none()
+        && argocd.manifest.is_none()
+        && argocd.version != super::DEFAULT_ARGOCD_VERSION
+    {
+        problems.push(config.problem(
+            "gitops.argocd.version",
+            format!(
+                "Comind pins the checksum of {} only: give the checksum of {}'s `install.yaml` \
+                 in `gitops.argocd.sha256`",
+                super::DEFAULT_ARGOCD_VERSION,
+                argocd.version
+            ),
+        ));
+    }
+    let repo = &gitops.repo;
+    for (field, value) in [("url", &repo.url), ("revision", &repo.revision)] {
+        if value.trim().is_empty() {
+            problems.push(config.problem(
+                &format!("gitops.repo.{field}"),
+                format!("the repository's {field} must not be empty"),
+            ));
+        }
+    }
+    if repo.path.starts_with('/') || repo.path.split('/').any(|part| part == "..") {
+        problems.push(config.problem(
+            "gitops.repo.path",
+            format!(
+                "`{}` must be a directory inside the repository: a relative path without `..`",
+                repo.path
+            ),
+        ));
+    }
+    // `https://user:token@host/...` would put the token in this file.
+    if let Some((_, rest)) = repo.url.split_once("://")
+        && rest
+            .split('/')
+            .next()
+            .is_some_and(|authority| authority.contains(':') && authority.contains('@'))
+    {
+        problems.push(config.problem(
+            "gitops.repo.url",
+            "the URL carries a password: remove it and name a file or an environment variable \
+             holding the token in `gitops.repo.token_file` or `gitops.repo.token_env`",
+        ));
+    }
+    let credentials = [
+        ("token_file", repo.token_file.is_some()),
+        ("token_env", repo.token_env.is_some()),
+        ("ssh_key_file", repo.ssh_key_file.is_some()),
+        ("ssh_key_env", repo.ssh_key_env.is_some()),
+    ];
+    let given: Vec<&str> = credentials
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(name, _)| *name)
+        .collect();
+    if given.len() > 1 {
+        problems.push(config.problem(
+            &format!("gitops.repo.{}", given[1]),
+            format!(
+                "the repository takes one credential; {} are given: keep one",
+                given.join(" and ")
+            ),
+        ));
+    }
+    if repo.is_local() && !given.is_empty() {
+        problems.push(config.problem(
+            &format!("gitops.repo.{}", given[0]),
+            "the local Git server takes no credentials: remove them, or name a remote \
+             repository in `gitops.repo.url`",
+        ));
+    }
+    let ssh_url = repo.url.starts_with("ssh://")
+        || (!repo.url.contains("://") && repo.url.contains('@') && repo.url.contains(':'));
+    if ssh_url && (repo.token_file.is_some() || repo.token_env.is_some()) {
+        problems.push(config.problem(
+            "gitops.repo.url",
+            "an SSH URL authenticates with a key: use `ssh_key_file` or `ssh_key_env`, or an \
+             `https://` URL for a token",
+        ));
+    }
+    if repo.url.starts_with("https://") && (repo.ssh_key_file.is_some() || repo.ssh_key_env.is_some())
+    {
+        problems.push(config.problem(
+            "gitops.repo.url",
+            "an `https://` URL authenticates with a token: use `token_file` or `token_env`, or \
+             an SSH URL for a key",
+        ));
+    }
+    // The GitOps layer on a cluster that is not on this machine's Docker network.
+    let elsewhere = config.profile == super::Profile::Aws && config.gitops.kubeconfig.is_some();
+    if elsewhere && argocd.enabled && repo.is_local() {
+        problems.push(config.problem(
+            "gitops.repo.url",
+            "the local Git server runs on the local profile only: name the repository Argo CD \
+             deploys from (https:// or SSH)",
+        ));
+    }
+    if elsewhere && argocd.enabled && gitops.domain.is_none() {
+        problems.push(config.problem(
+            "gitops.domain",
+            "Argo CD's console needs a domain you control on AWS (it is served at \
+             `argocd.<domain>`): set `gitops.domain`",
+        ));
+    }
 }
 
 /// Namespaces the baseline makes itself (besides `platform-<env>`) or that belong to
