@@ -44,6 +44,8 @@ pub const ELASTICMQ_IMAGE: &str = "comind-test/elasticmq:r1";
 pub const REGISTRY_IMAGE: &str = "comind-test/registry:r1";
 /// The idle placeholder node the k3d double makes its node containers from.
 pub const K3S_NODE_IMAGE: &str = "comind-test/k3s-node:r1";
+/// Stands in for `alpine/git` (Debian git 2.39): the local Git server's image.
+pub const GIT_SERVER_IMAGE: &str = "comind-test/git-server:r1";
 
 /// The image of every local service: PostgreSQL, the object store, the cache, the
 /// queue.
