@@ -53,6 +53,29 @@ impl StateDir {
         .with_hint("set `state_dir` in comind.yaml or COMIND_STATE_DIR"))
     }
 
+    /// Where downloads that any environment may reuse are kept (release manifests,
+    /// each under its checksum): `$COMIND_CACHE_DIR`, else `$XDG_CACHE_HOME/comind`,
+    /// else `$HOME/.cache/comind`. Nothing there is secret, and deleting it only costs
+    /// a download.
+    ///
+    /// # Errors
+    /// `InvalidInput` when none of these variables is set.
+    pub fn cache_root() -> Result<PathBuf> {
+        if let Some(dir) = std::env::var_os("COMIND_CACHE_DIR") {
+            return Ok(PathBuf::from(dir));
+        }
+        if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+            return Ok(PathBuf::from(dir).join("comind"));
+        }
+        if let Some(home) = std::env::var_os("HOME") {
+            return Ok(PathBuf::from(home).join(".cache/comind"));
+        }
+        Err(Error::invalid_input(
+            "cannot choose a cache directory: neither COMIND_CACHE_DIR, XDG_CACHE_HOME nor HOME is set",
+        )
+        .with_hint("set COMIND_CACHE_DIR"))
+    }
+
     /// The environment's directory.
     pub fn path(&self) -> &Path {
         &self.dir

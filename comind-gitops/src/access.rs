@@ -203,7 +203,7 @@ pub async fn connect(path: &Path, context: Option<&str>) -> Result<Cluster> {
 }
 
 /// `path` with a leading `~/` replaced by the home directory, as a shell would.
-fn expand_home(path: &Path) -> PathBuf {
+pub(crate) fn expand_home(path: &Path) -> PathBuf {
     match (path.strip_prefix("~"), std::env::var_os("HOME")) {
         (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => path.to_path_buf(),

@@ -8,7 +8,7 @@ use comind_core::reconcile::ReconcilePhase;
 use comind_core::{Diagnosis, Environment, Phase, PhaseId, Provider, Result, ServiceKind};
 
 use crate::access::{self, Cluster, ClusterAccess, Source};
-use crate::platform::{PhaseSpec, RenderedPhase, baseline, registry, services};
+use crate::platform::{PhaseSpec, RenderedPhase, argocd, baseline, registry, services};
 
 /// The platform laid on a cluster: add it to a bootstrap next to the profile's own
 /// provider, as `comind::bootstrap` does.
@@ -85,37 +85,40 @@ impl Provider for GitopsProvider {
         let Some(access) = self.access(env) else {
             return Ok(Vec::new());
         };
-        let baseline = PhaseSpec {
-            id: baseline::ID,
-            description: "namespaces, quotas, limits, network policies and RBAC",
-            component: baseline::COMPONENT,
-            kinds: baseline::kinds,
-            after: Vec::new(),
-            render: Arc::new(|ctx| baseline::render(ctx.env())),
-        };
+        let baseline = PhaseSpec::rendered(
+            baseline::ID,
+            "namespaces, quotas, limits, network policies and RBAC",
+            baseline::COMPONENT,
+            baseline::kinds,
+            Vec::new(),
+            Arc::new(|ctx| baseline::render(ctx.env())),
+        );
         let mut after_services = vec![PhaseId::new(baseline::ID)];
         after_services.extend(self.services.iter().map(|k| PhaseId::new(k.id())));
-        let services = PhaseSpec {
-            id: services::ID,
-            description: "the platform services' in-cluster names and Secrets",
-            component: services::COMPONENT,
-            kinds: services::kinds,
-            after: after_services,
-            render: services::renderer(self.services.clone()),
-        };
+        let services = PhaseSpec::rendered(
+            services::ID,
+            "the platform services' in-cluster names and Secrets",
+            services::COMPONENT,
+            services::kinds,
+            after_services,
+            services::renderer(self.services.clone()),
+        );
         let mut specs = vec![baseline, services];
         if env.config().makes_local_cluster() {
-            specs.push(PhaseSpec {
-                id: registry::ID,
-                description: "the image registry through the ingress",
-                component: registry::COMPONENT,
-                kinds: registry::kinds,
-                after: vec![
+            specs.push(PhaseSpec::rendered(
+                registry::ID,
+                "the image registry through the ingress",
+                registry::COMPONENT,
+                registry::kinds,
+                vec![
                     PhaseId::new(baseline::ID),
                     PhaseId::new(comind_core::cluster::REGISTRY_PHASE_ID),
                 ],
-                render: Arc::new(registry::render),
-            });
+                Arc::new(registry::render),
+            ));
+        }
+        if env.config().gitops.argocd.enabled {
+            specs.push(argocd::spec(env));
         }
         Ok(specs
             .into_iter()

@@ -125,6 +125,27 @@ impl KubePeer {
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         path
     }
+
+    /// Waits until no other test process holds `name`, and holds it until the
+    /// returned file is dropped: for tests that lay cluster-wide names (one
+    /// environment at a time may own them). Tests run in processes of their own, so
+    /// this is a file lock, not a mutex. Blocking: call it before the test's runtime
+    /// work, or from `spawn_blocking`.
+    ///
+    /// # Panics
+    /// When the lock file cannot be opened or locked.
+    pub fn exclusive(&self, name: &str) -> File {
+        let path = self.dir.join(format!("exclusive-{name}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+        file.lock()
+            .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+        file
+    }
 }
 
 fn read(path: &Path) -> String {

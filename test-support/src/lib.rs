@@ -64,6 +64,8 @@ pub mod docker_proxy;
 #[cfg(feature = "docker")]
 pub mod k3d;
 pub mod kube;
+#[cfg(feature = "kubelet")]
+pub mod kubelet;
 pub mod moto;
 pub mod names;
 pub mod peers;

@@ -37,6 +37,10 @@ struct LocalEnv {
     _leftovers: LabelCleanup,
 }
 
+/// Argo CD left out: it needs its release manifest and its workloads' kubelet, which
+/// the gitops tests provide.
+const NO_ARGOCD: &str = "gitops:\n  argocd:\n    enabled: false\n";
+
 impl LocalEnv {
     /// The services alone, plus `extra` configuration.
     fn new(extra: &str) -> LocalEnv {
@@ -46,7 +50,7 @@ impl LocalEnv {
     /// The whole local profile: the services, the registry and the cluster, made by
     /// the k3d double `k3d`.
     fn with_cluster(k3d: &K3dDouble) -> LocalEnv {
-        Self::make("", Some(k3d))
+        Self::make(NO_ARGOCD, Some(k3d))
     }
 
     fn make(extra: &str, k3d: Option<&K3dDouble>) -> LocalEnv {
@@ -499,7 +503,7 @@ fn up_lays_the_platform_and_binds_the_docker_services_into_a_configured_cluster_
     require_peer!(docker::ready_blocking(&SERVICE_IMAGES));
     let peer = require_peer!(KubePeer::shared());
     let env = LocalEnv::new(&format!(
-        "gitops:\n  kubeconfig: {}\n",
+        "gitops:\n  kubeconfig: {}\n  argocd:\n    enabled: false\n",
         peer.kubeconfig().display()
     ));
     let up = env.run(&["-o", "json", "up"]);

@@ -145,8 +145,16 @@ fn gitops_settings_are_checked() {
             "`{field}` and `{words}` in: {err}"
         );
     };
-    fails("gitops:\n  domain: Comind.PRO\n", "gitops.domain", "lowercase");
-    fails("gitops:\n  argocd:\n    sha256: abc\n", "gitops.argocd.sha256", "64");
+    fails(
+        "gitops:\n  domain: Comind.PRO\n",
+        "gitops.domain",
+        "lowercase",
+    );
+    fails(
+        "gitops:\n  argocd:\n    sha256: abc\n",
+        "gitops.argocd.sha256",
+        "64",
+    );
     fails(
         "gitops:\n  argocd:\n    version: v3.4.2\n",
         "gitops.argocd.version",
@@ -177,7 +185,11 @@ fn gitops_settings_are_checked() {
         "gitops.repo.url",
         "key",
     );
-    fails("gitops:\n  repo:\n    path: ../up\n", "gitops.repo.path", "relative");
+    fails(
+        "gitops:\n  repo:\n    path: ../up\n",
+        "gitops.repo.path",
+        "relative",
+    );
     let aws = "profile: aws\ngitops:\n  kubeconfig: /k\n";
     fails(aws, "gitops.repo.url", "local profile only");
     fails(aws, "gitops.domain", "domain you control");

@@ -162,7 +162,8 @@ fn check_gitops(config: &Config, problems: &mut Vec<Problem>) {
              `https://` URL for a token",
         ));
     }
-    if repo.url.starts_with("https://") && (repo.ssh_key_file.is_some() || repo.ssh_key_env.is_some())
+    if repo.url.starts_with("https://")
+        && (repo.ssh_key_file.is_some() || repo.ssh_key_env.is_some())
     {
         problems.push(config.problem(
             "gitops.repo.url",

@@ -38,6 +38,39 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// The built-in kinds a release manifest uses (the core, apps, RBAC, networking,
+    /// policy, batch and CRD kinds), known without asking a cluster: a manifest can be
+    /// read and planned before the cluster is reachable.
+    pub fn builtin() -> Self {
+        use k8s_openapi::api::{apps, batch, core, networking, policy, rbac};
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+        let mut catalog = Catalog::default();
+        for kind in [
+            Kind::of::<core::v1::ConfigMap>(),
+            Kind::of::<core::v1::Secret>(),
+            Kind::of::<core::v1::Service>(),
+            Kind::of::<core::v1::ServiceAccount>(),
+            Kind::of::<core::v1::Namespace>(),
+            Kind::of::<core::v1::PersistentVolumeClaim>(),
+            Kind::of::<apps::v1::Deployment>(),
+            Kind::of::<apps::v1::StatefulSet>(),
+            Kind::of::<apps::v1::DaemonSet>(),
+            Kind::of::<batch::v1::Job>(),
+            Kind::of::<batch::v1::CronJob>(),
+            Kind::of::<rbac::v1::Role>(),
+            Kind::of::<rbac::v1::RoleBinding>(),
+            Kind::of::<rbac::v1::ClusterRole>(),
+            Kind::of::<rbac::v1::ClusterRoleBinding>(),
+            Kind::of::<networking::v1::NetworkPolicy>(),
+            Kind::of::<networking::v1::Ingress>(),
+            Kind::of::<policy::v1::PodDisruptionBudget>(),
+            Kind::of::<apiextensions::CustomResourceDefinition>(),
+        ] {
+            catalog.insert(kind);
+        }
+        catalog
+    }
+
     /// Adds `kind`.
     pub fn insert(&mut self, kind: Kind) {
         self.kinds.insert(

@@ -1,9 +1,12 @@
 //! The platform's in-cluster phases. Each renders its objects with a pure function of
 //! the environment and its dependencies' outputs, and converges them with the
-//! [`apply`](crate::apply) engine: [`baseline`] (`platform/baseline`) and [`services`]
-//! (`platform/services`).
+//! [`apply`](crate::apply) engine: [`baseline`] (`platform/baseline`), [`services`]
+//! (`platform/services`), [`registry`] (`platform/registry`) and [`argocd`]
+//! (`platform/argocd`).
 
+pub mod argocd;
 pub mod baseline;
+pub mod ingress;
 pub mod registry;
 pub mod services;
 
@@ -20,6 +23,18 @@ use crate::apply::{Applier, Kind, ObjectSet};
 /// outputs of its dependencies.
 pub(crate) type Render = Arc<dyn Fn(&PhaseContext) -> Result<ObjectSet> + Send + Sync>;
 
+/// What a phase reads before it can render, once per run (a release's manifest,
+/// generated credentials): the render function stays pure and synchronous.
+pub(crate) type Prepare = Arc<
+    dyn for<'a> Fn(&'a PhaseContext) -> futures_util::future::BoxFuture<'a, Result<()>>
+        + Send
+        + Sync,
+>;
+
+/// The outputs of a phase once its objects are converged (`None`: known after apply,
+/// for a plan).
+pub(crate) type Publish = Arc<dyn Fn(&PhaseContext) -> Result<Option<Outputs>> + Send + Sync>;
+
 /// What an in-cluster phase is: everything but its cluster.
 pub(crate) struct PhaseSpec {
     /// Its id.
@@ -34,6 +49,33 @@ pub(crate) struct PhaseSpec {
     pub after: Vec<PhaseId>,
     /// Its objects.
     pub render: Render,
+    /// What it reads before rendering, if anything.
+    pub prepare: Option<Prepare>,
+    /// Its outputs, if any.
+    pub publish: Option<Publish>,
+}
+
+impl PhaseSpec {
+    /// A phase that only renders: nothing to prepare, no outputs.
+    pub(crate) fn rendered(
+        id: &'static str,
+        description: &'static str,
+        component: &'static str,
+        kinds: fn() -> Vec<Kind>,
+        after: Vec<PhaseId>,
+        render: Render,
+    ) -> Self {
+        PhaseSpec {
+            id,
+            description,
+            component,
+            kinds,
+            after,
+            render,
+            prepare: None,
+            publish: None,
+        }
+    }
 }
 
 /// An in-cluster phase that is a render function plus the apply engine.
@@ -86,6 +128,9 @@ impl Reconcile for RenderedPhase {
     }
 
     async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<Option<Outputs>> {
+        if let Some(prepare) = &self.spec.prepare {
+            prepare(ctx).await?;
+        }
         let set = (self.spec.render)(ctx)?;
         match self.access.reach(ctx).await? {
             Reach::AfterApply => {
@@ -105,7 +150,10 @@ impl Reconcile for RenderedPhase {
                 Applier::new(cluster.client)
                     .reconcile(ctx, pass, &set)
                     .await?;
-                Ok(Some(Outputs::new()))
+                match &self.spec.publish {
+                    Some(publish) => publish(ctx),
+                    None => Ok(Some(Outputs::new())),
+                }
             }
         }
     }

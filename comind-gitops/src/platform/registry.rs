@@ -14,10 +14,7 @@ use comind_core::cluster::{REGISTRY_CLUSTER_HOST, REGISTRY_CLUSTER_PORT, REGISTR
 use comind_core::{Environment, Error, Input, PhaseContext, PhaseId, Result};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
-    IngressServiceBackend, IngressSpec, ServiceBackendPort,
-};
+use k8s_openapi::api::networking::v1::Ingress;
 
 use super::baseline;
 use super::services::{endpoint_slice, meta, reachable, selectorless_service};
@@ -29,13 +26,11 @@ pub const ID: &str = "platform/registry";
 pub const COMPONENT: &str = "platform-registry";
 /// The name of the Service and the Ingress.
 const NAME: &str = "registry";
-/// The ingress class of the local cluster's controller.
-const INGRESS_CLASS: &str = "traefik";
 
 /// The registry's host name: `registry.<env>.127.0.0.1.nip.io` (nip.io resolves it to
 /// 127.0.0.1, where the cluster's load balancer listens).
 pub fn host(env: &Environment) -> String {
-    format!("registry.{}.127.0.0.1.nip.io", env.name())
+    super::ingress::host(env, NAME)
 }
 
 /// The kinds the phase owns (and prunes).
@@ -100,33 +95,7 @@ pub fn render(ctx: &PhaseContext) -> Result<ObjectSet> {
 }
 
 fn ingress(env: &Environment, namespace: &str, port: u16) -> Ingress {
-    Ingress {
-        metadata: meta(NAME, NAME, namespace),
-        spec: Some(IngressSpec {
-            ingress_class_name: Some(INGRESS_CLASS.to_string()),
-            rules: Some(vec![IngressRule {
-                host: Some(host(env)),
-                http: Some(HTTPIngressRuleValue {
-                    paths: vec![HTTPIngressPath {
-                        path: Some("/".to_string()),
-                        path_type: "Prefix".to_string(),
-                        backend: IngressBackend {
-                            service: Some(IngressServiceBackend {
-                                name: NAME.to_string(),
-                                port: Some(ServiceBackendPort {
-                                    number: Some(i32::from(port)),
-                                    ..ServiceBackendPort::default()
-                                }),
-                            }),
-                            ..IngressBackend::default()
-                        },
-                    }],
-                }),
-            }]),
-            ..IngressSpec::default()
-        }),
-        ..Ingress::default()
-    }
+    super::ingress::console(env, NAME, meta(NAME, NAME, namespace), NAME, port)
 }
 
 #[cfg(test)]

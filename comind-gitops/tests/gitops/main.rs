@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod apply;
+mod argocd;
 mod platform;
 mod ready;
 mod support;

@@ -217,6 +217,7 @@ async fn services_suite(peer: &KubePeer, admin: &kube::Client, state: &std::path
 async fn the_platform_phases_pass_their_suites_then_land_bind_the_services_converge_prove_the_roles_and_down_keeps_what_is_not_ours()
  {
     let peer = require_peer!(KubePeer::shared());
+    let _platform = support::cluster_wide(peer).await;
     let state = tempfile::tempdir().unwrap();
     // The suites first, each in an environment of its own: the platform's names are
     // cluster-wide, so this test is the only one that lays them. It reaches the

@@ -19,6 +19,9 @@ pub fn env(
     let mut config = Config::default();
     config.environment = EnvironmentName::new(names::unique(prefix)).unwrap();
     config.gitops.kubeconfig = Some(peer.kubeconfig());
+    // Argo CD only where a test asks for it (`with_argocd`): its names are
+    // cluster-wide, and its workloads need the kubelet played.
+    config.gitops.argocd.enabled = false;
     edit(&mut config);
     Arc::new(Environment::with_state_root(config, state))
 }
@@ -38,4 +41,51 @@ pub async fn client(peer: &KubePeer, user: User) -> kube::Client {
         .await
         .unwrap()
         .client
+}
+
+/// The released Argo CD manifest of the test peers, with its checksum: what a test
+/// that installs Argo CD points `gitops.argocd.manifest` at.
+pub fn with_argocd(config: &mut Config) {
+    config.gitops.argocd.enabled = true;
+    config.gitops.argocd.manifest = Some(
+        comind_test_support::workspace::root()
+            .join("../shared/test-peers/reference/argocd-v3.5.1-install.yaml")
+            .display()
+            .to_string(),
+    );
+    config.gitops.argocd.sha256 =
+        Some(comind_gitops::platform::argocd::release::PINNED_SHA256.into());
+}
+
+/// Held by every test that lays the platform's cluster-wide names (the namespaces
+/// `argocd`, `platform`, `monitoring`, `user-apps`, the ClusterRoles, Argo CD's CRDs):
+/// one environment at a time owns them on the one control plane.
+pub async fn cluster_wide(peer: &'static KubePeer) -> std::fs::File {
+    tokio::task::spawn_blocking(|| peer.exclusive("platform"))
+        .await
+        .unwrap()
+}
+
+/// Waits until none of the baseline's namespaces of `env` is being deleted (a test
+/// a moment ago may have removed the platform; the namespace controller empties each
+/// namespace first), so `env` can take the same cluster-wide names.
+pub async fn settled(admin: &kube::Client, env: &Environment) {
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(admin.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    for ns in comind_gitops::platform::baseline::namespaces(env) {
+        while namespaces
+            .get_opt(&ns.name)
+            .await
+            .unwrap()
+            .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never went",
+                ns.name
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }

@@ -54,6 +54,8 @@ impl TestEnv {
         config.local.ready_timeout = DurationSetting::new(Duration::from_secs(90));
         // The services alone: the cluster's own tests make clusters.
         config.local.cluster.enabled = false;
+        // Argo CD needs its release manifest and a kubelet: the gitops tests install it.
+        config.gitops.argocd.enabled = false;
         config.local.cluster.registry_image = ImageRef::new(REGISTRY_IMAGE).unwrap();
         config.local.cluster.registry_port = port();
         // A run that fails in a test should fail at once, not after the engine's

@@ -1,0 +1,238 @@
+//! `platform/argocd` on the real API server: Argo CD v3.5.1's released manifest (the
+//! test peers' copy, with its checksum), through `Bootstrap` as the CLI runs it. No
+//! Argo CD Pod runs here: `Kubelet` reports the Pods the real controllers make as
+//! running and ready, so the workloads become available the way they would once their
+//! images run, and the wait is the real one.
+
+use comind_core::engine::RunOptions;
+use comind_core::event::RunOutcome;
+use comind_core::{Bootstrap, DownOptions, Environment, UpOptions};
+use comind_gitops::GitopsProvider;
+use comind_gitops::platform::argocd;
+use comind_test_support::kube::{KubePeer, User};
+use comind_test_support::kubelet::Kubelet;
+use comind_test_support::require_peer;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::Api;
+
+use crate::support;
+
+fn bootstrap(env: &Environment, state: &std::path::Path) -> Bootstrap {
+    Bootstrap::new(Environment::with_state_root(env.config().clone(), state))
+        .with_provider(GitopsProvider::new().binding(&[]))
+}
+
+fn error_of(report: &comind_core::engine::RunReport, id: &str) -> String {
+    let phase = report
+        .summary
+        .phases
+        .iter()
+        .find(|p| p.id.as_str() == id)
+        .unwrap_or_else(|| panic!("no {id}: {:?}", report.summary));
+    format!("{:?}", phase.error)
+}
+
+#[tokio::test]
+async fn argo_cd_lands_from_its_checked_release_with_comind_s_settings_and_reruns_without_writes() {
+    let peer = require_peer!(KubePeer::shared());
+    let _platform = support::cluster_wide(peer).await;
+    let state = tempfile::tempdir().unwrap();
+    let admin = support::client(peer, User::Admin).await;
+    let env = support::env(peer, "argo", state.path(), support::with_argocd);
+    support::settled(&admin, &env).await;
+    let run = RunOptions::default();
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+
+    // A manifest with another checksum: refused, naming both sums, and nothing of the
+    // release is applied.
+    let mut tampered = env.config().clone();
+    tampered.gitops.argocd.sha256 = Some("0".repeat(64));
+    let refused = bootstrap(
+        &Environment::with_state_root(tampered, state.path()),
+        state.path(),
+    )
+    .up(&run, &UpOptions::default())
+    .await
+    .unwrap();
+    assert_eq!(refused.summary.outcome, RunOutcome::Failed);
+    let error = error_of(&refused, argocd::ID);
+    assert!(
+        error.contains(&"0".repeat(64)) && error.contains(argocd::release::PINNED_SHA256),
+        "{error}"
+    );
+    assert!(
+        crds.get_opt("applications.argoproj.io")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let _kubelet = Kubelet::start(admin.clone(), argocd::NAMESPACE);
+    let up = bootstrap(&env, state.path());
+    let mut events = up.events().subscribe();
+    let report = up.up(&run, &UpOptions::default()).await.unwrap();
+    assert_eq!(
+        report.summary.outcome,
+        RunOutcome::Succeeded,
+        "{:?}",
+        report.summary
+    );
+    let outputs = &report.outputs[&comind_core::PhaseId::new(argocd::ID)];
+    let url = outputs.require(argocd::ARGOCD_URL).unwrap().to_string();
+    assert_eq!(
+        url,
+        format!("http://argocd.{}.127.0.0.1.nip.io:8080", env.name())
+    );
+    assert_eq!(outputs.require(argocd::ARGOCD_ADMIN_USER).unwrap(), "admin");
+    let password = outputs
+        .get(argocd::ARGOCD_ADMIN_PASSWORD)
+        .unwrap()
+        .expose()
+        .to_string();
+    assert!(password.len() >= 20);
+
+    // The release: its CRDs served, its workloads available (by the real controllers'
+    // count of the Pods the kubelet stand-in reports ready).
+    for crd in [
+        "applications.argoproj.io",
+        "applicationsets.argoproj.io",
+        "appprojects.argoproj.io",
+    ] {
+        let crd = crds.get(crd).await.unwrap();
+        let established = crd.status.unwrap().conditions.unwrap();
+        assert!(
+            established
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        );
+    }
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), argocd::NAMESPACE);
+    for name in ["argocd-server", "argocd-repo-server", "argocd-redis"] {
+        let status = deployments.get(name).await.unwrap().status.unwrap();
+        assert_eq!(status.available_replicas, Some(1), "{name}: {status:?}");
+    }
+    let controller = Api::<StatefulSet>::namespaced(admin.clone(), argocd::NAMESPACE)
+        .get("argocd-application-controller")
+        .await
+        .unwrap();
+    assert_eq!(controller.status.unwrap().ready_replicas, Some(1));
+
+    // Comind's settings, as fields of the release's own objects.
+    let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), argocd::NAMESPACE);
+    let cm = config_maps.get("argocd-cm").await.unwrap().data.unwrap();
+    assert_eq!(cm["url"], url);
+    assert!(cm["resource.customizations.health.argoproj.io_Application"].contains("health"));
+    let rbac = config_maps
+        .get("argocd-rbac-cm")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    assert!(rbac["policy.csv"].contains("g, platform:developer, role:developer"));
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), argocd::NAMESPACE);
+    let secret = secrets.get("argocd-secret").await.unwrap().data.unwrap();
+    let hash = String::from_utf8(secret["admin.password"].0.clone()).unwrap();
+    assert!(
+        bcrypt::verify(&password, &hash).unwrap(),
+        "the stored hash is the password's"
+    );
+    assert!(
+        secrets
+            .get_opt("argocd-initial-admin-secret")
+            .await
+            .unwrap()
+            .is_none(),
+        "the password was set before Argo CD started"
+    );
+    let ingress = Api::<Ingress>::namespaced(admin.clone(), argocd::NAMESPACE)
+        .get("argocd-server")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(ingress.ingress_class_name.as_deref(), Some("traefik"));
+
+    // The password is in no event, no ConfigMap and no Secret (only its hash is).
+    let mut seen = String::new();
+    while let Some(event) = events.try_recv() {
+        seen.push_str(&serde_json::to_string(&*event).unwrap());
+    }
+    assert!(seen.contains(argocd::ID), "the events were read");
+    assert!(
+        !seen.contains(&password),
+        "an event carries the admin password"
+    );
+    for cm in config_maps.list(&Default::default()).await.unwrap() {
+        assert!(!serde_json::to_string(&cm).unwrap().contains(&password));
+    }
+    for s in secrets.list(&Default::default()).await.unwrap() {
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(!text.contains(&password), "{:?}", s.metadata.name);
+    }
+    let stored = Environment::with_state_root(env.config().clone(), state.path());
+    let credentials = stored.state().path().join("credentials/argocd-admin.json");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&credentials)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{}", credentials.display());
+
+    // Again: nothing to change, nothing written, the same password.
+    let plan = bootstrap(&env, state.path()).plan(&run).await.unwrap();
+    let pending: Vec<_> = plan
+        .plans
+        .values()
+        .flat_map(|p| p.changes.clone())
+        .collect();
+    assert!(pending.is_empty(), "{pending:?}");
+    let before = secrets
+        .get("argocd-secret")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    let again = bootstrap(&env, state.path())
+        .up(&run, &UpOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(again.summary.changes, 0, "{:?}", again.summary);
+    assert_eq!(
+        secrets
+            .get("argocd-secret")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        before
+    );
+    assert_eq!(
+        again.outputs[&comind_core::PhaseId::new(argocd::ID)]
+            .get(argocd::ARGOCD_ADMIN_PASSWORD)
+            .unwrap()
+            .expose(),
+        password
+    );
+
+    // Down removes the release with the rest of the platform.
+    let down = bootstrap(&env, state.path())
+        .down(&run, &DownOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        down.summary.outcome,
+        RunOutcome::Succeeded,
+        "{:?}",
+        down.summary
+    );
+    assert!(
+        crds.get_opt("applications.argoproj.io")
+            .await
+            .unwrap()
+            .is_none_or(|c| c.metadata.deletion_timestamp.is_some())
+    );
+    support::settled(&admin, &env).await;
+}
