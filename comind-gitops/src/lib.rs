@@ -10,6 +10,8 @@
 //! - [`apply`]: the apply engine every in-cluster phase uses: server-side apply with
 //!   field manager `comind`, ownership labels, CRDs first, pruning by label, a plan
 //!   from the server's dry run, and refusal to touch what is not Comind's.
+//! - [`applications`]: Argo CD Applications' sync and health, and the wait for them
+//!   to converge.
 //! - [`kubeconfig`]: the environment's cluster merged into the user's kubeconfig,
 //!   only when asked.
 //! - [`ready`]: readiness as data, a rule per kind, watched until ready or failed.
@@ -23,6 +25,7 @@
 //! [`comind_core::service::ClusterTarget`]).
 
 pub mod access;
+pub mod applications;
 pub mod apply;
 pub mod kubeconfig;
 pub mod platform;

@@ -627,6 +627,12 @@ pub struct ArgocdSettings {
     /// The SHA-256 (hex) the manifest must have. Default: the pinned sum of the
     /// default release's `install.yaml`.
     pub sha256: Option<String>,
+    /// How long each of Comind's Applications may take to be synced and healthy.
+    /// Default `10m`.
+    pub sync_timeout: DurationSetting,
+    /// How long an Application may stay `Degraded` before `up` fails (a rollout passes
+    /// through it). Default `2m`.
+    pub degraded_grace: DurationSetting,
 }
 
 impl Default for ArgocdSettings {
@@ -636,6 +642,8 @@ impl Default for ArgocdSettings {
             version: DEFAULT_ARGOCD_VERSION.to_string(),
             manifest: None,
             sha256: None,
+            sync_timeout: DurationSetting::minutes(10),
+            degraded_grace: DurationSetting::minutes(2),
         }
     }
 }

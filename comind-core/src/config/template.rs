@@ -123,6 +123,8 @@ services:
 #     version: v3.5.1        # another release needs its install.yaml's sha256
 #     # manifest: ./install.yaml   # a local file or an https:// mirror instead of the release URL
 #     # sha256: 795a3a97…           # the manifest's SHA-256; default: v3.5.1's, pinned
+#     sync_timeout: 10m      # for each of Comind's Applications to be synced and healthy
+#     degraded_grace: 2m     # how long one may stay Degraded before up fails
 #   repo:                    # the GitOps repository Argo CD deploys from
 #     url: local             # a Git server on the local network, filled by `comind gitops push`
 #     revision: main

@@ -1,11 +1,12 @@
 //! The platform's in-cluster phases. Each renders its objects with a pure function of
 //! the environment and its dependencies' outputs, and converges them with the
 //! [`apply`](crate::apply) engine: [`baseline`] (`platform/baseline`), [`services`]
-//! (`platform/services`), [`registry`] (`platform/registry`) and [`argocd`]
-//! (`platform/argocd`).
+//! (`platform/services`), [`registry`] (`platform/registry`), [`argocd`]
+//! (`platform/argocd`) and [`gitops`] (`platform/gitops`).
 
 pub mod argocd;
 pub mod baseline;
+pub mod gitops;
 pub mod ingress;
 pub mod registry;
 pub mod services;
@@ -27,6 +28,17 @@ pub(crate) type Render = Arc<dyn Fn(&PhaseContext) -> Result<ObjectSet> + Send +
 /// generated credentials): the render function stays pure and synchronous.
 pub(crate) type Prepare = Arc<
     dyn for<'a> Fn(&'a PhaseContext) -> futures_util::future::BoxFuture<'a, Result<()>>
+        + Send
+        + Sync,
+>;
+
+/// What an applying pass waits for once the objects are applied and ready by their
+/// kinds' rules (Argo CD's Applications to be synced and healthy).
+pub(crate) type Converge = Arc<
+    dyn for<'a> Fn(
+            &'a PhaseContext,
+            &'a kube::Client,
+        ) -> futures_util::future::BoxFuture<'a, Result<()>>
         + Send
         + Sync,
 >;
@@ -53,6 +65,8 @@ pub(crate) struct PhaseSpec {
     pub prepare: Option<Prepare>,
     /// Its outputs, if any.
     pub publish: Option<Publish>,
+    /// What it waits for after applying, if anything.
+    pub converge: Option<Converge>,
 }
 
 impl PhaseSpec {
@@ -74,6 +88,7 @@ impl PhaseSpec {
             render,
             prepare: None,
             publish: None,
+            converge: None,
         }
     }
 }
@@ -147,9 +162,12 @@ impl Reconcile for RenderedPhase {
                     set.objects.len(),
                     cluster.description
                 ));
-                Applier::new(cluster.client)
+                Applier::new(cluster.client.clone())
                     .reconcile(ctx, pass, &set)
                     .await?;
+                if let (true, Some(converge)) = (pass.is_apply(), &self.spec.converge) {
+                    converge(ctx, &cluster.client).await?;
+                }
                 match &self.spec.publish {
                     Some(publish) => publish(ctx),
                     None => Ok(Some(Outputs::new())),

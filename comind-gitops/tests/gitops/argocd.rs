@@ -1,8 +1,10 @@
-//! `platform/argocd` on the real API server: Argo CD v3.5.1's released manifest (the
-//! test peers' copy, with its checksum), through `Bootstrap` as the CLI runs it. No
-//! Argo CD Pod runs here: `Kubelet` reports the Pods the real controllers make as
-//! running and ready, so the workloads become available the way they would once their
-//! images run, and the wait is the real one.
+//! `platform/argocd` and `platform/gitops` on the real API server: Argo CD v3.5.1's
+//! released manifest (the test peers' copy, with its checksum), through `Bootstrap` as
+//! the CLI runs it. No Argo CD Pod runs here: `Kubelet` reports the Pods the real
+//! controllers make as running and ready, so the workloads become available the way
+//! they would once their images run, and the test plays Argo CD's application
+//! controller by writing the root Application's `status` (its CRD has no status
+//! subresource: Argo CD writes status with the object) as that controller would.
 
 use comind_core::engine::RunOptions;
 use comind_core::event::RunOutcome;
@@ -41,7 +43,13 @@ async fn argo_cd_lands_from_its_checked_release_with_comind_s_settings_and_rerun
     let _platform = support::cluster_wide(peer).await;
     let state = tempfile::tempdir().unwrap();
     let admin = support::client(peer, User::Admin).await;
-    let env = support::env(peer, "argo", state.path(), support::with_argocd);
+    let token = state.path().join("gitops-token");
+    std::fs::write(&token, "ghp_comind_test_token_0123\n").unwrap();
+    let env = support::env(peer, "argo", state.path(), |c| {
+        support::with_argocd(c);
+        c.gitops.repo.url = "https://git.example.com/platform/gitops.git".into();
+        c.gitops.repo.token_file = Some(token.clone());
+    });
     support::settled(&admin, &env).await;
     let run = RunOptions::default();
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
@@ -73,7 +81,10 @@ async fn argo_cd_lands_from_its_checked_release_with_comind_s_settings_and_rerun
     let _kubelet = Kubelet::start(admin.clone(), argocd::NAMESPACE);
     let up = bootstrap(&env, state.path());
     let mut events = up.events().subscribe();
+    // Argo CD syncs the root application once it exists.
+    let argo = tokio::spawn(play_argo_cd(admin.clone(), healthy()));
     let report = up.up(&run, &UpOptions::default()).await.unwrap();
+    argo.await.unwrap();
     assert_eq!(
         report.summary.outcome,
         RunOutcome::Succeeded,
@@ -155,7 +166,41 @@ async fn argo_cd_lands_from_its_checked_release_with_comind_s_settings_and_rerun
         .unwrap();
     assert_eq!(ingress.ingress_class_name.as_deref(), Some("traefik"));
 
-    // The password is in no event, no ConfigMap and no Secret (only its hash is).
+    // The GitOps wiring, accepted by Argo CD's own CRDs.
+    let repository = secrets.get("gitops-repository").await.unwrap();
+    assert_eq!(
+        repository.metadata.labels.unwrap()["argocd.argoproj.io/secret-type"],
+        "repository"
+    );
+    let data = repository.data.unwrap();
+    assert_eq!(data["password"].0, b"ghp_comind_test_token_0123");
+    assert_eq!(data["username"].0, b"git");
+    let apps = applications(&admin);
+    let root = apps.get("root").await.unwrap();
+    assert_eq!(
+        root.data["spec"]["source"]["path"],
+        format!("envs/{}", env.name())
+    );
+    let set = dynamic(&admin, "ApplicationSet", "applicationsets")
+        .get("apps")
+        .await
+        .unwrap();
+    assert_eq!(
+        set.data["spec"]["generators"][0]["git"]["directories"][0]["path"],
+        "apps/*/*"
+    );
+    let project = dynamic(&admin, "AppProject", "appprojects")
+        .get("apps")
+        .await
+        .unwrap();
+    let destinations = project.data["spec"]["destinations"].to_string();
+    assert!(
+        destinations.contains("user-apps") && !destinations.contains("\"argocd\""),
+        "{destinations}"
+    );
+
+    // The password and the token are in no event, no ConfigMap and no Secret (only
+    // the password's hash is; the token is in the repository Secret only).
     let mut seen = String::new();
     while let Some(event) = events.try_recv() {
         seen.push_str(&serde_json::to_string(&*event).unwrap());
@@ -217,6 +262,65 @@ async fn argo_cd_lands_from_its_checked_release_with_comind_s_settings_and_rerun
         password
     );
 
+    // A root application that turns Degraded past the grace period fails the run,
+    // naming the child that is not healthy.
+    set_status(&admin, degraded()).await;
+    let mut impatient = env.config().clone();
+    impatient.gitops.argocd.degraded_grace = comind_core::config::DurationSetting::seconds(1);
+    impatient.gitops.argocd.sync_timeout = comind_core::config::DurationSetting::seconds(3);
+    let impatient = Environment::with_state_root(impatient, state.path());
+    let failed = bootstrap(&impatient, state.path())
+        .up(&run, &UpOptions::default())
+        .await
+        .unwrap();
+    let error = error_of(&failed, "platform/gitops");
+    assert!(
+        error.contains("Application argocd/monitoring: Degraded")
+            && error.contains("grafana: 0 of 1 available"),
+        "{error}"
+    );
+    // One that stays Progressing times out, naming it and its state; it was asked
+    // to refresh.
+    set_status(
+        &admin,
+        serde_json::json!({
+            "sync": {"status": "OutOfSync"}, "health": {"status": "Progressing"}
+        }),
+    )
+    .await;
+    apps.patch(
+        "root",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+            comind_gitops::applications::REFRESH_ANNOTATION: null
+        }}})),
+    )
+    .await
+    .unwrap();
+    let stuck = bootstrap(&impatient, state.path())
+        .up(&run, &UpOptions::default())
+        .await
+        .unwrap();
+    let error = error_of(&stuck, "platform/gitops");
+    assert!(
+        error.contains("Timeout")
+            && error.contains("argocd/root")
+            && error.contains("OutOfSync/Progressing"),
+        "{error}"
+    );
+    let annotations = apps
+        .get("root")
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap();
+    assert_eq!(
+        annotations[comind_gitops::applications::REFRESH_ANNOTATION],
+        "normal",
+        "Argo CD was asked to refresh instead of waiting for its poll"
+    );
+
     // Down removes the release with the rest of the platform.
     let down = bootstrap(&env, state.path())
         .down(&run, &DownOptions::default())
@@ -235,4 +339,68 @@ async fn argo_cd_lands_from_its_checked_release_with_comind_s_settings_and_rerun
             .is_none_or(|c| c.metadata.deletion_timestamp.is_some())
     );
     support::settled(&admin, &env).await;
+}
+
+fn dynamic(admin: &kube::Client, kind: &str, plural: &str) -> Api<kube::api::DynamicObject> {
+    let kind = comind_gitops::apply::Kind::custom(
+        "argoproj.io",
+        "v1alpha1",
+        kind,
+        plural,
+        comind_gitops::apply::Scope::Namespaced,
+    );
+    Api::namespaced_with(admin.clone(), argocd::NAMESPACE, &kind.resource)
+}
+
+fn applications(admin: &kube::Client) -> Api<kube::api::DynamicObject> {
+    dynamic(admin, "Application", "applications")
+}
+
+fn healthy() -> serde_json::Value {
+    serde_json::json!({
+        "sync": {"status": "Synced", "revision": "0123456789abcdef0123456789abcdef01234567"},
+        "health": {"status": "Healthy"},
+        "operationState": {"phase": "Succeeded", "message": "successfully synced (all tasks run)",
+                           "startedAt": "2026-12-02T00:00:00Z", "finishedAt": "2026-12-02T00:00:01Z",
+                           "operation": {"sync": {"revision": "0123456789abcdef0123456789abcdef01234567"}}}
+    })
+}
+
+fn degraded() -> serde_json::Value {
+    serde_json::json!({
+        "sync": {"status": "Synced"},
+        "health": {"status": "Degraded"},
+        "resources": [{
+            "group": "argoproj.io", "version": "v1alpha1", "kind": "Application",
+            "namespace": "argocd", "name": "monitoring", "status": "Synced",
+            "health": {"status": "Degraded", "message": "Deployment grafana: 0 of 1 available"}
+        }]
+    })
+}
+
+/// Writes the root Application's status, as Argo CD's application controller does.
+async fn set_status(admin: &kube::Client, status: serde_json::Value) {
+    applications(admin)
+        .patch(
+            "root",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await
+        .unwrap();
+}
+
+/// Argo CD's part: once the root Application exists, reports it `status`.
+async fn play_argo_cd(admin: kube::Client, status: serde_json::Value) {
+    let apps = applications(&admin);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    // The kind itself is not served until platform/argocd made its CRD.
+    while !matches!(apps.get_opt("root").await, Ok(Some(_))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the root application never came"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    set_status(&admin, status).await;
 }
