@@ -142,6 +142,64 @@ impl Health {
     }
 }
 
+/// The health of the Applications `names` in `namespace`, for `comind status`: ready
+/// when every one is converged, each listed with its sync and health (and what is not
+/// healthy).
+///
+/// # Errors
+/// When the Applications cannot be read.
+pub async fn report(
+    client: &kube::Client,
+    namespace: &str,
+    names: &[String],
+) -> Result<comind_core::PhaseStatus> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &kind().resource);
+    let mut lines = Vec::new();
+    let mut all = true;
+    let mut any = false;
+    for name in names {
+        match api.get_opt(name).await {
+            Ok(Some(object)) => {
+                any = true;
+                let health = Health::of(&object);
+                all &= health.converged();
+                let mut line = format!("{name} {}", health.summary());
+                if !health.converged()
+                    && let Some(detail) = health.detail()
+                {
+                    line.push_str(&format!(" ({detail})"));
+                }
+                lines.push(line);
+            }
+            Ok(None) => {
+                all = false;
+                lines.push(format!("{name} absent"));
+            }
+            Err(e) if crate::apply::is_not_found(&e) => {
+                all = false;
+                lines.push(format!("{name} absent (Argo CD's CRDs are not installed)"));
+            }
+            Err(e) => {
+                return Err(crate::apply::api_error(
+                    "read",
+                    &format!("Application {namespace}/{name}"),
+                    e,
+                ));
+            }
+        }
+    }
+    let health = match (all, any) {
+        (true, _) => comind_core::Health::Ready,
+        (false, true) => comind_core::Health::Degraded,
+        (false, false) => comind_core::Health::Absent,
+    };
+    Ok(comind_core::PhaseStatus {
+        health,
+        detail: lines.join("; "),
+        outputs: None,
+    })
+}
+
 /// How long to wait, and how long `Degraded` is tolerated.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

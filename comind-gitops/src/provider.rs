@@ -8,7 +8,9 @@ use comind_core::reconcile::ReconcilePhase;
 use comind_core::{Diagnosis, Environment, Phase, PhaseId, Provider, Result, ServiceKind};
 
 use crate::access::{self, Cluster, ClusterAccess, Source};
-use crate::platform::{PhaseSpec, RenderedPhase, argocd, baseline, gitops, registry, services};
+use crate::platform::{
+    PhaseSpec, RenderedPhase, addons, argocd, baseline, gitops, registry, services,
+};
 
 /// The platform laid on a cluster: add it to a bootstrap next to the profile's own
 /// provider, as `comind::bootstrap` does.
@@ -120,6 +122,7 @@ impl Provider for GitopsProvider {
         if env.config().gitops.argocd.enabled {
             specs.push(argocd::spec(env));
             specs.push(gitops::spec(env));
+            specs.push(addons::spec(env));
         }
         Ok(specs
             .into_iter()

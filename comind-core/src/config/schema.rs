@@ -611,6 +611,44 @@ pub struct GitopsSettings {
     pub argocd: ArgocdSettings,
     /// The GitOps repository Argo CD deploys from.
     pub repo: RepoSettings,
+    /// The platform's add-ons, each an Argo CD Application of a pinned chart.
+    pub addons: AddonsSettings,
+}
+
+/// The platform's add-ons.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AddonsSettings {
+    /// The Sealed Secrets controller.
+    pub sealed_secrets: AddonSettings,
+    /// kube-prometheus-stack: Prometheus, Grafana, Alertmanager.
+    pub monitoring: AddonSettings,
+}
+
+/// One add-on: on or off, re-pinned, with values of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AddonSettings {
+    /// Whether to install it. Default `true`.
+    pub enabled: bool,
+    /// The chart version instead of Comind's pin.
+    pub version: Option<String>,
+    /// The Helm repository instead of the chart's own (a mirror).
+    pub repo_url: Option<String>,
+    /// Helm values merged over Comind's, key by key (yours win). No secrets here:
+    /// this file is not a vault, and values end up in the Application object.
+    pub values: Option<serde_json::Value>,
+}
+
+impl Default for AddonSettings {
+    fn default() -> Self {
+        AddonSettings {
+            enabled: true,
+            version: None,
+            repo_url: None,
+            values: None,
+        }
+    }
 }
 
 /// The Argo CD release Comind installs.

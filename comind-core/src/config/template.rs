@@ -135,6 +135,14 @@ services:
 #     local:
 #       image: alpine/git:v2.49.1
 #       port: 9418
+#   addons:                  # each an Argo CD Application of a pinned Helm chart
+#     sealed_secrets:
+#       enabled: true
+#       # version: 2.18.4      # the chart version instead of Comind's pin
+#       # repo_url: https://charts.example/mirror
+#     monitoring:            # kube-prometheus-stack; Grafana at grafana.<env>.127.0.0.1.nip.io
+#       enabled: true
+#       # values: {prometheus: {prometheusSpec: {retention: 7d}}}
 
 # The platform baseline inside the cluster:
 # platform:

@@ -111,6 +111,10 @@ pub(crate) fn spec(env: &Environment) -> PhaseSpec {
         }
         .boxed()
     }));
+    spec.report = Some(Arc::new(|_ctx: &PhaseContext, client: &kube::Client| {
+        async move { applications::report(client, argocd::NAMESPACE, &[ROOT.to_string()]).await }
+            .boxed()
+    }));
     spec
 }
 

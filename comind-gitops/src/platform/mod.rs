@@ -2,8 +2,10 @@
 //! the environment and its dependencies' outputs, and converges them with the
 //! [`apply`](crate::apply) engine: [`baseline`] (`platform/baseline`), [`services`]
 //! (`platform/services`), [`registry`] (`platform/registry`), [`argocd`]
-//! (`platform/argocd`) and [`gitops`] (`platform/gitops`).
+//! (`platform/argocd`), [`gitops`] (`platform/gitops`) and [`addons`]
+//! (`platform/addons`).
 
+pub mod addons;
 pub mod argocd;
 pub mod baseline;
 pub mod gitops;
@@ -43,6 +45,16 @@ pub(crate) type Converge = Arc<
         + Sync,
 >;
 
+/// A phase's health as more than its plan tells (Argo CD's view of its Applications).
+pub(crate) type Report = Arc<
+    dyn for<'a> Fn(
+            &'a PhaseContext,
+            &'a kube::Client,
+        ) -> futures_util::future::BoxFuture<'a, Result<comind_core::PhaseStatus>>
+        + Send
+        + Sync,
+>;
+
 /// The outputs of a phase once its objects are converged (`None`: known after apply,
 /// for a plan).
 pub(crate) type Publish = Arc<dyn Fn(&PhaseContext) -> Result<Option<Outputs>> + Send + Sync>;
@@ -67,6 +79,8 @@ pub(crate) struct PhaseSpec {
     pub publish: Option<Publish>,
     /// What it waits for after applying, if anything.
     pub converge: Option<Converge>,
+    /// Its health for `status`, if the plan does not tell enough.
+    pub report: Option<Report>,
 }
 
 impl PhaseSpec {
@@ -89,6 +103,7 @@ impl PhaseSpec {
             prepare: None,
             publish: None,
             converge: None,
+            report: None,
         }
     }
 }
@@ -173,6 +188,16 @@ impl Reconcile for RenderedPhase {
                     None => Ok(Some(Outputs::new())),
                 }
             }
+        }
+    }
+
+    async fn status(&self, ctx: &PhaseContext) -> Result<Option<comind_core::PhaseStatus>> {
+        let Some(report) = &self.spec.report else {
+            return Ok(None);
+        };
+        match self.access.reach(ctx).await? {
+            Reach::Ready(cluster) => report(ctx, &cluster.client).await.map(Some),
+            Reach::AfterApply => Ok(None),
         }
     }
 

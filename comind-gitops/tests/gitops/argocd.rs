@@ -10,7 +10,7 @@ use comind_core::engine::RunOptions;
 use comind_core::event::RunOutcome;
 use comind_core::{Bootstrap, DownOptions, Environment, UpOptions};
 use comind_gitops::GitopsProvider;
-use comind_gitops::platform::argocd;
+use comind_gitops::platform::{addons, argocd};
 use comind_test_support::kube::{KubePeer, User};
 use comind_test_support::kubelet::Kubelet;
 use comind_test_support::require_peer;
@@ -81,8 +81,12 @@ async fn argo_cd_lands_from_its_checked_release_with_comind_s_settings_and_rerun
     let _kubelet = Kubelet::start(admin.clone(), argocd::NAMESPACE);
     let up = bootstrap(&env, state.path());
     let mut events = up.events().subscribe();
-    // Argo CD syncs the root application once it exists.
-    let argo = tokio::spawn(play_argo_cd(admin.clone(), healthy()));
+    // Argo CD syncs the root application and the add-ons once they exist.
+    let argo = tokio::spawn(play_argo_cd(
+        admin.clone(),
+        &["root", "sealed-secrets", "monitoring"],
+        healthy(),
+    ));
     let report = up.up(&run, &UpOptions::default()).await.unwrap();
     argo.await.unwrap();
     assert_eq!(
@@ -199,6 +203,53 @@ async fn argo_cd_lands_from_its_checked_release_with_comind_s_settings_and_rerun
         "{destinations}"
     );
 
+    // The add-ons: pinned charts, rendered by Argo CD, Grafana's password in a
+    // Secret of its own and in the outputs.
+    let monitoring = apps.get("monitoring").await.unwrap();
+    assert_eq!(
+        monitoring.data["spec"]["source"]["chart"],
+        "kube-prometheus-stack"
+    );
+    let addons = &report.outputs[&comind_core::PhaseId::new(addons::ID)];
+    let grafana = addons
+        .get(addons::GRAFANA_ADMIN_PASSWORD)
+        .unwrap()
+        .expose()
+        .to_string();
+    assert_eq!(
+        addons.require(addons::GRAFANA_URL).unwrap(),
+        format!("http://grafana.{}.127.0.0.1.nip.io:8080", env.name())
+    );
+    let grafana_secret = Api::<Secret>::namespaced(admin.clone(), "monitoring")
+        .get("grafana-admin")
+        .await
+        .unwrap();
+    assert_eq!(
+        grafana_secret.data.unwrap()["admin-password"].0,
+        grafana.as_bytes()
+    );
+    assert!(
+        !serde_json::to_string(&monitoring)
+            .unwrap()
+            .contains(&grafana)
+    );
+
+    // `comind status` lists every Application with its sync and health.
+    let status = bootstrap(&env, state.path()).status(&run).await.unwrap();
+    let addons_status = &status.statuses[&comind_core::PhaseId::new(addons::ID)];
+    assert_eq!(
+        addons_status.health,
+        comind_core::Health::Ready,
+        "{addons_status:?}"
+    );
+    assert!(
+        addons_status.detail.contains("monitoring Synced/Healthy")
+            && addons_status
+                .detail
+                .contains("sealed-secrets Synced/Healthy"),
+        "{addons_status:?}"
+    );
+
     // The password and the token are in no event, no ConfigMap and no Secret (only
     // the password's hash is; the token is in the repository Secret only).
     let mut seen = String::new();
@@ -260,6 +311,26 @@ async fn argo_cd_lands_from_its_checked_release_with_comind_s_settings_and_rerun
             .unwrap()
             .expose(),
         password
+    );
+
+    // A disabled add-on: its Application (and Grafana's Secret) are pruned.
+    let mut without = env.config().clone();
+    without.gitops.addons.monitoring.enabled = false;
+    let without = Environment::with_state_root(without, state.path());
+    let pruned = bootstrap(&without, state.path())
+        .up(&run, &UpOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        pruned.summary.outcome,
+        RunOutcome::Succeeded,
+        "{:?}",
+        pruned.summary
+    );
+    let gone = apps.get_opt("monitoring").await.unwrap();
+    assert!(
+        gone.as_ref().is_none_or(|a| a.metadata.deletion_timestamp.is_some()),
+        "{gone:?}"
     );
 
     // A root application that turns Degraded past the grace period fails the run,
@@ -380,27 +451,39 @@ fn degraded() -> serde_json::Value {
 
 /// Writes the root Application's status, as Argo CD's application controller does.
 async fn set_status(admin: &kube::Client, status: serde_json::Value) {
+    set_app_status(admin, "root", status).await;
+}
+
+/// Argo CD's part: once each Application of `names` exists, reports it `status`.
+async fn play_argo_cd(
+    admin: kube::Client,
+    names: &'static [&'static str],
+    status: serde_json::Value,
+) {
+    let apps = applications(&admin);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    for name in names {
+        // The kind itself is not served until platform/argocd made its CRD.
+        while !matches!(apps.get_opt(name).await, Ok(Some(_))) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the application {name} never came"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        set_app_status(&admin, name, status.clone()).await;
+    }
+}
+
+/// Writes the status of the Application `name`, as Argo CD's application controller
+/// does (its CRD has no status subresource).
+async fn set_app_status(admin: &kube::Client, name: &str, status: serde_json::Value) {
     applications(admin)
         .patch(
-            "root",
+            name,
             &kube::api::PatchParams::default(),
             &kube::api::Patch::Merge(serde_json::json!({ "status": status })),
         )
         .await
         .unwrap();
-}
-
-/// Argo CD's part: once the root Application exists, reports it `status`.
-async fn play_argo_cd(admin: kube::Client, status: serde_json::Value) {
-    let apps = applications(&admin);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    // The kind itself is not served until platform/argocd made its CRD.
-    while !matches!(apps.get_opt("root").await, Ok(Some(_))) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the root application never came"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    set_status(&admin, status).await;
 }

@@ -219,6 +219,7 @@ pub(crate) fn spec(_env: &Environment) -> PhaseSpec {
         prepare: Some(prepare),
         publish: Some(publish),
         converge: None,
+        report: None,
     }
 }
 
