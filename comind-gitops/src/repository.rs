@@ -7,8 +7,9 @@
 //! - `<path>/envs/<env>/`: the app-of-apps directory of environment `<env>`. The
 //!   root Application syncs every YAML file here; each is an Argo CD `Application`
 //!   (or another manifest) of that environment.
-//! - `<path>/apps/<team>/<app>/`: one directory per application; the ApplicationSet
-//!   turns each into an Application.
+//! - `<path>/apps/<team>/<app>/`: one directory per application, its Helm chart in
+//!   `chart/`; the ApplicationSet turns each into an Application (see
+//!   [`platform::gitops`](crate::platform::gitops)).
 //!
 //! Git keeps no empty directory, and a directory source of Argo CD reads only YAML and
 //! JSON files, so each directory holds a `README.md` saying what goes there.
@@ -57,24 +58,26 @@ pub fn layout(repo_path: &str, environment: &str) -> Vec<(PathBuf, String)> {
          what the branch Comind points it at (`gitops.repo.revision`) holds.\n\n\
          | directory | what goes there | who reads it |\n\
          | --- | --- | --- |\n\
-         | `{envs}/` | Argo CD `Application` manifests (YAML) of environment `{environment}`; one directory per environment (`envs/<env>/`) | the root application (app-of-apps) of that environment |\n\
-         | `{apps}/<team>/<app>/` | one directory per application: its Helm chart (`Chart.yaml`, `values.yaml`, `templates/`) or plain manifests | the ApplicationSet, which makes an Application of each directory, deployed to the team's namespaces |\n\n\
+         | `{envs}/` | Argo CD `Application` manifests (YAML, subdirectories included) of environment `{environment}`; one directory per environment (`envs/<env>/`) | the root application `root` (app-of-apps) of that environment |\n\
+         | `{apps}/<team>/<app>/` | one directory per application, its Helm chart in `chart/` (`Chart.yaml`, `values.yaml`, optionally `values-<env>.yaml`, `templates/`) | the ApplicationSet `apps`, which makes an Application `<team>-<app>` of each directory, deployed to namespace `<team>` |\n\n\
          Files other than YAML and JSON (such as these READMEs) are ignored by Argo CD.\n"
     );
     let env_readme = format!(
         "# Environment `{environment}`\n\n\
-         The root Argo CD application of environment `{environment}` (app-of-apps) syncs\n\
-         every YAML file of this directory. Put here the `Application` manifests (or\n\
-         other manifests) this environment runs; each Application then deploys its own\n\
-         source. Argo CD ignores this README.\n"
+         The root Argo CD application of environment `{environment}` (`root`, the\n\
+         app-of-apps) syncs every YAML file of this directory and its subdirectories,\n\
+         with pruning: put here the `Application` manifests (or other manifests) this\n\
+         environment runs; each Application then deploys its own source. Argo CD\n\
+         ignores this README.\n"
     );
     let apps_readme = format!(
         "# Applications\n\n\
-         One directory per application, `{apps}/<team>/<app>/`, holding its Helm chart\n\
-         (`Chart.yaml`, `values.yaml`, `templates/`) or plain manifests. The ApplicationSet\n\
-         Comind installs turns every such directory into an Argo CD Application, allowed\n\
-         to deploy only to application and team namespaces. Files directly in this\n\
-         directory, such as this README, are not applications.\n"
+         One directory per application, `{apps}/<team>/<app>/`, with its Helm chart in\n\
+         `chart/` (`Chart.yaml`, `values.yaml`, and `values-<env>.yaml` for what differs\n\
+         per environment). The ApplicationSet `apps` Comind installs turns every such\n\
+         directory into an Argo CD Application `<team>-<app>`, deployed to namespace\n\
+         `<team>` (its project allows only application and team namespaces). Files\n\
+         directly in this directory, such as this README, are not applications.\n"
     );
     vec![
         (base.join("README.md"), top),
