@@ -99,6 +99,9 @@ pub enum Command {
     /// Maintain the local profile's image registry
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// Write the GitOps repository's layout, or push it to the local Git server
+    #[command(subcommand)]
+    Gitops(GitopsCommand),
     /// Print shell completions
     Completions(CompletionsArgs),
     /// Print a Kubernetes ExecCredential with an EKS token (used by the kubeconfig Comind writes)
@@ -202,6 +205,36 @@ pub struct KubeconfigArgs {
 pub enum RegistryCommand {
     /// Delete the layers no tag references any more (run it when nothing pushes)
     Gc,
+}
+
+/// `gitops`.
+#[derive(Debug, Subcommand)]
+pub enum GitopsCommand {
+    /// Write the layout Argo CD reads (envs/<env>/, apps/, READMEs) into DIR; never
+    /// overwrites a file you changed
+    Init(GitopsInitArgs),
+    /// Push the committed HEAD of the Git work tree DIR to the local Git server's
+    /// branch `gitops.repo.revision`
+    Push(GitopsPushArgs),
+}
+
+/// `gitops init`.
+#[derive(Debug, Args)]
+pub struct GitopsInitArgs {
+    /// The repository's directory (made if missing)
+    pub dir: PathBuf,
+}
+
+/// `gitops push`.
+#[derive(Debug, Args)]
+pub struct GitopsPushArgs {
+    /// The Git work tree to push
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    /// Replace the server's branch even when that drops commits it has (not a fast-forward)
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `down`.

@@ -16,8 +16,9 @@ use comind_core::{
 };
 
 use crate::args::{
-    Cli, Command, CompletionsArgs, DownArgs, EksTokenArgs, InitArgs, KubeconfigArgs, LockArgs,
-    OutputMode, OutputsArgs, OutputsFormat, PlanArgs, RegistryCommand, SelectArgs, UpArgs,
+    Cli, Command, CompletionsArgs, DownArgs, EksTokenArgs, GitopsCommand, GitopsInitArgs,
+    GitopsPushArgs, InitArgs, KubeconfigArgs, LockArgs, OutputMode, OutputsArgs, OutputsFormat,
+    PlanArgs, RegistryCommand, SelectArgs, UpArgs,
 };
 use crate::render::{EventPrinter, report};
 
@@ -45,6 +46,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Down(args) => down(&cli, args).await,
         Command::Kubeconfig(args) => kubeconfig(&cli, args),
         Command::Registry(RegistryCommand::Gc) => registry_gc(&cli).await,
+        Command::Gitops(GitopsCommand::Init(args)) => gitops_init(&cli, args),
+        Command::Gitops(GitopsCommand::Push(args)) => gitops_push(&cli, args).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -379,6 +382,138 @@ async fn registry_gc(cli: &Cli) -> Result<u8, Error> {
 
 #[cfg(not(feature = "local"))]
 async fn registry_gc(_cli: &Cli) -> Result<u8, Error> {
+    // Says the local profile is not in this build, and how to get it.
+    comind::providers(comind_core::Profile::Local).map(|_| 0)
+}
+
+fn gitops_init(cli: &Cli, args: &GitopsInitArgs) -> Result<u8, Error> {
+    let config = load_config(cli)?;
+    let done = comind::gitops::repository::init(
+        &args.dir,
+        &config.gitops.repo.path,
+        config.environment.as_str(),
+    )?;
+    let shown = |paths: &[PathBuf]| -> Vec<String> {
+        paths
+            .iter()
+            .map(|p| args.dir.join(p).display().to_string())
+            .collect()
+    };
+    if cli.output == OutputMode::Json {
+        let line = serde_json::json!({
+            "written": shown(&done.written),
+            "unchanged": shown(&done.unchanged),
+            "kept": shown(&done.kept),
+        });
+        stdout_line(&line.to_string());
+        return Ok(0);
+    }
+    let mut text = String::new();
+    for path in shown(&done.written) {
+        text.push_str(&format!("wrote {path}\n"));
+    }
+    for path in shown(&done.unchanged) {
+        text.push_str(&format!("unchanged {path}\n"));
+    }
+    for path in shown(&done.kept) {
+        text.push_str(&format!(
+            "kept {path}: it differs from what Comind writes (your edit stays)\n"
+        ));
+    }
+    text.push_str(if done.written.is_empty() {
+        "the layout was there already: nothing written\n"
+    } else {
+        "next: commit it (`git init`, `git add -A`, `git commit`), then `comind gitops push`\n"
+    });
+    print_human(cli.output, &text);
+    Ok(0)
+}
+
+#[cfg(feature = "local")]
+async fn gitops_push(cli: &Cli, args: &GitopsPushArgs) -> Result<u8, Error> {
+    use comind::core::cluster::{GIT_SERVER_PHASE_ID, GITOPS_REPO_URL};
+    let config = load_config(cli)?;
+    let repo = &config.gitops.repo;
+    if !comind::local::git_server::runs_git_server(&config) {
+        let why = if !repo.is_local() {
+            format!(
+                "the GitOps repository is `{}`, not the local Git server: push to it with                  `git push`",
+                repo.url
+            )
+        } else if config.profile != comind_core::Profile::Local {
+            "the local Git server is the local profile's".to_string()
+        } else {
+            "Argo CD is off (`gitops.argocd.enabled: false`), and with it the local Git              server"
+                .to_string()
+        };
+        return Err(Error::invalid_input(format!(
+            "environment `{}` runs no local Git server: {why}",
+            config.environment
+        ))
+        .with_hint("`comind gitops push` fills the local Git server of `gitops.repo.url: local`"));
+    }
+    let branch = repo.revision.clone();
+    let name = config.environment.to_string();
+    let bootstrap = bootstrap(cli, None, None)?;
+    let run = RunOptions {
+        only: vec![PhaseId::new(GIT_SERVER_PHASE_ID)],
+        ..RunOptions::default()
+    };
+    let (outputs, report) = bootstrap.outputs(&run).await?;
+    let Some(url) = outputs.get(GITOPS_REPO_URL).map(|v| v.expose().to_string()) else {
+        let why = report
+            .summary
+            .phases
+            .iter()
+            .find_map(|p| p.error.as_ref().map(|e| format!(": {e}")))
+            .unwrap_or_default();
+        return Err(Error::not_found(format!(
+            "the local Git server of environment `{name}` is not up{why}"
+        ))
+        .with_resource(format!("container comind-{name}-{GIT_SERVER_PHASE_ID}"))
+        .with_hint("run `comind up`, which starts it, then push again"));
+    };
+    let dir = args.dir.clone();
+    let force = args.force;
+    let pushed = tokio::task::spawn_blocking(move || {
+        comind::gitops::repository::push(&dir, &url, &branch, force)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("the push was interrupted: {e}")))??;
+    if !pushed.uncommitted.is_empty() {
+        eprintln!(
+            "warning: {} has {} uncommitted change(s); only committed work was pushed              (commit them and push again to include them)",
+            pushed.work_tree.display(),
+            pushed.uncommitted.len()
+        );
+    }
+    if cli.output == OutputMode::Json {
+        let line = serde_json::json!({
+            "commit": pushed.commit,
+            "branch": pushed.branch,
+            "url": pushed.url,
+            "outcome": pushed.outcome.describe(),
+            "uncommitted": pushed.uncommitted.len(),
+        });
+        stdout_line(&line.to_string());
+    } else {
+        print_human(
+            cli.output,
+            &format!(
+                "pushed {} ({}) to branch {} of {}: {}\n",
+                comind::gitops::repository::short(&pushed.commit),
+                pushed.subject,
+                pushed.branch,
+                pushed.url,
+                pushed.outcome.describe()
+            ),
+        );
+    }
+    Ok(0)
+}
+
+#[cfg(not(feature = "local"))]
+async fn gitops_push(_cli: &Cli, _args: &GitopsPushArgs) -> Result<u8, Error> {
     // Says the local profile is not in this build, and how to get it.
     comind::providers(comind_core::Profile::Local).map(|_| 0)
 }

@@ -19,6 +19,8 @@
 //!   environment (and its dependencies' outputs) plus the apply engine: the baseline
 //!   (namespaces, quotas, network policies, RBAC) and the services' in-cluster names
 //!   and Secrets.
+//! - [`repository`]: the GitOps repository on the user's machine: its layout
+//!   (`comind gitops init`) and pushing it to the local Git server (`comind gitops push`).
 //!
 //! The crate never names a provider crate: what it needs from the cluster phase and
 //! the service phases is core's contract ([`comind_core::cluster`],
@@ -31,5 +33,6 @@ pub mod kubeconfig;
 pub mod platform;
 mod provider;
 pub mod ready;
+pub mod repository;
 
 pub use provider::GitopsProvider;

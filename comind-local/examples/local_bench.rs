@@ -113,6 +113,9 @@ fn config(name: &str, options: &Options) -> Config {
     let mut config = Config::default();
     config.environment = EnvironmentName::new(name).unwrap();
     config.local.cluster.enabled = options.k3d.is_some();
+    // The bench measures the services (and the cluster): Argo CD, and with it the
+    // local Git server, are measured by their own tests.
+    config.gitops.argocd.enabled = false;
     if let Some(k3d) = &options.k3d {
         config.local.cluster.k3d = k3d.into();
         config.local.cluster.registry_image = ImageRef::new("comind-test/registry:r1").unwrap();

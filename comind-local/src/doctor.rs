@@ -1,5 +1,5 @@
 //! `comind doctor` for the local profile: the Docker daemon and its API version, every
-//! configured host port, the network name, and `k3d`.
+//! configured host port, the network name, `k3d`, and `git` for the local Git server.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -65,6 +65,14 @@ fn configured_ports(env: &Environment) -> Vec<ConfiguredPort> {
             required: true,
         });
     }
+    if crate::git_server::runs_git_server(config) {
+        ports.push(ConfiguredPort {
+            field: "gitops.repo.local.port",
+            port: config.gitops.repo.local.port.get(),
+            component: crate::git_server::GIT_SERVER_PHASE_ID,
+            required: true,
+        });
+    }
     if !crate::LocalProvider::makes_cluster(env) {
         return ports;
     }
@@ -106,6 +114,20 @@ fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// `git` on `PATH`: `comind gitops push` runs it to fill the local Git server. A
+/// warning only, since `up` does not need it.
+fn git_check() -> Diagnosis {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    match on_path("git", &path) {
+        Some(binary) => Diagnosis::ok("git", format!("{}", binary.display())),
+        None => Diagnosis::warning(
+            "git",
+            "`git` is not on PATH; `comind gitops push` needs it to fill the local Git server",
+            "install Git (`apt-get install git`, `brew install git`) and put it on PATH",
+        ),
+    }
 }
 
 /// The configured k3d binary: found, and v5.
@@ -281,6 +303,9 @@ pub(crate) async fn diagnose(docker: &DockerClient, env: &Environment) -> Vec<Di
     if crate::LocalProvider::makes_cluster(env) {
         checks.push(k3d_check(env).await);
     }
+    if crate::git_server::runs_git_server(env.config()) {
+        checks.push(git_check());
+    }
     checks
 }
 
@@ -318,5 +343,6 @@ mod tests {
         assert!(fields.contains(&"services.postgres.local.port"));
         assert!(fields.contains(&"services.object_store.local.console_port"));
         assert!(fields.contains(&"services.queue.local.port"));
+        assert!(fields.contains(&"gitops.repo.local.port"));
     }
 }

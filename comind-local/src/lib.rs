@@ -7,7 +7,9 @@
 //! PostgreSQL ([`PostgresBackend`]), MinIO ([`MinioBackend`]), Redis
 //! ([`RedisBackend`]) and ElasticMQ ([`ElasticMqBackend`]) as containers, and, unless
 //! `local.cluster.enabled` is off or `gitops.kubeconfig` names another cluster, the
-//! private image registry ([`RegistryPhase`]). Everything
+//! private image registry ([`RegistryPhase`]), and, when Argo CD deploys from the
+//! local repository (`gitops.repo.url: local`), a Git server ([`GitServerPhase`])
+//! that `comind gitops push` fills and Argo CD pulls from. Everything
 //! created carries Comind's ownership labels and a hash of its desired spec, so every
 //! run discovers what exists and converges it: a stopped container is started, a
 //! changed one replaced on its volume, a deleted one recreated. Data lives in named
@@ -31,6 +33,7 @@
 pub mod cluster;
 pub mod docker;
 mod doctor;
+pub mod git_server;
 pub mod network;
 pub mod registry;
 pub mod services;
@@ -47,6 +50,7 @@ use comind_core::{
 pub use cluster::ClusterPhase;
 pub use docker::DockerClient;
 pub use doctor::MIN_API_VERSION;
+pub use git_server::GitServerPhase;
 pub use network::NetworkPhase;
 pub use registry::RegistryPhase;
 pub use services::{ElasticMqBackend, MinioBackend, PostgresBackend, RedisBackend};
@@ -112,6 +116,11 @@ impl Provider for LocalProvider {
             phases.push(Arc::new(RegistryPhase::new(self.docker(env.config()))));
             phases.push(Arc::new(ClusterPhase::new(self.docker(env.config()), env)));
         }
+        // Like the registry, it is a phase only while it is wanted: switching it off
+        // leaves what an earlier run made (take the environment down first).
+        if git_server::runs_git_server(env.config()) {
+            phases.push(Arc::new(GitServerPhase::new(self.docker(env.config()))));
+        }
         // A disabled optional service stays a phase whose desired state is "absent", so
         // turning it off removes what an earlier run made and `down` still finds it.
         let services = &env.config().services;
@@ -158,6 +167,7 @@ mod tests {
                 "network",
                 "registry",
                 "cluster",
+                "git-server",
                 "postgres",
                 "object-store",
                 "cache",
@@ -165,6 +175,14 @@ mod tests {
             ]
         );
         assert!(!ids(|c| c.local.cluster.enabled = false).contains(&"registry".to_string()));
+        assert!(
+            !ids(|c| c.gitops.argocd.enabled = false).contains(&"git-server".to_string()),
+            "no Argo CD, no Git server for it"
+        );
+        assert!(
+            ids(|c| c.local.cluster.enabled = false).contains(&"git-server".to_string()),
+            "it runs with the services, for a cluster named by gitops.kubeconfig too"
+        );
         assert!(
             !ids(|c| c.gitops.kubeconfig = Some("/k".into())).contains(&"registry".to_string())
         );
@@ -174,6 +192,7 @@ mod tests {
     fn phases_are_the_network_then_every_service() {
         let mut config = Config::default();
         config.local.cluster.enabled = false;
+        config.gitops.argocd.enabled = false;
         let env = Arc::new(Environment::with_state_root(config.clone(), "/tmp/x"));
         let provider = LocalProvider::new();
         assert_eq!(provider.name(), "local");

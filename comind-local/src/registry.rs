@@ -141,6 +141,7 @@ impl RegistryPhase {
             name: self.container.name(env),
             image: env.config().local.cluster.registry_image.to_string(),
             image_field: "local.cluster.registry_image",
+            entrypoint: None,
             cmd: None,
             env: vec![
                 settings("REGISTRY_AUTH", "htpasswd"),

@@ -35,9 +35,11 @@ impl LocalEnv {
     pub fn new(extra: Option<Arc<dyn comind_core::Phase>>) -> LocalEnv {
         let state = tempfile::tempdir().unwrap();
         let name = unique("par");
-        // The services alone: no cluster or registry.
-        let mut yaml =
-            format!("environment: {name}\nlocal:\n  cluster:\n    enabled: false\nservices:\n");
+        // The services alone: no cluster or registry, and no Argo CD, so no Git server.
+        let mut yaml = format!(
+            "environment: {name}\nlocal:\n  cluster:\n    enabled: false\ngitops:\n  argocd:\n    \
+             enabled: false\nservices:\n"
+        );
         for (service, image) in LOCAL_IMAGES {
             yaml.push_str(&format!(
                 "  {service}:\n    local:\n      image: {image}\n      port: {}\n",

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use comind_test_support::docker::{
-    self, ELASTICMQ_IMAGE, K3S_NODE_IMAGE, LabelCleanup, MINIO_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE,
-    REGISTRY_IMAGE, SERVICE_IMAGES,
+    self, ELASTICMQ_IMAGE, GIT_SERVER_IMAGE, K3S_NODE_IMAGE, LabelCleanup, MINIO_IMAGE,
+    POSTGRES_IMAGE, REDIS_IMAGE, REGISTRY_IMAGE, SERVICE_IMAGES,
 };
 use comind_test_support::docker_proxy::{self, DockerApiProxy, Trap};
 use comind_test_support::k3d::K3dDouble;
@@ -37,23 +37,30 @@ struct LocalEnv {
     _leftovers: LabelCleanup,
 }
 
-/// Argo CD left out: it needs its release manifest and its workloads' kubelet, which
-/// the gitops tests provide.
-const NO_ARGOCD: &str = "gitops:\n  argocd:\n    enabled: false\n";
+/// Argo CD left out (`gitops:` lines): it needs its release manifest and its
+/// workloads' kubelet, which the gitops tests provide. The local Git server goes with
+/// it.
+const NO_ARGOCD: &str = "  argocd:\n    enabled: false\n";
 
 impl LocalEnv {
     /// The services alone, plus `extra` configuration.
     fn new(extra: &str) -> LocalEnv {
-        Self::make(extra, None)
+        Self::make(extra, NO_ARGOCD, None)
     }
 
-    /// The whole local profile: the services, the registry and the cluster, made by
-    /// the k3d double `k3d`.
+    /// The services with `gitops` lines (under `gitops:`); unless they turn Argo CD
+    /// off, the local Git server too.
+    fn with_gitops(gitops: &str) -> LocalEnv {
+        Self::make("", gitops, None)
+    }
+
+    /// The whole local profile but Argo CD: the services, the registry and the
+    /// cluster, made by the k3d double `k3d`.
     fn with_cluster(k3d: &K3dDouble) -> LocalEnv {
-        Self::make(NO_ARGOCD, Some(k3d))
+        Self::make("", NO_ARGOCD, Some(k3d))
     }
 
-    fn make(extra: &str, k3d: Option<&K3dDouble>) -> LocalEnv {
+    fn make(extra: &str, gitops: &str, k3d: Option<&K3dDouble>) -> LocalEnv {
         let scratch = Scratch::new();
         let name = names::unique("e2e");
         let mut ports = HashMap::new();
@@ -67,6 +74,7 @@ impl LocalEnv {
             "api",
             "http",
             "https",
+            "git",
         ] {
             ports.insert(key, free_port());
         }
@@ -92,6 +100,10 @@ impl LocalEnv {
                 yaml.push_str(&format!("      console_port: {}\n", ports["console"]));
             }
         }
+        yaml.push_str(&format!(
+            "gitops:\n  repo:\n    local:\n      image: {GIT_SERVER_IMAGE}\n      port: {}\n{gitops}",
+            ports["git"]
+        ));
         yaml.push_str(extra);
         scratch.config(&yaml);
         LocalEnv {
@@ -287,7 +299,7 @@ fn a_full_session_up_outputs_status_down_and_purge() {
         "purge leaves nothing: {:?}",
         env.labelled()
     );
-    assert_eq!(env.ports.len(), 9);
+    assert_eq!(env.ports.len(), 10);
 }
 
 #[test]
@@ -502,8 +514,9 @@ fn up_lays_the_platform_and_binds_the_docker_services_into_a_configured_cluster_
  {
     require_peer!(docker::ready_blocking(&SERVICE_IMAGES));
     let peer = require_peer!(KubePeer::shared());
-    let env = LocalEnv::new(&format!(
-        "gitops:\n  kubeconfig: {}\n  argocd:\n    enabled: false\n",
+    let env = LocalEnv::with_gitops(&format!(
+        "  kubeconfig: {}
+{NO_ARGOCD}",
         peer.kubeconfig().display()
     ));
     let up = env.run(&["-o", "json", "up"]);
@@ -974,4 +987,100 @@ mod clients {
             .build();
         aws_sdk_sqs::Client::from_conf(config)
     }
+}
+
+/// `git ARGS` in `dir` with an identity of its own; its stdout.
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=Comind Test",
+            "-c",
+            "user.email=test@comind.invalid",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn gitops_push_fills_the_local_git_server_with_the_committed_head() {
+    require_peer!(docker::ready_blocking(&[GIT_SERVER_IMAGE]));
+    let env = LocalEnv::with_gitops("");
+    let repo = env.scratch.path().join("gitops");
+
+    // Before up: no server to push to.
+    let init = env.run(&["gitops", "init", repo.to_str().unwrap()]);
+    assert_eq!(init.code, 0, "{}", init.all());
+    let early = env.run(&["gitops", "push", repo.to_str().unwrap()]);
+    assert_eq!(early.code, 1, "{}", early.all());
+    assert!(early.stderr.contains("comind up"), "{}", early.all());
+
+    // Not a Git work tree: say how to make one.
+    let up = env.run(&["up", "--only", "git-server"]);
+    assert_eq!(up.code, 0, "{}", up.all());
+    let not_repo = env.run(&["gitops", "push", repo.to_str().unwrap()]);
+    assert_eq!(not_repo.code, 2, "{}", not_repo.all());
+    assert!(
+        not_repo.stderr.contains("not a Git work tree") && not_repo.stderr.contains("git"),
+        "{}",
+        not_repo.all()
+    );
+
+    git(&repo, &["init", "--quiet", "--initial-branch=work"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "layout"]);
+    let commit = git(&repo, &["rev-parse", "HEAD"]);
+    std::fs::write(repo.join("draft.yaml"), "kind: List\n").unwrap();
+    let pushed = env.run(&["gitops", "push", repo.to_str().unwrap()]);
+    assert_eq!(pushed.code, 0, "{}", pushed.all());
+    assert!(
+        pushed.stdout.contains(&commit[..12]) && pushed.stdout.contains("branch main"),
+        "says what was pushed where: {}",
+        pushed.all()
+    );
+    assert!(
+        pushed.stderr.contains("only committed work"),
+        "warns about the uncommitted file: {}",
+        pushed.all()
+    );
+    let vars = env_lines(&env.run(&["outputs"]).stdout);
+    let url = &vars["GITOPS_REPO_URL"];
+    assert_eq!(
+        url,
+        &format!("git://127.0.0.1:{}/gitops.git", env.ports["git"])
+    );
+    let remote = git(&repo, &["ls-remote", url, "refs/heads/main"]);
+    assert!(remote.starts_with(&commit), "{remote}");
+
+    // A history that drops the server's commit is refused unless --force.
+    git(&repo, &["checkout", "--quiet", "--orphan", "other"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "rewritten"]);
+    let rewritten = git(&repo, &["rev-parse", "HEAD"]);
+    let refused = env.run(&["gitops", "push", repo.to_str().unwrap()]);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(refused.stderr.contains("--force"), "{}", refused.all());
+    assert!(git(&repo, &["ls-remote", url, "refs/heads/main"]).starts_with(&commit));
+    let forced = env.run(&[
+        "-o",
+        "json",
+        "gitops",
+        "push",
+        "--force",
+        repo.to_str().unwrap(),
+    ]);
+    assert_eq!(forced.code, 0, "{}", forced.all());
+    let line: Value = serde_json::from_str(forced.stdout.trim()).unwrap();
+    assert_eq!(line["commit"], rewritten.as_str());
+    assert_eq!(line["branch"], "main");
+    assert!(git(&repo, &["ls-remote", url, "refs/heads/main"]).starts_with(&rewritten));
 }

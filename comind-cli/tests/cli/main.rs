@@ -11,6 +11,7 @@
 mod aws;
 mod basics;
 mod config;
+mod gitops;
 #[cfg(feature = "local")]
 mod local;
 mod support;

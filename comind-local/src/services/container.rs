@@ -52,6 +52,10 @@ pub(crate) struct ContainerSpec {
     /// The configuration field that sets the image, for hints.
     #[serde(skip)]
     pub image_field: &'static str,
+    /// The entrypoint; `None` keeps the image's own. Left out of the hash when unset,
+    /// so the specs of containers made before the field existed hash as they did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
     /// Arguments; `None` keeps the image's own.
     pub cmd: Option<Vec<String>>,
     /// Environment variables (`NAME`, value); never secret.
@@ -97,6 +101,7 @@ impl ContainerSpec {
             .collect();
         ContainerCreateBody {
             image: Some(self.image.clone()),
+            entrypoint: self.entrypoint.clone(),
             cmd: self.cmd.clone(),
             env: Some(self.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(labels),
@@ -706,6 +711,7 @@ mod tests {
             name: "comind-dev-cache".into(),
             image: "redis:7".into(),
             image_field: "services.cache.local.image",
+            entrypoint: None,
             cmd: Some(vec!["redis-server".into()]),
             env: vec![("A".into(), "b".into())],
             ports: vec![PublishedPort {

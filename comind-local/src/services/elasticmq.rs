@@ -127,6 +127,7 @@ impl ElasticMqBackend {
             name: self.container.name(env),
             image: settings.image.to_string(),
             image_field: "services.queue.local.image",
+            entrypoint: None,
             cmd: None,
             env: Vec::new(),
             ports: vec![PublishedPort {

@@ -82,6 +82,7 @@ impl MinioBackend {
             name: self.container.name(env),
             image: settings.image.to_string(),
             image_field: "services.object_store.local.image",
+            entrypoint: None,
             cmd: Some(
                 ["server", DATA_PATH, "--console-address", ":9001"]
                     .map(str::to_string)

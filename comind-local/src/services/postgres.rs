@@ -136,6 +136,7 @@ impl PostgresBackend {
             name: self.container.name(env),
             image: settings.image.to_string(),
             image_field: "services.postgres.local.image",
+            entrypoint: None,
             cmd: None,
             env: vec![
                 ("POSTGRES_USER".to_string(), SUPERUSER.to_string()),

@@ -82,6 +82,7 @@ impl RedisBackend {
             name: self.container.name(env),
             image: settings.image.to_string(),
             image_field: "services.cache.local.image",
+            entrypoint: None,
             cmd: Some(vec![
                 "redis-server".to_string(),
                 REDIS_CONFIG_PATH.to_string(),

@@ -8,6 +8,7 @@ mod cluster;
 mod conformance;
 mod crash;
 mod drift;
+mod git_server;
 mod lifecycle;
 mod markers;
 mod preflight;

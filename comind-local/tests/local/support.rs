@@ -19,7 +19,8 @@ use comind_core::environment::{LABEL_COMPONENT, LABEL_ENVIRONMENT, LABEL_MANAGED
 use comind_core::{Bootstrap, DestroyOptions, Environment, Outputs, PhaseId};
 use comind_local::LocalProvider;
 use comind_test_support::docker::{
-    ELASTICMQ_IMAGE, LabelCleanup, MINIO_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE, REGISTRY_IMAGE,
+    ELASTICMQ_IMAGE, GIT_SERVER_IMAGE, LabelCleanup, MINIO_IMAGE, POSTGRES_IMAGE, REDIS_IMAGE,
+    REGISTRY_IMAGE,
 };
 use comind_test_support::{names, ports};
 
@@ -58,6 +59,10 @@ impl TestEnv {
         config.gitops.argocd.enabled = false;
         config.local.cluster.registry_image = ImageRef::new(REGISTRY_IMAGE).unwrap();
         config.local.cluster.registry_port = port();
+        // With Argo CD off there is no Git server either: the Git server's tests turn
+        // it back on (their runs select the Git server alone).
+        config.gitops.repo.local.image = ImageRef::new(GIT_SERVER_IMAGE).unwrap();
+        config.gitops.repo.local.port = port();
         // A run that fails in a test should fail at once, not after the engine's
         // retries.
         config.engine.retries = 0;
