@@ -46,8 +46,9 @@ pub const DEFAULT_REGISTRY_IMAGE: &str = "registry:3.0.0";
 /// checksum is pinned in `comind-gitops`.
 pub const DEFAULT_ARGOCD_VERSION: &str = "v3.5.1";
 /// The default image of the local Git server: the Git project's own `git daemon`
-/// (packaged by alpine/git, rebuilt with every Git release), serving the repository
-/// over the Git protocol, which Argo CD pulls from.
+/// (packaged by alpine/git, rebuilt with every Git release; 2.49 is a maintained Git
+/// line), serving the repository over the Git protocol, which Argo CD pulls from. A
+/// tag, never `latest`, so every machine runs the same server.
 pub const DEFAULT_GIT_SERVER_IMAGE: &str = "alpine/git:v2.49.1";
 
 /// The default Kubernetes version of an EKS cluster: a version in EKS's standard

@@ -468,6 +468,10 @@ fn check_ports(config: &Config, problems: &mut Vec<Problem>) {
         ("local.cluster.https_port", k.https_port.get()),
         ("local.cluster.registry_port", k.registry_port.get()),
     ]);
+    let gitops = &config.gitops;
+    if gitops.argocd.enabled && gitops.repo.is_local() {
+        ports.push(("gitops.repo.local.port", gitops.repo.local.port.get()));
+    }
     let mut first_user: HashMap<u16, &str> = HashMap::new();
     for (field, port) in ports {
         if let Some(previous) = first_user.get(&port) {
