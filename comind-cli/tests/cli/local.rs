@@ -60,6 +60,71 @@ impl LocalEnv {
         Self::make("", NO_ARGOCD, Some(k3d))
     }
 
+    /// The whole local profile with Argo CD from the test peers' copy of its release
+    /// (and its checksum), the local Git server, and the add-ons.
+    fn with_platform(k3d: &K3dDouble) -> LocalEnv {
+        let manifest = comind_test_support::workspace::root()
+            .join("../shared/test-peers/reference/argocd-v3.5.1-install.yaml");
+        let gitops = format!(
+            "  argocd:\n    manifest: {}\n    sha256: {}\n    sync_timeout: 2m\n",
+            manifest.display(),
+            comind::gitops::platform::argocd::release::PINNED_SHA256
+        );
+        Self::make("", &gitops, Some(k3d))
+    }
+
+    /// Plays what runs inside the cluster once `comind up` has made it: the kubelets
+    /// of Argo CD's Pods (`Kubelet`), and Argo CD's application controller, reporting
+    /// `apps` synced and healthy as they appear. Nothing of either runs here.
+    fn play_the_cluster(&self, apps: &'static [&'static str]) -> std::thread::JoinHandle<()> {
+        let kubeconfig = self
+            .scratch
+            .state_dir()
+            .join("local")
+            .join(&self.name)
+            .join("kubeconfig");
+        let context = format!("k3d-comind-{}", self.name);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let deadline = Instant::now() + Duration::from_secs(240);
+                while !kubeconfig.exists() {
+                    assert!(Instant::now() < deadline, "the cluster never came");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let client = comind::gitops::access::connect(&kubeconfig, Some(&context))
+                    .await
+                    .unwrap()
+                    .client;
+                let _kubelet =
+                    comind_test_support::kubelet::Kubelet::start(client.clone(), "argocd");
+                let kind = comind::gitops::applications::kind();
+                let api: kube::Api<kube::api::DynamicObject> =
+                    kube::Api::namespaced_with(client, "argocd", &kind.resource);
+                let status = serde_json::json!({"status": {
+                    "sync": {"status": "Synced"}, "health": {"status": "Healthy"},
+                    "operationState": {
+                        "phase": "Succeeded", "message": "successfully synced",
+                        "startedAt": "2026-12-02T00:00:00Z", "finishedAt": "2026-12-02T00:00:01Z",
+                        "operation": {"sync": {"revision": "HEAD"}}
+                    }
+                }});
+                for app in apps {
+                    while !matches!(api.get_opt(app).await, Ok(Some(_))) {
+                        assert!(
+                            Instant::now() < deadline,
+                            "the application {app} never came"
+                        );
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    api.patch(app, &Default::default(), &kube::api::Patch::Merge(&status))
+                        .await
+                        .unwrap();
+                }
+            });
+        })
+    }
+
     fn make(extra: &str, gitops: &str, k3d: Option<&K3dDouble>) -> LocalEnv {
         let scratch = Scratch::new();
         let name = names::unique("e2e");
@@ -635,10 +700,10 @@ fn up_lays_the_platform_and_binds_the_docker_services_into_a_configured_cluster_
 #[test]
 fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
     let mut images = SERVICE_IMAGES.to_vec();
-    images.extend([REGISTRY_IMAGE, K3S_NODE_IMAGE]);
+    images.extend([REGISTRY_IMAGE, K3S_NODE_IMAGE, GIT_SERVER_IMAGE]);
     require_peer!(docker::ready_blocking(&images));
     let k3d = require_peer!(K3dDouble::new());
-    let env = LocalEnv::with_cluster(&k3d);
+    let env = LocalEnv::with_platform(&k3d);
 
     let doctor = env.run(&["doctor"]);
     assert!(
@@ -646,16 +711,22 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
         "doctor checks the configured k3d: {}",
         doctor.all()
     );
+    let cluster = env.play_the_cluster(&["root", "sealed-secrets", "monitoring"]);
     let up = env.run(&["-o", "json", "up"]);
     assert_eq!(up.code, 0, "{}", up.all());
+    cluster.join().unwrap();
     let events = json_lines(&up);
     let summary = &events.last().unwrap()["summary"];
     for id in [
         "registry",
+        "git-server",
         "cluster",
         "platform/baseline",
         "platform/services",
         "platform/registry",
+        "platform/argocd",
+        "platform/gitops",
+        "platform/addons",
     ] {
         let phase = summary["phases"]
             .as_array()
@@ -667,9 +738,34 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
     }
     let vars = env_lines(&env.run(&["outputs", "--reveal"]).stdout);
     assert_eq!(vars["KUBE_CONTEXT"], format!("k3d-comind-{}", env.name));
+    for secret in [
+        "REGISTRY_PASSWORD",
+        "ARGOCD_ADMIN_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD",
+    ] {
+        assert!(
+            !up.all().contains(&vars[secret]),
+            "the run printed {secret}"
+        );
+    }
+    assert_eq!(
+        vars["ARGOCD_URL"],
+        format!(
+            "http://argocd.{}.127.0.0.1.nip.io:{}",
+            env.name, env.ports["http"]
+        )
+    );
+    let masked = env_lines(&env.run(&["outputs"]).stdout);
+    assert_ne!(
+        masked["ARGOCD_ADMIN_PASSWORD"],
+        vars["ARGOCD_ADMIN_PASSWORD"]
+    );
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, 0, "{}", status.all());
     assert!(
-        !up.all().contains(&vars["REGISTRY_PASSWORD"]),
-        "the run never prints a secret"
+        status.all().contains("monitoring Synced/Healthy"),
+        "status lists the Applications: {}",
+        status.all()
     );
 
     // The platform is on the cluster's own API server, with the services bound.
@@ -715,7 +811,7 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
     let slice = runtime
         .block_on(
             kube::Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(
-                client,
+                client.clone(),
                 &platform_ns,
             )
             .get("registry"),
@@ -729,6 +825,34 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
     assert!(
         url.ends_with(&format!("@cache.platform-{}.svc:6379/0", env.name)),
         "{url}"
+    );
+    // Argo CD pulls from the local Git server, bound into the cluster like the
+    // services.
+    let repository = runtime
+        .block_on(
+            kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "argocd")
+                .get("gitops-repository"),
+        )
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(repository.data.unwrap()["url"].0.clone()).unwrap(),
+        format!(
+            "git://git-server.platform-{}.svc.cluster.local:9418/gitops.git",
+            env.name
+        )
+    );
+    let git_slice = runtime
+        .block_on(
+            kube::Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(
+                client.clone(),
+                &platform_ns,
+            )
+            .get("git-server"),
+        )
+        .unwrap();
+    assert_eq!(
+        git_slice.endpoints[0].addresses,
+        [vars["GIT_SERVER_CLUSTER_HOST"].clone()]
     );
 
     // Converged: a second up changes nothing and asks k3d to change nothing.

@@ -329,7 +329,8 @@ async fn argo_cd_lands_from_its_checked_release_with_comind_s_settings_and_rerun
     );
     let gone = apps.get_opt("monitoring").await.unwrap();
     assert!(
-        gone.as_ref().is_none_or(|a| a.metadata.deletion_timestamp.is_some()),
+        gone.as_ref()
+            .is_none_or(|a| a.metadata.deletion_timestamp.is_some()),
         "{gone:?}"
     );
 
