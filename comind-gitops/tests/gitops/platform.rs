@@ -228,25 +228,9 @@ async fn the_platform_phases_pass_their_suites_then_land_bind_the_services_conve
     });
     assert!(GitopsProvider::new().phases(&suite_env).unwrap().is_empty());
     let admin = support::client(peer, User::Admin).await;
-    // A run of this binary a moment ago (the control plane outlives it by seconds)
-    // may still be deleting the platform's namespaces.
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    for ns in baseline::namespaces(&suite_env) {
-        while namespaces
-            .get_opt(&ns.name)
-            .await
-            .unwrap()
-            .is_some_and(|n| n.metadata.deletion_timestamp.is_some())
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} never went",
-                ns.name
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
+    // A run of this binary a moment ago (the control plane outlives it by seconds),
+    // or another test, may still be deleting the platform's namespaces.
+    support::settled(&admin, &suite_env).await;
     phase_suite(&PlatformFixture {
         env: suite_env.clone(),
         admin: admin.clone(),
