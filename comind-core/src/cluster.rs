@@ -46,3 +46,8 @@ pub const GITOPS_REPO_URL: &str = "GITOPS_REPO_URL";
 
 /// The repository's path on the local Git server.
 pub const GIT_SERVER_REPOSITORY: &str = "gitops.git";
+
+/// Output of the cluster phase, where the profile's load balancer needs an address
+/// pool (MetalLB on the local cluster): the addresses it may give Services of type
+/// LoadBalancer, as a range `first-last` on the cluster's network.
+pub const LOAD_BALANCER_ADDRESSES: &str = "LOAD_BALANCER_ADDRESSES";

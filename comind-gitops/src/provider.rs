@@ -9,7 +9,7 @@ use comind_core::{Diagnosis, Environment, Phase, PhaseId, Provider, Result, Serv
 
 use crate::access::{self, Cluster, ClusterAccess, Source};
 use crate::platform::{
-    PhaseSpec, RenderedPhase, addons, argocd, baseline, gitops, registry, services,
+    PhaseSpec, RenderedPhase, addons, argocd, baseline, gitops, load_balancer, registry, services,
 };
 
 /// The platform laid on a cluster: add it to a bootstrap next to the profile's own
@@ -123,6 +123,16 @@ impl Provider for GitopsProvider {
             specs.push(argocd::spec(env));
             specs.push(gitops::spec(env));
             specs.push(addons::spec(env));
+            if addons::uses_metallb(env) {
+                specs.push(PhaseSpec::rendered(
+                    load_balancer::ID,
+                    "MetalLB's address pool on the cluster's network",
+                    load_balancer::COMPONENT,
+                    load_balancer::kinds,
+                    vec![PhaseId::new(addons::ID)],
+                    Arc::new(load_balancer::render),
+                ));
+            }
         }
         Ok(specs
             .into_iter()

@@ -20,6 +20,8 @@ pub const NETWORK_PHASE_ID: &str = "network";
 pub const OUTPUT_NETWORK: &str = "LOCAL_NETWORK";
 /// Output: the network's id.
 pub const OUTPUT_NETWORK_ID: &str = "LOCAL_NETWORK_ID";
+/// Output: the network's IPv4 subnet (`172.18.0.0/16`), as Docker's IPAM chose it.
+pub const OUTPUT_NETWORK_SUBNET: &str = "LOCAL_NETWORK_SUBNET";
 
 /// The environment's network (`local.network`, default `comind-<env>`).
 ///
@@ -45,9 +47,14 @@ impl NetworkPhase {
     }
 
     fn outputs(network: &NetworkInfo) -> Outputs {
-        Outputs::new()
+        let mut outputs = Outputs::new()
             .text(OUTPUT_NETWORK, &network.name)
-            .text(OUTPUT_NETWORK_ID, &network.id)
+            .text(OUTPUT_NETWORK_ID, &network.id);
+        // An IPv4 subnet, for the load balancer's address pool.
+        if let Some(subnet) = network.subnets.iter().find(|s| !s.contains(':')) {
+            outputs.insert_text(OUTPUT_NETWORK_SUBNET, subnet);
+        }
+        outputs
     }
 
     /// The network named as configured, if it exists and is ours.
@@ -126,11 +133,19 @@ impl Phase for NetworkPhase {
         });
         let labels = env.labels(NETWORK_PHASE_ID, Some(&hash));
         let id = self.docker.create_network(&name, &labels).await?;
-        let network = NetworkInfo {
-            id,
-            name: name.clone(),
-            labels,
-        };
+        // Read back for the subnet Docker's IPAM chose.
+        let network = self
+            .docker
+            .networks_named(&name)
+            .await?
+            .into_iter()
+            .find(|n| n.id == id)
+            .unwrap_or(NetworkInfo {
+                id,
+                name: name.clone(),
+                labels,
+                subnets: Vec::new(),
+            });
         Ok(Applied {
             changes: vec![Change::create("network", name)],
             outputs: Self::outputs(&network),

@@ -57,11 +57,11 @@ impl LocalEnv {
     /// The whole local profile but Argo CD: the services, the registry and the
     /// cluster, made by the k3d double `k3d`.
     fn with_cluster(k3d: &K3dDouble) -> LocalEnv {
-        Self::make("", NO_ARGOCD, Some(k3d))
+        Self::make("", NO_ARGOCD, Some((k3d, "")))
     }
 
     /// The whole local profile with Argo CD from the test peers' copy of its release
-    /// (and its checksum), the local Git server, and the add-ons.
+    /// (and its checksum), the local Git server, and the add-ons, MetalLB included.
     fn with_platform(k3d: &K3dDouble) -> LocalEnv {
         let manifest = comind_test_support::workspace::root()
             .join("../shared/test-peers/reference/argocd-v3.5.1-install.yaml");
@@ -70,7 +70,7 @@ impl LocalEnv {
             manifest.display(),
             comind::gitops::platform::argocd::release::PINNED_SHA256
         );
-        Self::make("", &gitops, Some(k3d))
+        Self::make("", &gitops, Some((k3d, "    load_balancer: metallb\n")))
     }
 
     /// Plays what runs inside the cluster once `comind up` has made it: the kubelets
@@ -99,6 +99,7 @@ impl LocalEnv {
                 let _kubelet =
                     comind_test_support::kubelet::Kubelet::start(client.clone(), "argocd");
                 let kind = comind::gitops::applications::kind();
+                let api_client = client.clone();
                 let api: kube::Api<kube::api::DynamicObject> =
                     kube::Api::namespaced_with(client, "argocd", &kind.resource);
                 let status = serde_json::json!({"status": {
@@ -110,6 +111,10 @@ impl LocalEnv {
                     }
                 }});
                 for app in apps {
+                    if *app == "metallb" {
+                        // Argo CD's sync of the chart installs MetalLB's CRDs.
+                        metallb_crds(&api_client).await;
+                    }
                     while !matches!(api.get_opt(app).await, Ok(Some(_))) {
                         assert!(
                             Instant::now() < deadline,
@@ -125,7 +130,7 @@ impl LocalEnv {
         })
     }
 
-    fn make(extra: &str, gitops: &str, k3d: Option<&K3dDouble>) -> LocalEnv {
+    fn make(extra: &str, gitops: &str, k3d: Option<(&K3dDouble, &str)>) -> LocalEnv {
         let scratch = Scratch::new();
         let name = names::unique("e2e");
         let mut ports = HashMap::new();
@@ -145,9 +150,9 @@ impl LocalEnv {
         }
         let cluster = match k3d {
             None => "    enabled: false\n".to_string(),
-            Some(k3d) => format!(
+            Some((k3d, cluster)) => format!(
                 "    k3d: {}\n    registry_image: {REGISTRY_IMAGE}\n    registry_port: {}\n    \
-                 api_port: {}\n    http_port: {}\n    https_port: {}\n",
+                 api_port: {}\n    http_port: {}\n    https_port: {}\n{cluster}",
                 k3d.binary().display(),
                 ports["registry"],
                 ports["api"],
@@ -711,7 +716,7 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
         "doctor checks the configured k3d: {}",
         doctor.all()
     );
-    let cluster = env.play_the_cluster(&["root", "sealed-secrets", "monitoring"]);
+    let cluster = env.play_the_cluster(&["root", "sealed-secrets", "monitoring", "metallb"]);
     let up = env.run(&["-o", "json", "up"]);
     assert_eq!(up.code, 0, "{}", up.all());
     cluster.join().unwrap();
@@ -727,6 +732,7 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
         "platform/argocd",
         "platform/gitops",
         "platform/addons",
+        "platform/load-balancer",
     ] {
         let phase = summary["phases"]
             .as_array()
@@ -826,6 +832,40 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
         url.ends_with(&format!("@cache.platform-{}.svc:6379/0", env.name)),
         "{url}"
     );
+    // MetalLB's pool is carved from the Docker network's real subnet.
+    let subnet = Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            "-f",
+            "{{(index .IPAM.Config 0).Subnet}}",
+            &format!("comind-{}", env.name),
+        ])
+        .output()
+        .unwrap();
+    let subnet = String::from_utf8(subnet.stdout).unwrap().trim().to_string();
+    let pool_kind = kube::api::ApiResource {
+        group: "metallb.io".into(),
+        version: "v1beta1".into(),
+        api_version: "metallb.io/v1beta1".into(),
+        kind: "IPAddressPool".into(),
+        plural: "ipaddresspools".into(),
+    };
+    let pool = runtime
+        .block_on(
+            kube::Api::<kube::api::DynamicObject>::namespaced_with(
+                client.clone(),
+                "kube-system",
+                &pool_kind,
+            )
+            .get("comind"),
+        )
+        .unwrap();
+    assert_eq!(
+        pool.data["spec"]["addresses"][0],
+        comind::local::cluster::load_balancer_pool(&subnet).unwrap()
+    );
+
     // Argo CD pulls from the local Git server, bound into the cluster like the
     // services.
     let repository = runtime
@@ -1207,4 +1247,33 @@ fn gitops_push_fills_the_local_git_server_with_the_committed_head() {
     assert_eq!(line["commit"], rewritten.as_str());
     assert_eq!(line["branch"], "main");
     assert!(git(&repo, &["ls-remote", url, "refs/heads/main"]).starts_with(&rewritten));
+}
+
+/// MetalLB's two CRDs that Comind's pool uses, as the chart's sync installs them
+/// (their schemas reduced to "any object": the real ones come with the chart, which
+/// cannot be fetched here).
+async fn metallb_crds(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    for (kind, plural) in [
+        ("IPAddressPool", "ipaddresspools"),
+        ("L2Advertisement", "l2advertisements"),
+    ] {
+        let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": format!("{plural}.metallb.io")},
+            "spec": {
+                "group": "metallb.io",
+                "scope": "Namespaced",
+                "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(),
+                          "listKind": format!("{kind}List")},
+                "versions": [{"name": "v1beta1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object",
+                        "x-kubernetes-preserve-unknown-fields": true}}}]
+            }
+        }))
+        .unwrap();
+        let _ = crds.create(&Default::default(), &crd).await;
+    }
 }

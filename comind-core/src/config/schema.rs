@@ -624,6 +624,8 @@ pub struct AddonsSettings {
     pub sealed_secrets: AddonSettings,
     /// kube-prometheus-stack: Prometheus, Grafana, Alertmanager.
     pub monitoring: AddonSettings,
+    /// MetalLB, installed only with `local.cluster.load_balancer: metallb`.
+    pub metallb: AddonSettings,
 }
 
 /// One add-on: on or off, re-pinned, with values of its own.

@@ -142,6 +142,8 @@ services:
 #       # repo_url: https://charts.example/mirror
 #     monitoring:            # kube-prometheus-stack; Grafana at grafana.<env>.127.0.0.1.nip.io
 #       enabled: true
+#     metallb:               # only with local.cluster.load_balancer: metallb
+#       enabled: true
 #       # values: {prometheus: {prometheusSpec: {retention: 7d}}}
 
 # The platform baseline inside the cluster:

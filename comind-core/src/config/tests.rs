@@ -190,6 +190,16 @@ fn gitops_settings_are_checked() {
         "gitops.repo.path",
         "relative",
     );
+    fails(
+        "local:\n  cluster:\n    load_balancer: metallb\ngitops:\n  argocd:\n    enabled: false\n",
+        "local.cluster.load_balancer",
+        "installed by Argo CD",
+    );
+    Config::from_yaml_str(
+        "local:\n  cluster:\n    load_balancer: metallb\n",
+        "comind.yaml",
+    )
+    .expect("MetalLB is an add-on of the default GitOps layer");
     let aws = "profile: aws\ngitops:\n  kubeconfig: /k\n";
     fails(aws, "gitops.repo.url", "local profile only");
     fails(aws, "gitops.domain", "domain you control");

@@ -501,17 +501,16 @@ fn check_ports(config: &Config, problems: &mut Vec<Problem>) {
             format!("{} agents is out of range: use 0 to 20", k.agents),
         ));
     }
-    if k.load_balancer == crate::config::LoadBalancer::Metallb {
-        // Choosing it turns k3s's ServiceLB off; until Comind installs MetalLB itself
-        // (an add-on of the GitOps layer) that would leave no load balancer at all.
-        problems.push(
-            config.problem(
-                "local.cluster.load_balancer",
-                "metallb is not installed by this release of Comind, and choosing it turns \
-             k3s's ServiceLB off: use servicelb (the default)"
-                    .to_string(),
-            ),
-        );
+    let metallb = config.gitops.addons.metallb.enabled && config.gitops.argocd.enabled;
+    if k.load_balancer == crate::config::LoadBalancer::Metallb && !metallb {
+        // Choosing it turns k3s's ServiceLB off; MetalLB is an add-on Argo CD installs,
+        // so without it there would be no load balancer at all.
+        problems.push(config.problem(
+            "local.cluster.load_balancer",
+            "metallb is installed by Argo CD as an add-on, and choosing it turns k3s's \
+             ServiceLB off: keep `gitops.argocd.enabled` and `gitops.addons.metallb.enabled`, \
+             or use servicelb (the default)",
+        ));
     }
     if k.k3d.as_os_str().is_empty() {
         problems.push(config.problem(

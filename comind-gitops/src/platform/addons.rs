@@ -10,6 +10,7 @@
 //! | --- | --- | --- | --- |
 //! | `sealed-secrets` | `sealed-secrets` of bitnami-labs | `platform` | 0 |
 //! | `monitoring` | `kube-prometheus-stack` of prometheus-community | `monitoring` | 1 |
+//! | `metallb` (with `local.cluster.load_balancer: metallb`) | `metallb` | `kube-system` | 0 |
 //!
 //! Grafana's admin password is generated like Argo CD's (kept in the state directory,
 //! shown only by `comind outputs --reveal`) and handed to the chart as a Secret Comind
@@ -17,8 +18,8 @@
 //! Application. `up` waits until every add-on is synced and healthy.
 //!
 //! Locally, ingress is the Traefik k3s ships, configured by k3s itself: nothing to
-//! install. MetalLB (`local.cluster.load_balancer: metallb`) and, on AWS, the AWS Load
-//! Balancer Controller join this table with the profiles that provide what they need.
+//! install. On AWS, the AWS Load Balancer Controller joins this table once the EKS
+//! side provides its IAM role (Pod Identity).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -95,13 +96,39 @@ pub const MONITORING: Addon = Addon {
     server_side: true,
 };
 
-/// Every add-on, with its settings in `comind.yaml`.
+/// MetalLB, for `local.cluster.load_balancer: metallb` (k3s's ServiceLB is then off).
+/// Chart 0.15.2 (June 2025), the project's current minor at this release. Wave 0:
+/// LoadBalancer Services of later waves get addresses. Its address pool is
+/// `platform/load-balancer`'s.
+pub const METALLB: Addon = Addon {
+    name: "metallb",
+    repo_url: "https://metallb.github.io/metallb",
+    chart: "metallb",
+    version: "0.15.2",
+    namespace: "kube-system",
+    wave: 0,
+    server_side: false,
+};
+
+/// Whether `env` runs MetalLB: on the local cluster Comind makes, when chosen.
+pub fn uses_metallb(env: &Environment) -> bool {
+    let config = env.config();
+    config.makes_local_cluster()
+        && config.local.cluster.load_balancer == comind_core::config::LoadBalancer::Metallb
+        && config.gitops.addons.metallb.enabled
+}
+
+/// Every add-on `env` may run, with its settings in `comind.yaml`.
 fn addons(env: &Environment) -> Vec<(Addon, &AddonSettings)> {
     let settings = &env.config().gitops.addons;
-    vec![
+    let mut all = vec![
         (SEALED_SECRETS, &settings.sealed_secrets),
         (MONITORING, &settings.monitoring),
-    ]
+    ];
+    if uses_metallb(env) {
+        all.push((METALLB, &settings.metallb));
+    }
+    all
 }
 
 /// The add-ons `env` installs.

@@ -2,14 +2,15 @@
 //! the environment and its dependencies' outputs, and converges them with the
 //! [`apply`](crate::apply) engine: [`baseline`] (`platform/baseline`), [`services`]
 //! (`platform/services`), [`registry`] (`platform/registry`), [`argocd`]
-//! (`platform/argocd`), [`gitops`] (`platform/gitops`) and [`addons`]
-//! (`platform/addons`).
+//! (`platform/argocd`), [`gitops`] (`platform/gitops`), [`addons`]
+//! (`platform/addons`) and [`load_balancer`] (`platform/load-balancer`).
 
 pub mod addons;
 pub mod argocd;
 pub mod baseline;
 pub mod gitops;
 pub mod ingress;
+pub mod load_balancer;
 pub mod registry;
 pub mod services;
 

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use comind_core::cluster::{CLUSTER_PHASE_ID, KUBE_CONTEXT, KUBECONFIG};
+use comind_core::config::LoadBalancer;
 use comind_core::phase::{Kept, status_from_plan};
 use comind_core::wait::{self, Backoff};
 use comind_core::{
@@ -216,14 +217,27 @@ impl ClusterPhase {
         }
     }
 
-    fn outputs(env: &Environment) -> Outputs {
-        Outputs::new()
+    fn outputs(ctx: &PhaseContext) -> Result<Outputs> {
+        let env = ctx.env();
+        let mut outputs = Outputs::new()
             .text(
                 KUBECONFIG,
                 env.state().kubeconfig_path().display().to_string(),
             )
             .text(KUBE_CONTEXT, context_name(env))
-            .text(OUTPUT_CLUSTER_NAME, cluster_name(env))
+            .text(OUTPUT_CLUSTER_NAME, cluster_name(env));
+        if env.config().local.cluster.load_balancer == LoadBalancer::Metallb {
+            let network = PhaseId::new(NETWORK_PHASE_ID);
+            if let comind_core::Input::Known(subnet) =
+                ctx.input(&network, crate::network::OUTPUT_NETWORK_SUBNET)
+            {
+                outputs.insert_text(
+                    comind_core::cluster::LOAD_BALANCER_ADDRESSES,
+                    load_balancer_pool(subnet.expose())?,
+                );
+            }
+        }
+        Ok(outputs)
     }
 
     /// Writes the configuration file (0600: it holds the registry's credentials).
@@ -356,7 +370,7 @@ impl Phase for ClusterPhase {
             );
         }
         Ok(if changes.is_empty() {
-            Plan::in_sync(Self::outputs(env))
+            Plan::in_sync(Self::outputs(ctx)?)
         } else {
             Plan::changes(changes)
         })
@@ -394,7 +408,7 @@ impl Phase for ClusterPhase {
         }
         Ok(Applied {
             changes,
-            outputs: Self::outputs(env),
+            outputs: Self::outputs(ctx)?,
         })
     }
 
@@ -451,5 +465,60 @@ impl Phase for ClusterPhase {
             }
         }
         Ok(status)
+    }
+}
+
+/// The addresses MetalLB may give out on the network `subnet` (IPv4, `a.b.c.d/p`): 51
+/// addresses near its top, five short of the broadcast address. Docker's IPAM hands
+/// out container addresses from the bottom of the subnet, so the top is free unless
+/// the network holds hundreds of containers.
+///
+/// # Errors
+/// `InvalidInput` for a subnet that is not IPv4 or is smaller than a /24.
+pub fn load_balancer_pool(subnet: &str) -> Result<String> {
+    let invalid = |why: &str| {
+        Error::invalid_input(format!(
+            "the cluster's network `{subnet}` {why}: MetalLB's pool cannot be carved from it"
+        ))
+        .with_hint("set `local.network` to a network with an IPv4 subnet of /24 or larger, or use `local.cluster.load_balancer: servicelb`")
+    };
+    let (address, prefix) = subnet
+        .split_once('/')
+        .ok_or_else(|| invalid("has no prefix length"))?;
+    let address: std::net::Ipv4Addr = address.parse().map_err(|_| invalid("is not IPv4"))?;
+    let prefix: u32 = prefix
+        .parse()
+        .map_err(|_| invalid("has no prefix length"))?;
+    if !(8..=24).contains(&prefix) {
+        return Err(invalid("is not between /8 and /24"));
+    }
+    let host_bits = 32 - prefix;
+    let broadcast = u32::from(address) | ((1u32 << host_bits) - 1);
+    let last = std::net::Ipv4Addr::from(broadcast - 5);
+    let first = std::net::Ipv4Addr::from(broadcast - 55);
+    Ok(format!("{first}-{last}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::load_balancer_pool;
+
+    #[test]
+    fn the_pool_is_carved_from_the_top_of_the_network_s_real_subnet() {
+        assert_eq!(
+            load_balancer_pool("172.18.0.0/16").unwrap(),
+            "172.18.255.200-172.18.255.250"
+        );
+        assert_eq!(
+            load_balancer_pool("192.168.32.0/20").unwrap(),
+            "192.168.47.200-192.168.47.250"
+        );
+        assert_eq!(
+            load_balancer_pool("10.5.7.0/24").unwrap(),
+            "10.5.7.200-10.5.7.250"
+        );
+        for bad in ["10.5.7.0/28", "fd00::/64", "10.0.0.0"] {
+            assert!(load_balancer_pool(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -15,6 +15,16 @@ pub(crate) struct NetworkInfo {
     pub id: String,
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// The subnets Docker's IPAM gave it (`172.18.0.0/16`).
+    pub subnets: Vec<String>,
+}
+
+fn subnets(ipam: Option<bollard::models::Ipam>) -> Vec<String> {
+    ipam.and_then(|i| i.config)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.subnet)
+        .collect()
 }
 
 impl DockerClient {
@@ -38,6 +48,7 @@ impl DockerClient {
                 id: n.id.unwrap_or_default(),
                 name: n.name.unwrap_or_default(),
                 labels: n.labels.unwrap_or_default().into_iter().collect(),
+                subnets: subnets(n.ipam),
             })
             .collect())
     }
@@ -61,6 +72,7 @@ impl DockerClient {
                 id: n.id.unwrap_or_default(),
                 name: n.name.unwrap_or_default(),
                 labels: n.labels.unwrap_or_default().into_iter().collect(),
+                subnets: subnets(n.ipam),
             })
             .collect();
         networks.sort_by(|a, b| a.name.cmp(&b.name));
