@@ -146,6 +146,22 @@ impl Provider for GitopsProvider {
     }
 
     async fn diagnose(&self, env: &Arc<Environment>) -> Vec<Diagnosis> {
+        let mut found = Vec::new();
+        if env.config().gitops.argocd.enabled && self.access(env).is_some() {
+            found.push(match comind_core::state::StateDir::cache_root() {
+                Ok(cache) => argocd::release::diagnose(&env.config().gitops.argocd, &cache),
+                Err(e) => {
+                    Diagnosis::failed("argocd manifest", e.to_string(), "set COMIND_CACHE_DIR")
+                }
+            });
+        }
+        found.extend(self.diagnose_cluster(env).await);
+        found
+    }
+}
+
+impl GitopsProvider {
+    async fn diagnose_cluster(&self, env: &Arc<Environment>) -> Vec<Diagnosis> {
         let check = "cluster";
         let cluster = match (&self.cluster, Source::of(env)) {
             (Some(cluster), _) => cluster.clone(),

@@ -150,6 +150,56 @@ pub async fn load(settings: &ArgocdSettings, cache_root: &Path) -> Result<Manife
     Ok(Manifest { text, origin })
 }
 
+/// What `doctor` says of the manifest `settings` select, without a download: a local
+/// file is read and checked, a cached download is checked, and one not yet fetched is
+/// a warning naming where it will come from.
+pub fn diagnose(settings: &ArgocdSettings, cache_root: &Path) -> comind_core::Diagnosis {
+    use comind_core::Diagnosis;
+    const CHECK: &str = "argocd manifest";
+    let (origin, expected) = origin(settings);
+    match &origin {
+        Origin::File(path) => match std::fs::read(path) {
+            Ok(bytes) => match verify(&origin, &bytes, expected.as_deref()) {
+                Ok(()) => Diagnosis::ok(CHECK, format!("Argo CD's manifest is {}", path.display())),
+                Err(e) => Diagnosis::failed(
+                    CHECK,
+                    e.to_string(),
+                    "use the release's install.yaml unchanged, or fix `gitops.argocd.sha256`",
+                ),
+            },
+            Err(e) => Diagnosis::failed(
+                CHECK,
+                format!("cannot read {}: {e}", path.display()),
+                "point `gitops.argocd.manifest` at the release's install.yaml",
+            ),
+        },
+        Origin::Url(url) => {
+            let cached = expected
+                .as_deref()
+                .map(|sum| cache_root.join("argocd").join(format!("{sum}.yaml")))
+                .filter(|path| std::fs::read(path).is_ok_and(|b| Some(sha256_hex(&b)) == expected));
+            match cached {
+                Some(path) => Diagnosis::ok(
+                    CHECK,
+                    format!(
+                        "Argo CD {} is cached at {}",
+                        settings.version,
+                        path.display()
+                    ),
+                ),
+                None => Diagnosis::warning(
+                    CHECK,
+                    format!(
+                        "Argo CD {}'s install.yaml is downloaded from {url} by the first `up`",
+                        settings.version
+                    ),
+                    "without internet access, download it elsewhere and set `gitops.argocd.manifest` to the file",
+                ),
+            }
+        }
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary file, so a reader never sees half.
 async fn store(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |e: std::io::Error| {
@@ -254,6 +304,27 @@ mod tests {
             origin(&file),
             (Origin::File("/srv/install.yaml".into()), None),
             "a local file of the user's is checked only against a sum they give"
+        );
+    }
+
+    #[test]
+    fn doctor_tells_a_missing_download_from_a_cached_or_a_bad_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = ArgocdSettings::default();
+        assert_eq!(
+            diagnose(&default, dir.path()).status,
+            comind_core::CheckStatus::Warning
+        );
+        let path = dir.path().join("install.yaml");
+        std::fs::write(&path, "kind: List\n").unwrap();
+        let bad = ArgocdSettings {
+            manifest: Some(path.display().to_string()),
+            sha256: Some(PINNED_SHA256.to_string()),
+            ..ArgocdSettings::default()
+        };
+        assert_eq!(
+            diagnose(&bad, dir.path()).status,
+            comind_core::CheckStatus::Failed
         );
     }
 
