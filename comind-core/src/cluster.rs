@@ -44,6 +44,10 @@ pub const GIT_SERVER_CLUSTER_PORT: &str = "GIT_SERVER_CLUSTER_PORT";
 /// (`git://127.0.0.1:<port>/gitops.git`), where `comind gitops push` pushes.
 pub const GITOPS_REPO_URL: &str = "GITOPS_REPO_URL";
 
+/// Output of the Git server phase: the commit the repository's revision points at, or
+/// empty while nothing was pushed to it (`comind gitops push` fills it).
+pub const GITOPS_REPO_HEAD: &str = "GITOPS_REPO_HEAD";
+
 /// The repository's path on the local Git server.
 pub const GIT_SERVER_REPOSITORY: &str = "gitops.git";
 

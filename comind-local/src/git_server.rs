@@ -39,7 +39,8 @@ use crate::services::ports::PublishedPort;
 /// contract, which the in-cluster layer reads).
 pub use comind_core::cluster::GIT_SERVER_PHASE_ID;
 use comind_core::cluster::{
-    GIT_SERVER_CLUSTER_HOST, GIT_SERVER_CLUSTER_PORT, GIT_SERVER_REPOSITORY, GITOPS_REPO_URL,
+    GIT_SERVER_CLUSTER_HOST, GIT_SERVER_CLUSTER_PORT, GIT_SERVER_REPOSITORY, GITOPS_REPO_HEAD,
+    GITOPS_REPO_URL,
 };
 
 /// The Git protocol's port, inside the container.
@@ -117,8 +118,11 @@ impl GitServerPhase {
 
     async fn outputs(&self, env: &Environment) -> Result<Outputs> {
         let target = self.container.cluster_target(env, GIT_DAEMON_PORT).await?;
+        let resource = format!("container {}", env.resource_name(GIT_SERVER_PHASE_ID));
+        let head = probe(Self::host_port(env), &resource).await?;
         Ok(Outputs::new()
             .text(GITOPS_REPO_URL, Self::repository_url(env))
+            .text(GITOPS_REPO_HEAD, head.unwrap_or_default())
             .text(GIT_SERVER_CLUSTER_HOST, target.host)
             .text(GIT_SERVER_CLUSTER_PORT, target.port.to_string()))
     }
@@ -150,13 +154,14 @@ fn pkt_line(payload: &str) -> Vec<u8> {
 }
 
 /// Asks the server on 127.0.0.1:`port` for the repository's refs, as `git fetch` does
-/// (`git-upload-pack /gitops.git`): `Ok` once it advertises them (an empty repository
-/// advertises its capabilities), `Unavailable` (transient) while it does not answer
-/// or answers with an error.
+/// (`git-upload-pack /gitops.git`): `Ok` once it advertises them, with the commit its
+/// `HEAD` (the configured revision) points at, or `None` for a repository nothing was
+/// pushed to yet (which advertises only its capabilities); `Unavailable` (transient)
+/// while it does not answer or answers with an error.
 ///
 /// # Errors
 /// As above.
-pub async fn probe(port: u16, resource: &str) -> Result<()> {
+pub async fn probe(port: u16, resource: &str) -> Result<Option<String>> {
     let request = pkt_line(&format!(
         "git-upload-pack /{GIT_SERVER_REPOSITORY}\0host={LOOPBACK}:{port}\0"
     ));
@@ -166,7 +171,15 @@ pub async fn probe(port: u16, resource: &str) -> Result<()> {
             line.trim_end()
         ))
         .with_resource(resource)),
-        Ok(line) if line == "0000" || is_ref_advertisement(&line) => Ok(()),
+        Ok(line) if line == "0000" => Ok(None),
+        Ok(line) if is_ref_advertisement(&line) => {
+            let id = &line[..line.find(' ').unwrap_or(0)];
+            // An empty repository advertises the null object id.
+            Ok(
+                (id.bytes().any(|b| b != b'0') && line[id.len()..].starts_with(" HEAD"))
+                    .then(|| id.to_string()),
+            )
+        }
         Ok(line) => Err(Error::unavailable(format!(
             "the Git server answered with `{}`, not a ref advertisement",
             line.chars().take(80).collect::<String>()

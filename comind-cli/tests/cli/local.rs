@@ -720,6 +720,11 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
     let up = env.run(&["-o", "json", "up"]);
     assert_eq!(up.code, 0, "{}", up.all());
     cluster.join().unwrap();
+    assert!(
+        up.stdout.contains("the local GitOps repository is empty"),
+        "up says how to fill the empty repository instead of waiting for it: {}",
+        up.all()
+    );
     let events = json_lines(&up);
     let summary = &events.last().unwrap()["summary"];
     for id in [

@@ -16,13 +16,16 @@
 //! pulls `git://git-server.platform-<env>.svc.cluster.local:9418/gitops.git`.
 //!
 //! `up` then waits until `root` is synced and healthy, which (through the health check
-//! `platform/argocd` installs) means every application beneath it is.
+//! `platform/argocd` installs) means every application beneath it is; except while
+//! the local Git server's repository is still empty (nothing to sync: it says how to
+//! fill it, and Argo CD syncs it once pushed).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use comind_core::cluster::{
     GIT_SERVER_CLUSTER_HOST, GIT_SERVER_CLUSTER_PORT, GIT_SERVER_PHASE_ID, GIT_SERVER_REPOSITORY,
+    GITOPS_REPO_HEAD,
 };
 use comind_core::config::RepoSettings;
 use comind_core::{Environment, Error, Input, PhaseContext, PhaseId, Result};
@@ -95,7 +98,22 @@ pub(crate) fn spec(env: &Environment) -> PhaseSpec {
     );
     spec.converge = Some(Arc::new(|ctx: &PhaseContext, client: &kube::Client| {
         async move {
-            let settings = &ctx.env().config().gitops.argocd;
+            let env = ctx.env();
+            let settings = &env.config().gitops.argocd;
+            if uses_git_server(env)
+                && matches!(
+                    ctx.input(&PhaseId::new(GIT_SERVER_PHASE_ID), GITOPS_REPO_HEAD),
+                    Input::Known(head) if head.expose().is_empty()
+                )
+            {
+                // Nothing to sync yet: Argo CD picks the repository up once it is pushed.
+                ctx.progress(format!(
+                    "the local GitOps repository is empty: `comind gitops init DIR`, commit, \
+                     and `comind gitops push DIR`; Argo CD then syncs `{}` by itself",
+                    repo_path(&env.config().gitops.repo, &format!("envs/{}", env.name()))
+                ));
+                return Ok(());
+            }
             ctx.progress("waiting for Argo CD to sync the root application");
             applications::converge(
                 client,

@@ -187,7 +187,12 @@ async fn a_push_from_the_host_is_cloned_over_the_network_and_survives_down() {
         .to_string();
     let container = format!("comind-{}-git-server", t.name);
     let network = format!("comind-{}", t.name);
-    comind_local::git_server::probe(port, "test").await.unwrap();
+    assert_eq!(
+        comind_local::git_server::probe(port, "test").await.unwrap(),
+        None,
+        "the probe sees an empty repository"
+    );
+    assert_eq!(outputs.require(comind_core::cluster::GITOPS_REPO_HEAD).unwrap(), "");
 
     // An empty repository whose HEAD is the configured revision.
     assert_eq!(remote_main(&url), "", "nothing pushed yet");
@@ -198,6 +203,11 @@ async fn a_push_from_the_host_is_cloned_over_the_network_and_survives_down() {
         &["push", "--quiet", &url, "HEAD:refs/heads/main"],
     );
     assert_eq!(remote_main(&url), commit);
+    assert_eq!(
+        comind_local::git_server::probe(port, "test").await.unwrap(),
+        Some(commit.clone()),
+        "the probe sees the pushed commit at HEAD"
+    );
     assert_eq!(clone_over_the_network(&network, &host, "9418"), commit);
 
     // A second up changes nothing.
