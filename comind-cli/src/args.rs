@@ -102,6 +102,9 @@ pub enum Command {
     /// Write the GitOps repository's layout, or push it to the local Git server
     #[command(subcommand)]
     Gitops(GitopsCommand),
+    /// Scaffold applications in the GitOps repository
+    #[command(subcommand)]
+    App(AppCommand),
     /// Print shell completions
     Completions(CompletionsArgs),
     /// Print a Kubernetes ExecCredential with an EKS token (used by the kubeconfig Comind writes)
@@ -216,6 +219,54 @@ pub enum GitopsCommand {
     /// Push the committed HEAD of the Git work tree DIR to the local Git server's
     /// branch `gitops.repo.revision`
     Push(GitopsPushArgs),
+}
+
+/// `app`.
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Write an application's Helm chart into the GitOps repository
+    /// (apps/<team>/<app>/chart), which Argo CD's ApplicationSet deploys
+    New(AppNewArgs),
+}
+
+/// `app new`.
+#[derive(Debug, Args)]
+pub struct AppNewArgs {
+    /// The application's name (a DNS-1123 label)
+    pub name: String,
+
+    /// Its team: the namespace it is deployed into
+    #[arg(long)]
+    pub team: String,
+
+    /// Its container image; default `<REGISTRY_CLUSTER_NAME>/<team>/<app>:0.1.0`, the
+    /// local registry
+    #[arg(long)]
+    pub image: Option<String>,
+
+    /// The port it listens on
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+
+    /// The environments it gets values for (repeatable); default the current one
+    #[arg(long = "for-env", value_name = "ENV")]
+    pub environments: Vec<String>,
+
+    /// The platform services it reads (postgres, object-store, cache, queue)
+    #[arg(long, value_delimiter = ',')]
+    pub uses: Vec<String>,
+
+    /// The GitOps repository's directory
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+
+    /// Print the files it would write, writing nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Overwrite files that differ from what it writes (your edits)
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `gitops init`.

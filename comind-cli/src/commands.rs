@@ -16,9 +16,9 @@ use comind_core::{
 };
 
 use crate::args::{
-    Cli, Command, CompletionsArgs, DownArgs, EksTokenArgs, GitopsCommand, GitopsInitArgs,
-    GitopsPushArgs, InitArgs, KubeconfigArgs, LockArgs, OutputMode, OutputsArgs, OutputsFormat,
-    PlanArgs, RegistryCommand, SelectArgs, UpArgs,
+    AppCommand, AppNewArgs, Cli, Command, CompletionsArgs, DownArgs, EksTokenArgs, GitopsCommand,
+    GitopsInitArgs, GitopsPushArgs, InitArgs, KubeconfigArgs, LockArgs, OutputMode, OutputsArgs,
+    OutputsFormat, PlanArgs, RegistryCommand, SelectArgs, UpArgs,
 };
 use crate::render::{EventPrinter, report};
 
@@ -48,6 +48,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Registry(RegistryCommand::Gc) => registry_gc(&cli).await,
         Command::Gitops(GitopsCommand::Init(args)) => gitops_init(&cli, args),
         Command::Gitops(GitopsCommand::Push(args)) => gitops_push(&cli, args).await,
+        Command::App(AppCommand::New(args)) => app_new(&cli, args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -384,6 +385,91 @@ async fn registry_gc(cli: &Cli) -> Result<u8, Error> {
 async fn registry_gc(_cli: &Cli) -> Result<u8, Error> {
     // Says the local profile is not in this build, and how to get it.
     comind::providers(comind_core::Profile::Local).map(|_| 0)
+}
+
+fn app_new(cli: &Cli, args: &AppNewArgs) -> Result<u8, Error> {
+    let config = load_config(cli)?;
+    let uses = args
+        .uses
+        .iter()
+        .map(|id| {
+            comind_core::ServiceKind::ALL
+                .into_iter()
+                .find(|k| k.id() == id.replace('_', "-"))
+                .ok_or_else(|| {
+                    Error::invalid_input(format!("`{id}` is not a platform service"))
+                        .with_hint("use postgres, object-store, cache or queue")
+                })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let environments = if args.environments.is_empty() {
+        vec![config.environment.to_string()]
+    } else {
+        args.environments.clone()
+    };
+    let image = args.image.clone().unwrap_or_else(|| {
+        // The local registry's name inside the cluster (REGISTRY_CLUSTER_NAME).
+        format!(
+            "comind-{}-registry:5000/{}/{}:0.1.0",
+            config.environment, args.team, args.name
+        )
+    });
+    let spec = comind::gitops::scaffold::AppSpec {
+        name: args.name.clone(),
+        team: args.team.clone(),
+        image,
+        port: args.port,
+        environments,
+        uses,
+    };
+    let env = comind_core::Environment::new(config)?;
+    let done =
+        comind::gitops::scaffold::new_app(&env, &args.repo, &spec, args.force, args.dry_run)?;
+    let shown = |paths: &[PathBuf]| -> Vec<String> {
+        paths
+            .iter()
+            .map(|p| args.repo.join(p).display().to_string())
+            .collect()
+    };
+    if cli.output == OutputMode::Json {
+        let line = serde_json::json!({
+            "dry_run": args.dry_run,
+            "written": shown(&done.written),
+            "replaced": shown(&done.replaced),
+            "unchanged": shown(&done.unchanged),
+            "kept": shown(&done.kept),
+        });
+        stdout_line(&line.to_string());
+        return Ok(0);
+    }
+    let (write, replace) = if args.dry_run {
+        ("would write", "would replace")
+    } else {
+        ("wrote", "replaced")
+    };
+    let mut text = String::new();
+    for path in shown(&done.written) {
+        text.push_str(&format!("{write} {path}\n"));
+    }
+    for path in shown(&done.replaced) {
+        text.push_str(&format!("{replace} {path}\n"));
+    }
+    for path in shown(&done.kept) {
+        text.push_str(&format!(
+            "kept {path}: it differs from what Comind writes (your edit stays; --force replaces it)\n"
+        ));
+    }
+    if done.written.is_empty() && done.replaced.is_empty() {
+        text.push_str("the application's chart was there already: nothing written\n");
+    } else if !args.dry_run {
+        text.push_str(&format!(
+            "next: commit and push; Argo CD deploys it as `{}-{}` into namespace `{}` (list the \
+             team in `platform.teams` so the baseline makes it)\n",
+            spec.team, spec.name, spec.team
+        ));
+    }
+    print_human(cli.output, &text);
+    Ok(0)
 }
 
 fn gitops_init(cli: &Cli, args: &GitopsInitArgs) -> Result<u8, Error> {

@@ -22,6 +22,9 @@
 //! - [`repository`]: the GitOps repository on the user's machine: its layout
 //!   (`comind gitops init`) and pushing it to the local Git server (`comind gitops push`).
 //!
+//! - [`scaffold`]: `comind app new`, an application's Helm chart in the GitOps
+//!   repository.
+//!
 //! The crate never names a provider crate: what it needs from the cluster phase and
 //! the service phases is core's contract ([`comind_core::cluster`],
 //! [`comind_core::service::ClusterTarget`]).
@@ -34,5 +37,6 @@ pub mod platform;
 mod provider;
 pub mod ready;
 pub mod repository;
+pub mod scaffold;
 
 pub use provider::GitopsProvider;

@@ -29,6 +29,8 @@ pub struct Initialized {
     pub unchanged: Vec<PathBuf>,
     /// Files that exist with other content (the user's edits): left as they are.
     pub kept: Vec<PathBuf>,
+    /// Files that had other content and were overwritten (only when forced).
+    pub replaced: Vec<PathBuf>,
 }
 
 /// The files of the layout for environment `environment` under `repo_path`
@@ -97,34 +99,85 @@ pub fn layout(repo_path: &str, environment: &str) -> Vec<(PathBuf, String)> {
 /// `InvalidInput` when `dir`, or a path where the layout needs a directory, is a file;
 /// `Permission` when a directory or file cannot be made or read.
 pub fn init(dir: &Path, repo_path: &str, environment: &str) -> Result<Initialized> {
+    write_files(dir, layout(repo_path, environment), Overwrite::Never, false)
+}
+
+/// Whether [`write_files`] may overwrite a file whose content differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Never: the user's edits are kept (and reported).
+    Never,
+    /// Always (`--force`).
+    Always,
+}
+
+/// Writes `files` (paths relative to `dir`) into `dir`: a missing file is written, one
+/// with the same content is left alone, one with other content is kept unless
+/// `overwrite` says otherwise. With `dry_run`, nothing is written; the result says
+/// what would be.
+///
+/// # Errors
+/// `InvalidInput` when `dir`, or a directory a file needs, is a file (or a file's
+/// path is a directory); `Internal` when a file cannot be read or written.
+pub fn write_files(
+    dir: &Path,
+    files: Vec<(PathBuf, String)>,
+    overwrite: Overwrite,
+    dry_run: bool,
+) -> Result<Initialized> {
     if dir.exists() && !dir.is_dir() {
         return Err(not_a_directory(dir, dir));
     }
     let mut done = Initialized::default();
-    for (relative, content) in layout(repo_path, environment) {
+    for (relative, content) in files {
         let path = dir.join(&relative);
         if let Some(parent) = path.parent() {
-            make_dirs(dir, parent)?;
+            if dry_run {
+                check_dirs(dir, parent)?;
+            } else {
+                make_dirs(dir, parent)?;
+            }
         }
         if path.is_dir() {
             return Err(Error::invalid_input(format!(
-                "{} is a directory; the GitOps layout needs a file there",
+                "{} is a directory; a file is needed there",
                 path.display()
             ))
             .with_resource(path.display().to_string())
-            .with_hint("rename or remove that directory, then run `comind gitops init` again"));
+            .with_hint("rename or remove that directory, then run the command again"));
         }
+        let write = |path: &Path| {
+            if dry_run {
+                Ok(())
+            } else {
+                std::fs::write(path, &content).map_err(|e| cannot("write", path, e))
+            }
+        };
         match std::fs::read(&path) {
             Ok(existing) if existing == content.as_bytes() => done.unchanged.push(relative),
+            Ok(_) if overwrite == Overwrite::Always => {
+                write(&path)?;
+                done.replaced.push(relative);
+            }
             Ok(_) => done.kept.push(relative),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::write(&path, &content).map_err(|e| cannot("write", &path, e))?;
+                write(&path)?;
                 done.written.push(relative);
             }
             Err(e) => return Err(cannot("read", &path, e)),
         }
     }
     Ok(done)
+}
+
+/// Refuses a file where `path` or one of its parents should be a directory.
+fn check_dirs(root: &Path, path: &Path) -> Result<()> {
+    for ancestor in path.ancestors() {
+        if ancestor.exists() && !ancestor.is_dir() {
+            return Err(not_a_directory(root, ancestor));
+        }
+    }
+    Ok(())
 }
 
 /// Makes `path` and its parents, refusing a file on the way.

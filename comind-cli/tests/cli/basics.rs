@@ -74,3 +74,99 @@ fn completions_are_generated_for_each_shell() {
         );
     }
 }
+
+#[test]
+fn app_new_scaffolds_a_chart_once_keeps_edits_and_refuses_bad_names_writing_nothing() {
+    let scratch = Scratch::new();
+    let repo = scratch.path().join("gitops");
+    let repo_arg = repo.to_str().unwrap();
+    let new = scratch.run(&[
+        "app",
+        "new",
+        "my-app",
+        "--team",
+        "backend",
+        "--uses",
+        "postgres,cache",
+        "--repo",
+        repo_arg,
+    ]);
+    assert_eq!(new.code, 0, "{}", new.all());
+    let chart = repo.join("apps/backend/my-app/chart");
+    for file in [
+        "Chart.yaml",
+        "values.yaml",
+        "values-dev.yaml",
+        "templates/deployment.yaml",
+    ] {
+        assert!(chart.join(file).is_file(), "{file}: {}", new.all());
+    }
+    let values = std::fs::read_to_string(chart.join("values.yaml")).unwrap();
+    assert!(values.contains("platform-cache"), "{values}");
+    assert!(
+        values.contains("comind-dev-registry:5000/backend/my-app"),
+        "{values}"
+    );
+
+    let again = scratch.run(&[
+        "app",
+        "new",
+        "my-app",
+        "--team",
+        "backend",
+        "--uses",
+        "postgres,cache",
+        "--repo",
+        repo_arg,
+    ]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(again.stdout.contains("nothing written"), "{}", again.all());
+    std::fs::write(chart.join("values.yaml"), "mine\n").unwrap();
+    let kept = scratch.run(&[
+        "app",
+        "new",
+        "my-app",
+        "--team",
+        "backend",
+        "--uses",
+        "postgres,cache",
+        "--repo",
+        repo_arg,
+    ]);
+    assert!(
+        kept.stdout.contains("kept") && kept.stdout.contains("values.yaml"),
+        "{}",
+        kept.all()
+    );
+    assert_eq!(
+        std::fs::read_to_string(chart.join("values.yaml")).unwrap(),
+        "mine\n"
+    );
+    let dry = scratch.run(&[
+        "app",
+        "new",
+        "other",
+        "--team",
+        "backend",
+        "--repo",
+        repo_arg,
+        "--dry-run",
+    ]);
+    assert!(dry.stdout.contains("would write"), "{}", dry.all());
+    assert!(
+        !repo.join("apps/backend/other").exists(),
+        "a dry run writes nothing"
+    );
+
+    let empty = scratch.path().join("empty");
+    for bad in [
+        vec!["app", "new", "My_App", "--team", "backend"],
+        vec!["app", "new", "ok", "--team", "backend", "--uses", "mongodb"],
+    ] {
+        let mut args = bad.clone();
+        args.extend(["--repo", empty.to_str().unwrap()]);
+        let refused = scratch.run(&args);
+        assert_eq!(refused.code, 2, "{bad:?}: {}", refused.all());
+        assert!(!empty.exists(), "{bad:?} wrote something");
+    }
+}

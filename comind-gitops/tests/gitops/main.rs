@@ -8,4 +8,5 @@ mod apply;
 mod argocd;
 mod platform;
 mod ready;
+mod scaffold;
 mod support;

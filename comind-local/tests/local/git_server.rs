@@ -192,7 +192,12 @@ async fn a_push_from_the_host_is_cloned_over_the_network_and_survives_down() {
         None,
         "the probe sees an empty repository"
     );
-    assert_eq!(outputs.require(comind_core::cluster::GITOPS_REPO_HEAD).unwrap(), "");
+    assert_eq!(
+        outputs
+            .require(comind_core::cluster::GITOPS_REPO_HEAD)
+            .unwrap(),
+        ""
+    );
 
     // An empty repository whose HEAD is the configured revision.
     assert_eq!(remote_main(&url), "", "nothing pushed yet");
