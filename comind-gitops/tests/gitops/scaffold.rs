@@ -222,3 +222,97 @@ async fn the_scaffolded_chart_lints_renders_per_environment_and_is_valid_kuberne
     assert!(scaffold::new_app(&env, empty.path(), &bad, false, false).is_err());
     assert_eq!(std::fs::read_dir(empty.path()).unwrap().count(), 0);
 }
+
+/// The scaffolded files, compared with the reviewed copies in
+/// `tests/gitops/snapshots/` (`COMIND_UPDATE_SNAPSHOTS=1` writes them anew, to be
+/// reviewed as a diff): a change to the templates is visible in review.
+#[test]
+fn the_scaffolded_files_match_their_reviewed_snapshots() {
+    let env = Environment::with_state_root(comind_core::Config::default(), "/tmp/unused");
+    let spec = AppSpec {
+        name: "my-app".into(),
+        team: "backend".into(),
+        image: "comind-dev-registry:5000/backend/my-app:0.1.0".into(),
+        port: 8080,
+        environments: vec!["dev".into(), "prod".into()],
+        uses: vec![ServiceKind::Postgres],
+    };
+    let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gitops/snapshots/my-app");
+    let update = std::env::var_os("COMIND_UPDATE_SNAPSHOTS").is_some();
+    for (path, content) in scaffold::files(&env, &spec).unwrap() {
+        let relative = path.strip_prefix("apps/backend/my-app/chart").unwrap();
+        let snapshot = snapshots.join(relative);
+        if update {
+            std::fs::create_dir_all(snapshot.parent().unwrap()).unwrap();
+            std::fs::write(&snapshot, &content).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&snapshot).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (COMIND_UPDATE_SNAPSHOTS=1 writes it)",
+                snapshot.display()
+            )
+        });
+        assert_eq!(
+            content,
+            expected,
+            "{} differs from its snapshot",
+            relative.display()
+        );
+    }
+}
+
+/// Names drawn at random: every valid pair lints; every invalid one writes nothing.
+#[test]
+fn random_names_lint_when_valid_and_write_nothing_when_not() {
+    let helm_lite = require_peer!(helm_lite());
+    let env = Environment::with_state_root(comind_core::Config::default(), "/tmp/unused");
+    let mut rng = fastrand::Rng::with_seed(11);
+    let alphabet: Vec<char> = "abcdefghijklmnopqrstuvwxyz0123456789-_.A".chars().collect();
+    let (mut valid, mut invalid) = (0, 0);
+    for _ in 0..60 {
+        let len = rng.usize(1..40);
+        let name: String = (0..len)
+            .map(|_| alphabet[rng.usize(..alphabet.len())])
+            .collect();
+        let spec = AppSpec {
+            name: name.clone(),
+            team: "team-a".into(),
+            image: "example/app:1".into(),
+            port: 8080,
+            environments: vec!["dev".into()],
+            uses: Vec::new(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        match scaffold::new_app(&env, dir.path(), &spec, false, false) {
+            Ok(_) if valid < 8 => {
+                valid += 1;
+                let chart = dir.path().join(format!("apps/team-a/{name}/chart"));
+                let chart = chart.to_str().unwrap();
+                helm(
+                    &helm_lite,
+                    &[
+                        "lint",
+                        chart,
+                        "-f",
+                        &format!("{chart}/values-dev.yaml"),
+                        "--strict",
+                    ],
+                );
+            }
+            Ok(_) => valid += 1,
+            Err(_) => {
+                invalid += 1;
+                assert_eq!(
+                    std::fs::read_dir(dir.path()).unwrap().count(),
+                    0,
+                    "{name:?} wrote something"
+                );
+            }
+        }
+    }
+    assert!(
+        valid > 0 && invalid > 0,
+        "both kinds were drawn: {valid} valid, {invalid} invalid"
+    );
+}
