@@ -227,6 +227,17 @@ pub enum AppCommand {
     /// Write an application's Helm chart into the GitOps repository
     /// (apps/<team>/<app>/chart), which Argo CD's ApplicationSet deploys
     New(AppNewArgs),
+    /// List the applications of the GitOps repository, with their Argo CD sync and
+    /// health when the cluster answers
+    List(AppListArgs),
+}
+
+/// `app list`.
+#[derive(Debug, Args)]
+pub struct AppListArgs {
+    /// The GitOps repository's directory
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
 }
 
 /// `app new`.

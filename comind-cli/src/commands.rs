@@ -16,9 +16,9 @@ use comind_core::{
 };
 
 use crate::args::{
-    AppCommand, AppNewArgs, Cli, Command, CompletionsArgs, DownArgs, EksTokenArgs, GitopsCommand,
-    GitopsInitArgs, GitopsPushArgs, InitArgs, KubeconfigArgs, LockArgs, OutputMode, OutputsArgs,
-    OutputsFormat, PlanArgs, RegistryCommand, SelectArgs, UpArgs,
+    AppCommand, AppListArgs, AppNewArgs, Cli, Command, CompletionsArgs, DownArgs, EksTokenArgs,
+    GitopsCommand, GitopsInitArgs, GitopsPushArgs, InitArgs, KubeconfigArgs, LockArgs, OutputMode,
+    OutputsArgs, OutputsFormat, PlanArgs, RegistryCommand, SelectArgs, UpArgs,
 };
 use crate::render::{EventPrinter, report};
 
@@ -49,6 +49,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Gitops(GitopsCommand::Init(args)) => gitops_init(&cli, args),
         Command::Gitops(GitopsCommand::Push(args)) => gitops_push(&cli, args).await,
         Command::App(AppCommand::New(args)) => app_new(&cli, args),
+        Command::App(AppCommand::List(args)) => app_list(&cli, args).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -385,6 +386,56 @@ async fn registry_gc(cli: &Cli) -> Result<u8, Error> {
 async fn registry_gc(_cli: &Cli) -> Result<u8, Error> {
     // Says the local profile is not in this build, and how to get it.
     comind::providers(comind_core::Profile::Local).map(|_| 0)
+}
+
+async fn app_list(cli: &Cli, args: &AppListArgs) -> Result<u8, Error> {
+    let config = load_config(cli)?;
+    let env = comind_core::Environment::new(config)?;
+    let listed = comind::gitops::scaffold::list(&env, &args.repo)?;
+    // Argo CD's view, when the environment's cluster answers; the list stands without.
+    let kubeconfig = env
+        .config()
+        .gitops
+        .kubeconfig
+        .clone()
+        .unwrap_or_else(|| env.state().kubeconfig_path());
+    let context = env.config().gitops.context.clone();
+    let names: Vec<String> = listed.iter().map(|a| a.application.clone()).collect();
+    let statuses = match comind::gitops::access::connect(&kubeconfig, context.as_deref()).await {
+        Ok(cluster) => {
+            comind::gitops::applications::summaries(
+                &cluster.client,
+                comind::gitops::platform::argocd::NAMESPACE,
+                &names,
+            )
+            .await
+        }
+        Err(_) => vec!["unknown (no cluster)".to_string(); names.len()],
+    };
+    let rows: Vec<_> = listed.iter().zip(statuses).collect();
+    if cli.output == OutputMode::Json {
+        for (app, health) in &rows {
+            let line = serde_json::json!({
+                "team": app.team, "app": app.name, "application": app.application, "status": health,
+            });
+            stdout_line(&line.to_string());
+        }
+        return Ok(0);
+    }
+    let mut text = String::new();
+    if rows.is_empty() {
+        text.push_str(
+            "no application in the repository: `comind app new NAME --team TEAM` makes one\n",
+        );
+    }
+    for (app, health) in &rows {
+        text.push_str(&format!(
+            "{:<16} {:<24} {:<32} {health}\n",
+            app.team, app.name, app.application
+        ));
+    }
+    print_human(cli.output, &text);
+    Ok(0)
 }
 
 fn app_new(cli: &Cli, args: &AppNewArgs) -> Result<u8, Error> {

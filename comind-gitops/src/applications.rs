@@ -200,6 +200,22 @@ pub async fn report(
     })
 }
 
+/// Each of the Applications `names` in `namespace` as `sync/health` (its
+/// [`Health::summary`]), `not in Argo CD yet`, or why it cannot be told.
+pub async fn summaries(client: &kube::Client, namespace: &str, names: &[String]) -> Vec<String> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &kind().resource);
+    let mut found = Vec::with_capacity(names.len());
+    for name in names {
+        found.push(match api.get_opt(name).await {
+            Ok(Some(object)) => Health::of(&object).summary(),
+            Ok(None) => "not in Argo CD yet".to_string(),
+            Err(e) if crate::apply::is_not_found(&e) => "Argo CD is not installed".to_string(),
+            Err(e) => format!("unknown ({e})"),
+        });
+    }
+    found
+}
+
 /// How long to wait, and how long `Degraded` is tolerated.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -158,6 +158,14 @@ fn app_new_scaffolds_a_chart_once_keeps_edits_and_refuses_bad_names_writing_noth
         "a dry run writes nothing"
     );
 
+    let listed = scratch.run(&["app", "list", "--repo", repo_arg]);
+    assert_eq!(listed.code, 0, "{}", listed.all());
+    assert!(
+        listed.stdout.contains("backend-my-app") && listed.stdout.contains("no cluster"),
+        "{}",
+        listed.all()
+    );
+
     let empty = scratch.path().join("empty");
     for bad in [
         vec!["app", "new", "My_App", "--team", "backend"],

@@ -900,6 +900,26 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
         [vars["GIT_SERVER_CLUSTER_HOST"].clone()]
     );
 
+    // An application scaffolded into a repository is listed with Argo CD's view of
+    // it (no ApplicationSet controller runs here, so it has no Application yet).
+    let repo = env.scratch.path().join("gitops");
+    let new = env.run(&[
+        "app",
+        "new",
+        "web",
+        "--team",
+        "user-apps",
+        "--repo",
+        repo.to_str().unwrap(),
+    ]);
+    assert_eq!(new.code, 0, "{}", new.all());
+    let listed = env.run(&["app", "list", "--repo", repo.to_str().unwrap()]);
+    assert!(
+        listed.stdout.contains("user-apps-web") && listed.stdout.contains("not in Argo CD yet"),
+        "{}",
+        listed.all()
+    );
+
     // Converged: a second up changes nothing and asks k3d to change nothing.
     let before = k3d.mutating_calls();
     let again = env.run(&["plan", "--detailed-exitcode"]);

@@ -204,6 +204,60 @@ pub fn new_app(
     repository::write_files(dir, files, overwrite, dry_run)
 }
 
+/// An application found in the GitOps repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its team.
+    pub team: String,
+    /// Its name.
+    pub name: String,
+    /// The Argo CD Application the ApplicationSet makes of it (`<team>-<app>`).
+    pub application: String,
+}
+
+/// The applications of the repository `dir`: every `<path>/apps/<team>/<app>/` that
+/// holds a `chart/Chart.yaml`, sorted by team and name.
+///
+/// # Errors
+/// `InvalidInput` when `dir` is not a readable directory.
+pub fn list(env: &Environment, dir: &Path) -> Result<Vec<Listed>> {
+    let apps = dir.join(crate::platform::gitops::repo_path(
+        &env.config().gitops.repo,
+        "apps",
+    ));
+    let read = |path: &Path| {
+        std::fs::read_dir(path).map_err(|e| {
+            Error::invalid_input(format!("cannot read {}: {e}", path.display()))
+                .with_hint("pass the GitOps repository's directory with `--repo`")
+        })
+    };
+    if !dir.is_dir() {
+        return Err(
+            Error::invalid_input(format!("{} is not a directory", dir.display()))
+                .with_hint("pass the GitOps repository's directory with `--repo`"),
+        );
+    }
+    let mut found = Vec::new();
+    if !apps.is_dir() {
+        return Ok(found);
+    }
+    for team in read(&apps)?.flatten().filter(|e| e.path().is_dir()) {
+        for app in read(&team.path())?.flatten() {
+            if app.path().join("chart/Chart.yaml").is_file() {
+                let team = team.file_name().to_string_lossy().into_owned();
+                let name = app.file_name().to_string_lossy().into_owned();
+                found.push(Listed {
+                    application: format!("{team}-{name}"),
+                    team,
+                    name,
+                });
+            }
+        }
+    }
+    found.sort_by(|a, b| (&a.team, &a.name).cmp(&(&b.team, &b.name)));
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +271,26 @@ mod tests {
             environments: vec!["dev".into(), "prod".into()],
             uses: vec![ServiceKind::Postgres, ServiceKind::Cache],
         }
+    }
+
+    #[test]
+    fn the_repository_s_applications_are_listed_by_team() {
+        let env = Environment::with_state_root(comind_core::Config::default(), "/tmp/unused");
+        let dir = tempfile::tempdir().unwrap();
+        for spec in [
+            spec(),
+            AppSpec {
+                name: "api".into(),
+                team: "alpha".into(),
+                ..spec()
+            },
+        ] {
+            new_app(&env, dir.path(), &spec, false, false).unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("apps/backend/not-an-app")).unwrap();
+        let listed = list(&env, dir.path()).unwrap();
+        let names: Vec<&str> = listed.iter().map(|l| l.application.as_str()).collect();
+        assert_eq!(names, ["alpha-api", "backend-my-app"]);
     }
 
     #[test]
