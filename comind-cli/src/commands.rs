@@ -393,15 +393,8 @@ async fn app_list(cli: &Cli, args: &AppListArgs) -> Result<u8, Error> {
     let env = comind_core::Environment::new(config)?;
     let listed = comind::gitops::scaffold::list(&env, &args.repo)?;
     // Argo CD's view, when the environment's cluster answers; the list stands without.
-    let kubeconfig = env
-        .config()
-        .gitops
-        .kubeconfig
-        .clone()
-        .unwrap_or_else(|| env.state().kubeconfig_path());
-    let context = env.config().gitops.context.clone();
     let names: Vec<String> = listed.iter().map(|a| a.application.clone()).collect();
-    let statuses = match comind::gitops::access::connect(&kubeconfig, context.as_deref()).await {
+    let statuses = match comind::gitops::access::connect_env(&env).await {
         Ok(cluster) => {
             comind::gitops::applications::summaries(
                 &cluster.client,
@@ -444,13 +437,10 @@ fn app_new(cli: &Cli, args: &AppNewArgs) -> Result<u8, Error> {
         .uses
         .iter()
         .map(|id| {
-            comind_core::ServiceKind::ALL
-                .into_iter()
-                .find(|k| k.id() == id.replace('_', "-"))
-                .ok_or_else(|| {
-                    Error::invalid_input(format!("`{id}` is not a platform service"))
-                        .with_hint("use postgres, object-store, cache or queue")
-                })
+            comind_core::ServiceKind::from_id(id).ok_or_else(|| {
+                Error::invalid_input(format!("`{id}` is not a platform service"))
+                    .with_hint("use postgres, object-store, cache or queue")
+            })
         })
         .collect::<Result<Vec<_>, Error>>()?;
     let environments = if args.environments.is_empty() {
@@ -458,13 +448,11 @@ fn app_new(cli: &Cli, args: &AppNewArgs) -> Result<u8, Error> {
     } else {
         args.environments.clone()
     };
-    let image = args.image.clone().unwrap_or_else(|| {
-        // The local registry's name inside the cluster (REGISTRY_CLUSTER_NAME).
-        format!(
-            "comind-{}-registry:5000/{}/{}:0.1.0",
-            config.environment, args.team, args.name
-        )
-    });
+    let env = comind_core::Environment::new(config)?;
+    let image = args
+        .image
+        .clone()
+        .unwrap_or_else(|| comind::gitops::scaffold::default_image(&env, &args.team, &args.name));
     let spec = comind::gitops::scaffold::AppSpec {
         name: args.name.clone(),
         team: args.team.clone(),
@@ -473,7 +461,6 @@ fn app_new(cli: &Cli, args: &AppNewArgs) -> Result<u8, Error> {
         environments,
         uses,
     };
-    let env = comind_core::Environment::new(config)?;
     let done =
         comind::gitops::scaffold::new_app(&env, &args.repo, &spec, args.force, args.dry_run)?;
     let shown = |paths: &[PathBuf]| -> Vec<String> {

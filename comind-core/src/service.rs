@@ -63,6 +63,13 @@ impl ServiceKind {
         }
     }
 
+    /// The kind whose [`id`](Self::id) is `id` (`object_store` is taken for
+    /// `object-store`, as in `comind.yaml`).
+    pub fn from_id(id: &str) -> Option<Self> {
+        let id = id.replace('_', "-");
+        Self::ALL.into_iter().find(|k| k.id() == id)
+    }
+
     /// Output keys every backend of this kind must publish.
     pub fn required_outputs(self) -> &'static [&'static str] {
         match self {

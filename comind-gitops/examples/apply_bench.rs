@@ -50,10 +50,7 @@ const COMPONENT: &str = "apply-bench";
 fn manifest_path() -> PathBuf {
     std::env::var_os("COMIND_BENCH_MANIFEST")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            comind_test_support::workspace::root()
-                .join("../shared/test-peers/reference/argocd-v3.5.1-install.yaml")
-        })
+        .unwrap_or_else(comind_test_support::argo_cd::manifest)
 }
 
 /// For every object that exists, when Comind last wrote it (its `comind` entry in the

@@ -25,10 +25,10 @@ use comind_core::engine::{RunOptions, RunReport};
 use comind_core::testing::{FakeProvider, FakeService, World};
 use comind_core::{Bootstrap, DownOptions, Environment, ServiceKind, UpOptions};
 use comind_gitops::GitopsProvider;
-use comind_gitops::applications::{Health, kind};
+use comind_gitops::applications::Health;
+use comind_test_support::argo_cd;
 use comind_test_support::kube::KubePeer;
 use comind_test_support::kubelet::Kubelet;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
 
 fn bootstrap(config: &Config, state: &std::path::Path, world: &World) -> Bootstrap {
     let mut services = FakeProvider::new("services");
@@ -43,23 +43,13 @@ fn bootstrap(config: &Config, state: &std::path::Path, world: &World) -> Bootstr
 /// Argo CD's part: every Application that is not yet synced and healthy is reported
 /// so, until the task is dropped.
 async fn play_argo_cd(admin: kube::Client) {
-    let apps: Api<DynamicObject> = Api::namespaced_with(admin, "argocd", &kind().resource);
-    let status = serde_json::json!({"status": {
-        "sync": {"status": "Synced"}, "health": {"status": "Healthy"},
-        "operationState": {"phase": "Succeeded", "message": "successfully synced",
-            "startedAt": "2026-12-02T00:00:00Z", "finishedAt": "2026-12-02T00:00:01Z",
-            "operation": {"sync": {"revision": "HEAD"}}}
-    }});
+    let apps = argo_cd::applications(&admin);
+    let status = argo_cd::synced_and_healthy();
     loop {
         // Until platform/argocd made the CRD, the kind is not served.
         if let Ok(list) = apps.list(&Default::default()).await {
-            for app in list {
-                if !Health::of(&app).converged() {
-                    let name = app.metadata.name.clone().unwrap_or_default();
-                    let _ = apps
-                        .patch(&name, &PatchParams::default(), &Patch::Merge(&status))
-                        .await;
-                }
+            for app in list.into_iter().filter(|a| !Health::of(a).converged()) {
+                argo_cd::report(&admin, &app.metadata.name.unwrap_or_default(), &status).await;
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -95,8 +85,7 @@ async fn main() {
         EnvironmentName::new("bench").unwrap_or_else(|e| panic!("a valid name: {e}"));
     config.gitops.kubeconfig = Some(peer.kubeconfig());
     config.gitops.argocd.manifest = Some(
-        comind_test_support::workspace::root()
-            .join("../shared/test-peers/reference/argocd-v3.5.1-install.yaml")
+        comind_test_support::argo_cd::manifest()
             .display()
             .to_string(),
     );

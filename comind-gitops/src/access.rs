@@ -158,6 +158,19 @@ impl ClusterAccess {
     }
 }
 
+/// The cluster of `env` as a command outside a run reaches it: `gitops.kubeconfig`
+/// (and `gitops.context`), else the kubeconfig the cluster phase keeps in the state
+/// directory.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_env(env: &Environment) -> Result<Cluster> {
+    match Source::of(env) {
+        Source::Configured { path, context } => connect(&path, context.as_deref()).await,
+        _ => connect(&env.state().kubeconfig_path(), None).await,
+    }
+}
+
 /// A client of the cluster of `context` (or the current one) in the kubeconfig at
 /// `path`. Does not call the cluster.
 ///

@@ -55,6 +55,8 @@
 //! not talk to Docker or the AWS SDK in their tests do not compile either for this
 //! crate.
 
+#[cfg(feature = "kubelet")]
+pub mod argo_cd;
 #[cfg(feature = "aws")]
 pub mod aws_faults;
 #[cfg(feature = "docker")]

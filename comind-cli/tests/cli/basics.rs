@@ -80,17 +80,20 @@ fn app_new_scaffolds_a_chart_once_keeps_edits_and_refuses_bad_names_writing_noth
     let scratch = Scratch::new();
     let repo = scratch.path().join("gitops");
     let repo_arg = repo.to_str().unwrap();
-    let new = scratch.run(&[
-        "app",
-        "new",
-        "my-app",
-        "--team",
-        "backend",
-        "--uses",
-        "postgres,cache",
-        "--repo",
-        repo_arg,
-    ]);
+    let my_app = || {
+        scratch.run(&[
+            "app",
+            "new",
+            "my-app",
+            "--team",
+            "backend",
+            "--uses",
+            "postgres,cache",
+            "--repo",
+            repo_arg,
+        ])
+    };
+    let new = my_app();
     assert_eq!(new.code, 0, "{}", new.all());
     let chart = repo.join("apps/backend/my-app/chart");
     for file in [
@@ -108,31 +111,11 @@ fn app_new_scaffolds_a_chart_once_keeps_edits_and_refuses_bad_names_writing_noth
         "{values}"
     );
 
-    let again = scratch.run(&[
-        "app",
-        "new",
-        "my-app",
-        "--team",
-        "backend",
-        "--uses",
-        "postgres,cache",
-        "--repo",
-        repo_arg,
-    ]);
+    let again = my_app();
     assert_eq!(again.code, 0, "{}", again.all());
     assert!(again.stdout.contains("nothing written"), "{}", again.all());
     std::fs::write(chart.join("values.yaml"), "mine\n").unwrap();
-    let kept = scratch.run(&[
-        "app",
-        "new",
-        "my-app",
-        "--team",
-        "backend",
-        "--uses",
-        "postgres,cache",
-        "--repo",
-        repo_arg,
-    ]);
+    let kept = my_app();
     assert!(
         kept.stdout.contains("kept") && kept.stdout.contains("values.yaml"),
         "{}",

@@ -63,8 +63,7 @@ impl LocalEnv {
     /// The whole local profile with Argo CD from the test peers' copy of its release
     /// (and its checksum), the local Git server, and the add-ons, MetalLB included.
     fn with_platform(k3d: &K3dDouble) -> LocalEnv {
-        let manifest = comind_test_support::workspace::root()
-            .join("../shared/test-peers/reference/argocd-v3.5.1-install.yaml");
+        let manifest = comind_test_support::argo_cd::manifest();
         let gitops = format!(
             "  argocd:\n    manifest: {}\n    sha256: {}\n    sync_timeout: 2m\n",
             manifest.display(),
@@ -98,33 +97,13 @@ impl LocalEnv {
                     .client;
                 let _kubelet =
                     comind_test_support::kubelet::Kubelet::start(client.clone(), "argocd");
-                let kind = comind::gitops::applications::kind();
-                let api_client = client.clone();
-                let api: kube::Api<kube::api::DynamicObject> =
-                    kube::Api::namespaced_with(client, "argocd", &kind.resource);
-                let status = serde_json::json!({"status": {
-                    "sync": {"status": "Synced"}, "health": {"status": "Healthy"},
-                    "operationState": {
-                        "phase": "Succeeded", "message": "successfully synced",
-                        "startedAt": "2026-12-02T00:00:00Z", "finishedAt": "2026-12-02T00:00:01Z",
-                        "operation": {"sync": {"revision": "HEAD"}}
-                    }
-                }});
+                let status = comind_test_support::argo_cd::synced_and_healthy();
                 for app in apps {
                     if *app == "metallb" {
                         // Argo CD's sync of the chart installs MetalLB's CRDs.
-                        metallb_crds(&api_client).await;
+                        metallb_crds(&client).await;
                     }
-                    while !matches!(api.get_opt(app).await, Ok(Some(_))) {
-                        assert!(
-                            Instant::now() < deadline,
-                            "the application {app} never came"
-                        );
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    api.patch(app, &Default::default(), &kube::api::Patch::Merge(&status))
-                        .await
-                        .unwrap();
+                    comind_test_support::argo_cd::until_reported(&client, &[app], &status).await;
                 }
             });
         })

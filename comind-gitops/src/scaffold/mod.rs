@@ -127,6 +127,16 @@ impl AppSpec {
     }
 }
 
+/// The image an application gets when none is named: its repository in the local
+/// registry, by the registry's name inside the cluster (`REGISTRY_CLUSTER_NAME`,
+/// `comind-<env>-registry:5000`), tag `0.1.0`.
+pub fn default_image(env: &Environment, team: &str, name: &str) -> String {
+    format!(
+        "{}:5000/{team}/{name}:0.1.0",
+        env.resource_name(comind_core::cluster::REGISTRY_PHASE_ID)
+    )
+}
+
 /// Whether `environment` scales as production: the current environment when it is
 /// marked `production: true`, or one named `prod`/`production`.
 fn is_production(env: &Environment, environment: &str) -> bool {

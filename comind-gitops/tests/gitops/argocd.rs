@@ -11,6 +11,7 @@ use comind_core::event::RunOutcome;
 use comind_core::{Bootstrap, DownOptions, Environment, UpOptions};
 use comind_gitops::GitopsProvider;
 use comind_gitops::platform::{addons, argocd};
+use comind_test_support::argo_cd;
 use comind_test_support::kube::{KubePeer, User};
 use comind_test_support::kubelet::Kubelet;
 use comind_test_support::require_peer;
@@ -82,11 +83,17 @@ async fn argo_cd_lands_from_its_checked_release_with_comind_s_settings_and_rerun
     let up = bootstrap(&env, state.path());
     let mut events = up.events().subscribe();
     // Argo CD syncs the root application and the add-ons once they exist.
-    let argo = tokio::spawn(play_argo_cd(
-        admin.clone(),
-        &["root", "sealed-secrets", "monitoring"],
-        healthy(),
-    ));
+    let argo = {
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            argo_cd::until_reported(
+                &admin,
+                &["root", "sealed-secrets", "monitoring"],
+                &argo_cd::synced_and_healthy(),
+            )
+            .await;
+        })
+    };
     let report = up.up(&run, &UpOptions::default()).await.unwrap();
     argo.await.unwrap();
     assert_eq!(
@@ -179,7 +186,7 @@ async fn argo_cd_lands_from_its_checked_release_with_comind_s_settings_and_rerun
     let data = repository.data.unwrap();
     assert_eq!(data["password"].0, b"ghp_comind_test_token_0123");
     assert_eq!(data["username"].0, b"git");
-    let apps = applications(&admin);
+    let apps = argo_cd::applications(&admin);
     let root = apps.get("root").await.unwrap();
     assert_eq!(
         root.data["spec"]["source"]["path"],
@@ -336,7 +343,7 @@ async fn argo_cd_lands_from_its_checked_release_with_comind_s_settings_and_rerun
 
     // A root application that turns Degraded past the grace period fails the run,
     // naming the child that is not healthy.
-    set_status(&admin, degraded()).await;
+    argo_cd::report(&admin, "root", &degraded()).await;
     let mut impatient = env.config().clone();
     impatient.gitops.argocd.degraded_grace = comind_core::config::DurationSetting::seconds(1);
     impatient.gitops.argocd.sync_timeout = comind_core::config::DurationSetting::seconds(3);
@@ -353,9 +360,10 @@ async fn argo_cd_lands_from_its_checked_release_with_comind_s_settings_and_rerun
     );
     // One that stays Progressing times out, naming it and its state; it was asked
     // to refresh.
-    set_status(
+    argo_cd::report(
         &admin,
-        serde_json::json!({
+        "root",
+        &serde_json::json!({
             "sync": {"status": "OutOfSync"}, "health": {"status": "Progressing"}
         }),
     )
@@ -424,20 +432,6 @@ fn dynamic(admin: &kube::Client, kind: &str, plural: &str) -> Api<kube::api::Dyn
     Api::namespaced_with(admin.clone(), argocd::NAMESPACE, &kind.resource)
 }
 
-fn applications(admin: &kube::Client) -> Api<kube::api::DynamicObject> {
-    dynamic(admin, "Application", "applications")
-}
-
-fn healthy() -> serde_json::Value {
-    serde_json::json!({
-        "sync": {"status": "Synced", "revision": "0123456789abcdef0123456789abcdef01234567"},
-        "health": {"status": "Healthy"},
-        "operationState": {"phase": "Succeeded", "message": "successfully synced (all tasks run)",
-                           "startedAt": "2026-12-02T00:00:00Z", "finishedAt": "2026-12-02T00:00:01Z",
-                           "operation": {"sync": {"revision": "0123456789abcdef0123456789abcdef01234567"}}}
-    })
-}
-
 fn degraded() -> serde_json::Value {
     serde_json::json!({
         "sync": {"status": "Synced"},
@@ -448,43 +442,4 @@ fn degraded() -> serde_json::Value {
             "health": {"status": "Degraded", "message": "Deployment grafana: 0 of 1 available"}
         }]
     })
-}
-
-/// Writes the root Application's status, as Argo CD's application controller does.
-async fn set_status(admin: &kube::Client, status: serde_json::Value) {
-    set_app_status(admin, "root", status).await;
-}
-
-/// Argo CD's part: once each Application of `names` exists, reports it `status`.
-async fn play_argo_cd(
-    admin: kube::Client,
-    names: &'static [&'static str],
-    status: serde_json::Value,
-) {
-    let apps = applications(&admin);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    for name in names {
-        // The kind itself is not served until platform/argocd made its CRD.
-        while !matches!(apps.get_opt(name).await, Ok(Some(_))) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the application {name} never came"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        set_app_status(&admin, name, status.clone()).await;
-    }
-}
-
-/// Writes the status of the Application `name`, as Argo CD's application controller
-/// does (its CRD has no status subresource).
-async fn set_app_status(admin: &kube::Client, name: &str, status: serde_json::Value) {
-    applications(admin)
-        .patch(
-            name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(serde_json::json!({ "status": status })),
-        )
-        .await
-        .unwrap();
 }

@@ -48,8 +48,7 @@ pub async fn client(peer: &KubePeer, user: User) -> kube::Client {
 pub fn with_argocd(config: &mut Config) {
     config.gitops.argocd.enabled = true;
     config.gitops.argocd.manifest = Some(
-        comind_test_support::workspace::root()
-            .join("../shared/test-peers/reference/argocd-v3.5.1-install.yaml")
+        comind_test_support::argo_cd::manifest()
             .display()
             .to_string(),
     );

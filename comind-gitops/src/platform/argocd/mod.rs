@@ -348,11 +348,7 @@ mod tests {
     use super::*;
 
     fn release() -> Vec<Object> {
-        let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/test-peers/reference/argocd-v3.5.1-install.yaml"),
-        )
-        .unwrap();
+        let text = std::fs::read_to_string(comind_test_support::argo_cd::manifest()).unwrap();
         manifest::parse(&text, &Catalog::builtin(), NAMESPACE).unwrap()
     }
 
