@@ -268,12 +268,23 @@ impl Applier {
             .filter_map(|o| crd_group(&o.object))
             .collect();
         let apply = pass.is_apply();
+        // Custom resources whose CRD another party installs (Argo CD's sync of a
+        // chart): that CRD may be written but not yet served. An applying pass waits
+        // for it to be established; a plan lists what stands on an unserved one as
+        // created.
+        let foreign = foreign_crds(&desired);
+        let unserved = if apply {
+            BTreeSet::new()
+        } else {
+            self.unserved(&foreign).await?
+        };
         // Its namespace or CRD is made by this pass: a plan cannot dry-run it yet.
         let deferred = |o: &Object| {
             !apply
                 && !live.contains_key(&o.reference())
                 && (o.namespace().is_some_and(|ns| new_namespaces.contains(ns))
-                    || new_groups.contains(&o.kind.resource.group))
+                    || new_groups.contains(&o.kind.resource.group)
+                    || unserved.contains(&o.kind.resource.group))
         };
         let of_stage = |stage: Stage| -> Vec<&Object> {
             desired.iter().filter(|o| Stage::of(o) == stage).collect()
@@ -328,6 +339,20 @@ impl Applier {
             let pass = &mut *pass;
             async move {
                 let mut written = self.write_all(namespace_writes).await?;
+                if apply && !foreign.is_empty() {
+                    let crds = foreign.iter().map(|name| {
+                        (
+                            Kind::of::<CustomResourceDefinition>(),
+                            ObjectRef {
+                                kind: Kind::of::<CustomResourceDefinition>().name(),
+                                namespace: None,
+                                name: name.clone(),
+                            },
+                        )
+                    });
+                    self.until_all_ready(ctx, crds, CRD_ESTABLISHED_TIMEOUT)
+                        .await?;
+                }
                 ctx.checkpoint()?;
                 // Validate (and plan) the whole stage before writing any of it.
                 let checks = self.validate(apply, rest, live, deferred).await?;
@@ -488,6 +513,30 @@ impl Applier {
             .try_collect::<Vec<()>>()
             .await?;
         Ok(())
+    }
+
+    /// The groups of those of `crds` (by name) that are absent or not established.
+    async fn unserved(&self, crds: &BTreeSet<String>) -> Result<BTreeSet<String>> {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let mut unserved = BTreeSet::new();
+        for name in crds {
+            let live = api
+                .get_opt(name)
+                .await
+                .map_err(|e| api_error("read", &format!("CustomResourceDefinition {name}"), e))?;
+            let established = live.is_some_and(|crd| {
+                crd.status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if !established {
+                let group = name.split_once('.').map_or(name.as_str(), |(_, g)| g);
+                unserved.insert(group.to_string());
+            }
+        }
+        Ok(unserved)
     }
 
     /// Server-side apply of `object`, for real or as a dry run.
@@ -908,6 +957,25 @@ fn to_json(object: &DynamicObject) -> Result<serde_json::Value> {
 }
 
 /// The group a CRD object serves (`spec.group`).
+/// The CRDs (by name, `<plural>.<group>`) of the custom resources in `desired` that
+/// `desired` does not hold itself. A group is custom when it is dotted and not one of
+/// Kubernetes' own (`*.k8s.io`); the undotted groups (`apps`, `batch`) are built in.
+fn foreign_crds(desired: &[Object]) -> BTreeSet<String> {
+    let own: BTreeSet<String> = desired
+        .iter()
+        .filter(|o| o.kind.is_crd())
+        .filter_map(|o| crd_group(&o.object))
+        .collect();
+    desired
+        .iter()
+        .map(|o| &o.kind.resource)
+        .filter(|r| {
+            r.group.contains('.') && !r.group.ends_with(".k8s.io") && !own.contains(&r.group)
+        })
+        .map(|r| format!("{}.{}", r.plural, r.group))
+        .collect()
+}
+
 fn crd_group(crd: &DynamicObject) -> Option<String> {
     crd.data
         .get("spec")

@@ -3,6 +3,7 @@
 //! Each test works in namespaces and names of its own, so they run in parallel.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use comind_core::reconcile::Pass;
 use comind_core::{Action, ErrorKind, Operation};
@@ -399,4 +400,77 @@ async fn a_crd_and_its_custom_resources_land_in_one_run() {
         .await
         .unwrap();
     assert!(!down.changes.is_empty());
+}
+
+/// A custom resource whose CRD another party installs (Argo CD syncing a chart, as
+/// MetalLB's pool stands on the MetalLB chart's CRDs): a plan lists it as created
+/// while the CRD is not served, and an apply that starts before the CRD lands waits
+/// for it to be established instead of failing on the API's 404.
+#[tokio::test]
+async fn a_custom_resource_waits_for_a_crd_someone_else_installs() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let peer = require_peer!(KubePeer::shared());
+    let f = Fixture::new(peer).await;
+    let ns = f.ns.clone();
+    let group = format!("{}.late.comind.dev", f.env.name());
+    let gadget_kind = Kind::custom(&group, "v1", "Gadget", "gadgets", Scope::Namespaced);
+    let gadget = Object::dynamic(
+        gadget_kind.clone(),
+        serde_json::json!({
+            "apiVersion": format!("{group}/v1"),
+            "kind": "Gadget",
+            "metadata": {"name": "g", "namespace": ns},
+            "spec": {"size": 1}
+        }),
+    )
+    .unwrap();
+    let objects = vec![namespace(&ns), gadget];
+    let mut with_gadgets = set(objects.clone());
+    with_gadgets.kinds.push(gadget_kind.clone());
+
+    let mut pass = Pass::plan();
+    let ctx = support::ctx(&f.env, Operation::Plan);
+    f.applier
+        .reconcile(&ctx, &mut pass, &with_gadgets)
+        .await
+        .unwrap();
+    let planned: Vec<String> = pass.changes().iter().map(|c| c.name.clone()).collect();
+    assert!(planned.contains(&format!("{ns}/g")), "{planned:?}");
+
+    // The other party: the CRD lands a moment after the apply has begun.
+    let crds: Api<CustomResourceDefinition> = Api::all(f.applier.client().clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("gadgets.{group}")},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    }))
+    .unwrap();
+    let installer = {
+        let crds = crds.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            crds.create(&Default::default(), &crd).await.unwrap();
+        })
+    };
+    let mut pass = Pass::apply();
+    let ctx = support::ctx(&f.env, Operation::Apply);
+    f.applier
+        .reconcile(&ctx, &mut pass, &with_gadgets)
+        .await
+        .unwrap();
+    installer.await.unwrap();
+    let gadgets: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(f.applier.client().clone(), &ns, &gadget_kind.resource);
+    assert_eq!(gadgets.get("g").await.unwrap().data["spec"]["size"], 1);
+    crds.delete(&format!("gadgets.{group}"), &Default::default())
+        .await
+        .unwrap();
 }
