@@ -340,15 +340,14 @@ impl Applier {
             async move {
                 let mut written = self.write_all(namespace_writes).await?;
                 if apply && !foreign.is_empty() {
+                    let kind = Kind::of::<CustomResourceDefinition>();
                     let crds = foreign.iter().map(|name| {
-                        (
-                            Kind::of::<CustomResourceDefinition>(),
-                            ObjectRef {
-                                kind: Kind::of::<CustomResourceDefinition>().name(),
-                                namespace: None,
-                                name: name.clone(),
-                            },
-                        )
+                        let reference = ObjectRef {
+                            kind: kind.name(),
+                            namespace: None,
+                            name: name.clone(),
+                        };
+                        (kind.clone(), reference)
                     });
                     self.until_all_ready(ctx, crds, CRD_ESTABLISHED_TIMEOUT)
                         .await?;
@@ -517,21 +516,19 @@ impl Applier {
 
     /// The groups of those of `crds` (by name) that are absent or not established.
     async fn unserved(&self, crds: &BTreeSet<String>) -> Result<BTreeSet<String>> {
-        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let kind = Kind::of::<CustomResourceDefinition>();
+        let api = self.api(&kind, None);
         let mut unserved = BTreeSet::new();
         for name in crds {
             let live = api
                 .get_opt(name)
                 .await
-                .map_err(|e| api_error("read", &format!("CustomResourceDefinition {name}"), e))?;
-            let established = live.is_some_and(|crd| {
-                crd.status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
+                .map_err(|e| api_error("read", &format!("{} {name}", kind.name()), e))?;
+            // The rule an applying pass waits on, checked once.
+            let served = ready::rule_for(&kind).is_some_and(|rule| {
+                live.is_some_and(|crd| matches!(rule(&crd), comind_core::wait::Observed::Ready(())))
             });
-            if !established {
+            if !served {
                 let group = name.split_once('.').map_or(name.as_str(), |(_, g)| g);
                 unserved.insert(group.to_string());
             }
@@ -956,7 +953,6 @@ fn to_json(object: &DynamicObject) -> Result<serde_json::Value> {
         .map_err(|e| Error::internal(format!("cannot encode a live object: {e}")))
 }
 
-/// The group a CRD object serves (`spec.group`).
 /// The CRDs (by name, `<plural>.<group>`) of the custom resources in `desired` that
 /// `desired` does not hold itself. A group is custom when it is dotted and not one of
 /// Kubernetes' own (`*.k8s.io`); the undotted groups (`apps`, `batch`) are built in.
@@ -976,6 +972,7 @@ fn foreign_crds(desired: &[Object]) -> BTreeSet<String> {
         .collect()
 }
 
+/// The group a CRD object serves (`spec.group`).
 fn crd_group(crd: &DynamicObject) -> Option<String> {
     crd.data
         .get("spec")

@@ -453,20 +453,32 @@ async fn a_custom_resource_waits_for_a_crd_someone_else_installs() {
         }
     }))
     .unwrap();
-    let installer = {
-        let crds = crds.clone();
+    // The apply starts first; the CRD lands only once the apply reports that it waits
+    // for it (an engine that does not wait fails on the API's 404 before that).
+    let ctx = support::ctx(&f.env, Operation::Apply);
+    let mut events = ctx.events().subscribe();
+    let crd_name = format!("gadgets.{group}");
+    let apply = {
+        let (applier, ctx) = (f.applier.clone(), ctx.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            crds.create(&Default::default(), &crd).await.unwrap();
+            let mut pass = Pass::apply();
+            applier.reconcile(&ctx, &mut pass, &with_gadgets).await
         })
     };
-    let mut pass = Pass::apply();
-    let ctx = support::ctx(&f.env, Operation::Apply);
-    f.applier
-        .reconcile(&ctx, &mut pass, &with_gadgets)
-        .await
-        .unwrap();
-    installer.await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let record = events.recv().await.expect("the apply's events end");
+            if let comind_core::event::Event::PhaseProgress { message, .. } = &record.event
+                && message.contains(&crd_name)
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the apply reports waiting for the CRD");
+    crds.create(&Default::default(), &crd).await.unwrap();
+    apply.await.unwrap().unwrap();
     let gadgets: Api<kube::api::DynamicObject> =
         Api::namespaced_with(f.applier.client().clone(), &ns, &gadget_kind.resource);
     assert_eq!(gadgets.get("g").await.unwrap().data["spec"]["size"], 1);
