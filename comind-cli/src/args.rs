@@ -105,6 +105,8 @@ pub enum Command {
     /// Scaffold applications in the GitOps repository
     #[command(subcommand)]
     App(AppCommand),
+    /// Seal a Secret into a SealedSecret manifest for the GitOps repository (stdout)
+    Seal(SealArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
     /// Print a Kubernetes ExecCredential with an EKS token (used by the kubeconfig Comind writes)
@@ -278,6 +280,60 @@ pub struct AppNewArgs {
     /// Overwrite files that differ from what it writes (your edits)
     #[arg(long)]
     pub force: bool,
+}
+
+/// `seal`.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+The values come from --from-literal and --from-file, or, when neither is given, from a
+Secret manifest (YAML or JSON) on standard input. A value given with --from-literal is
+in your shell's history: prefer --from-file or standard input for real secrets.
+
+The certificate is --cert FILE, else the environment's sealing key (kept by `comind up`
+in the state directory), else the controller's, fetched through the API server.
+
+Example:
+  comind seal --name db --namespace backend --from-file password=./db-password \\
+    > apps/backend/api/db-sealed.yaml")]
+pub struct SealArgs {
+    /// The Secret's name (else the manifest's)
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// The Secret's namespace (else the manifest's)
+    #[arg(long)]
+    pub namespace: Option<String>,
+
+    /// Where the sealed values may be unsealed
+    #[arg(long, value_enum, default_value_t = ScopeArg::Strict)]
+    pub scope: ScopeArg,
+
+    /// The sealing certificate (PEM), e.g. from `kubeseal --fetch-cert`
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+
+    /// A value: KEY=VALUE (repeatable)
+    #[arg(long = "from-literal", value_name = "KEY=VALUE")]
+    pub from_literal: Vec<String>,
+
+    /// A value from a file: KEY=PATH, or PATH for the file's name as the key (repeatable)
+    #[arg(long = "from-file", value_name = "[KEY=]PATH")]
+    pub from_file: Vec<String>,
+
+    /// The Secret's type, e.g. kubernetes.io/basic-auth [default: Opaque, or the manifest's]
+    #[arg(long = "type", value_name = "TYPE")]
+    pub secret_type: Option<String>,
+}
+
+/// `seal --scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScopeArg {
+    /// Only under this name in this namespace
+    Strict,
+    /// Under any name in this namespace
+    NamespaceWide,
+    /// Under any name in any namespace
+    ClusterWide,
 }
 
 /// `gitops init`.

@@ -18,7 +18,7 @@ use comind_core::{
 use crate::args::{
     AppCommand, AppListArgs, AppNewArgs, Cli, Command, CompletionsArgs, DownArgs, EksTokenArgs,
     GitopsCommand, GitopsInitArgs, GitopsPushArgs, InitArgs, KubeconfigArgs, LockArgs, OutputMode,
-    OutputsArgs, OutputsFormat, PlanArgs, RegistryCommand, SelectArgs, UpArgs,
+    OutputsArgs, OutputsFormat, PlanArgs, RegistryCommand, ScopeArg, SealArgs, SelectArgs, UpArgs,
 };
 use crate::render::{EventPrinter, report};
 
@@ -37,6 +37,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match &cli.command {
         Command::Init(args) => init(&cli, args),
         Command::Completions(args) => completions(args),
+        Command::Seal(args) => seal(&cli, args).await,
         Command::EksToken(args) => eks_token(args).await,
         Command::Doctor => doctor(&cli).await,
         Command::Plan(args) => plan(&cli, args).await,
@@ -507,6 +508,103 @@ fn app_new(cli: &Cli, args: &AppNewArgs) -> Result<u8, Error> {
         ));
     }
     print_human(cli.output, &text);
+    Ok(0)
+}
+
+async fn seal(cli: &Cli, args: &SealArgs) -> Result<u8, Error> {
+    use comind::gitops::sealing::{self, PlainSecret, Scope, SealingCertificate};
+    use std::io::{IsTerminal, Read};
+
+    let scope = match args.scope {
+        ScopeArg::Strict => Scope::Strict,
+        ScopeArg::NamespaceWide => Scope::NamespaceWide,
+        ScopeArg::ClusterWide => Scope::ClusterWide,
+    };
+    // The Secret first: bad input fails before any file or cluster is read.
+    let mut secret = if args.from_literal.is_empty() && args.from_file.is_empty() {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            return Err(Error::invalid_input("no values to seal").with_hint(
+                "give --from-literal KEY=VALUE or --from-file KEY=PATH, or pipe a Secret manifest",
+            ));
+        }
+        let mut text = String::new();
+        stdin
+            .lock()
+            .read_to_string(&mut text)
+            .map_err(|e| Error::invalid_input(format!("cannot read standard input: {e}")))?;
+        PlainSecret::from_manifest(&text, args.name.as_deref(), args.namespace.as_deref())?
+    } else {
+        let (Some(name), Some(namespace)) = (&args.name, &args.namespace) else {
+            return Err(Error::invalid_input(
+                "--name and --namespace are needed with --from-literal and --from-file",
+            ));
+        };
+        let mut secret = PlainSecret::new(name, namespace)?;
+        for literal in &args.from_literal {
+            // The value is never quoted back: only the key, or that there was none.
+            let Some((key, value)) = literal.split_once('=') else {
+                return Err(Error::invalid_input(
+                    "--from-literal takes KEY=VALUE (no `=` in one of them)",
+                ));
+            };
+            secret.insert(key, value.as_bytes().to_vec())?;
+        }
+        for item in &args.from_file {
+            let (key, path) = match item.split_once('=') {
+                Some((key, path)) => (key.to_string(), PathBuf::from(path)),
+                None => {
+                    let path = PathBuf::from(item);
+                    let key = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    (key, path)
+                }
+            };
+            let value = std::fs::read(&path).map_err(|e| {
+                Error::invalid_input(format!("cannot read --from-file {}: {e}", path.display()))
+            })?;
+            secret.insert(&key, value)?;
+        }
+        secret
+    };
+    if let Some(secret_type) = &args.secret_type {
+        secret.set_type(secret_type);
+    }
+    let (certificate, origin) = match &args.cert {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).map_err(|e| {
+                Error::invalid_input(format!("cannot read --cert {}: {e}", path.display()))
+            })?;
+            let cert = SealingCertificate::from_pem(&pem)
+                .map_err(|e| e.with_resource(path.display().to_string()))?;
+            (cert, path.display().to_string())
+        }
+        None => {
+            let env = comind_core::Environment::new(load_config(cli)?)?;
+            let (cert, origin) = sealing::environment_certificate(&env).await?;
+            (cert, origin.to_string())
+        }
+    };
+    let sealed = sealing::seal(&certificate, &secret, scope)?;
+    // stdout is the manifest alone (for a redirect into the repository); what it was
+    // sealed with goes to stderr.
+    if cli.output == OutputMode::Json {
+        stdout_line(&sealed.to_json()?.to_string());
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(sealed.to_yaml()?.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::internal(format!("cannot write to standard output: {e}")))?;
+        eprintln!(
+            "sealed {}/{} ({} scope, keys: {}) with the certificate of {origin}",
+            secret.namespace(),
+            secret.name(),
+            scope,
+            secret.keys().collect::<Vec<_>>().join(", ")
+        );
+    }
     Ok(0)
 }
 

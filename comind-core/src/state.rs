@@ -104,7 +104,8 @@ impl StateDir {
         self.dir.join("last-run.jsonl")
     }
 
-    fn credentials_path(&self, component: &str) -> PathBuf {
+    /// Where the credentials of `component` are kept (`credentials/<component>.json`).
+    pub fn credentials_path(&self, component: &str) -> PathBuf {
         self.dir
             .join("credentials")
             .join(format!("{component}.json"))

@@ -22,6 +22,8 @@
 //! - [`repository`]: the GitOps repository on the user's machine: its layout
 //!   (`comind gitops init`) and pushing it to the local Git server (`comind gitops push`).
 //!
+//! - [`sealing`]: Sealed Secrets natively: the environment's sealing key and
+//!   `comind seal`, byte-compatible with the controller.
 //! - [`scaffold`]: `comind app new`, an application's Helm chart in the GitOps
 //!   repository.
 //!
@@ -38,5 +40,6 @@ mod provider;
 pub mod ready;
 pub mod repository;
 pub mod scaffold;
+pub mod sealing;
 
 pub use provider::GitopsProvider;

@@ -70,6 +70,7 @@ pub mod kube;
 pub mod kubelet;
 pub mod moto;
 pub mod names;
+pub mod oracles;
 pub mod peers;
 pub mod ports;
 pub mod workspace;

@@ -14,4 +14,5 @@ mod config;
 mod gitops;
 #[cfg(feature = "local")]
 mod local;
+mod seal;
 mod support;

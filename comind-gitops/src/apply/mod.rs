@@ -34,7 +34,7 @@
 //! Comind does not render stay with whoever set them.
 
 pub mod diff;
-mod error;
+pub(crate) mod error;
 pub mod manifest;
 pub mod object;
 

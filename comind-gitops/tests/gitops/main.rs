@@ -9,4 +9,5 @@ mod argocd;
 mod platform;
 mod ready;
 mod scaffold;
+mod sealing;
 mod support;

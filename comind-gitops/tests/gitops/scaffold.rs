@@ -10,39 +10,13 @@ use comind_core::{Environment, ServiceKind};
 use comind_gitops::scaffold::{self, AppSpec};
 use comind_test_support::kube::{KubePeer, User};
 use comind_test_support::peers::Missing;
-use comind_test_support::{names, require_peer};
+use comind_test_support::{names, oracles, require_peer};
 
 use crate::support;
 
 /// `helm-lite`, unpacked once into the build's cache.
 fn helm_lite() -> Result<PathBuf, Missing> {
-    let packed =
-        comind_test_support::workspace::root().join("../shared/test-peers/bin/helm-lite.xz");
-    if !packed.exists() {
-        return Err(Missing::new(
-            format!("{} (Helm's template and lint)", packed.display()),
-            "provide ../shared/test-peers beside the checkout",
-        ));
-    }
-    let dir = std::env::temp_dir().join(format!("comind-helm-lite-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let binary = dir.join("helm-lite");
-    if !binary.exists() {
-        let out = Command::new("xz")
-            .args(["-dc"])
-            .arg(&packed)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "xz: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(&binary, out.stdout).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    Ok(binary)
+    oracles::unpacked(oracles::HELM_LITE)
 }
 
 fn helm(binary: &Path, args: &[&str]) -> String {

@@ -1,0 +1,300 @@
+//! Sealing, judged by the Sealed Secrets controller's own code: `sealed-secrets-oracle`
+//! of `../shared/test-peers` (the controller's `pkg/crypto`) unseals what Comind seals,
+//! for every scope, and refuses it under another name or namespace where the scope
+//! says so. The SealedSecret objects Comind writes are accepted by the real CRD on the
+//! test API server.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use base64::Engine;
+use comind_gitops::sealing::{self, PlainSecret, Scope, SealingCertificate, SealingKey};
+use comind_test_support::kube::{KubePeer, User};
+use comind_test_support::{names, oracles, require_peer};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::discovery::ApiResource;
+
+use crate::support;
+
+/// A key pair made by the controller's code, once per test binary.
+struct OracleKey {
+    private_key: PathBuf,
+    certificate: PathBuf,
+}
+
+fn oracle() -> Result<PathBuf, comind_test_support::Missing> {
+    oracles::unpacked(oracles::SEALED_SECRETS)
+}
+
+fn oracle_key(oracle: &Path) -> &'static OracleKey {
+    static KEY: OnceLock<OracleKey> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let key = OracleKey {
+            private_key: dir.join("tls.key"),
+            certificate: dir.join("tls.crt"),
+        };
+        oracles::run(
+            oracle,
+            &[
+                "keygen",
+                key.private_key.to_str().unwrap(),
+                key.certificate.to_str().unwrap(),
+            ],
+            b"",
+        )
+        .unwrap();
+        key
+    })
+}
+
+/// The oracle's unsealing of one value (`encryptedData`'s base64) under `label`.
+fn unseal(oracle: &Path, private_key: &Path, label: &str, sealed: &str) -> Result<Vec<u8>, String> {
+    oracles::run(
+        oracle,
+        &["unseal", private_key.to_str().unwrap(), label],
+        sealed.as_bytes(),
+    )
+}
+
+fn secret(name: &str, namespace: &str) -> PlainSecret {
+    let mut secret = PlainSecret::new(name, namespace).unwrap();
+    secret.insert("password", b"s3cr3t-value".to_vec()).unwrap();
+    // Not UTF-8, and longer than an RSA block: the AES part carries it.
+    secret
+        .insert("blob", (0..=255u8).cycle().take(5000).collect())
+        .unwrap();
+    secret
+}
+
+#[test]
+fn every_scope_unseals_with_the_controllers_code_where_it_may_and_nowhere_else() {
+    let oracle = require_peer!(oracle());
+    let key = oracle_key(&oracle);
+    let cert =
+        SealingCertificate::from_pem(&std::fs::read_to_string(&key.certificate).unwrap()).unwrap();
+    let plain = secret("db", "team-a");
+    for scope in [Scope::Strict, Scope::NamespaceWide, Scope::ClusterWide] {
+        let sealed = sealing::seal(&cert, &plain, scope).unwrap();
+        let data = sealed.encrypted_data();
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["blob", "password"]);
+        let label = scope.label("team-a", "db");
+        let password = unseal(&oracle, &key.private_key, &label, &data["password"]).unwrap();
+        assert_eq!(password, b"s3cr3t-value", "{scope}");
+        let blob = unseal(&oracle, &key.private_key, &label, &data["blob"]).unwrap();
+        assert_eq!(
+            blob,
+            (0..=255u8).cycle().take(5000).collect::<Vec<_>>(),
+            "{scope}"
+        );
+
+        // Where else it decrypts: the label of the same value moved elsewhere.
+        let renamed = unseal(
+            &oracle,
+            &key.private_key,
+            &scope.label("team-a", "other"),
+            &data["password"],
+        );
+        let moved = unseal(
+            &oracle,
+            &key.private_key,
+            &scope.label("team-b", "db"),
+            &data["password"],
+        );
+        match scope {
+            Scope::Strict => {
+                assert!(renamed.is_err(), "strict: another name must not decrypt");
+                assert!(moved.is_err(), "strict: another namespace must not decrypt");
+            }
+            Scope::NamespaceWide => {
+                assert_eq!(renamed.unwrap(), b"s3cr3t-value");
+                assert!(
+                    moved.is_err(),
+                    "namespace-wide: another namespace must not decrypt"
+                );
+            }
+            Scope::ClusterWide => {
+                assert_eq!(renamed.unwrap(), b"s3cr3t-value");
+                assert_eq!(moved.unwrap(), b"s3cr3t-value");
+            }
+        }
+        // The manifest says the scope to the controller, and holds no plain value.
+        let yaml = sealed.to_yaml().unwrap();
+        assert!(!yaml.contains("s3cr3t"), "{yaml}");
+        let annotated = |a: &str| {
+            yaml.contains(&format!("{a}: 'true'")) || yaml.contains(&format!("{a}: \"true\""))
+        };
+        assert_eq!(
+            annotated(sealing::NAMESPACE_WIDE_ANNOTATION),
+            scope == Scope::NamespaceWide,
+            "{yaml}"
+        );
+        assert_eq!(
+            annotated(sealing::CLUSTER_WIDE_ANNOTATION),
+            scope == Scope::ClusterWide,
+            "{yaml}"
+        );
+    }
+}
+
+#[test]
+fn two_seals_of_one_value_differ_and_both_unseal() {
+    let oracle = require_peer!(oracle());
+    let key = oracle_key(&oracle);
+    let cert =
+        SealingCertificate::from_pem(&std::fs::read_to_string(&key.certificate).unwrap()).unwrap();
+    let plain = secret("db", "team-a");
+    let first = sealing::seal(&cert, &plain, Scope::Strict).unwrap();
+    let second = sealing::seal(&cert, &plain, Scope::Strict).unwrap();
+    // A fresh session key per value: the zero nonce is never reused under one key.
+    assert_ne!(
+        first.encrypted_data()["password"],
+        second.encrypted_data()["password"]
+    );
+    for sealed in [first, second] {
+        let out = unseal(
+            &oracle,
+            &key.private_key,
+            "team-a/db",
+            &sealed.encrypted_data()["password"],
+        );
+        assert_eq!(out.unwrap(), b"s3cr3t-value");
+    }
+}
+
+/// Comind's own key pair is one the controller can use: the oracle unseals with
+/// Comind's private key what it sealed with Comind's certificate, and what Comind
+/// sealed.
+#[test]
+fn a_key_comind_generates_is_usable_by_the_controllers_code() {
+    let oracle = require_peer!(oracle());
+    let key = SealingKey::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let private_key = dir.path().join("tls.key");
+    let certificate = dir.path().join("tls.crt");
+    std::fs::write(&private_key, key.private_key_pem().expose()).unwrap();
+    std::fs::write(&certificate, key.certificate_pem()).unwrap();
+
+    let by_oracle = oracles::run(
+        &oracle,
+        &["seal", certificate.to_str().unwrap(), "ns/name"],
+        b"from-the-oracle",
+    )
+    .unwrap();
+    let by_oracle = String::from_utf8(by_oracle).unwrap();
+    assert_eq!(
+        unseal(&oracle, &private_key, "ns/name", by_oracle.trim()).unwrap(),
+        b"from-the-oracle"
+    );
+    let sealed = sealing::encrypt(&key.certificate().unwrap(), b"ns/name", b"from-comind").unwrap();
+    let sealed = base64::engine::general_purpose::STANDARD.encode(sealed);
+    assert_eq!(
+        unseal(&oracle, &private_key, "ns/name", &sealed).unwrap(),
+        b"from-comind"
+    );
+}
+
+/// The SealedSecret CRD of the Sealed Secrets chart, installed once (cluster-wide,
+/// shared by the tests that need it; server-side apply makes a second install a no-op).
+pub async fn install_sealed_secret_crd(admin: &kube::Client) {
+    let path = oracles::test_peers().join("reference/sealed-secrets-crd.yaml");
+    let crd: CustomResourceDefinition =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    let name = crd.metadata.name.clone().unwrap();
+    crds.patch(
+        &name,
+        &PatchParams::apply("comind-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    let established = kube::runtime::wait::await_condition(
+        crds,
+        &name,
+        kube::runtime::conditions::is_crd_established(),
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(60), established)
+        .await
+        .expect("the SealedSecret CRD is established within 60 s")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_real_crd_accepts_what_comind_writes() {
+    let peer = require_peer!(KubePeer::shared());
+    let oracle = require_peer!(oracle());
+    let key = oracle_key(&oracle);
+    let cert =
+        SealingCertificate::from_pem(&std::fs::read_to_string(&key.certificate).unwrap()).unwrap();
+    let admin = support::client(peer, User::Admin).await;
+    install_sealed_secret_crd(&admin).await;
+    let ns = names::unique("sealed");
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let resource = ApiResource {
+        group: "bitnami.com".into(),
+        version: "v1alpha1".into(),
+        api_version: "bitnami.com/v1alpha1".into(),
+        kind: "SealedSecret".into(),
+        plural: "sealedsecrets".into(),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), &ns, &resource);
+    for (name, scope) in [
+        ("strict", Scope::Strict),
+        ("ns-wide", Scope::NamespaceWide),
+        ("cluster-wide", Scope::ClusterWide),
+    ] {
+        let mut plain = secret(name, &ns);
+        plain.set_type("kubernetes.io/basic-auth");
+        let sealed = sealing::seal(&cert, &plain, scope).unwrap();
+        let object: DynamicObject = serde_json::from_value(sealed.to_json().unwrap()).unwrap();
+        let created = api.create(&PostParams::default(), &object).await.unwrap();
+        assert_eq!(
+            created.data["spec"]["template"]["type"],
+            "kubernetes.io/basic-auth"
+        );
+        assert_eq!(
+            created.data["spec"]["encryptedData"]["password"],
+            sealed.encrypted_data()["password"].as_str()
+        );
+    }
+    namespaces.delete(&ns, &Default::default()).await.unwrap();
+}
+
+/// The certificate of an environment: its stored key when it has one; else the
+/// controller's, through the API server's service proxy, and a clear error naming the
+/// controller's Service when that does not answer (no controller runs here: there is
+/// no kubelet, so this test shows the failure, not a fetched certificate).
+#[tokio::test]
+async fn the_environment_certificate_comes_from_the_state_or_the_controller() {
+    let peer = require_peer!(KubePeer::shared());
+    let state = tempfile::tempdir().unwrap();
+    let env = support::env(peer, "sealcert", state.path(), |_| {});
+    let err = sealing::environment_certificate(&env).await.unwrap_err();
+    let text = format!("{err} {}", err.hint().unwrap_or_default());
+    assert!(
+        text.contains("platform/sealed-secrets-controller"),
+        "{text}"
+    );
+    assert!(text.contains("--cert"), "{text}");
+
+    let key = SealingKey::generate().unwrap();
+    env.state()
+        .credentials(sealing::CREDENTIALS, || Ok(key.clone()))
+        .unwrap();
+    let (cert, origin) = sealing::environment_certificate(&env).await.unwrap();
+    assert!(
+        matches!(origin, sealing::CertificateOrigin::State(_)),
+        "{origin}"
+    );
+    assert_eq!(cert.not_after(), key.certificate().unwrap().not_after());
+}
