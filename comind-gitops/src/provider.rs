@@ -9,7 +9,8 @@ use comind_core::{Diagnosis, Environment, Phase, PhaseId, Provider, Result, Serv
 
 use crate::access::{self, Cluster, ClusterAccess, Source};
 use crate::platform::{
-    PhaseSpec, RenderedPhase, addons, argocd, baseline, gitops, load_balancer, registry, services,
+    PhaseSpec, RenderedPhase, addons, argocd, baseline, gitops, load_balancer, registry,
+    sealing_key, services,
 };
 
 /// The platform laid on a cluster: add it to a bootstrap next to the profile's own
@@ -122,6 +123,9 @@ impl Provider for GitopsProvider {
         if env.config().gitops.argocd.enabled {
             specs.push(argocd::spec(env));
             specs.push(gitops::spec(env));
+            if env.config().gitops.addons.sealed_secrets.enabled {
+                specs.push(sealing_key::spec());
+            }
             specs.push(addons::spec(env));
             if addons::uses_metallb(env) {
                 specs.push(PhaseSpec::rendered(

@@ -194,12 +194,23 @@ impl Credentials {
     }
 }
 
+/// The phases the add-ons run after: the GitOps repository's, and the sealing key's
+/// (the controller must find the environment's key when it first starts, or it makes
+/// one of its own).
+fn after(env: &Environment) -> Vec<PhaseId> {
+    let mut after = vec![PhaseId::new(gitops::ID)];
+    if env.config().gitops.addons.sealed_secrets.enabled {
+        after.push(PhaseId::new(super::sealing_key::ID));
+    }
+    after
+}
+
 /// The phase, for `env`.
-pub(crate) fn spec(_env: &Environment) -> PhaseSpec {
+pub(crate) fn spec(env: &Environment) -> PhaseSpec {
     let credentials = Arc::new(Credentials::default());
     let prepare: Prepare = {
         let credentials = credentials.clone();
-        Arc::new(move |ctx: &PhaseContext| {
+        Arc::new(move |ctx: &PhaseContext, _: Option<&kube::Client>| {
             let credentials = credentials.clone();
             async move { credentials.prepare(ctx) }.boxed()
         })
@@ -224,7 +235,7 @@ pub(crate) fn spec(_env: &Environment) -> PhaseSpec {
         "the platform's add-ons as Argo CD Applications",
         COMPONENT,
         kinds,
-        vec![PhaseId::new(gitops::ID)],
+        after(env),
         Arc::new(move |ctx| {
             let (grafana, _) = credentials.get()?;
             render(ctx.env(), &grafana.password)
@@ -272,6 +283,9 @@ fn values(env: &Environment, addon: &Addon) -> Value {
         "sealed-secrets" => json!({
             // The name Comind's sealing and key provisioning expect.
             "fullnameOverride": "sealed-secrets-controller",
+            // Never rotate: the environment's key (`platform/sealing-key`) is the one
+            // every SealedSecret in Git is sealed with. `0` turns renewal off.
+            "keyrenewperiod": "0",
             "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
         }),
         "monitoring" => {

@@ -3,7 +3,8 @@
 //! [`apply`](crate::apply) engine: [`baseline`] (`platform/baseline`), [`services`]
 //! (`platform/services`), [`registry`] (`platform/registry`), [`argocd`]
 //! (`platform/argocd`), [`gitops`] (`platform/gitops`), [`addons`]
-//! (`platform/addons`) and [`load_balancer`] (`platform/load-balancer`).
+//! (`platform/addons`), [`load_balancer`] (`platform/load-balancer`) and
+//! [`sealing_key`] (`platform/sealing-key`).
 
 pub mod addons;
 pub mod argocd;
@@ -12,6 +13,7 @@ pub mod gitops;
 pub mod ingress;
 pub mod load_balancer;
 pub mod registry;
+pub mod sealing_key;
 pub mod services;
 
 use std::sync::Arc;
@@ -28,12 +30,22 @@ use crate::apply::{Applier, Kind, ObjectSet};
 pub(crate) type Render = Arc<dyn Fn(&PhaseContext) -> Result<ObjectSet> + Send + Sync>;
 
 /// What a phase reads before it can render, once per run (a release's manifest,
-/// generated credentials): the render function stays pure and synchronous.
+/// generated credentials, a key already in the cluster): the render function stays
+/// pure and synchronous. The client is the cluster's when it exists already (`None`
+/// while a plan's cluster is made by the same run).
 pub(crate) type Prepare = Arc<
-    dyn for<'a> Fn(&'a PhaseContext) -> futures_util::future::BoxFuture<'a, Result<()>>
+    dyn for<'a> Fn(
+            &'a PhaseContext,
+            Option<&'a kube::Client>,
+        ) -> futures_util::future::BoxFuture<'a, Result<()>>
         + Send
         + Sync,
 >;
+
+/// What `down` does outside the cluster once the phase's objects are gone (the
+/// sealing key in the state directory: kept, or forgotten with `--purge`).
+pub(crate) type Forget =
+    Arc<dyn Fn(&PhaseContext, DestroyOptions) -> Result<Destroyed> + Send + Sync>;
 
 /// What an applying pass waits for once the objects are applied and ready by their
 /// kinds' rules (Argo CD's Applications to be synced and healthy).
@@ -82,6 +94,8 @@ pub(crate) struct PhaseSpec {
     pub converge: Option<Converge>,
     /// Its health for `status`, if the plan does not tell enough.
     pub report: Option<Report>,
+    /// What `down` does outside the cluster, if anything.
+    pub forget: Option<Forget>,
 }
 
 impl PhaseSpec {
@@ -105,6 +119,7 @@ impl PhaseSpec {
             publish: None,
             converge: None,
             report: None,
+            forget: None,
         }
     }
 }
@@ -159,11 +174,16 @@ impl Reconcile for RenderedPhase {
     }
 
     async fn reconcile(&self, ctx: &PhaseContext, pass: &mut Pass) -> Result<Option<Outputs>> {
+        let reach = self.access.reach(ctx).await?;
         if let Some(prepare) = &self.spec.prepare {
-            prepare(ctx).await?;
+            let client = match &reach {
+                Reach::Ready(cluster) => Some(&cluster.client),
+                Reach::AfterApply => None,
+            };
+            prepare(ctx, client).await?;
         }
         let set = (self.spec.render)(ctx)?;
-        match self.access.reach(ctx).await? {
+        match reach {
             Reach::AfterApply => {
                 let pending = set.pending.iter().flat_map(|p| &p.objects);
                 for object in set.objects.iter().chain(pending) {
@@ -202,20 +222,31 @@ impl Reconcile for RenderedPhase {
         }
     }
 
-    async fn destroy(&self, ctx: &PhaseContext, _options: DestroyOptions) -> Result<Destroyed> {
+    async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {
         let cluster = match self.access.source() {
             // The cluster phase removes the cluster, and everything in it with it.
-            Source::ClusterPhase => return Ok(Destroyed::default()),
+            Source::ClusterPhase => None,
             Source::Configured { path, context } => {
-                crate::access::connect(path, context.as_deref()).await?
+                Some(crate::access::connect(path, context.as_deref()).await?)
             }
             Source::Provided => match self.access.reach(ctx).await? {
-                Reach::Ready(cluster) => cluster,
-                Reach::AfterApply => return Ok(Destroyed::default()),
+                Reach::Ready(cluster) => Some(cluster),
+                Reach::AfterApply => None,
             },
         };
-        Applier::new(cluster.client)
-            .destroy(ctx, self.spec.component, &(self.spec.kinds)())
-            .await
+        let mut destroyed = match cluster {
+            Some(cluster) => {
+                Applier::new(cluster.client)
+                    .destroy(ctx, self.spec.component, &(self.spec.kinds)())
+                    .await?
+            }
+            None => Destroyed::default(),
+        };
+        if let Some(forget) = &self.spec.forget {
+            let outside = forget(ctx, options)?;
+            destroyed.changes.extend(outside.changes);
+            destroyed.kept.extend(outside.kept);
+        }
+        Ok(destroyed)
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use base64::Engine;
+use comind_gitops::platform::sealing_key;
 use comind_gitops::sealing::{self, PlainSecret, Scope, SealingCertificate, SealingKey};
 use comind_test_support::kube::{KubePeer, User};
 use comind_test_support::{names, oracles, require_peer};
@@ -59,7 +60,7 @@ fn unseal(oracle: &Path, private_key: &Path, label: &str, sealed: &str) -> Resul
     )
 }
 
-fn secret(name: &str, namespace: &str) -> PlainSecret {
+fn secret_of(name: &str, namespace: &str) -> PlainSecret {
     let mut secret = PlainSecret::new(name, namespace).unwrap();
     secret.insert("password", b"s3cr3t-value".to_vec()).unwrap();
     // Not UTF-8, and longer than an RSA block: the AES part carries it.
@@ -75,7 +76,7 @@ fn every_scope_unseals_with_the_controllers_code_where_it_may_and_nowhere_else()
     let key = oracle_key(&oracle);
     let cert =
         SealingCertificate::from_pem(&std::fs::read_to_string(&key.certificate).unwrap()).unwrap();
-    let plain = secret("db", "team-a");
+    let plain = secret_of("db", "team-a");
     for scope in [Scope::Strict, Scope::NamespaceWide, Scope::ClusterWide] {
         let sealed = sealing::seal(&cert, &plain, scope).unwrap();
         let data = sealed.encrypted_data();
@@ -145,7 +146,7 @@ fn two_seals_of_one_value_differ_and_both_unseal() {
     let key = oracle_key(&oracle);
     let cert =
         SealingCertificate::from_pem(&std::fs::read_to_string(&key.certificate).unwrap()).unwrap();
-    let plain = secret("db", "team-a");
+    let plain = secret_of("db", "team-a");
     let first = sealing::seal(&cert, &plain, Scope::Strict).unwrap();
     let second = sealing::seal(&cert, &plain, Scope::Strict).unwrap();
     // A fresh session key per value: the zero nonce is never reused under one key.
@@ -253,7 +254,7 @@ async fn the_real_crd_accepts_what_comind_writes() {
         ("ns-wide", Scope::NamespaceWide),
         ("cluster-wide", Scope::ClusterWide),
     ] {
-        let mut plain = secret(name, &ns);
+        let mut plain = secret_of(name, &ns);
         plain.set_type("kubernetes.io/basic-auth");
         let sealed = sealing::seal(&cert, &plain, scope).unwrap();
         let object: DynamicObject = serde_json::from_value(sealed.to_json().unwrap()).unwrap();
@@ -297,4 +298,196 @@ async fn the_environment_certificate_comes_from_the_state_or_the_controller() {
         "{origin}"
     );
     assert_eq!(cert.not_after(), key.certificate().unwrap().not_after());
+}
+
+/// `platform/sealing-key` with what it needs (the baseline's namespaces), through
+/// `Bootstrap` as the CLI runs it.
+fn sealing_key_run() -> comind_core::engine::RunOptions {
+    comind_core::engine::RunOptions {
+        only: vec![comind_core::PhaseId::new(sealing_key::ID)],
+        ..Default::default()
+    }
+}
+
+fn bootstrap(env: &comind_core::Environment, state: &Path) -> comind_core::Bootstrap {
+    comind_core::Bootstrap::new(comind_core::Environment::with_state_root(
+        env.config().clone(),
+        state,
+    ))
+    .with_provider(comind_gitops::GitopsProvider::new().binding(&[]))
+}
+
+async fn key_secret(admin: &kube::Client) -> Option<k8s_openapi::api::core::v1::Secret> {
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(
+        admin.clone(),
+        sealing::CONTROLLER_NAMESPACE,
+    )
+    .get_opt(sealing_key::SECRET_NAME)
+    .await
+    .unwrap()
+}
+
+/// The key's life: made once and given to the controller's namespace before the
+/// controller (a plan writes nothing); adopted from the cluster when the state
+/// directory lost it (here, a key the controller made itself, by the controller's own
+/// code, so what it sealed still decrypts); kept by a plain `down` and given back by
+/// the next `up`; forgotten only by `down --purge`, which says so.
+#[tokio::test]
+async fn the_sealing_key_is_made_once_adopted_when_lost_and_forgotten_only_by_purge() {
+    use comind_core::{Action, DownOptions, UpOptions};
+    use k8s_openapi::api::core::v1::Secret;
+    let peer = require_peer!(KubePeer::shared());
+    let oracle = require_peer!(oracle());
+    let _platform = support::cluster_wide(peer).await;
+    let admin = support::client(peer, User::Admin).await;
+    let state = tempfile::tempdir().unwrap();
+    let env = support::env(peer, "sealkey", state.path(), |c| {
+        support::with_argocd(c);
+        // A repository of its own: no local Git server phase in this bootstrap.
+        c.gitops.repo.url = "https://git.example.com/platform/gitops.git".into();
+    });
+    support::settled(&admin, &env).await;
+    let stored = env.state().credentials_path(sealing::CREDENTIALS);
+
+    // A plan lists the key Secret, and writes neither it nor the key.
+    let plan = bootstrap(&env, state.path())
+        .plan(&sealing_key_run())
+        .await
+        .unwrap();
+    let planned = &plan.plans[&comind_core::PhaseId::new(sealing_key::ID)];
+    assert!(
+        planned
+            .changes
+            .iter()
+            .any(|c| c.action == Action::Create && c.name.ends_with(sealing_key::SECRET_NAME)),
+        "{planned:?}"
+    );
+    assert!(!stored.exists());
+
+    let up = bootstrap(&env, state.path())
+        .up(&sealing_key_run(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert!(up.succeeded(), "{:?}", up.summary);
+    let key = sealing::stored_key(&env)
+        .unwrap()
+        .expect("the key is stored");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&stored).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let secret = key_secret(&admin).await.expect("the key Secret is there");
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert_eq!(
+        secret.metadata.labels.as_ref().unwrap()[sealing_key::KEY_LABEL],
+        "active"
+    );
+    let data = secret.data.as_ref().unwrap();
+    assert_eq!(data["tls.crt"].0, key.certificate_pem().as_bytes());
+    assert_eq!(data["tls.key"].0, key.private_key_pem().expose().as_bytes());
+    // The key is in no event of the run.
+    let log = std::fs::read_to_string(env.state().event_log_path()).unwrap_or_default();
+    assert!(!log.contains("PRIVATE KEY"), "{log}");
+
+    // Again: the same key, and nothing to change.
+    let plan = bootstrap(&env, state.path())
+        .plan(&sealing_key_run())
+        .await
+        .unwrap();
+    assert_eq!(plan.summary.changes, 0, "{:?}", plan.plans);
+
+    // A rebuilt cluster whose controller made a key of its own, and a lost state
+    // directory: the controller's key is adopted.
+    Api::<Secret>::namespaced(admin.clone(), sealing::CONTROLLER_NAMESPACE)
+        .delete(sealing_key::SECRET_NAME, &Default::default())
+        .await
+        .unwrap();
+    let controller_key = oracle_key(&oracle);
+    let controllers: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "sealed-secrets-keyx7k2p", "namespace": sealing::CONTROLLER_NAMESPACE,
+                     "labels": {sealing_key::KEY_LABEL: "active"}},
+        "type": "kubernetes.io/tls",
+        "stringData": {
+            "tls.crt": std::fs::read_to_string(&controller_key.certificate).unwrap(),
+            "tls.key": std::fs::read_to_string(&controller_key.private_key).unwrap(),
+        }
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), sealing::CONTROLLER_NAMESPACE)
+        .create(&PostParams::default(), &controllers)
+        .await
+        .unwrap();
+    std::fs::remove_file(&stored).unwrap();
+    let up = bootstrap(&env, state.path())
+        .up(&sealing_key_run(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert!(up.succeeded(), "{:?}", up.summary);
+    let adopted = sealing::stored_key(&env)
+        .unwrap()
+        .expect("the key is adopted");
+    assert_eq!(
+        adopted.certificate_pem().trim(),
+        std::fs::read_to_string(&controller_key.certificate)
+            .unwrap()
+            .trim()
+    );
+    let (cert, _) = sealing::environment_certificate(&env).await.unwrap();
+    let sealed = sealing::seal(&cert, &secret_of("db", "team-a"), Scope::Strict).unwrap();
+    let value = unseal(
+        &oracle,
+        &controller_key.private_key,
+        "team-a/db",
+        &sealed.encrypted_data()["password"],
+    );
+    assert_eq!(
+        value.unwrap(),
+        b"s3cr3t-value",
+        "what the adopted key seals, the controller's key unseals"
+    );
+
+    // A plain down: the Secret goes with the platform, the key stays, and says why.
+    let down = bootstrap(&env, state.path())
+        .down(&sealing_key_run(), &DownOptions::default())
+        .await
+        .unwrap();
+    assert!(down.succeeded(), "{:?}", down.summary);
+    let kept = &down.destroyed[&comind_core::PhaseId::new(sealing_key::ID)].kept;
+    assert!(
+        kept.iter()
+            .any(|k| k.kind == "sealing-key" && k.reason.contains("--purge")),
+        "{kept:?}"
+    );
+    assert!(stored.exists());
+    assert!(key_secret(&admin).await.is_none());
+
+    // Up again: the same key is given back.
+    let up = bootstrap(&env, state.path())
+        .up(&sealing_key_run(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert!(up.succeeded(), "{:?}", up.summary);
+    let secret = key_secret(&admin).await.expect("the key Secret is back");
+    assert_eq!(
+        secret.data.unwrap()["tls.crt"].0,
+        adopted.certificate_pem().as_bytes()
+    );
+
+    // Only a purge forgets it.
+    let mut purge = sealing_key_run();
+    purge.destroy.purge = true;
+    let down = bootstrap(&env, state.path())
+        .down(&purge, &DownOptions::default())
+        .await
+        .unwrap();
+    assert!(down.succeeded(), "{:?}", down.summary);
+    let changes = &down.destroyed[&comind_core::PhaseId::new(sealing_key::ID)].changes;
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.kind == "sealing-key" && c.action == Action::Delete),
+        "{changes:?}"
+    );
+    assert!(!stored.exists());
 }

@@ -194,7 +194,7 @@ pub(crate) fn spec(_env: &Environment) -> PhaseSpec {
     let release = Arc::new(Release::default());
     let prepare: Prepare = {
         let release = release.clone();
-        Arc::new(move |ctx: &PhaseContext| {
+        Arc::new(move |ctx: &PhaseContext, _: Option<&kube::Client>| {
             let release = release.clone();
             async move { release.prepare(ctx).await }.boxed()
         })
@@ -220,6 +220,7 @@ pub(crate) fn spec(_env: &Environment) -> PhaseSpec {
         publish: Some(publish),
         converge: None,
         report: None,
+        forget: None,
     }
 }
 

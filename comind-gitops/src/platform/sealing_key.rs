@@ -1,0 +1,273 @@
+//! `platform/sealing-key`: the Sealed Secrets controller's key, provisioned by Comind
+//! before the controller starts (the `platform/addons` phase runs after this one).
+//!
+//! The controller decrypts with every Secret of its namespace labelled
+//! `sealedsecrets.bitnami.com/sealed-secrets-key: active`, and makes a key of its own
+//! only when it finds none. Comind gives it the environment's key, kept in the state
+//! directory (`credentials/sealed-secrets.json`, 0600), so SealedSecrets committed to
+//! Git stay decryptable after `down` and `up` and on a rebuilt cluster. The controller
+//! runs with `keyrenewperiod: 0`: it never rotates that key away.
+//!
+//! Where the key comes from, on an applying run:
+//! 1. the state directory;
+//! 2. else the cluster: the newest active key Secret already there (the controller's
+//!    own, from before Comind managed the key, or Comind's, when the state directory
+//!    was lost) is adopted, so what was sealed with it still decrypts;
+//! 3. else a new 4096-bit key, made once.
+//!
+//! A plan never writes: without a stored key it lists the Secret as created.
+//!
+//! A plain `down` keeps the stored key (and says so); `down --purge` is the only thing
+//! that forgets it, and it says what that means.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use comind_core::{
+    Change, DestroyOptions, Destroyed, Error, Kept, Operation, PhaseContext, PhaseId, Result,
+};
+use futures_util::FutureExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret as SecretObject;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ListParams};
+
+use super::{Forget, PhaseSpec, Prepare, baseline};
+use crate::apply::error::api_error;
+use crate::apply::{Kind, Object, ObjectSet, Pending};
+use crate::sealing::{self, CONTROLLER_NAMESPACE, CREDENTIALS, SealingKey};
+
+/// The phase's id.
+pub const ID: &str = "platform/sealing-key";
+
+/// The component on its objects' labels.
+pub const COMPONENT: &str = "sealing-key";
+
+/// The key Secret's name. The controller finds keys by label, not name; its own are
+/// `sealed-secrets-key` plus a random suffix, so this one never collides with them.
+pub const SECRET_NAME: &str = "sealed-secrets-key-comind";
+
+/// The label the controller finds its keys by.
+pub const KEY_LABEL: &str = "sealedsecrets.bitnami.com/sealed-secrets-key";
+
+/// The kinds the phase owns.
+pub fn kinds() -> Vec<Kind> {
+    vec![Kind::of::<SecretObject>()]
+}
+
+/// The key of one run: `None` for a plan without a stored key.
+#[derive(Default)]
+struct RunKey {
+    key: Mutex<Option<Option<SealingKey>>>,
+}
+
+impl RunKey {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Option<SealingKey>>> {
+        // A panic while holding this lock leaves a value that is still whole.
+        self.key
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+async fn prepare(ctx: &PhaseContext, client: Option<&kube::Client>) -> Result<Option<SealingKey>> {
+    let env = ctx.env();
+    if let Some(key) = sealing::stored_key(env)? {
+        return Ok(Some(key));
+    }
+    let state = env.state();
+    if let Some(client) = client
+        && let Some((name, key)) = active_key_in_cluster(client).await?
+    {
+        if ctx.operation() != Operation::Apply {
+            return Ok(Some(key));
+        }
+        let key = state.credentials(CREDENTIALS, || Ok(key))?;
+        ctx.progress(format!(
+            "adopted the sealing key {CONTROLLER_NAMESPACE}/{name} from the cluster into {}",
+            state.credentials_path(CREDENTIALS).display()
+        ));
+        return Ok(Some(key));
+    }
+    if ctx.operation() != Operation::Apply {
+        return Ok(None);
+    }
+    ctx.progress(format!(
+        "generating the environment's sealing key (RSA {})",
+        sealing::KEY_BITS
+    ));
+    // Seconds of big-number arithmetic: off the runtime's worker threads.
+    let key = tokio::task::spawn_blocking(SealingKey::generate)
+        .await
+        .map_err(|e| Error::internal(format!("the sealing key's generation panicked: {e}")))??;
+    let key = state.credentials(CREDENTIALS, || Ok(key))?;
+    ctx.progress(format!(
+        "the sealing key is kept in {}: back it up with the state directory",
+        state.credentials_path(CREDENTIALS).display()
+    ));
+    Ok(Some(key))
+}
+
+/// The newest active key Secret in the controller's namespace, by name.
+async fn active_key_in_cluster(client: &kube::Client) -> Result<Option<(String, SealingKey)>> {
+    let secrets: Api<SecretObject> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
+    let listed = secrets
+        .list(&ListParams::default().labels(&format!("{KEY_LABEL}=active")))
+        .await
+        .map_err(|e| {
+            api_error(
+                "list the sealing keys in",
+                &format!("namespace {CONTROLLER_NAMESPACE}"),
+                e,
+            )
+        })?;
+    let newest = listed.items.into_iter().max_by(|a, b| {
+        a.metadata
+            .creation_timestamp
+            .cmp(&b.metadata.creation_timestamp)
+    });
+    let Some(secret) = newest else {
+        return Ok(None);
+    };
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let part = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .ok_or_else(|| {
+                Error::conflict(format!("the sealing key Secret has no `{key}`"))
+                    .with_resource(format!("secret {CONTROLLER_NAMESPACE}/{name}"))
+                    .with_hint(format!(
+                        "fix or remove its `{KEY_LABEL}` label, or put the key's PEM in `tls.key` and its certificate in `tls.crt`"
+                    ))
+            })
+    };
+    let key = SealingKey::from_pem(&part("tls.key")?, &part("tls.crt")?)
+        .map_err(|e| e.with_resource(format!("secret {CONTROLLER_NAMESPACE}/{name}")))?;
+    Ok(Some((name, key)))
+}
+
+/// The key Secret, when the key is known.
+pub fn render(key: Option<&SealingKey>) -> Result<ObjectSet> {
+    let secret = |data: BTreeMap<String, ByteString>| SecretObject {
+        metadata: ObjectMeta {
+            name: Some(SECRET_NAME.to_string()),
+            namespace: Some(CONTROLLER_NAMESPACE.to_string()),
+            labels: Some(BTreeMap::from([(
+                KEY_LABEL.to_string(),
+                "active".to_string(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        type_: Some("kubernetes.io/tls".to_string()),
+        data: Some(data),
+        ..SecretObject::default()
+    };
+    match key {
+        Some(key) => {
+            let data = BTreeMap::from([
+                (
+                    "tls.crt".to_string(),
+                    ByteString(key.certificate_pem().as_bytes().to_vec()),
+                ),
+                (
+                    "tls.key".to_string(),
+                    ByteString(key.private_key_pem().expose().as_bytes().to_vec()),
+                ),
+            ]);
+            Ok(ObjectSet::new(
+                COMPONENT,
+                vec![Object::typed(&secret(data))?],
+                kinds(),
+            ))
+        }
+        None => Ok(
+            ObjectSet::new(COMPONENT, Vec::new(), kinds()).with_pending(Pending {
+                objects: vec![Object::typed(&secret(BTreeMap::new()))?],
+                label: (KEY_LABEL.to_string(), "active".to_string()),
+                reason: "the sealing key is made (or adopted from the cluster) by this run"
+                    .to_string(),
+            }),
+        ),
+    }
+}
+
+/// What `down` does with the stored key: keeps it, or with `--purge` forgets it.
+fn forget(ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {
+    let state = ctx.env().state();
+    let path = state.credentials_path(CREDENTIALS).display().to_string();
+    let mut destroyed = Destroyed::default();
+    if !state.has_credentials(CREDENTIALS) {
+        return Ok(destroyed);
+    }
+    if options.purge {
+        state.remove_credentials(CREDENTIALS)?;
+        ctx.progress(format!(
+            "forgot the sealing key ({path}): the SealedSecrets sealed with it can no longer be \
+             decrypted by a new controller"
+        ));
+        destroyed.changes.push(Change::delete("sealing-key", path));
+    } else {
+        destroyed.kept.push(Kept {
+            kind: "sealing-key".to_string(),
+            name: path,
+            reason: "it decrypts the SealedSecrets in Git; the next `up` gives it to the \
+                     controller again. `down --purge` forgets it, and they can no longer be \
+                     decrypted"
+                .to_string(),
+        });
+    }
+    Ok(destroyed)
+}
+
+/// The phase.
+pub(crate) fn spec() -> PhaseSpec {
+    let run = Arc::new(RunKey::default());
+    let prepare: Prepare = {
+        let run = run.clone();
+        Arc::new(move |ctx: &PhaseContext, client: Option<&kube::Client>| {
+            let run = run.clone();
+            let client = client.cloned();
+            async move {
+                let key = prepare(ctx, client.as_ref()).await?;
+                *run.lock() = Some(key);
+                Ok(())
+            }
+            .boxed()
+        })
+    };
+    let forget: Forget = Arc::new(forget);
+    let mut spec = PhaseSpec::rendered(
+        ID,
+        "the Sealed Secrets controller's key, from the state directory",
+        COMPONENT,
+        kinds,
+        vec![PhaseId::new(baseline::ID)],
+        Arc::new(move |_ctx| {
+            let key = run.lock().clone().ok_or_else(|| {
+                Error::internal("the sealing key was rendered before it was read")
+            })?;
+            render(key.as_ref())
+        }),
+    );
+    spec.prepare = Some(prepare);
+    spec.forget = Some(forget);
+    spec
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn without_a_key_the_secret_is_pending_and_holds_nothing() {
+        let set = render(None).unwrap();
+        assert!(set.objects.is_empty());
+        assert_eq!(set.pending.len(), 1);
+        let json = serde_json::to_string(&set.pending[0].objects[0].object).unwrap();
+        assert!(!json.contains("tls.key"), "{json}");
+    }
+}
