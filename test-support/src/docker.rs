@@ -19,6 +19,7 @@
 //! | `comind-test/minio:r1`    | `minio/minio`                    | SeaweedFS (`weed mini`, S3 API)  | MinIO is not packaged for Debian; SeaweedFS is on PyPI, speaks S3 with SigV4, takes `server DIR --console-address :PORT`, reads `MINIO_CONFIG_ENV_FILE`, rejects other credentials, and keeps its data under `DIR`. |
 //! | `comind-test/elasticmq:r1`| `softwaremill/elasticmq-native`  | moto (`moto_server`, SQS API)    | ElasticMQ is not packaged for Debian; moto is on PyPI and speaks the SQS JSON protocol with dead-letter queues and redrive policies, with account id 000000000000 like ElasticMQ. It keeps everything in memory and ignores `/opt/elasticmq.conf`, so messages do not survive a new container (see the queue conformance fixture of `comind-local`). |
 //! | `comind-test/registry:r1` | `registry:2`                     | Debian docker-registry 2.8       | The same server; used to test a real image pull. |
+//! | `comind-test/rclone:r1`   | `rclone/rclone`                  | Debian rclone 1.60               | The same program, older; the backup scripts use only options 1.60 has. |
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -46,6 +47,9 @@ pub const REGISTRY_IMAGE: &str = "comind-test/registry:r1";
 pub const K3S_NODE_IMAGE: &str = "comind-test/k3s-node:r1";
 /// Stands in for `alpine/git` (Debian git 2.39): the local Git server's image.
 pub const GIT_SERVER_IMAGE: &str = "comind-test/git-server:r1";
+/// Stands in for `rclone/rclone` (Debian rclone 1.60): the backup Jobs' object-store
+/// steps.
+pub const RCLONE_IMAGE: &str = "comind-test/rclone:r1";
 
 /// The image of every local service: PostgreSQL, the object store, the cache, the
 /// queue.

@@ -2,6 +2,8 @@
 //!
 //! - `parity`: the same services on the local profile (Docker) and on AWS
 //!   (moto_server) hand applications the same output keys.
+//! - `backups`: the backup CronJobs' scripts, run in their images' stand-ins against
+//!   the real local PostgreSQL and object store: backup, restore, failures, retention.
 //! - `extension`: another team's phase, on Comind's traits, scheduled after the real
 //!   local PostgreSQL and using the `DATABASE_URL` it publishes.
 //!
@@ -11,6 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod backups;
 mod extension;
 mod parity;
 mod support;

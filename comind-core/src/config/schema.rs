@@ -50,6 +50,10 @@ pub const DEFAULT_ARGOCD_VERSION: &str = "v3.5.1";
 /// line), serving the repository over the Git protocol, which Argo CD pulls from. A
 /// tag, never `latest`, so every machine runs the same server.
 pub const DEFAULT_GIT_SERVER_IMAGE: &str = "alpine/git:v2.49.1";
+/// The image of the backup Jobs' object-store steps (upload, mirror, retention).
+/// rclone: maintained, one static binary that speaks S3 to MinIO and AWS alike, and
+/// copies incrementally with checksums. Pinned, never `latest`.
+pub const DEFAULT_RCLONE_IMAGE: &str = "rclone/rclone:1.71.2";
 
 /// The default Kubernetes version of an EKS cluster: a version in EKS's standard
 /// support at this release (older ones cost extra in extended support, then are
@@ -776,6 +780,48 @@ pub struct PlatformSettings {
     pub limits: LimitSettings,
     /// Which groups get the platform's roles.
     pub rbac: RbacSettings,
+    /// The daily backups of the platform services (`platform/backups`).
+    pub backups: BackupSettings,
+}
+
+/// The backup CronJobs: PostgreSQL dumps and object-store mirrors into the backup
+/// bucket (`services.object_store.backup_bucket`), kept for
+/// `services.object_store.backup_retention_days`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupSettings {
+    /// Whether the CronJobs exist. Default `true`.
+    pub enabled: bool,
+    /// The time zone of the schedules (an IANA name). Default `UTC`.
+    pub time_zone: String,
+    /// When PostgreSQL is dumped (cron). Default `0 3 * * *` (03:00).
+    pub postgres_schedule: String,
+    /// When the buckets are mirrored (cron). Default `0 4 * * *` (04:00).
+    pub objects_schedule: String,
+    /// The image of the dump and restore steps (`pg_dumpall`, `psql`); it must be
+    /// of the server's major version or newer. Default: the local PostgreSQL
+    /// service's image, or `postgres:<engine major>-alpine` on AWS.
+    pub postgres_image: Option<ImageRef>,
+    /// The image of the object-store steps. Default [`DEFAULT_RCLONE_IMAGE`].
+    pub rclone_image: ImageRef,
+    /// The size limit of a Job's scratch volume, where the dump is written and
+    /// checked before upload. Default `10Gi`.
+    pub scratch_size: Quantity,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        BackupSettings {
+            enabled: true,
+            time_zone: "UTC".to_string(),
+            postgres_schedule: "0 3 * * *".to_string(),
+            objects_schedule: "0 4 * * *".to_string(),
+            postgres_image: None,
+            rclone_image: image(DEFAULT_RCLONE_IMAGE),
+            scratch_size: Quantity::new("10Gi")
+                .unwrap_or_else(|_| unreachable!("a literal quantity")),
+        }
+    }
 }
 
 /// A namespace's ResourceQuota; unset fields take the environment's defaults.

@@ -164,4 +164,12 @@ services:
 #     admin_groups: [platform:admin]
 #     developer_groups: [platform:developer]
 #     readonly_groups: [platform:readonly]
+#   backups:                 # CronJobs in platform-<env>, into services.object_store.backup_bucket
+#     enabled: true
+#     time_zone: UTC
+#     postgres_schedule: 0 3 * * *
+#     objects_schedule: 0 4 * * *
+#     # postgres_image: postgres:16.6-alpine   # default: the PostgreSQL service's (local) or postgres:<major>-alpine (aws)
+#     rclone_image: rclone/rclone:1.71.2
+#     scratch_size: 10Gi
 "#;

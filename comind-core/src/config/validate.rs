@@ -222,6 +222,38 @@ fn check_platform(config: &Config, problems: &mut Vec<Problem>) {
             format!("team `{team}` is listed twice"),
         ));
     }
+    let backups = &platform.backups;
+    for (field, schedule) in [
+        ("postgres_schedule", &backups.postgres_schedule),
+        ("objects_schedule", &backups.objects_schedule),
+    ] {
+        let fields = schedule.split_whitespace().count();
+        let allowed = schedule
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || " */,-".contains(c));
+        if fields != 5 || !allowed {
+            problems.push(config.problem(
+                &format!("platform.backups.{field}"),
+                format!(
+                    "`{schedule}` is not a cron schedule: give five fields (minute hour \
+                     day-of-month month day-of-week), e.g. `0 3 * * *`"
+                ),
+            ));
+        }
+    }
+    let zone = &backups.time_zone;
+    if zone.is_empty()
+        || zone.starts_with('/')
+        || zone.contains("..")
+        || !zone
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
+    {
+        problems.push(config.problem(
+            "platform.backups.time_zone",
+            format!("`{zone}` is not a time zone name: use an IANA name such as `UTC` or `Europe/Berlin`"),
+        ));
+    }
     let rbac = &platform.rbac;
     for (field, groups) in [
         ("admin_groups", &rbac.admin_groups),

@@ -301,8 +301,8 @@ impl Applier {
         // CRDs are written while later stages go on, so their stage is always dry-run
         // whole; a lone new Namespace is checked by its write.)
         let (crd_checks, namespace_checks) = futures_util::future::join(
-            self.validate(false, &crds, &live, &deferred),
-            self.validate(apply, &namespaces, &live, &deferred),
+            self.validate(!apply, false, &crds, &live, &deferred),
+            self.validate(!apply, apply, &namespaces, &live, &deferred),
         )
         .await;
         let (crd_checks, namespace_checks) = (crd_checks?, namespace_checks?);
@@ -354,7 +354,7 @@ impl Applier {
                 }
                 ctx.checkpoint()?;
                 // Validate (and plan) the whole stage before writing any of it.
-                let checks = self.validate(apply, rest, live, deferred).await?;
+                let checks = self.validate(!apply, apply, rest, live, deferred).await?;
                 let mut seen = BTreeMap::new();
                 let writes = record(pass, checks, &mut seen);
                 ctx.checkpoint()?;
@@ -411,6 +411,7 @@ impl Applier {
     /// the check, and nothing else of the stage is written before it.
     async fn validate<'o>(
         &self,
+        planning: bool,
         checked_by_write: bool,
         stage: &[&'o Object],
         live: &BTreeMap<ObjectRef, DynamicObject>,
@@ -438,7 +439,7 @@ impl Applier {
         }
         let checks: Vec<_> = to_check
             .into_iter()
-            .map(|(object, current)| self.plan_one(object, current))
+            .map(|(object, current)| self.plan_one(object, current, planning))
             .collect();
         let planned: Vec<Check<'o>> = stream::iter(checks)
             .buffer_unordered(CONCURRENCY)
@@ -455,8 +456,36 @@ impl Applier {
         &self,
         object: &'o Object,
         current: Option<DynamicObject>,
+        planning: bool,
     ) -> Result<Check<'o>> {
-        let dry = self.server_side_apply(object, true).await?;
+        let api = self.api(&object.kind, object.namespace());
+        let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+        let dry = match api
+            .patch(object.name(), &params, &Patch::Apply(&object.object))
+            .await
+        {
+            Ok(dry) => dry,
+            // A plan of an object in a namespace that an earlier phase of the same run
+            // makes (the baseline's `platform-<env>` for a later phase): created.
+            Err(kube::Error::Api(status))
+                if planning
+                    && current.is_none()
+                    && status.code == 404
+                    && status
+                        .details
+                        .as_ref()
+                        .is_some_and(|d| d.kind == "namespaces") =>
+            {
+                return Ok((object, Some(Planned::Create), None));
+            }
+            Err(e) => {
+                return Err(api_error(
+                    "dry-run apply",
+                    &object.reference().to_string(),
+                    e,
+                ));
+            }
+        };
         let planned = match &current {
             None => Some(Planned::Create),
             Some(current) => {
@@ -477,7 +506,7 @@ impl Applier {
     }
 
     async fn write_one(&self, object: &Object) -> Result<(ObjectRef, DynamicObject)> {
-        let applied = self.server_side_apply(object, false).await?;
+        let applied = self.server_side_apply(object).await?;
         Ok((object.reference(), applied))
     }
 
@@ -536,17 +565,13 @@ impl Applier {
         Ok(unserved)
     }
 
-    /// Server-side apply of `object`, for real or as a dry run.
-    async fn server_side_apply(&self, object: &Object, dry_run: bool) -> Result<DynamicObject> {
+    /// Server-side apply of `object` (its dry run is [`Self::plan_one`]'s).
+    async fn server_side_apply(&self, object: &Object) -> Result<DynamicObject> {
         let api = self.api(&object.kind, object.namespace());
-        let mut params = PatchParams::apply(FIELD_MANAGER).force();
-        if dry_run {
-            params = params.dry_run();
-        }
-        let what = if dry_run { "dry-run apply" } else { "apply" };
+        let params = PatchParams::apply(FIELD_MANAGER).force();
         api.patch(object.name(), &params, &Patch::Apply(&object.object))
             .await
-            .map_err(|e| api_error(what, &object.reference().to_string(), e))
+            .map_err(|e| api_error("apply", &object.reference().to_string(), e))
     }
 
     /// The live object of every desired one that exists, and every object of `kinds`

@@ -316,7 +316,7 @@ fn namespace_peer(name: &str) -> NetworkPolicyPeer {
     }
 }
 
-fn anywhere() -> NetworkPolicyPeer {
+pub(crate) fn anywhere() -> NetworkPolicyPeer {
     NetworkPolicyPeer {
         ip_block: Some(IPBlock {
             cidr: "0.0.0.0/0".to_string(),
@@ -326,7 +326,7 @@ fn anywhere() -> NetworkPolicyPeer {
     }
 }
 
-fn tcp(port: i32) -> NetworkPolicyPort {
+pub(crate) fn tcp(port: i32) -> NetworkPolicyPort {
     NetworkPolicyPort {
         protocol: Some("TCP".to_string()),
         port: Some(IntOrString::Int(port)),
@@ -345,7 +345,7 @@ fn udp(port: i32) -> NetworkPolicyPort {
 /// The ports of the platform services as applications reach them: PostgreSQL, Redis,
 /// the S3 API (MinIO locally, HTTPS on AWS), the SQS API (ElasticMQ locally, HTTPS on
 /// AWS).
-const SERVICE_PORTS: [i32; 5] = [5432, 6379, 9000, 9324, 443];
+pub(crate) const SERVICE_PORTS: [i32; 5] = [5432, 6379, 9000, 9324, 443];
 
 /// The ports of the Kubernetes API as Pods reach it: 443 through the `kubernetes`
 /// Service, 6443 where the endpoint is a k3s server.

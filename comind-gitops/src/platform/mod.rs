@@ -3,11 +3,12 @@
 //! [`apply`](crate::apply) engine: [`baseline`] (`platform/baseline`), [`services`]
 //! (`platform/services`), [`registry`] (`platform/registry`), [`argocd`]
 //! (`platform/argocd`), [`gitops`] (`platform/gitops`), [`addons`]
-//! (`platform/addons`), [`load_balancer`] (`platform/load-balancer`) and
-//! [`sealing_key`] (`platform/sealing-key`).
+//! (`platform/addons`), [`load_balancer`] (`platform/load-balancer`),
+//! [`sealing_key`] (`platform/sealing-key`) and [`backups`] (`platform/backups`).
 
 pub mod addons;
 pub mod argocd;
+pub mod backups;
 pub mod baseline;
 pub mod gitops;
 pub mod ingress;

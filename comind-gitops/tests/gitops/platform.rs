@@ -325,6 +325,45 @@ async fn the_platform_phases_pass_their_suites_then_land_bind_the_services_conve
         .await
         .unwrap();
     assert_eq!(slice.endpoints[0].addresses, ["192.0.2.11"]);
+    // The backups: accepted by the real API server (schedule, time zone, the Secret
+    // keys the CronJobs read are the ones the services' Secrets hold).
+    let cron_jobs =
+        Api::<k8s_openapi::api::batch::v1::CronJob>::namespaced(admin.clone(), &platform_ns);
+    let postgres_backup = cron_jobs
+        .get(comind_gitops::platform::backups::POSTGRES_CRONJOB)
+        .await
+        .unwrap();
+    let spec = postgres_backup.spec.unwrap();
+    assert_eq!(
+        (spec.schedule.as_str(), spec.time_zone.as_deref()),
+        ("0 3 * * *", Some("UTC"))
+    );
+    assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+    cron_jobs
+        .get(comind_gitops::platform::backups::OBJECTS_CRONJOB)
+        .await
+        .unwrap();
+    let postgres_keys = Api::<Secret>::namespaced(admin.clone(), &platform_ns)
+        .get(&services::secret_name(ServiceKind::Postgres))
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    let pod = spec.job_template.spec.unwrap().template.spec.unwrap();
+    for container in pod.init_containers.iter().flatten().chain(&pod.containers) {
+        for var in container.env.iter().flatten() {
+            let Some(reference) = var
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+            else {
+                continue;
+            };
+            if reference.name == services::secret_name(ServiceKind::Postgres) {
+                assert!(postgres_keys.contains_key(&reference.key), "{reference:?}");
+            }
+        }
+    }
     let secret_data = |ns: &str, kind: ServiceKind| {
         let api = Api::<Secret>::namespaced(admin.clone(), ns);
         async move {

@@ -1,0 +1,25 @@
+#!/bin/sh
+# Restores $BACKUP_DIR/postgres.sql.gz (fetched and checked by postgres-fetch.sh) into
+# the platform's PostgreSQL: the dump drops and recreates each database. The only
+# errors allowed are the two every pg_dumpall restore meets (the connected role
+# cannot be dropped, and so already exists); any other fails the restore.
+set -eu
+. "$(dirname "$0")/common.sh"
+
+: "${PGHOST:?PGHOST is missing}" "${PGUSER:?PGUSER is missing}" "${PGPASSWORD:?PGPASSWORD is missing}"
+dir="${BACKUP_DIR:-/backup}"
+file="$dir/postgres.sql.gz"
+[ -s "$file" ] || fail "no dump at $file"
+gzip -t "$file" || fail "$file is not a whole gzip file"
+# Other sessions hold the databases the dump drops (`postgres` too: the dump
+# recreates it from template1).
+psql -X -q -d postgres -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname IS NOT NULL" >/dev/null ||
+    fail "cannot reach PostgreSQL at $PGHOST"
+errors="$dir/restore.err"
+gzip -dc "$file" | psql -X -q -d postgres >/dev/null 2>"$errors" || true
+unexpected=$(grep 'ERROR' "$errors" | grep -v "current user cannot be dropped" | grep -v "role \"$PGUSER\" already exists" || true)
+if [ -n "$unexpected" ]; then
+    echo "$unexpected" | head -n 20 >&2
+    fail "the restore met errors (above); the databases may be partly restored"
+fi
+echo "backup: restored $file"
