@@ -232,6 +232,28 @@ pub enum AppCommand {
     /// List the applications of the GitOps repository, with their Argo CD sync and
     /// health when the cluster answers
     List(AppListArgs),
+    /// Commit an application's directory, push it to the GitOps repository, and wait
+    /// until Argo CD has it synced and healthy
+    Deploy(AppDeployArgs),
+}
+
+/// `app deploy`.
+#[derive(Debug, Args)]
+pub struct AppDeployArgs {
+    /// The application's name
+    pub name: String,
+
+    /// Its team, when applications of several teams share the name
+    #[arg(long)]
+    pub team: Option<String>,
+
+    /// The GitOps repository's work tree
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+
+    /// Push, and do not wait for Argo CD
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 /// `app list`.

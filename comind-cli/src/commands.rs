@@ -16,9 +16,10 @@ use comind_core::{
 };
 
 use crate::args::{
-    AppCommand, AppListArgs, AppNewArgs, Cli, Command, CompletionsArgs, DownArgs, EksTokenArgs,
-    GitopsCommand, GitopsInitArgs, GitopsPushArgs, InitArgs, KubeconfigArgs, LockArgs, OutputMode,
-    OutputsArgs, OutputsFormat, PlanArgs, RegistryCommand, ScopeArg, SealArgs, SelectArgs, UpArgs,
+    AppCommand, AppDeployArgs, AppListArgs, AppNewArgs, Cli, Command, CompletionsArgs, DownArgs,
+    EksTokenArgs, GitopsCommand, GitopsInitArgs, GitopsPushArgs, InitArgs, KubeconfigArgs,
+    LockArgs, OutputMode, OutputsArgs, OutputsFormat, PlanArgs, RegistryCommand, ScopeArg,
+    SealArgs, SelectArgs, UpArgs,
 };
 use crate::render::{EventPrinter, report};
 
@@ -51,6 +52,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Gitops(GitopsCommand::Push(args)) => gitops_push(&cli, args).await,
         Command::App(AppCommand::New(args)) => app_new(&cli, args),
         Command::App(AppCommand::List(args)) => app_list(&cli, args).await,
+        Command::App(AppCommand::Deploy(args)) => app_deploy(&cli, args).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -432,6 +434,132 @@ async fn app_list(cli: &Cli, args: &AppListArgs) -> Result<u8, Error> {
     Ok(0)
 }
 
+#[cfg(not(feature = "local"))]
+async fn local_git_server_url(_cli: &Cli, _config: &Config) -> Result<String, Error> {
+    // Says the local profile is not in this build, and how to get it.
+    comind::providers(comind_core::Profile::Local).map(|_| String::new())
+}
+
+async fn app_deploy(cli: &Cli, args: &AppDeployArgs) -> Result<u8, Error> {
+    use comind::gitops::{applications, platform, repository, scaffold};
+    let config = load_config(cli)?;
+    let env = std::sync::Arc::new(comind_core::Environment::new(config.clone())?);
+    let found: Vec<_> = scaffold::list(&env, &args.repo)?
+        .into_iter()
+        .filter(|a| a.name == args.name && args.team.as_ref().is_none_or(|t| *t == a.team))
+        .collect();
+    let app = match found.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            return Err(Error::not_found(format!(
+                "no application `{}` in the GitOps repository {}",
+                args.name,
+                args.repo.display()
+            ))
+            .with_hint(format!(
+                "`comind app new {} --team TEAM --repo {}` writes it",
+                args.name,
+                args.repo.display()
+            )));
+        }
+        many => {
+            let teams: Vec<&str> = many.iter().map(|a| a.team.as_str()).collect();
+            return Err(Error::invalid_input(format!(
+                "applications named `{}` exist for teams {}",
+                args.name,
+                teams.join(", ")
+            ))
+            .with_hint("name the one to deploy with --team"));
+        }
+    };
+    let dir = args.repo.join(platform::gitops::repo_path(
+        &config.gitops.repo,
+        &format!("apps/{}/{}", app.team, app.name),
+    ));
+    let url = if config.gitops.repo.is_local() {
+        local_git_server_url(cli, &config).await?
+    } else {
+        config.gitops.repo.url.clone()
+    };
+    let branch = config.gitops.repo.revision.clone();
+    let message = format!("Deploy {}/{} to {}", app.team, app.name, config.environment);
+    let repo = args.repo.clone();
+    let deployed = tokio::task::spawn_blocking(move || {
+        repository::deploy(&repo, &dir, &url, &branch, &message)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("the deploy was interrupted: {e}")))??;
+    let committed = match &deployed.commit {
+        Some(commit) => format!(
+            "committed {} ({} files)",
+            repository::short(commit),
+            deployed.files.len()
+        ),
+        None => "nothing new to commit".to_string(),
+    };
+    eprintln!(
+        "{}/{}: {committed}; pushed {} to branch {} of {}",
+        app.team,
+        app.name,
+        repository::short(&deployed.head),
+        deployed.branch,
+        deployed.url
+    );
+    let waited = if args.no_wait {
+        "not waited for (--no-wait)"
+    } else if !config.gitops.argocd.enabled {
+        "not waited for: Argo CD is off (`gitops.argocd.enabled: false`)"
+    } else {
+        let cluster = comind::gitops::access::connect_env(&env).await?;
+        let ctx = comind_core::PhaseContext::standalone(
+            PhaseId::new("app/deploy"),
+            comind_core::Operation::Apply,
+            env.clone(),
+            std::collections::HashMap::new(),
+        );
+        let mut events = ctx.events().subscribe();
+        let printer = tokio::spawn(async move {
+            while let Some(record) = events.recv().await {
+                if let comind_core::event::Event::PhaseProgress { message, .. } = &record.event {
+                    eprintln!("{message}");
+                }
+            }
+        });
+        let settings = &config.gitops.argocd;
+        let result = applications::converge(
+            &cluster.client,
+            &ctx,
+            platform::argocd::NAMESPACE,
+            std::slice::from_ref(&app.application),
+            applications::Limits {
+                timeout: settings.sync_timeout.get(),
+                degraded_grace: settings.degraded_grace.get(),
+            },
+        )
+        .await;
+        printer.abort();
+        result?;
+        "synced and healthy"
+    };
+    if cli.output == OutputMode::Json {
+        let line = serde_json::json!({
+            "team": app.team, "app": app.name, "application": app.application,
+            "commit": deployed.commit, "head": deployed.head, "files": deployed.files,
+            "branch": deployed.branch, "url": deployed.url, "argocd": waited,
+        });
+        stdout_line(&line.to_string());
+    } else {
+        print_human(
+            cli.output,
+            &format!(
+                "{} (Argo CD Application {}): {waited}\n",
+                app.name, app.application
+            ),
+        );
+    }
+    Ok(0)
+}
+
 fn app_new(cli: &Cli, args: &AppNewArgs) -> Result<u8, Error> {
     let config = load_config(cli)?;
     let uses = args
@@ -651,12 +779,12 @@ fn gitops_init(cli: &Cli, args: &GitopsInitArgs) -> Result<u8, Error> {
     Ok(0)
 }
 
+/// The URL of the environment's local Git server (`GITOPS_REPO_URL`), once it is up.
 #[cfg(feature = "local")]
-async fn gitops_push(cli: &Cli, args: &GitopsPushArgs) -> Result<u8, Error> {
+async fn local_git_server_url(cli: &Cli, config: &Config) -> Result<String, Error> {
     use comind::core::cluster::{GIT_SERVER_PHASE_ID, GITOPS_REPO_URL};
-    let config = load_config(cli)?;
     let repo = &config.gitops.repo;
-    if !comind::local::git_server::runs_git_server(&config) {
+    if !comind::local::git_server::runs_git_server(config) {
         let why = if !repo.is_local() {
             format!(
                 "the GitOps repository is `{}`, not the local Git server: push to it with                  `git push`",
@@ -674,7 +802,6 @@ async fn gitops_push(cli: &Cli, args: &GitopsPushArgs) -> Result<u8, Error> {
         ))
         .with_hint("`comind gitops push` fills the local Git server of `gitops.repo.url: local`"));
     }
-    let branch = repo.revision.clone();
     let name = config.environment.to_string();
     let bootstrap = bootstrap(cli, None, None)?;
     let run = RunOptions {
@@ -695,6 +822,14 @@ async fn gitops_push(cli: &Cli, args: &GitopsPushArgs) -> Result<u8, Error> {
         .with_resource(format!("container comind-{name}-{GIT_SERVER_PHASE_ID}"))
         .with_hint("run `comind up`, which starts it, then push again"));
     };
+    Ok(url)
+}
+
+#[cfg(feature = "local")]
+async fn gitops_push(cli: &Cli, args: &GitopsPushArgs) -> Result<u8, Error> {
+    let config = load_config(cli)?;
+    let branch = config.gitops.repo.revision.clone();
+    let url = local_git_server_url(cli, &config).await?;
     let dir = args.dir.clone();
     let force = args.force;
     let pushed = tokio::task::spawn_blocking(move || {

@@ -60,3 +60,121 @@ fn gitops_init_refuses_a_file_for_a_directory() {
     assert!(run.stderr.contains("is a file"), "{}", run.all());
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `app deploy` against a local bare repository: the commit holds exactly the app's
+/// files and reaches the branch; a second deploy makes no commit; unrelated changes
+/// in the work tree, and a remote it cannot push to, are refused before anything is
+/// staged or committed. (The wait for Argo CD is the e2e's: Argo CD is off here.)
+#[test]
+fn app_deploy_commits_exactly_the_app_and_pushes_it_once() {
+    let scratch = Scratch::new();
+    let bare = scratch.path().join("gitops.git");
+    std::fs::create_dir(&bare).unwrap();
+    git(&bare, &["init", "-q", "--bare", "-b", "main"]);
+    let config = format!(
+        "environment: dev\ngitops:\n  argocd:\n    enabled: false\n  repo:\n    url: file://{}\n    revision: main\n",
+        bare.display()
+    );
+    scratch.config(&config);
+    let repo = scratch.path().join("repo");
+    let init = scratch.run(&["gitops", "init", repo.to_str().unwrap()]);
+    assert_eq!(init.code, 0, "{}", init.all());
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "layout"]);
+    let repo_arg = repo.to_str().unwrap();
+    let new = scratch.run(&["app", "new", "api", "--team", "backend", "--repo", repo_arg]);
+    assert_eq!(new.code, 0, "{}", new.all());
+
+    let deploy = scratch.run(&["-o", "json", "app", "deploy", "api", "--repo", repo_arg]);
+    assert_eq!(deploy.code, 0, "{}", deploy.all());
+    let line: Value = serde_json::from_str(deploy.stdout.trim()).unwrap();
+    let commit = line["commit"].as_str().expect("a commit").to_string();
+    assert_eq!(
+        git(&bare, &["rev-parse", "main"]).trim(),
+        commit,
+        "the branch has the commit"
+    );
+    let files = git(&bare, &["show", "--name-only", "--format=", "main"]);
+    assert!(!files.trim().is_empty());
+    for file in files.lines() {
+        assert!(
+            file.contains("apps/backend/api/"),
+            "{file} is not the app's: {files}"
+        );
+    }
+    assert_eq!(
+        files.lines().count(),
+        line["files"].as_array().unwrap().len()
+    );
+    assert!(
+        git(&repo, &["status", "--porcelain"]).trim().is_empty(),
+        "the work tree is clean"
+    );
+
+    // Again: nothing to commit, nothing new on the branch.
+    let again = scratch.run(&["-o", "json", "app", "deploy", "api", "--repo", repo_arg]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    let line: Value = serde_json::from_str(again.stdout.trim()).unwrap();
+    assert!(line["commit"].is_null(), "{line}");
+    assert_eq!(git(&bare, &["rev-parse", "main"]).trim(), commit);
+
+    // An unrelated change: refused, nothing staged or committed.
+    let values = repo.join(format!(
+        "{}/values-dev.yaml",
+        files
+            .lines()
+            .next()
+            .unwrap()
+            .rsplit_once("/chart/")
+            .map(|(d, _)| format!("{d}/chart"))
+            .unwrap()
+    ));
+    std::fs::write(&values, "replicaCount: 1\n").unwrap();
+    let readme = repo.join("NOTES.md");
+    std::fs::write(&readme, "mine\n").unwrap();
+    let refused = scratch.run(&["app", "deploy", "api", "--repo", repo_arg]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert!(refused.stderr.contains("NOTES.md"), "{}", refused.all());
+    assert!(
+        git(&repo, &["diff", "--cached", "--name-only"])
+            .trim()
+            .is_empty(),
+        "nothing staged"
+    );
+    assert_eq!(
+        git(&repo, &["rev-parse", "HEAD"]).trim(),
+        commit,
+        "nothing committed"
+    );
+
+    // A remote reached over HTTPS: refused before anything is touched.
+    std::fs::remove_file(&readme).unwrap();
+    scratch.config(&config.replace(
+        &format!("file://{}", bare.display()),
+        "https://git.example.com/platform/gitops.git",
+    ));
+    let https = scratch.run(&["app", "deploy", "api", "--repo", repo_arg]);
+    assert_eq!(https.code, 2, "{}", https.all());
+    assert!(https.stderr.contains("HTTPS or SSH"), "{}", https.all());
+    assert_eq!(
+        git(&repo, &["rev-parse", "HEAD"]).trim(),
+        commit,
+        "nothing committed"
+    );
+}

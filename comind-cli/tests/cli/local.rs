@@ -1251,6 +1251,32 @@ fn gitops_push_fills_the_local_git_server_with_the_committed_head() {
     assert_eq!(line["commit"], rewritten.as_str());
     assert_eq!(line["branch"], "main");
     assert!(git(&repo, &["ls-remote", url, "refs/heads/main"]).starts_with(&rewritten));
+
+    // `app deploy` to the same server over git://, with libgit2 (no git binary):
+    // refused while the work tree has an unrelated change, then the app's commit
+    // lands on the branch.
+    let repo_arg = repo.to_str().unwrap();
+    let new = env.run(&["app", "new", "web", "--team", "backend", "--repo", repo_arg]);
+    assert_eq!(new.code, 0, "{}", new.all());
+    std::fs::write(repo.join("draft.yaml"), "kind: List\nitems: []\n").unwrap();
+    let refused = env.run(&["app", "deploy", "web", "--repo", repo_arg, "--no-wait"]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert!(refused.stderr.contains("draft.yaml"), "{}", refused.all());
+    git(&repo, &["checkout", "--quiet", "--", "draft.yaml"]);
+    let deployed = env.run(&[
+        "-o",
+        "json",
+        "app",
+        "deploy",
+        "web",
+        "--repo",
+        repo_arg,
+        "--no-wait",
+    ]);
+    assert_eq!(deployed.code, 0, "{}", deployed.all());
+    let line: Value = serde_json::from_str(deployed.stdout.trim()).unwrap();
+    let commit = line["commit"].as_str().expect("a commit");
+    assert!(git(&repo, &["ls-remote", url, "refs/heads/main"]).starts_with(commit));
 }
 
 /// MetalLB's two CRDs that Comind's pool uses, as the chart's sync installs them

@@ -1,6 +1,7 @@
 //! The GitOps repository on the user's machine: the layout Argo CD's root
 //! application and the ApplicationSet read ([`init`]), and pushing a work tree's
-//! committed history to the local Git server ([`push`]) with the `git` binary.
+//! committed history to the local Git server ([`push`]) with the `git` binary, and
+//! committing and pushing one application's directory with libgit2 ([`deploy`]).
 //!
 //! The layout, under `gitops.repo.path` (`<path>`):
 //!
@@ -13,6 +14,10 @@
 //!
 //! Git keeps no empty directory, and a directory source of Argo CD reads only YAML and
 //! JSON files, so each directory holds a `README.md` saying what goes there.
+
+mod deploy;
+
+pub use deploy::{Deployed, deploy};
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

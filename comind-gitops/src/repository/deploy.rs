@@ -1,0 +1,231 @@
+//! `comind app deploy`: one application's directory committed to the GitOps
+//! repository and pushed, with libgit2 (no `git` binary).
+//!
+//! The commit holds exactly the application's files: a work tree with changes
+//! elsewhere is refused before anything is staged, so a deploy never carries someone's
+//! unrelated edits into Git. A deploy with nothing new makes no commit (it still
+//! pushes, so a push that failed before is completed).
+
+use std::path::{Path, PathBuf};
+
+use comind_core::{Error, Result};
+use git2::{
+    ErrorCode, IndexAddOption, PushOptions, RemoteCallbacks, Repository, Signature, Status,
+    StatusOptions,
+};
+
+/// What a deploy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployed {
+    /// The commit made, or `None` when the application's files were committed already.
+    pub commit: Option<String>,
+    /// The commit that was pushed (the branch's head).
+    pub head: String,
+    /// The files the commit changed, relative to the work tree.
+    pub files: Vec<PathBuf>,
+    /// The branch it went to.
+    pub branch: String,
+    /// The repository it went to.
+    pub url: String,
+}
+
+fn git_error(action: &str, resource: &str, e: &git2::Error) -> Error {
+    Error::internal(format!("cannot {action}: {}", e.message())).with_resource(resource.to_string())
+}
+
+/// Whether `url` is one libgit2 pushes to here without a TLS or SSH stack: the local
+/// Git server's `git://`, `file://` or a path.
+fn pushable(url: &str) -> bool {
+    url.starts_with("git://") || url.starts_with("file://") || url.starts_with('/')
+}
+
+/// Commits the directory `app` (inside the work tree of the repository at `repo`) and
+/// pushes the current branch to `refs/heads/<branch>` of `url`.
+///
+/// # Errors
+/// `InvalidInput`, touching nothing, when `repo` is not a Git work tree, `app` is not in
+/// it or does not exist, the work tree has changes outside `app` (named), `HEAD` is
+/// not on a branch, or `url` needs HTTPS or SSH; `Conflict` when the push is not a
+/// fast-forward; `Unavailable` when the server cannot be reached or refuses it.
+pub fn deploy(repo: &Path, app: &Path, url: &str, branch: &str, message: &str) -> Result<Deployed> {
+    let resource = repo.display().to_string();
+    if !pushable(url) {
+        return Err(Error::invalid_input(format!(
+            "`{url}` is reached over HTTPS or SSH, which `app deploy` does not speak: it pushes to \
+             the local Git server (`gitops.repo.url: local`), git:// and file repositories"
+        ))
+        .with_resource("gitops.repo.url")
+        .with_hint("commit the application's directory and push it with your Git tooling; Argo CD picks it up from there"));
+    }
+    let repository = Repository::discover(repo).map_err(|_| {
+        Error::invalid_input(format!("{} is not in a Git work tree", repo.display()))
+            .with_resource(resource.clone())
+            .with_hint(
+                "`git init` it (or clone your GitOps repository) and commit its layout first",
+            )
+    })?;
+    let Some(workdir) = repository.workdir().map(Path::to_path_buf) else {
+        return Err(
+            Error::invalid_input(format!("{} is a bare repository", repo.display()))
+                .with_resource(resource),
+        );
+    };
+    let workdir = workdir.canonicalize().unwrap_or(workdir);
+    let app_abs = app.canonicalize().map_err(|_| {
+        Error::not_found(format!("{} does not exist", app.display()))
+            .with_hint("`comind app new NAME --team TEAM` writes it")
+    })?;
+    let prefix = app_abs
+        .strip_prefix(&workdir)
+        .map_err(|_| {
+            Error::invalid_input(format!(
+                "{} is not inside the work tree {}",
+                app.display(),
+                workdir.display()
+            ))
+        })?
+        .to_path_buf();
+    let prefix_text = prefix.to_string_lossy().replace('\\', "/");
+    let inside = |path: &str| path == prefix_text || path.starts_with(&format!("{prefix_text}/"));
+
+    // Anything changed outside the application stops the deploy before it stages.
+    let mut options = StatusOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false);
+    let statuses = repository
+        .statuses(Some(&mut options))
+        .map_err(|e| git_error("read the work tree's status", &resource, &e))?;
+    let unrelated: Vec<String> = statuses
+        .iter()
+        .filter(|s| s.status() != Status::CURRENT && !s.status().contains(Status::IGNORED))
+        .filter_map(|s| s.path().map(str::to_string))
+        .filter(|p| !inside(p))
+        .collect();
+    if !unrelated.is_empty() {
+        let shown: Vec<&str> = unrelated.iter().take(10).map(String::as_str).collect();
+        return Err(Error::invalid_input(format!(
+            "the work tree has changes outside {prefix_text}, which a deploy would not commit: {}{}",
+            shown.join(", "),
+            if unrelated.len() > shown.len() { format!(" and {} more", unrelated.len() - shown.len()) } else { String::new() }
+        ))
+        .with_resource(resource)
+        .with_hint("commit or stash them first, then deploy again"));
+    }
+    let head_ref = repository
+        .find_reference("HEAD")
+        .map_err(|e| git_error("read HEAD", &resource, &e))?;
+    let Some(local_branch) = head_ref.symbolic_target().map(str::to_string) else {
+        return Err(Error::invalid_input("HEAD is not on a branch (detached)")
+            .with_resource(resource)
+            .with_hint("check out the branch to deploy from"));
+    };
+    let parent = match repository.head() {
+        Ok(head) => Some(
+            head.peel_to_commit()
+                .map_err(|e| git_error("read HEAD's commit", &resource, &e))?,
+        ),
+        Err(e) if e.code() == ErrorCode::UnbornBranch => None,
+        Err(e) => return Err(git_error("read HEAD", &resource, &e)),
+    };
+
+    let mut index = repository
+        .index()
+        .map_err(|e| git_error("open the index", &resource, &e))?;
+    index
+        .add_all([prefix_text.as_str()], IndexAddOption::DEFAULT, None)
+        .and_then(|()| index.update_all([prefix_text.as_str()], None))
+        .and_then(|()| index.write())
+        .map_err(|e| git_error(&format!("stage {prefix_text}"), &resource, &e))?;
+    let tree_id = index
+        .write_tree()
+        .map_err(|e| git_error("write the tree", &resource, &e))?;
+    let tree = repository
+        .find_tree(tree_id)
+        .map_err(|e| git_error("read the tree", &resource, &e))?;
+    let parent_tree = parent
+        .as_ref()
+        .map(git2::Commit::tree)
+        .transpose()
+        .map_err(|e| git_error("read HEAD's tree", &resource, &e))?;
+    let diff = repository
+        .diff_tree_to_tree(parent_tree.as_ref(), Some(&tree), None)
+        .map_err(|e| git_error("compare with HEAD", &resource, &e))?;
+    let files: Vec<PathBuf> = diff
+        .deltas()
+        .filter_map(|d| {
+            d.new_file()
+                .path()
+                .or_else(|| d.old_file().path())
+                .map(Path::to_path_buf)
+        })
+        .collect();
+    let commit = if files.is_empty() {
+        None
+    } else {
+        let signature = repository
+            .signature()
+            .or_else(|_| Signature::now("Comind", "comind@localhost"))
+            .map_err(|e| git_error("make the commit's signature", &resource, &e))?;
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        let id = repository
+            .commit(
+                Some("HEAD"),
+                &signature,
+                &signature,
+                message,
+                &tree,
+                &parents,
+            )
+            .map_err(|e| git_error("commit", &resource, &e))?;
+        Some(id.to_string())
+    };
+    let head = repository
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|_| {
+            Error::invalid_input(format!("{} has no commit to push", repo.display()))
+                .with_resource(resource.clone())
+        })?
+        .id()
+        .to_string();
+
+    let mut remote = repository
+        .remote_anonymous(url)
+        .map_err(|e| Error::invalid_input(format!("`{url}` is not a Git URL: {}", e.message())))?;
+    let mut rejected: Option<String> = None;
+    {
+        let mut callbacks = RemoteCallbacks::new();
+        callbacks.push_update_reference(|_, status| {
+            if let Some(status) = status {
+                rejected = Some(status.to_string());
+            }
+            Ok(())
+        });
+        let mut push = PushOptions::new();
+        push.remote_callbacks(callbacks);
+        remote
+            .push(&[format!("{local_branch}:refs/heads/{branch}")], Some(&mut push))
+            .map_err(|e| match e.code() {
+                ErrorCode::NotFastForward => Error::conflict(format!(
+                    "branch {branch} of {url} has commits this work tree does not: the push is not a fast-forward"
+                ))
+                .with_hint("pull them (or rebase onto them), then deploy again"),
+                _ => Error::unavailable(format!("cannot push to {url}: {}", e.message()))
+                    .with_hint("is the Git server up? `comind status` shows it"),
+            })?;
+    }
+    if let Some(status) = rejected {
+        return Err(Error::conflict(format!(
+            "{url} refused the push of branch {branch}: {status}"
+        )));
+    }
+    Ok(Deployed {
+        commit,
+        head,
+        files,
+        branch: branch.to_string(),
+        url: url.to_string(),
+    })
+}
