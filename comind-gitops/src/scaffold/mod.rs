@@ -173,6 +173,8 @@ pub fn files(env: &Environment, spec: &AppSpec) -> Result<Vec<(PathBuf, String)>
                 spec.port,
                 &secrets,
                 ingress::class(env),
+                (env.profile() == comind_core::Profile::Aws)
+                    .then_some(env.config().aws.vpc.cidr.as_str()),
             ),
         ),
     ];

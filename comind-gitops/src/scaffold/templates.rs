@@ -20,6 +20,7 @@ pub(super) fn values_yaml(
     port: u16,
     secrets: &[String],
     ingress_class: &str,
+    ingress_cidr: Option<&str>,
 ) -> String {
     let env_from = if secrets.is_empty() {
         "envFrom: []\n".to_string()
@@ -34,6 +35,12 @@ pub(super) fn values_yaml(
         }
         text
     };
+    let ingress_from = match ingress_cidr {
+        // The AWS Load Balancer Controller's ALB sends to Pod IPs from inside the VPC.
+        Some(cidr) => format!("  # The load balancer's addresses: the VPC's range.\n  ingressCidr: {cidr}\n"),
+        None => "  ingressNamespace: kube-system\n  ingressPodLabels:\n    app.kubernetes.io/name: traefik\n"
+            .to_string(),
+    };
     format!(
         "# Values every environment shares; values-<env>.yaml overrides them.\n\
          image:\n  repository: {repository}\n  tag: \"{tag}\"\n  pullPolicy: IfNotPresent\n\n\
@@ -46,8 +53,7 @@ pub(super) fn values_yaml(
          resources:\n  requests:\n    cpu: 50m\n    memory: 64Mi\n  limits:\n    cpu: 500m\n    memory: 256Mi\n\n\
          autoscaling:\n  enabled: false\n  minReplicas: 2\n  maxReplicas: 10\n  targetCPUUtilizationPercentage: 70\n\n\
          # The platform's ingress controller, admitted by the NetworkPolicy.\n\
-         networkPolicy:\n  ingressNamespace: kube-system\n  ingressPodLabels:\n    app.kubernetes.io/name: traefik\n  \
-         servicePorts: [5432, 6379, 9000, 9324, 443]\n"
+         networkPolicy:\n{ingress_from}  servicePorts: [5432, 6379, 9000, 9324, 443]\n"
     )
 }
 
@@ -248,12 +254,17 @@ spec:
   ingress:
     # The platform's ingress controller.
     - from:
+        {{- if .Values.networkPolicy.ingressCidr }}
+        - ipBlock:
+            cidr: {{ .Values.networkPolicy.ingressCidr }}
+        {{- else }}
         - namespaceSelector:
             matchLabels:
               kubernetes.io/metadata.name: {{ .Values.networkPolicy.ingressNamespace }}
           podSelector:
             matchLabels:
               {{- toYaml .Values.networkPolicy.ingressPodLabels | nindent 14 }}
+        {{- end }}
       ports:
         - port: http
           protocol: TCP

@@ -133,6 +133,55 @@ async fn the_scaffolded_chart_lints_renders_per_environment_and_is_valid_kuberne
         "my-app.dev.127.0.0.1.nip.io"
     );
 
+    // On AWS the load balancer sends to the Pods from the VPC: the policy admits the
+    // VPC's range instead of the k3s Traefik.
+    let aws_repo = tempfile::tempdir().unwrap();
+    let mut aws_config = comind_core::Config::default();
+    aws_config.profile = comind_core::Profile::Aws;
+    let vpc = aws_config.aws.vpc.cidr.clone();
+    let aws_env = Environment::with_state_root(aws_config, aws_repo.path());
+    let aws_spec = AppSpec {
+        environments: vec!["dev".into()],
+        ..spec.clone()
+    };
+    scaffold::new_app(&aws_env, aws_repo.path(), &aws_spec, false, false).unwrap();
+    let aws_chart = aws_repo.path().join("apps/backend/my-app/chart");
+    let aws_chart = aws_chart.to_str().unwrap();
+    helm(
+        &helm_lite,
+        &[
+            "lint",
+            aws_chart,
+            "-f",
+            &format!("{aws_chart}/values-dev.yaml"),
+            "--strict",
+        ],
+    );
+    let aws = documents(&helm(
+        &helm_lite,
+        &[
+            "template",
+            aws_chart,
+            "--name",
+            "backend-my-app",
+            "--namespace",
+            "backend",
+            "-f",
+            &format!("{aws_chart}/values-dev.yaml"),
+        ],
+    ));
+    let policy = aws.iter().find(|d| d["kind"] == "NetworkPolicy").unwrap();
+    assert_eq!(
+        policy["spec"]["ingress"][0]["from"][0]["ipBlock"]["cidr"],
+        vpc.as_str(),
+        "{policy}"
+    );
+    let local_policy = dev.iter().find(|d| d["kind"] == "NetworkPolicy").unwrap();
+    assert!(
+        local_policy["spec"]["ingress"][0]["from"][0]["ipBlock"].is_null(),
+        "{local_policy}"
+    );
+
     // Valid for the real API server: a server-side dry run of every object, in a
     // namespace of the test's own.
     let admin = support::client(peer, User::Admin).await;
@@ -147,7 +196,7 @@ async fn the_scaffolded_chart_lints_renders_per_environment_and_is_valid_kuberne
         .await
         .unwrap();
     let discovery = kube::Discovery::new(admin.clone()).run().await.unwrap();
-    for doc in prod.iter().chain(dev.iter()) {
+    for doc in prod.iter().chain(dev.iter()).chain(aws.iter()) {
         let object: kube::api::DynamicObject = serde_json::from_value(doc.clone()).unwrap();
         let types = object.types.clone().unwrap();
         let gvk = kube::api::GroupVersionKind::try_from(&types).unwrap();
