@@ -107,16 +107,16 @@ impl Provider for GitopsProvider {
             services::renderer(self.services.clone()),
         );
         let mut specs = vec![baseline, services];
-        if backups::enabled(env) {
-            specs.push(PhaseSpec::rendered(
-                backups::ID,
-                "the daily backups of PostgreSQL and the buckets",
-                backups::COMPONENT,
-                backups::kinds,
-                vec![PhaseId::new(services::ID)],
-                Arc::new(|ctx| backups::render(ctx.env())),
-            ));
-        }
+        // Always there, so that turning backups off prunes the CronJobs (the render
+        // is empty then).
+        specs.push(PhaseSpec::rendered(
+            backups::ID,
+            "the daily backups of PostgreSQL and the buckets",
+            backups::COMPONENT,
+            backups::kinds,
+            vec![PhaseId::new(services::ID)],
+            Arc::new(|ctx| backups::render(ctx.env())),
+        ));
         if env.config().makes_local_cluster() {
             specs.push(PhaseSpec::rendered(
                 registry::ID,

@@ -497,8 +497,8 @@ async fn the_backup_scripts_back_up_restore_and_fail_loudly() {
     assert_eq!(world.backups(env.name()), after_one);
 }
 
-/// The object-store mirror copies every other bucket into the backup bucket, and a
-/// second run copies nothing new.
+/// The object-store mirror copies every other bucket into the backup bucket, then
+/// only what is new; what the bucket loses, its backup keeps.
 #[tokio::test]
 async fn the_mirror_copies_the_other_buckets_incrementally() {
     require_peer!(docker::ready(&[SERVICE_IMAGES.as_slice(), &[RCLONE_IMAGE]].concat()).await);
@@ -524,4 +524,18 @@ async fn the_mirror_copies_the_other_buckets_incrementally() {
         world.bucket()
     ));
     assert_eq!(content.trim(), "two");
+
+    // An object deleted from the bucket stays in its backup; a new one is added.
+    world.rclone(&format!(
+        "rclone deletefile store:{uploads}/a.txt && echo three | rclone rcat store:{uploads}/c.txt"
+    ));
+    let (code, log) = world.run(mirror, &Scratch::host(), |_| {});
+    assert_eq!(code, 0, "{log}");
+    let copied = world.rclone(&format!(
+        "rclone lsf -R --files-only store:{}/objects/{uploads}",
+        world.bucket()
+    ));
+    let mut copied: Vec<&str> = copied.lines().collect();
+    copied.sort();
+    assert_eq!(copied, ["a.txt", "c.txt", "dir/b.txt"], "{log}");
 }

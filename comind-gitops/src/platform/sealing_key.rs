@@ -10,12 +10,17 @@
 //!
 //! Where the key comes from, on an applying run:
 //! 1. the state directory;
-//! 2. else the cluster: the newest active key Secret already there (the controller's
-//!    own, from before Comind managed the key, or Comind's, when the state directory
-//!    was lost) is adopted, so what was sealed with it still decrypts;
+//! 2. else the cluster: Comind's key Secret if it is there (the state directory was
+//!    lost), else the newest active one (the controller's own, from before Comind
+//!    managed the key) is adopted, so what was sealed with it still decrypts;
 //! 3. else a new 4096-bit key, made once.
 //!
 //! A plan never writes: without a stored key it lists the Secret as created.
+//!
+//! A stored key that differs from the one in Comind's key Secret stops the run: one
+//! of them decrypts SealedSecrets the other does not, and Comind overwrites neither.
+//! When the key Secret is written, the controller's Pods are restarted: it reads its
+//! keys only when it starts.
 //!
 //! A plain `down` keeps the stored key (and says so); `down --purge` is the only thing
 //! that forgets it, and it says what that means.
@@ -55,14 +60,16 @@ pub fn kinds() -> Vec<Kind> {
     vec![Kind::of::<SecretObject>()]
 }
 
-/// The key of one run: `None` for a plan without a stored key.
+/// What one run knows of the key: the key (`None` for a plan without a stored key),
+/// and whether the cluster's key Secret is about to change (then the controller, which
+/// reads its keys only when it starts, is restarted after the apply).
 #[derive(Default)]
 struct RunKey {
-    key: Mutex<Option<Option<SealingKey>>>,
+    key: Mutex<Option<(Option<SealingKey>, bool)>>,
 }
 
 impl RunKey {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Option<SealingKey>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Option<SealingKey>, bool)>> {
         // A panic while holding this lock leaves a value that is still whole.
         self.key
             .lock()
@@ -70,45 +77,135 @@ impl RunKey {
     }
 }
 
-async fn prepare(ctx: &PhaseContext, client: Option<&kube::Client>) -> Result<Option<SealingKey>> {
-    let env = ctx.env();
-    if let Some(key) = sealing::stored_key(env)? {
-        return Ok(Some(key));
-    }
-    let state = env.state();
-    if let Some(client) = client
-        && let Some((name, key)) = active_key_in_cluster(client).await?
-    {
-        if ctx.operation() != Operation::Apply {
-            return Ok(Some(key));
-        }
-        let key = state.credentials(CREDENTIALS, || Ok(key))?;
-        ctx.progress(format!(
-            "adopted the sealing key {CONTROLLER_NAMESPACE}/{name} from the cluster into {}",
-            state.credentials_path(CREDENTIALS).display()
-        ));
-        return Ok(Some(key));
-    }
-    if ctx.operation() != Operation::Apply {
-        return Ok(None);
-    }
-    ctx.progress(format!(
-        "generating the environment's sealing key (RSA {})",
-        sealing::KEY_BITS
-    ));
-    // Seconds of big-number arithmetic: off the runtime's worker threads.
-    let key = tokio::task::spawn_blocking(SealingKey::generate)
-        .await
-        .map_err(|e| Error::internal(format!("the sealing key's generation panicked: {e}")))??;
-    let key = state.credentials(CREDENTIALS, || Ok(key))?;
-    ctx.progress(format!(
-        "the sealing key is kept in {}: back it up with the state directory",
-        state.credentials_path(CREDENTIALS).display()
-    ));
-    Ok(Some(key))
+/// The certificate of Comind's key Secret in the cluster, if it is there.
+async fn cluster_certificate(client: &kube::Client) -> Result<Option<Vec<u8>>> {
+    let secrets: Api<SecretObject> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
+    let found = secrets.get_opt(SECRET_NAME).await.map_err(|e| {
+        api_error(
+            "read",
+            &format!("secret {CONTROLLER_NAMESPACE}/{SECRET_NAME}"),
+            e,
+        )
+    })?;
+    Ok(found.map(|secret| {
+        secret
+            .data
+            .and_then(|mut d| d.remove("tls.crt"))
+            .map(|v| v.0)
+            .unwrap_or_default()
+    }))
 }
 
-/// The newest active key Secret in the controller's namespace, by name.
+async fn prepare(
+    ctx: &PhaseContext,
+    client: Option<&kube::Client>,
+) -> Result<(Option<SealingKey>, bool)> {
+    let env = ctx.env();
+    let state = env.state();
+    let in_cluster = match client {
+        Some(client) => cluster_certificate(client).await?,
+        None => None,
+    };
+    let key = match sealing::stored_key(env)? {
+        Some(key) => {
+            // Never overwrite a different key: what it sealed would stop decrypting.
+            if let Some(certificate) = &in_cluster
+                && certificate.as_slice() != key.certificate_pem().as_bytes()
+            {
+                return Err(Error::conflict(
+                    "the cluster's sealing key is not the environment's stored key: each \
+                     decrypts SealedSecrets the other does not, and Comind replaces neither",
+                )
+                .with_resource(format!("secret {CONTROLLER_NAMESPACE}/{SECRET_NAME}"))
+                .with_hint(format!(
+                    "keep the one your SealedSecrets were sealed with: to keep the cluster's, \
+                     move {} away and run `comind up` (it adopts the cluster's); to keep the \
+                     stored one, delete the Secret and run `comind up`",
+                    state.credentials_path(CREDENTIALS).display()
+                )));
+            }
+            Some(key)
+        }
+        None => match client {
+            Some(client) => match active_key_in_cluster(client).await? {
+                Some((name, key)) if ctx.operation() == Operation::Apply => {
+                    let key = state.credentials(CREDENTIALS, || Ok(key))?;
+                    ctx.progress(format!(
+                        "adopted the sealing key {CONTROLLER_NAMESPACE}/{name} from the cluster into {}",
+                        state.credentials_path(CREDENTIALS).display()
+                    ));
+                    Some(key)
+                }
+                Some((_, key)) => Some(key),
+                None => None,
+            },
+            None => None,
+        },
+    };
+    let key = match key {
+        Some(key) => key,
+        None if ctx.operation() != Operation::Apply => return Ok((None, false)),
+        None => {
+            ctx.progress(format!(
+                "generating the environment's sealing key (RSA {})",
+                sealing::KEY_BITS
+            ));
+            // Seconds of big-number arithmetic: off the runtime's worker threads.
+            let key = tokio::task::spawn_blocking(SealingKey::generate)
+                .await
+                .map_err(|e| {
+                    Error::internal(format!("the sealing key's generation panicked: {e}"))
+                })??;
+            let key = state.credentials(CREDENTIALS, || Ok(key))?;
+            ctx.progress(format!(
+                "the sealing key is kept in {}: back it up with the state directory",
+                state.credentials_path(CREDENTIALS).display()
+            ));
+            key
+        }
+    };
+    let changes = in_cluster.as_deref() != Some(key.certificate_pem().as_bytes());
+    Ok((Some(key), changes))
+}
+
+/// The controller's Pods, deleted so that their Deployment starts them again and they
+/// load the key Secret that was just written (the controller reads its keys only at
+/// start). Argo CD owns the Deployment; deleting its Pods changes nothing it compares.
+async fn restart_controller(ctx: &PhaseContext, client: &kube::Client) -> Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
+    let selector = ListParams::default().labels(CONTROLLER_POD_SELECTOR);
+    let listed = pods.list(&selector).await.map_err(|e| {
+        api_error(
+            "list the Sealed Secrets controller's Pods in",
+            &format!("namespace {CONTROLLER_NAMESPACE}"),
+            e,
+        )
+    })?;
+    for pod in listed.items {
+        let name = pod.metadata.name.unwrap_or_default();
+        ctx.progress(format!(
+            "restarting the Sealed Secrets controller ({CONTROLLER_NAMESPACE}/{name}) so it loads the environment's key"
+        ));
+        match pods.delete(&name, &Default::default()).await {
+            Ok(_) => {}
+            Err(e) if crate::apply::error::is_not_found(&e) => {}
+            Err(e) => {
+                return Err(api_error(
+                    "delete",
+                    &format!("pod {CONTROLLER_NAMESPACE}/{name}"),
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The label of the controller's Pods (the chart's `app.kubernetes.io/name`).
+pub const CONTROLLER_POD_SELECTOR: &str = "app.kubernetes.io/name=sealed-secrets";
+
+/// The active key Secret to adopt from the controller's namespace, by name.
 async fn active_key_in_cluster(client: &kube::Client) -> Result<Option<(String, SealingKey)>> {
     let secrets: Api<SecretObject> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
     let listed = secrets
@@ -121,10 +218,15 @@ async fn active_key_in_cluster(client: &kube::Client) -> Result<Option<(String, 
                 e,
             )
         })?;
+    // Comind's own key first (it is the one Comind gave the controller before the
+    // state lost it), else the newest: the one the controller seals with.
     let newest = listed.items.into_iter().max_by(|a, b| {
-        a.metadata
-            .creation_timestamp
-            .cmp(&b.metadata.creation_timestamp)
+        let ours = |s: &SecretObject| s.metadata.name.as_deref() == Some(SECRET_NAME);
+        ours(a).cmp(&ours(b)).then_with(|| {
+            a.metadata
+                .creation_timestamp
+                .cmp(&b.metadata.creation_timestamp)
+        })
     });
     let Some(secret) = newest else {
         return Ok(None);
@@ -231,8 +333,8 @@ pub(crate) fn spec() -> PhaseSpec {
             let run = run.clone();
             let client = client.cloned();
             async move {
-                let key = prepare(ctx, client.as_ref()).await?;
-                *run.lock() = Some(key);
+                let prepared = prepare(ctx, client.as_ref()).await?;
+                *run.lock() = Some(prepared);
                 Ok(())
             }
             .boxed()
@@ -245,14 +347,29 @@ pub(crate) fn spec() -> PhaseSpec {
         COMPONENT,
         kinds,
         vec![PhaseId::new(baseline::ID)],
-        Arc::new(move |_ctx| {
-            let key = run.lock().clone().ok_or_else(|| {
-                Error::internal("the sealing key was rendered before it was read")
-            })?;
-            render(key.as_ref())
-        }),
+        {
+            let run = run.clone();
+            Arc::new(move |_ctx| {
+                let (key, _) = run.lock().clone().ok_or_else(|| {
+                    Error::internal("the sealing key was rendered before it was read")
+                })?;
+                render(key.as_ref())
+            })
+        },
     );
     spec.prepare = Some(prepare);
+    spec.converge = Some(Arc::new(
+        move |ctx: &PhaseContext, client: &kube::Client| {
+            let changed = run.lock().as_ref().is_some_and(|(_, changed)| *changed);
+            async move {
+                if changed {
+                    restart_controller(ctx, client).await?;
+                }
+                Ok(())
+            }
+            .boxed()
+        },
+    ));
     spec.forget = Some(forget);
     spec
 }

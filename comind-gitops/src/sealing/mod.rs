@@ -353,7 +353,10 @@ pub fn seal(
             ))
         })
         .collect::<Result<_>>()?;
+    // The scope is `scope`'s alone: one an input manifest named is not carried over.
     let mut annotations = secret.annotations.clone();
+    annotations.remove(NAMESPACE_WIDE_ANNOTATION);
+    annotations.remove(CLUSTER_WIDE_ANNOTATION);
     if let Some(annotation) = scope.annotation() {
         annotations.insert(annotation.to_string(), "true".to_string());
     }

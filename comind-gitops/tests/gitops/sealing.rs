@@ -419,11 +419,30 @@ async fn the_sealing_key_is_made_once_adopted_when_lost_and_forgotten_only_by_pu
         .await
         .unwrap();
     std::fs::remove_file(&stored).unwrap();
+    // The controller, running (a Pod of its labels; no kubelet runs it): it is
+    // restarted once the key Secret is written, since it reads keys only at start.
+    use k8s_openapi::api::core::v1::Pod;
+    let pods = Api::<Pod>::namespaced(admin.clone(), sealing::CONTROLLER_NAMESPACE);
+    let controller: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "sealed-secrets-controller-7d9f", "labels": {"app.kubernetes.io/name": "sealed-secrets"}},
+        "spec": {"containers": [{"name": "controller", "image": "bitnami/sealed-secrets-controller:0.36.1"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &controller)
+        .await
+        .unwrap();
     let up = bootstrap(&env, state.path())
         .up(&sealing_key_run(), &UpOptions::default())
         .await
         .unwrap();
     assert!(up.succeeded(), "{:?}", up.summary);
+    assert!(
+        pods.get_opt("sealed-secrets-controller-7d9f")
+            .await
+            .unwrap()
+            .is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
+        "the controller is restarted"
+    );
     let adopted = sealing::stored_key(&env)
         .unwrap()
         .expect("the key is adopted");
@@ -446,6 +465,39 @@ async fn the_sealing_key_is_made_once_adopted_when_lost_and_forgotten_only_by_pu
         b"s3cr3t-value",
         "what the adopted key seals, the controller's key unseals"
     );
+
+    // A stored key that is not the cluster's: refused, and neither is replaced.
+    let other = SealingKey::generate().unwrap();
+    std::fs::remove_file(&stored).unwrap();
+    env.state()
+        .credentials(sealing::CREDENTIALS, || Ok(other.clone()))
+        .unwrap();
+    let refused = bootstrap(&env, state.path())
+        .up(&sealing_key_run(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert!(!refused.succeeded());
+    let phase = refused
+        .summary
+        .phases
+        .iter()
+        .find(|p| p.id.as_str() == sealing_key::ID)
+        .unwrap();
+    let error = format!("{:?}", phase.error);
+    assert!(
+        error.contains("not the environment's stored key"),
+        "{error}"
+    );
+    let secret = key_secret(&admin).await.unwrap();
+    assert_eq!(
+        secret.data.unwrap()["tls.crt"].0,
+        adopted.certificate_pem().as_bytes(),
+        "the cluster's key stays"
+    );
+    std::fs::remove_file(&stored).unwrap();
+    env.state()
+        .credentials(sealing::CREDENTIALS, || Ok(adopted.clone()))
+        .unwrap();
 
     // A plain down: the Secret goes with the platform, the key stays, and says why.
     let down = bootstrap(&env, state.path())

@@ -154,16 +154,21 @@ pub fn object_store_env(env: &Environment) -> Vec<EnvVar> {
 
 /// The environment the dump and restore steps run with: libpq's variables from the
 /// PostgreSQL Secret.
-pub fn postgres_env() -> Vec<EnvVar> {
+pub fn postgres_env(env: &Environment) -> Vec<EnvVar> {
     let secret = secret_name(ServiceKind::Postgres);
-    vec![
+    let mut vars = vec![
         from_secret("PGHOST", &secret, "POSTGRES_HOST", false),
         from_secret("PGPORT", &secret, "POSTGRES_PORT", false),
         from_secret("PGUSER", &secret, "POSTGRES_USER", false),
         from_secret("PGPASSWORD", &secret, "POSTGRES_PASSWORD", false),
         plain("BACKUP_DIR", SCRATCH_DIR),
         plain("HOME", "/tmp"),
-    ]
+    ];
+    // RDS takes TLS; libpq's default (`prefer`) would fall back to plain text.
+    if env.profile() == Profile::Aws {
+        vars.push(plain("PGSSLMODE", "require"));
+    }
+    vars
 }
 
 fn plain(name: &str, value: &str) -> EnvVar {
@@ -361,7 +366,7 @@ pub fn postgres_cron_job(env: &Environment) -> CronJob {
                 "dump",
                 &postgres_image(env),
                 "postgres-dump.sh",
-                postgres_env(),
+                postgres_env(env),
                 production,
             ),
             step(

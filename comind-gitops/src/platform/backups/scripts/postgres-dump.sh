@@ -16,11 +16,13 @@ started=$(date +%s)
 
 # --no-role-passwords: the platform's role is not a superuser (nor is RDS's master
 # user), and role passwords are Comind's to set again on `up`, not a backup's.
+# rdsadmin: RDS's own database, which no user may connect to.
 # POSIX sh has no pipefail: pg_dumpall's own status goes through a file, and gzip's
 # (a full disk) is the pipeline's, which `set -e` checks.
 if ! {
     status=0
-    pg_dumpall --clean --if-exists --quote-all-identifiers --no-role-passwords || status=$?
+    pg_dumpall --clean --if-exists --quote-all-identifiers --no-role-passwords \
+        --exclude-database=rdsadmin || status=$?
     echo "$status" >"$dir/dump.status"
 } | gzip -c >"$partial"; then
     fail "gzip could not write the dump to $dir (is the scratch volume full?); nothing is uploaded"

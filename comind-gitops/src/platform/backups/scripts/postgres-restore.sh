@@ -16,8 +16,19 @@ gzip -t "$file" || fail "$file is not a whole gzip file"
 psql -X -q -d postgres -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname IS NOT NULL" >/dev/null ||
     fail "cannot reach PostgreSQL at $PGHOST"
 errors="$dir/restore.err"
-gzip -dc "$file" | psql -X -q -d postgres >/dev/null 2>"$errors" || true
-unexpected=$(grep 'ERROR' "$errors" | grep -v "current user cannot be dropped" | grep -v "role \"$PGUSER\" already exists" || true)
+# psql's own status (a lost connection, a failed \connect: it stops part-way) goes
+# through a file, as the dump's does; the errors it only reports are checked below.
+{
+    status=0
+    gzip -dc "$file" | psql -X -q -d postgres >/dev/null 2>"$errors" || status=$?
+    echo "$status" >"$dir/restore.status"
+}
+status=$(cat "$dir/restore.status")
+if [ "$status" != 0 ]; then
+    tail -n 20 "$errors" >&2
+    fail "psql stopped (exit $status); the databases may be partly restored"
+fi
+unexpected=$(grep -E 'ERROR|FATAL|PANIC|psql:.*error' "$errors" | grep -v "current user cannot be dropped" | grep -v "role \"$PGUSER\" already exists" || true)
 if [ -n "$unexpected" ]; then
     echo "$unexpected" | head -n 20 >&2
     fail "the restore met errors (above); the databases may be partly restored"

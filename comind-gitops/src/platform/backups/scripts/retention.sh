@@ -11,7 +11,16 @@ suffix="$2"
 s3_remote
 cutoff=$(stamp_days_ago "$RETENTION_DAYS")
 listing=$(rclone lsf --files-only "$prefix") || fail "cannot list $prefix"
-newest=$(printf '%s\n' "$listing" | grep "$suffix.sha256\$" | sed "s/$suffix.sha256\$//" | sort | tail -n 1)
+newest=""
+for name in $listing; do
+    case "$name" in
+    *"$suffix.sha256") stamp=${name%"$suffix.sha256"} ;;
+    *) continue ;;
+    esac
+    if [ -z "$newest" ] || expr "$stamp" \> "$newest" >/dev/null; then
+        newest=$stamp
+    fi
+done
 removed=0
 for name in $listing; do
     stamp=${name%%.*}
