@@ -114,7 +114,7 @@ impl Provider for GitopsProvider {
             "the daily backups of PostgreSQL and the buckets",
             backups::COMPONENT,
             backups::kinds,
-            vec![PhaseId::new(services::ID)],
+            backups::after(env),
             Arc::new(|ctx| backups::render(ctx.env())),
         ));
         if env.config().makes_local_cluster() {

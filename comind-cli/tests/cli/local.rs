@@ -99,10 +99,8 @@ impl LocalEnv {
                     comind_test_support::kubelet::Kubelet::start(client.clone(), "argocd");
                 let status = comind_test_support::argo_cd::synced_and_healthy();
                 for app in apps {
-                    if *app == "metallb" {
-                        // Argo CD's sync of the chart installs MetalLB's CRDs.
-                        metallb_crds(&client).await;
-                    }
+                    // With the CRDs each chart's sync installs (MetalLB's, the
+                    // PrometheusRule).
                     comind_test_support::argo_cd::until_reported(&client, &[app], &status).await;
                 }
             });
@@ -1277,33 +1275,4 @@ fn gitops_push_fills_the_local_git_server_with_the_committed_head() {
     let line: Value = serde_json::from_str(deployed.stdout.trim()).unwrap();
     let commit = line["commit"].as_str().expect("a commit");
     assert!(git(&repo, &["ls-remote", url, "refs/heads/main"]).starts_with(commit));
-}
-
-/// MetalLB's two CRDs that Comind's pool uses, as the chart's sync installs them
-/// (their schemas reduced to "any object": the real ones come with the chart, which
-/// cannot be fetched here).
-async fn metallb_crds(client: &kube::Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
-    for (kind, plural) in [
-        ("IPAddressPool", "ipaddresspools"),
-        ("L2Advertisement", "l2advertisements"),
-    ] {
-        let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": {"name": format!("{plural}.metallb.io")},
-            "spec": {
-                "group": "metallb.io",
-                "scope": "Namespaced",
-                "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(),
-                          "listKind": format!("{kind}List")},
-                "versions": [{"name": "v1beta1", "served": true, "storage": true,
-                    "schema": {"openAPIV3Schema": {"type": "object",
-                        "x-kubernetes-preserve-unknown-fields": true}}}]
-            }
-        }))
-        .unwrap();
-        let _ = crds.create(&Default::default(), &crd).await;
-    }
 }

@@ -102,6 +102,26 @@ async fn argo_cd_lands_from_its_checked_release_with_comind_s_settings_and_rerun
         "{:?}",
         report.summary
     );
+    // The backups' alerts, once monitoring's sync has installed the PrometheusRule
+    // CRD: the rule names the environment's backup Jobs.
+    let rules: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        admin.clone(),
+        &comind_gitops::platform::baseline::services_namespace(&env),
+        &comind_gitops::platform::backups::prometheus_rule_kind().resource,
+    );
+    let rule = rules
+        .get(comind_gitops::platform::backups::ALERTS)
+        .await
+        .unwrap();
+    let text = rule.data["spec"].to_string();
+    assert!(
+        text.contains("ComindBackupFailed") && text.contains("postgres-backup"),
+        "{text}"
+    );
+    assert_eq!(
+        rule.metadata.labels.as_ref().unwrap()["release"],
+        "monitoring"
+    );
     let outputs = &report.outputs[&comind_core::PhaseId::new(argocd::ID)];
     let url = outputs.require(argocd::ARGOCD_URL).unwrap().to_string();
     assert_eq!(

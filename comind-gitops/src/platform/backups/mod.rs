@@ -76,13 +76,94 @@ pub const SCRIPT_FILES: [(&str, &str); 7] = [
     ),
 ];
 
-/// The kinds the phase owns (and prunes).
+/// The PrometheusRule of kube-prometheus-stack (the monitoring add-on's CRD).
+pub fn prometheus_rule_kind() -> Kind {
+    Kind::custom(
+        "monitoring.coreos.com",
+        "v1",
+        "PrometheusRule",
+        "prometheusrules",
+        crate::apply::Scope::Namespaced,
+    )
+}
+
+/// The alert rules' name.
+pub const ALERTS: &str = "comind-backups";
+
+/// The kinds the phase owns (and prunes). The PrometheusRule's CRD may be absent
+/// (monitoring off): a kind that is not served has nothing to prune.
 pub fn kinds() -> Vec<Kind> {
     vec![
         Kind::of::<ConfigMap>(),
         Kind::of::<CronJob>(),
         Kind::of::<NetworkPolicy>(),
+        prometheus_rule_kind(),
     ]
+}
+
+/// Whether the backups' alerts go to the monitoring add-on (it installs the
+/// PrometheusRule CRD and the Prometheus that reads it).
+pub fn alerted(env: &Environment) -> bool {
+    let config = env.config();
+    config.gitops.argocd.enabled && config.gitops.addons.monitoring.enabled
+}
+
+/// The phases the backups run after: the services' Secrets, and the add-ons when the
+/// alerts need monitoring's CRD.
+pub fn after(env: &Environment) -> Vec<comind_core::PhaseId> {
+    let mut after = vec![comind_core::PhaseId::new(super::services::ID)];
+    if enabled(env) && alerted(env) {
+        after.push(comind_core::PhaseId::new(super::addons::ID));
+    }
+    after
+}
+
+/// The alerts: a backup Job that failed (its retries spent), and a backup that has
+/// not succeeded for more than a day and two hours (a CronJob that stopped running,
+/// or fails before its Job starts). Kubernetes records each failed Job as an event
+/// itself; these make it a page.
+pub fn alerts(env: &Environment) -> Result<Object> {
+    let namespace = baseline::services_namespace(env);
+    let jobs = format!("{POSTGRES_CRONJOB}|{OBJECTS_CRONJOB}");
+    let rules = serde_json::json!([
+        {
+            "alert": "ComindBackupFailed",
+            "expr": format!(
+                "max by (namespace, job_name) (kube_job_status_failed{{namespace=\"{namespace}\", job_name=~\"({jobs})-.*\"}}) > 0"
+            ),
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": "A backup Job failed",
+                "description": "Job {{ $labels.job_name }} in {{ $labels.namespace }} failed: nothing was uploaded. Its Pod's log says which step failed (`kubectl -n {{ $labels.namespace }} logs job/{{ $labels.job_name }} --all-containers`).",
+            },
+        },
+        {
+            "alert": "ComindBackupMissing",
+            "expr": format!(
+                "time() - max by (namespace, cronjob) (kube_cronjob_status_last_successful_time{{namespace=\"{namespace}\", cronjob=~\"{jobs}\"}}) > 26 * 3600"
+            ),
+            "for": "30m",
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "No successful backup for over a day",
+                "description": "CronJob {{ $labels.cronjob }} in {{ $labels.namespace }} has not succeeded for more than 26 hours.",
+            },
+        },
+    ]);
+    Object::dynamic(
+        prometheus_rule_kind(),
+        serde_json::json!({
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "PrometheusRule",
+            "metadata": {
+                "name": ALERTS,
+                "namespace": namespace,
+                // kube-prometheus-stack's Prometheus reads the rules of its release.
+                "labels": {"release": super::addons::MONITORING.name},
+            },
+            "spec": {"groups": [{"name": "comind-backups", "rules": rules}]},
+        }),
+    )
 }
 
 /// Whether `env` has backups: enabled, with PostgreSQL or buckets to back up into
@@ -458,6 +539,9 @@ pub fn render(env: &Environment) -> Result<ObjectSet> {
         if !mirrored_buckets(env).is_empty() {
             objects.push(Object::typed(&objects_cron_job(env))?);
         }
+        if alerted(env) {
+            objects.push(alerts(env)?);
+        }
     }
     // CronJobs are ready once accepted: their Jobs are judged when they run.
     Ok(ObjectSet::new(COMPONENT, objects, kinds()))
@@ -526,6 +610,35 @@ mod tests {
             .unwrap();
         let mirror = vars.iter().find(|v| v.name == "MIRROR_BUCKETS").unwrap();
         assert_eq!(mirror.value.as_deref(), Some("comind-dev-uploads"));
+    }
+
+    #[test]
+    fn the_alerts_come_with_monitoring_and_name_the_environment_s_jobs() {
+        let with = env(|_| {});
+        let rule = render(&with)
+            .unwrap()
+            .objects
+            .into_iter()
+            .find(|o| o.name() == ALERTS)
+            .expect("alerts with monitoring on");
+        let text = serde_json::to_string(&rule.object).unwrap();
+        assert!(
+            text.contains("platform-dev") && text.contains("postgres-backup|objects-backup"),
+            "{text}"
+        );
+        assert!(after(&with).contains(&comind_core::PhaseId::new(crate::platform::addons::ID)));
+        let without = env(|c| c.gitops.addons.monitoring.enabled = false);
+        assert!(
+            render(&without)
+                .unwrap()
+                .objects
+                .iter()
+                .all(|o| o.name() != ALERTS)
+        );
+        assert_eq!(
+            after(&without),
+            [comind_core::PhaseId::new(crate::platform::services::ID)]
+        );
     }
 
     #[test]
