@@ -560,6 +560,46 @@ async fn app_deploy(cli: &Cli, args: &AppDeployArgs) -> Result<u8, Error> {
     Ok(0)
 }
 
+/// Adds `team` to `platform.teams` of the configuration file when it is not listed,
+/// so the next `up` makes its namespace; what was done (or would be), for the user.
+fn team_in_config(config: &Config, team: &str, dry_run: bool) -> Result<Option<String>, Error> {
+    if team == "user-apps" || config.platform.teams.iter().any(|t| t.as_str() == team) {
+        return Ok(None);
+    }
+    if let Origin::Env(var) | Origin::Flag(var) = config.origin_of("platform.teams") {
+        return Ok(Some(format!(
+            "team `{team}` is not in platform.teams, which {var} sets: add it there so `comind up` makes its namespace\n"
+        )));
+    }
+    let Some(file) = config.file() else {
+        return Ok(Some(format!(
+            "team `{team}` is not in platform.teams and there is no comind.yaml: `comind init`, \
+             then list it, so `comind up` makes its namespace\n"
+        )));
+    };
+    let shown = file.display().to_string();
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Error::invalid_input(format!("cannot read {shown}: {e}")))?;
+    let Some(edited) = comind::gitops::scaffold::add_team(&text, &shown, team)? else {
+        return Ok(None);
+    };
+    if dry_run {
+        return Ok(Some(format!(
+            "would add team `{team}` to platform.teams in {shown}\n"
+        )));
+    }
+    // Beside the file and renamed over it: a reader sees the old or the new file.
+    let partial = file.with_extension("yaml.comind-partial");
+    let permissions = std::fs::metadata(file).map(|m| m.permissions());
+    std::fs::write(&partial, edited)
+        .and_then(|()| permissions.and_then(|p| std::fs::set_permissions(&partial, p)))
+        .and_then(|()| std::fs::rename(&partial, file))
+        .map_err(|e| Error::internal(format!("cannot write {shown}: {e}")))?;
+    Ok(Some(format!(
+        "added team `{team}` to platform.teams in {shown}: the next `comind up` makes its namespace\n"
+    )))
+}
+
 fn app_new(cli: &Cli, args: &AppNewArgs) -> Result<u8, Error> {
     let config = load_config(cli)?;
     let uses = args
@@ -599,8 +639,10 @@ fn app_new(cli: &Cli, args: &AppNewArgs) -> Result<u8, Error> {
             .collect()
     };
     if cli.output == OutputMode::Json {
+        let team = team_in_config(env.config(), &spec.team, args.dry_run)?;
         let line = serde_json::json!({
             "dry_run": args.dry_run,
+            "team_config": team.map(|t| t.trim_end().to_string()),
             "written": shown(&done.written),
             "replaced": shown(&done.replaced),
             "unchanged": shown(&done.unchanged),
@@ -630,10 +672,12 @@ fn app_new(cli: &Cli, args: &AppNewArgs) -> Result<u8, Error> {
         text.push_str("the application's chart was there already: nothing written\n");
     } else if !args.dry_run {
         text.push_str(&format!(
-            "next: commit and push; Argo CD deploys it as `{}-{}` into namespace `{}` (list the \
-             team in `platform.teams` so the baseline makes it)\n",
-            spec.team, spec.name, spec.team
+            "next: `comind app deploy {}`; Argo CD deploys it as `{}-{}` into namespace `{}`\n",
+            spec.name, spec.team, spec.name, spec.team
         ));
+    }
+    if let Some(line) = team_in_config(env.config(), &spec.team, args.dry_run)? {
+        text.push_str(&line);
     }
     print_human(cli.output, &text);
     Ok(0)

@@ -161,3 +161,66 @@ fn app_new_scaffolds_a_chart_once_keeps_edits_and_refuses_bad_names_writing_noth
         assert!(!empty.exists(), "{bad:?} wrote something");
     }
 }
+
+/// `app new` for a team the environment does not list: the team is added to
+/// `platform.teams` in comind.yaml (comments and layout kept, the file still loads),
+/// once; `--dry-run` only says it would.
+#[test]
+fn app_new_adds_an_unlisted_team_to_the_configuration_once() {
+    let scratch = Scratch::new();
+    let original = "# our environment\nenvironment: dev\nplatform:\n  teams: [web]  # who ships\n";
+    let config = scratch.config(original);
+    let repo = scratch.path().join("repo");
+    let repo_arg = repo.to_str().unwrap();
+
+    let dry = scratch.run(&[
+        "app",
+        "new",
+        "api",
+        "--team",
+        "payments",
+        "--repo",
+        repo_arg,
+        "--dry-run",
+    ]);
+    assert_eq!(dry.code, 0, "{}", dry.all());
+    assert!(
+        dry.stdout.contains("would add team `payments`"),
+        "{}",
+        dry.all()
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
+
+    let new = scratch.run(&[
+        "app", "new", "api", "--team", "payments", "--repo", repo_arg,
+    ]);
+    assert_eq!(new.code, 0, "{}", new.all());
+    assert!(
+        new.stdout
+            .contains("added team `payments` to platform.teams"),
+        "{}",
+        new.all()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "# our environment\nenvironment: dev\nplatform:\n  teams: [web, payments]  # who ships\n"
+    );
+    // The edited file is YAML that lists the team.
+    let parsed: serde_json::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    assert_eq!(
+        parsed["platform"]["teams"],
+        serde_json::json!(["web", "payments"])
+    );
+
+    // Listed now: a second app of the team leaves the file alone.
+    let again = scratch.run(&[
+        "app", "new", "worker", "--team", "payments", "--repo", repo_arg,
+    ]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(!again.stdout.contains("platform.teams"), "{}", again.all());
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "# our environment\nenvironment: dev\nplatform:\n  teams: [web, payments]  # who ships\n"
+    );
+}

@@ -21,7 +21,10 @@
 //! Service's name) before anything is written. A second run with the same options
 //! changes nothing; a file the user edited is kept and named unless forced.
 
+mod teams;
 mod templates;
+
+pub use teams::add_team;
 
 use std::path::{Path, PathBuf};
 
