@@ -510,15 +510,18 @@ async fn the_mirror_copies_the_other_buckets_incrementally() {
     ));
     let job = backups::objects_cron_job(env);
     let mirror = &pod_of(&job).containers[0];
-    let (code, log) = world.run(mirror, &Scratch::host(), |_| {});
-    assert_eq!(code, 0, "{log}");
-    let copied = world.rclone(&format!(
-        "rclone lsf -R --files-only store:{}/objects/{uploads}",
-        world.bucket()
-    ));
-    let mut copied: Vec<&str> = copied.lines().collect();
-    copied.sort();
-    assert_eq!(copied, ["a.txt", "dir/b.txt"], "{log}");
+    let mirrored = || {
+        let (code, log) = world.run(mirror, &Scratch::host(), |_| {});
+        assert_eq!(code, 0, "{log}");
+        let listing = world.rclone(&format!(
+            "rclone lsf -R --files-only store:{}/objects/{uploads}",
+            world.bucket()
+        ));
+        let mut copied: Vec<String> = listing.lines().map(str::to_string).collect();
+        copied.sort();
+        copied
+    };
+    assert_eq!(mirrored(), ["a.txt", "dir/b.txt"]);
     let content = world.rclone(&format!(
         "rclone cat store:{}/objects/{uploads}/dir/b.txt",
         world.bucket()
@@ -529,13 +532,5 @@ async fn the_mirror_copies_the_other_buckets_incrementally() {
     world.rclone(&format!(
         "rclone deletefile store:{uploads}/a.txt && echo three | rclone rcat store:{uploads}/c.txt"
     ));
-    let (code, log) = world.run(mirror, &Scratch::host(), |_| {});
-    assert_eq!(code, 0, "{log}");
-    let copied = world.rclone(&format!(
-        "rclone lsf -R --files-only store:{}/objects/{uploads}",
-        world.bucket()
-    ));
-    let mut copied: Vec<&str> = copied.lines().collect();
-    copied.sort();
-    assert_eq!(copied, ["a.txt", "c.txt", "dir/b.txt"], "{log}");
+    assert_eq!(mirrored(), ["a.txt", "c.txt", "dir/b.txt"]);
 }

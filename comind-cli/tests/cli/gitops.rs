@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::support::Scratch;
+use crate::support::{Scratch, git};
 
 #[test]
 fn gitops_init_writes_the_layout_once_and_keeps_edits() {
@@ -59,21 +59,6 @@ fn gitops_init_refuses_a_file_for_a_directory() {
     assert_eq!(run.code, 2, "{}", run.all());
     assert!(run.stderr.contains("is a file"), "{}", run.all());
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// `app deploy` against a local bare repository: the commit holds exactly the app's

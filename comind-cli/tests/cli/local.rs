@@ -18,7 +18,7 @@ use comind_test_support::ports::free_port;
 use comind_test_support::{names, require_peer};
 use serde_json::Value;
 
-use crate::support::{Run, Scratch};
+use crate::support::{Run, Scratch, git};
 
 /// The services of `comind.yaml` and the stand-in image each runs.
 const IMAGES: [(&str, &str); 4] = [
@@ -1153,28 +1153,6 @@ mod clients {
             .build();
         aws_sdk_sqs::Client::from_conf(config)
     }
-}
-
-/// `git ARGS` in `dir` with an identity of its own; its stdout.
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=Comind Test",
-            "-c",
-            "user.email=test@comind.invalid",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]

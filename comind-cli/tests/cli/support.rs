@@ -97,3 +97,25 @@ impl Scratch {
         Run::from(child.wait_with_output().unwrap())
     }
 }
+
+/// `git ARGS` in `dir` with an identity of its own; its stdout.
+pub fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=Comind Test",
+            "-c",
+            "user.email=test@comind.invalid",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
