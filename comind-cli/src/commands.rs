@@ -580,15 +580,25 @@ fn team_in_config(config: &Config, team: &str, dry_run: bool) -> Result<Option<S
     let shown = file.display().to_string();
     let text = std::fs::read_to_string(file)
         .map_err(|e| Error::invalid_input(format!("cannot read {shown}: {e}")))?;
-    let Some(edited) = comind::gitops::scaffold::add_team(&text, &shown, team)? else {
-        return Ok(None);
+    let edited = match comind::gitops::scaffold::add_team(&text, &shown, team) {
+        Ok(Some(edited)) => edited,
+        Ok(None) => return Ok(None),
+        // The chart is written by now: say what to do, and do not fail the command.
+        Err(e) => {
+            return Ok(Some(format!(
+                "{e}{}\n",
+                e.hint().map(|h| format!("; {h}")).unwrap_or_default()
+            )));
+        }
     };
     if dry_run {
         return Ok(Some(format!(
             "would add team `{team}` to platform.teams in {shown}\n"
         )));
     }
-    // Beside the file and renamed over it: a reader sees the old or the new file.
+    // Beside the file (the link's target, for a linked file) and renamed over it: a
+    // reader sees the old or the new file.
+    let file = &std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
     let partial = file.with_extension("yaml.comind-partial");
     let permissions = std::fs::metadata(file).map(|m| m.permissions());
     std::fs::write(&partial, edited)

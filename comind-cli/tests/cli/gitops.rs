@@ -61,6 +61,23 @@ fn gitops_init_refuses_a_file_for_a_directory() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
 }
 
+/// Every file under `dir`, but `.git`'s.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.file_name().is_some_and(|n| n == ".git") {
+            continue;
+        }
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// `app deploy` against a local bare repository: the commit holds exactly the app's
 /// files and reaches the branch; a second deploy makes no commit; unrelated changes
 /// in the work tree, and a remote it cannot push to, are refused before anything is
@@ -83,6 +100,36 @@ fn app_deploy_commits_exactly_the_app_and_pushes_it_once() {
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-q", "-m", "layout"]);
     let repo_arg = repo.to_str().unwrap();
+    // A local commit the server does not have: a deploy would push it too, so it is
+    // refused, naming both heads.
+    let early = scratch.run(&[
+        "app", "new", "early", "--team", "backend", "--repo", repo_arg,
+    ]);
+    assert_eq!(early.code, 0, "{}", early.all());
+    let refused = scratch.run(&["app", "deploy", "early", "--repo", repo_arg]);
+    assert_eq!(refused.code, 2, "{}", refused.all());
+    assert!(
+        refused.stderr.contains("more than the application"),
+        "{}",
+        refused.all()
+    );
+    assert!(
+        git(&repo, &["diff", "--cached", "--name-only"])
+            .trim()
+            .is_empty(),
+        "nothing staged"
+    );
+    assert_eq!(
+        git(&repo, &["rev-list", "--count", "HEAD"]).trim(),
+        "1",
+        "nothing committed"
+    );
+    let early_chart = walk(&repo)
+        .into_iter()
+        .find(|p| p.ends_with("apps/backend/early/chart/Chart.yaml"))
+        .unwrap();
+    std::fs::remove_dir_all(early_chart.parent().unwrap().parent().unwrap()).unwrap();
+    git(&repo, &["push", "-q", bare.to_str().unwrap(), "main"]);
     let new = scratch.run(&["app", "new", "api", "--team", "backend", "--repo", repo_arg]);
     assert_eq!(new.code, 0, "{}", new.all());
 

@@ -33,6 +33,63 @@ fn git_error(action: &str, resource: &str, e: &git2::Error) -> Error {
     Error::internal(format!("cannot {action}: {}", e.message())).with_resource(resource.to_string())
 }
 
+/// `url` without a user or token before its host, for messages.
+fn without_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('/') {
+            Some((authority, path)) => {
+                let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                format!("{scheme}://{host}/{path}")
+            }
+            None => format!(
+                "{scheme}://{}",
+                rest.rsplit_once('@').map_or(rest, |(_, h)| h)
+            ),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Where `refs/heads/<branch>` of `url` points (`None`: the server has no such branch).
+/// Fetched into a ref of Comind's own, read, and removed: libgit2's listing of an
+/// empty remote's heads hands back a null array (undefined behaviour in git2 0.20).
+fn remote_tip(
+    repository: &Repository,
+    url: &str,
+    branch: &str,
+    shown: &str,
+) -> Result<Option<git2::Oid>> {
+    const TIP: &str = "refs/comind/deploy/remote-tip";
+    let mut remote = repository.remote_anonymous(url).map_err(|e| {
+        Error::invalid_input(format!("`{shown}` is not a Git URL: {}", e.message()))
+    })?;
+    if let Ok(mut stale) = repository.find_reference(TIP) {
+        let _ = stale.delete();
+    }
+    let mut options = git2::FetchOptions::new();
+    options
+        .update_fetchhead(false)
+        .download_tags(git2::AutotagOption::None);
+    remote
+        .fetch(
+            &[format!("+refs/heads/{branch}:{TIP}")],
+            Some(&mut options),
+            None,
+        )
+        .map_err(|e| {
+            Error::unavailable(format!("cannot reach {shown}: {}", e.message()))
+                .with_hint("is the Git server up? `comind status` shows it")
+        })?;
+    match repository.find_reference(TIP) {
+        Ok(mut tip) => {
+            let id = tip.target();
+            let _ = tip.delete();
+            Ok(id)
+        }
+        Err(_) => Ok(None),
+    }
+}
+
 /// Whether `url` is one libgit2 pushes to here without a TLS or SSH stack: the local
 /// Git server's `git://`, `file://` or a path.
 fn pushable(url: &str) -> bool {
@@ -49,9 +106,22 @@ fn pushable(url: &str) -> bool {
 /// fast-forward; `Unavailable` when the server cannot be reached or refuses it.
 pub fn deploy(repo: &Path, app: &Path, url: &str, branch: &str, message: &str) -> Result<Deployed> {
     let resource = repo.display().to_string();
+    let branch = branch.strip_prefix("refs/heads/").unwrap_or(branch);
+    let is_hash = branch.len() >= 7 && branch.bytes().all(|b| b.is_ascii_hexdigit());
+    if branch == "HEAD"
+        || is_hash
+        || !git2::Reference::is_valid_name(&format!("refs/heads/{branch}"))
+    {
+        return Err(Error::invalid_input(format!(
+            "`{branch}` (gitops.repo.revision) is not a branch: a deploy pushes a branch"
+        ))
+        .with_resource("gitops.repo.revision")
+        .with_hint("set `gitops.repo.revision` to the branch Argo CD follows, such as `main`"));
+    }
+    let shown = without_userinfo(url);
     if !pushable(url) {
         return Err(Error::invalid_input(format!(
-            "`{url}` is reached over HTTPS or SSH, which `app deploy` does not speak: it pushes to \
+            "`{shown}` is reached over HTTPS or SSH, which `app deploy` does not speak: it pushes to \
              the local Git server (`gitops.repo.url: local`), git:// and file repositories"
         ))
         .with_resource("gitops.repo.url")
@@ -130,12 +200,36 @@ pub fn deploy(repo: &Path, app: &Path, url: &str, branch: &str, message: &str) -
         Err(e) => return Err(git_error("read HEAD", &resource, &e)),
     };
 
+    // The server's branch must be where this work tree's is: then the push carries the
+    // deploy's commit and nothing else (no local commit made before it).
+    let local_head = parent.as_ref().map(git2::Commit::id);
+    let remote_tip = remote_tip(&repository, url, branch, &shown)?;
+    if remote_tip != local_head {
+        let at = |id: Option<git2::Oid>| {
+            id.map_or("nothing".to_string(), |id| {
+                super::short(&id.to_string()).to_string()
+            })
+        };
+        return Err(Error::invalid_input(format!(
+            "branch {branch} of {shown} is at {}, this work tree's HEAD at {}: a deploy would push \
+             more than the application",
+            at(remote_tip),
+            at(local_head)
+        ))
+        .with_resource(resource)
+        .with_hint("bring them together first (`comind gitops push` pushes your committed work, `git pull` takes the server's), then deploy"));
+    }
     let mut index = repository
         .index()
         .map_err(|e| git_error("open the index", &resource, &e))?;
+    // Every path, filtered by `inside`: a pathspec would read glob characters in the
+    // repository's path (`gitops.repo.path`) as patterns.
+    let mut only_inside = |path: &Path, _: &[u8]| -> i32 {
+        i32::from(!inside(&path.to_string_lossy().replace('\\', "/")))
+    };
     index
-        .add_all([prefix_text.as_str()], IndexAddOption::DEFAULT, None)
-        .and_then(|()| index.update_all([prefix_text.as_str()], None))
+        .add_all(["*"], IndexAddOption::DEFAULT, Some(&mut only_inside))
+        .and_then(|()| index.update_all(["*"], Some(&mut only_inside)))
         .and_then(|()| index.write())
         .map_err(|e| git_error(&format!("stage {prefix_text}"), &resource, &e))?;
     let tree_id = index
@@ -191,9 +285,9 @@ pub fn deploy(repo: &Path, app: &Path, url: &str, branch: &str, message: &str) -
         .id()
         .to_string();
 
-    let mut remote = repository
-        .remote_anonymous(url)
-        .map_err(|e| Error::invalid_input(format!("`{url}` is not a Git URL: {}", e.message())))?;
+    let mut remote = repository.remote_anonymous(url).map_err(|e| {
+        Error::invalid_input(format!("`{shown}` is not a Git URL: {}", e.message()))
+    })?;
     let mut rejected: Option<String> = None;
     {
         let mut callbacks = RemoteCallbacks::new();
@@ -209,16 +303,16 @@ pub fn deploy(repo: &Path, app: &Path, url: &str, branch: &str, message: &str) -
             .push(&[format!("{local_branch}:refs/heads/{branch}")], Some(&mut push))
             .map_err(|e| match e.code() {
                 ErrorCode::NotFastForward => Error::conflict(format!(
-                    "branch {branch} of {url} has commits this work tree does not: the push is not a fast-forward"
+                    "branch {branch} of {shown} has commits this work tree does not: the push is not a fast-forward"
                 ))
                 .with_hint("pull them (or rebase onto them), then deploy again"),
-                _ => Error::unavailable(format!("cannot push to {url}: {}", e.message()))
+                _ => Error::unavailable(format!("cannot push to {shown}: {}", e.message()))
                     .with_hint("is the Git server up? `comind status` shows it"),
             })?;
     }
     if let Some(status) = rejected {
         return Err(Error::conflict(format!(
-            "{url} refused the push of branch {branch}: {status}"
+            "{shown} refused the push of branch {branch}: {status}"
         )));
     }
     Ok(Deployed {
@@ -226,6 +320,6 @@ pub fn deploy(repo: &Path, app: &Path, url: &str, branch: &str, message: &str) -
         head,
         files,
         branch: branch.to_string(),
-        url: url.to_string(),
+        url: shown,
     })
 }

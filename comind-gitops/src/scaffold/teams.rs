@@ -97,9 +97,11 @@ pub fn add_team(text: &str, file: &str, team: &str) -> Result<Option<String>> {
             }
         }
     }
-    let mut edited = out.join("\n");
+    // The file's own line ending (`lines` took off the `\r` of a CRLF file).
+    let newline = if text.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut edited = out.join(newline);
     if text.ends_with('\n') || text.is_empty() {
-        edited.push('\n');
+        edited.push_str(newline);
     }
     let after = comind_core::Config::from_yaml_str(&edited, file).map_err(|_| by_hand())?;
     if !after.platform.teams.iter().any(|t| t.as_str() == team)
@@ -148,6 +150,10 @@ mod tests {
         assert_eq!(
             add_team("platform:\n  teams: [backend]\n", "comind.yaml", "backend").unwrap(),
             None
+        );
+        assert_eq!(
+            added("environment: dev\r\nplatform:\r\n  teams: [web]\r\n"),
+            "environment: dev\r\nplatform:\r\n  teams: [web, backend]\r\n"
         );
     }
 

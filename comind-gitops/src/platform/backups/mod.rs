@@ -118,9 +118,11 @@ pub fn after(env: &Environment) -> Vec<comind_core::PhaseId> {
     after
 }
 
-/// The alerts: a backup Job that failed (its retries spent), and a backup that has
-/// not succeeded for more than a day and two hours (a CronJob that stopped running,
-/// or fails before its Job starts). Kubernetes records each failed Job as an event
+/// The alerts: a backup Job of the last 26 hours that failed (its retries spent; the
+/// failed Jobs kept in history stop alerting once they are older), and a backup that
+/// has not succeeded for more than a day and two hours (a CronJob that stopped
+/// running, fails before its Job starts, or never succeeded since it was made). The
+/// 26 hours suit the daily default schedules. Kubernetes records each failed Job as an event
 /// itself; these make it a page.
 pub fn alerts(env: &Environment) -> Result<Object> {
     let namespace = baseline::services_namespace(env);
@@ -129,7 +131,8 @@ pub fn alerts(env: &Environment) -> Result<Object> {
         {
             "alert": "ComindBackupFailed",
             "expr": format!(
-                "max by (namespace, job_name) (kube_job_status_failed{{namespace=\"{namespace}\", job_name=~\"({jobs})-.*\"}}) > 0"
+                "max by (namespace, job_name) (kube_job_status_failed{{namespace=\"{namespace}\", job_name=~\"({jobs})-.*\"}}) > 0 \
+                 and on (namespace, job_name) (time() - kube_job_status_start_time{{namespace=\"{namespace}\"}} < 26 * 3600)"
             ),
             "labels": {"severity": "critical"},
             "annotations": {
@@ -140,7 +143,7 @@ pub fn alerts(env: &Environment) -> Result<Object> {
         {
             "alert": "ComindBackupMissing",
             "expr": format!(
-                "time() - max by (namespace, cronjob) (kube_cronjob_status_last_successful_time{{namespace=\"{namespace}\", cronjob=~\"{jobs}\"}}) > 26 * 3600"
+                "time() - max by (namespace, cronjob) ({{__name__=~\"kube_cronjob_status_last_successful_time|kube_cronjob_created\", namespace=\"{namespace}\", cronjob=~\"{jobs}\"}}) > 26 * 3600"
             ),
             "for": "30m",
             "labels": {"severity": "warning"},
