@@ -724,30 +724,10 @@ async fn seal(cli: &Cli, args: &SealArgs) -> Result<u8, Error> {
         };
         let mut secret = PlainSecret::new(name, namespace)?;
         for literal in &args.from_literal {
-            // The value is never quoted back: only the key, or that there was none.
-            let Some((key, value)) = literal.split_once('=') else {
-                return Err(Error::invalid_input(
-                    "--from-literal takes KEY=VALUE (no `=` in one of them)",
-                ));
-            };
-            secret.insert(key, value.as_bytes().to_vec())?;
+            secret.insert_literal(literal)?;
         }
         for item in &args.from_file {
-            let (key, path) = match item.split_once('=') {
-                Some((key, path)) => (key.to_string(), PathBuf::from(path)),
-                None => {
-                    let path = PathBuf::from(item);
-                    let key = path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    (key, path)
-                }
-            };
-            let value = std::fs::read(&path).map_err(|e| {
-                Error::invalid_input(format!("cannot read --from-file {}: {e}", path.display()))
-            })?;
-            secret.insert(&key, value)?;
+            secret.insert_file(item)?;
         }
         secret
     };
@@ -755,14 +735,10 @@ async fn seal(cli: &Cli, args: &SealArgs) -> Result<u8, Error> {
         secret.set_type(secret_type);
     }
     let (certificate, origin) = match &args.cert {
-        Some(path) => {
-            let pem = std::fs::read_to_string(path).map_err(|e| {
-                Error::invalid_input(format!("cannot read --cert {}: {e}", path.display()))
-            })?;
-            let cert = SealingCertificate::from_pem(&pem)
-                .map_err(|e| e.with_resource(path.display().to_string()))?;
-            (cert, path.display().to_string())
-        }
+        Some(path) => (
+            SealingCertificate::from_file(path)?,
+            path.display().to_string(),
+        ),
         None => {
             let env = comind_core::Environment::new(load_config(cli)?)?;
             let (cert, origin) = sealing::environment_certificate(&env).await?;

@@ -199,6 +199,18 @@ impl SealingCertificate {
         })
     }
 
+    /// Reads a PEM certificate from `path` (`--cert`).
+    ///
+    /// # Errors
+    /// Invalid input when it cannot be read or is not a certificate [`Self::from_pem`]
+    /// takes; the error names the file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let pem = std::fs::read_to_string(path).map_err(|e| {
+            Error::invalid_input(format!("cannot read --cert {}: {e}", path.display()))
+        })?;
+        Self::from_pem(&pem).map_err(|e| e.with_resource(path.display().to_string()))
+    }
+
     /// When the certificate expires.
     pub fn not_after(&self) -> SystemTime {
         self.not_after

@@ -230,6 +230,43 @@ impl PlainSecret {
         Ok(())
     }
 
+    /// Sets a value from `KEY=VALUE` (`--from-literal`). The value is never quoted
+    /// back in an error.
+    ///
+    /// # Errors
+    /// Invalid input without a `=`, or for an invalid key.
+    pub fn insert_literal(&mut self, literal: &str) -> Result<()> {
+        let Some((key, value)) = literal.split_once('=') else {
+            return Err(Error::invalid_input(
+                "--from-literal takes KEY=VALUE (no `=` in one of them)",
+            ));
+        };
+        self.insert(key, value.as_bytes().to_vec())
+    }
+
+    /// Sets a value from a file: `KEY=PATH`, or `PATH` with the file's name as the key
+    /// (`--from-file`, as `kubectl create secret` takes it).
+    ///
+    /// # Errors
+    /// Invalid input when the file cannot be read or the key is invalid.
+    pub fn insert_file(&mut self, item: &str) -> Result<()> {
+        let (key, path) = match item.split_once('=') {
+            Some((key, path)) => (key.to_string(), std::path::PathBuf::from(path)),
+            None => {
+                let path = std::path::PathBuf::from(item);
+                let key = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (key, path)
+            }
+        };
+        let value = std::fs::read(&path).map_err(|e| {
+            Error::invalid_input(format!("cannot read --from-file {}: {e}", path.display()))
+        })?;
+        self.insert(&key, value)
+    }
+
     /// Sets the Secret's type (`Opaque` when unset).
     pub fn set_type(&mut self, secret_type: impl Into<String>) {
         self.secret_type = Some(secret_type.into());
