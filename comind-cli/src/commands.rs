@@ -560,54 +560,23 @@ async fn app_deploy(cli: &Cli, args: &AppDeployArgs) -> Result<u8, Error> {
     Ok(0)
 }
 
-/// Adds `team` to `platform.teams` of the configuration file when it is not listed,
-/// so the next `up` makes its namespace; what was done (or would be), for the user.
+/// What `app new` did about the team's place in `platform.teams`, for the user.
 fn team_in_config(config: &Config, team: &str, dry_run: bool) -> Result<Option<String>, Error> {
-    if team == "user-apps" || config.platform.teams.iter().any(|t| t.as_str() == team) {
-        return Ok(None);
-    }
-    if let Origin::Env(var) | Origin::Flag(var) = config.origin_of("platform.teams") {
-        return Ok(Some(format!(
-            "team `{team}` is not in platform.teams, which {var} sets: add it there so `comind up` makes its namespace\n"
-        )));
-    }
-    let Some(file) = config.file() else {
-        return Ok(Some(format!(
-            "team `{team}` is not in platform.teams and there is no comind.yaml: `comind init`, \
-             then list it, so `comind up` makes its namespace\n"
-        )));
-    };
-    let shown = file.display().to_string();
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| Error::invalid_input(format!("cannot read {shown}: {e}")))?;
-    let edited = match comind::gitops::scaffold::add_team(&text, &shown, team) {
-        Ok(Some(edited)) => edited,
-        Ok(None) => return Ok(None),
-        // The chart is written by now: say what to do, and do not fail the command.
-        Err(e) => {
-            return Ok(Some(format!(
-                "{e}{}\n",
-                e.hint().map(|h| format!("; {h}")).unwrap_or_default()
-            )));
-        }
-    };
-    if dry_run {
-        return Ok(Some(format!(
-            "would add team `{team}` to platform.teams in {shown}\n"
-        )));
-    }
-    // Beside the file (the link's target, for a linked file) and renamed over it: a
-    // reader sees the old or the new file.
-    let file = &std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-    let partial = file.with_extension("yaml.comind-partial");
-    let permissions = std::fs::metadata(file).map(|m| m.permissions());
-    std::fs::write(&partial, edited)
-        .and_then(|()| permissions.and_then(|p| std::fs::set_permissions(&partial, p)))
-        .and_then(|()| std::fs::rename(&partial, file))
-        .map_err(|e| Error::internal(format!("cannot write {shown}: {e}")))?;
-    Ok(Some(format!(
-        "added team `{team}` to platform.teams in {shown}: the next `comind up` makes its namespace\n"
-    )))
+    use comind::gitops::scaffold::TeamListing;
+    Ok(
+        match comind::gitops::scaffold::list_team(config, team, dry_run)? {
+            TeamListing::Listed => None,
+            TeamListing::WouldAdd(file) => Some(format!(
+                "would add team `{team}` to platform.teams in {}\n",
+                file.display()
+            )),
+            TeamListing::Added(file) => Some(format!(
+                "added team `{team}` to platform.teams in {}: the next `comind up` makes its namespace\n",
+                file.display()
+            )),
+            TeamListing::ByHand(what) => Some(format!("{what}\n")),
+        },
+    )
 }
 
 fn app_new(cli: &Cli, args: &AppNewArgs) -> Result<u8, Error> {

@@ -24,7 +24,7 @@
 mod teams;
 mod templates;
 
-pub use teams::add_team;
+pub use teams::{TeamListing, add_team, list_team};
 
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,75 @@
 //! new `teams:` entry, or the team appended to the existing list, flow or block
 //! style), and the result is parsed again before it may be written.
 
+use std::path::{Path, PathBuf};
+
+use comind_core::config::{Config, Origin};
 use comind_core::{Error, Result};
+
+/// What [`list_team`] did about a team's place in `platform.teams`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TeamListing {
+    /// Listed already (or `user-apps`, which the baseline always makes).
+    Listed,
+    /// Added to the file.
+    Added(PathBuf),
+    /// Would be added to the file (a dry run).
+    WouldAdd(PathBuf),
+    /// Not added: why, and what to do instead.
+    ByHand(String),
+}
+
+/// Makes sure `team` is in `platform.teams` of `config`'s file, so the next `up`
+/// makes its namespace: adds it ([`add_team`]), atomically and keeping the file's
+/// permissions (through a symlink to its target), unless `dry_run`. Where the list
+/// comes from an environment variable or a flag, or there is no file, or the file's
+/// form is not one this edit knows, it says what to do instead and changes nothing.
+///
+/// # Errors
+/// When the file cannot be read or written.
+pub fn list_team(config: &Config, team: &str, dry_run: bool) -> Result<TeamListing> {
+    if team == "user-apps" || config.platform.teams.iter().any(|t| t.as_str() == team) {
+        return Ok(TeamListing::Listed);
+    }
+    if let Origin::Env(var) | Origin::Flag(var) = config.origin_of("platform.teams") {
+        return Ok(TeamListing::ByHand(format!(
+            "team `{team}` is not in platform.teams, which {var} sets: add it there so `comind up` makes its namespace"
+        )));
+    }
+    let Some(file) = config.file() else {
+        return Ok(TeamListing::ByHand(format!(
+            "team `{team}` is not in platform.teams and there is no comind.yaml: `comind init`, \
+             then list it, so `comind up` makes its namespace"
+        )));
+    };
+    let shown = file.display().to_string();
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Error::invalid_input(format!("cannot read {shown}: {e}")))?;
+    let edited = match add_team(&text, &shown, team) {
+        Ok(Some(edited)) => edited,
+        Ok(None) => return Ok(TeamListing::Listed),
+        Err(e) => {
+            let hint = e.hint().map(|h| format!("; {h}")).unwrap_or_default();
+            return Ok(TeamListing::ByHand(format!("{e}{hint}")));
+        }
+    };
+    if dry_run {
+        return Ok(TeamListing::WouldAdd(file.to_path_buf()));
+    }
+    write_over(file, &edited).map_err(|e| Error::internal(format!("cannot write {shown}: {e}")))?;
+    Ok(TeamListing::Added(file.to_path_buf()))
+}
+
+/// Writes `text` beside `file` (the link's target, for a linked file) and renames it
+/// over it: a reader sees the old or the new file, with the old one's permissions.
+fn write_over(file: &Path, text: &str) -> std::io::Result<()> {
+    let file = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    let partial = file.with_extension("yaml.comind-partial");
+    let permissions = std::fs::metadata(&file)?.permissions();
+    std::fs::write(&partial, text)?;
+    std::fs::set_permissions(&partial, permissions)?;
+    std::fs::rename(&partial, &file)
+}
 
 /// `text` (a `comind.yaml`) with `team` added to `platform.teams`, or `None` when it
 /// is listed already.
