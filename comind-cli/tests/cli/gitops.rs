@@ -195,8 +195,22 @@ fn app_deploy_commits_exactly_the_app_and_pushes_it_once() {
         "nothing committed"
     );
 
-    // A remote reached over HTTPS: refused before anything is touched.
+    // A deploy whose push failed left a commit of the app's files only: the next
+    // deploy pushes it (nothing new to commit).
     std::fs::remove_file(&readme).unwrap();
+    git(
+        &repo,
+        &["commit", "-q", "-am", "the app's values, not pushed"],
+    );
+    let unpushed = git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
+    let retried = scratch.run(&["-o", "json", "app", "deploy", "api", "--repo", repo_arg]);
+    assert_eq!(retried.code, 0, "{}", retried.all());
+    let line: Value = serde_json::from_str(retried.stdout.trim()).unwrap();
+    assert!(line["commit"].is_null(), "{line}");
+    assert_eq!(git(&bare, &["rev-parse", "main"]).trim(), unpushed);
+    let commit = unpushed;
+
+    // A remote reached over HTTPS: refused before anything is touched.
     scratch.config(&config.replace(
         &format!("file://{}", bare.display()),
         "https://git.example.com/platform/gitops.git",

@@ -33,6 +33,40 @@ fn git_error(action: &str, resource: &str, e: &git2::Error) -> Error {
     Error::internal(format!("cannot {action}: {}", e.message())).with_resource(resource.to_string())
 }
 
+/// Whether every commit from `tip` (excluded) to `head` is a single-parent commit
+/// that changes only paths `inside` accepts, with `tip` an ancestor of `head`.
+fn only_inside_since(
+    repository: &Repository,
+    head: git2::Oid,
+    tip: git2::Oid,
+    inside: &dyn Fn(&str) -> bool,
+) -> std::result::Result<bool, git2::Error> {
+    if !repository.graph_descendant_of(head, tip)? {
+        return Ok(false);
+    }
+    let mut walk = repository.revwalk()?;
+    walk.push(head)?;
+    walk.hide(tip)?;
+    for id in walk {
+        let commit = repository.find_commit(id?)?;
+        if commit.parent_count() != 1 {
+            return Ok(false);
+        }
+        let before = commit.parent(0)?.tree()?;
+        let diff = repository.diff_tree_to_tree(Some(&before), Some(&commit.tree()?), None)?;
+        let outside = diff.deltas().any(|d| {
+            [d.old_file().path(), d.new_file().path()]
+                .into_iter()
+                .flatten()
+                .any(|p| !inside(&p.to_string_lossy().replace('\\', "/")))
+        });
+        if outside {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// `url` without a user or token before its host, for messages.
 fn without_userinfo(url: &str) -> String {
     match url.split_once("://") {
@@ -200,11 +234,19 @@ pub fn deploy(repo: &Path, app: &Path, url: &str, branch: &str, message: &str) -
         Err(e) => return Err(git_error("read HEAD", &resource, &e)),
     };
 
-    // The server's branch must be where this work tree's is: then the push carries the
-    // deploy's commit and nothing else (no local commit made before it).
+    // The server's branch must be where this work tree's is, or behind it only by
+    // commits of this application (an earlier deploy whose push failed): then the
+    // push carries the application's commits and nothing else.
     let local_head = parent.as_ref().map(git2::Commit::id);
     let remote_tip = remote_tip(&repository, url, branch, &shown)?;
-    if remote_tip != local_head {
+    let only_app_ahead = match (local_head, remote_tip) {
+        (Some(head), Some(tip)) if head != tip => {
+            only_inside_since(&repository, head, tip, &inside)
+                .map_err(|e| git_error("read the commits the server lacks", &resource, &e))?
+        }
+        _ => false,
+    };
+    if remote_tip != local_head && !only_app_ahead {
         let at = |id: Option<git2::Oid>| {
             id.map_or("nothing".to_string(), |id| {
                 super::short(&id.to_string()).to_string()
