@@ -60,16 +60,14 @@ pub fn kinds() -> Vec<Kind> {
     vec![Kind::of::<SecretObject>()]
 }
 
-/// What one run knows of the key: the key (`None` for a plan without a stored key),
-/// and whether the cluster's key Secret is about to change (then the controller, which
-/// reads its keys only when it starts, is restarted after the apply).
+/// The key of one run (`None` inside for a plan without a stored key).
 #[derive(Default)]
 struct RunKey {
-    key: Mutex<Option<(Option<SealingKey>, bool)>>,
+    key: Mutex<Option<Option<SealingKey>>>,
 }
 
 impl RunKey {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Option<SealingKey>, bool)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Option<SealingKey>>> {
         // A panic while holding this lock leaves a value that is still whole.
         self.key
             .lock()
@@ -96,10 +94,7 @@ async fn cluster_certificate(client: &kube::Client) -> Result<Option<Vec<u8>>> {
     }))
 }
 
-async fn prepare(
-    ctx: &PhaseContext,
-    client: Option<&kube::Client>,
-) -> Result<(Option<SealingKey>, bool)> {
+async fn prepare(ctx: &PhaseContext, client: Option<&kube::Client>) -> Result<Option<SealingKey>> {
     let env = ctx.env();
     let state = env.state();
     let in_cluster = match client {
@@ -144,7 +139,7 @@ async fn prepare(
     };
     let key = match key {
         Some(key) => key,
-        None if ctx.operation() != Operation::Apply => return Ok((None, false)),
+        None if ctx.operation() != Operation::Apply => return Ok(None),
         None => {
             ctx.progress(format!(
                 "generating the environment's sealing key (RSA {})",
@@ -164,15 +159,39 @@ async fn prepare(
             key
         }
     };
-    let changes = in_cluster.as_deref() != Some(key.certificate_pem().as_bytes());
-    Ok((Some(key), changes))
+    Ok(Some(key))
 }
 
-/// The controller's Pods, deleted so that their Deployment starts them again and they
-/// load the key Secret that was just written (the controller reads its keys only at
-/// start). Argo CD owns the Deployment; deleting its Pods changes nothing it compares.
+/// The controller's Pods that started before Comind last wrote the key Secret,
+/// deleted so that their Deployment starts them again and they load it (the
+/// controller reads its keys only at start). Judged from the cluster, not from this
+/// run: a run stopped between the write and the restart is mended by the next one.
+/// Argo CD owns the Deployment; deleting its Pods changes nothing it compares.
 async fn restart_controller(ctx: &PhaseContext, client: &kube::Client) -> Result<()> {
     use k8s_openapi::api::core::v1::Pod;
+    let secrets: Api<SecretObject> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
+    let Some(secret) = secrets.get_opt(SECRET_NAME).await.map_err(|e| {
+        api_error(
+            "read",
+            &format!("secret {CONTROLLER_NAMESPACE}/{SECRET_NAME}"),
+            e,
+        )
+    })?
+    else {
+        return Ok(());
+    };
+    let written = secret
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| f.manager.as_deref() == Some(crate::apply::FIELD_MANAGER))
+        .filter_map(|f| f.time.clone())
+        .max()
+        .or(secret.metadata.creation_timestamp);
+    let Some(written) = written else {
+        return Ok(());
+    };
     let pods: Api<Pod> = Api::namespaced(client.clone(), CONTROLLER_NAMESPACE);
     let selector = ListParams::default().labels(CONTROLLER_POD_SELECTOR);
     let listed = pods.list(&selector).await.map_err(|e| {
@@ -182,7 +201,17 @@ async fn restart_controller(ctx: &PhaseContext, client: &kube::Client) -> Result
             e,
         )
     })?;
-    for pod in listed.items {
+    // Timestamps are whole seconds: a Pod of the same second may have missed the key,
+    // and is restarted (once: its successor is younger than the write).
+    let stale = listed.items.into_iter().filter(|pod| {
+        pod.metadata.deletion_timestamp.is_none()
+            && pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|t| *t <= written)
+    });
+    for pod in stale {
         let name = pod.metadata.name.unwrap_or_default();
         ctx.progress(format!(
             "restarting the Sealed Secrets controller ({CONTROLLER_NAMESPACE}/{name}) so it loads the environment's key"
@@ -350,7 +379,7 @@ pub(crate) fn spec() -> PhaseSpec {
         {
             let run = run.clone();
             Arc::new(move |_ctx| {
-                let (key, _) = run.lock().clone().ok_or_else(|| {
+                let key = run.lock().clone().ok_or_else(|| {
                     Error::internal("the sealing key was rendered before it was read")
                 })?;
                 render(key.as_ref())
@@ -360,14 +389,7 @@ pub(crate) fn spec() -> PhaseSpec {
     spec.prepare = Some(prepare);
     spec.converge = Some(Arc::new(
         move |ctx: &PhaseContext, client: &kube::Client| {
-            let changed = run.lock().as_ref().is_some_and(|(_, changed)| *changed);
-            async move {
-                if changed {
-                    restart_controller(ctx, client).await?;
-                }
-                Ok(())
-            }
-            .boxed()
+            async move { restart_controller(ctx, client).await }.boxed()
         },
     ));
     spec.forget = Some(forget);
