@@ -1,9 +1,13 @@
-//! The `iam` phase: the EKS cluster role and node role.
+//! The `iam` phase: the roles of the EKS cluster and nodes, and of the platform's
+//! service accounts (through EKS Pod Identity).
 //!
-//! Two roles, each with the trust policy of the service that assumes it and the AWS
-//! managed policies EKS documents as required, and nothing more: managed policies
-//! or inline policies that someone else attached to our roles are removed on the next
-//! `up` (a plan shows it first).
+//! Each role has the trust policy of the service that assumes it and only the
+//! policies it needs: the AWS managed policies EKS documents for the cluster, the
+//! nodes and the EBS CSI driver; for the AWS Load Balancer Controller the IAM policy
+//! published with its pinned version (a file of this crate, not a download); for the
+//! backup jobs write and list on the backup bucket, read on the other buckets, and
+//! nothing else. Managed or inline policies that someone else attached to our roles
+//! are removed on the next `up` (a plan shows it first).
 //!
 //! IAM names are global to the account, so a role named like ours but without our
 //! tags is someone else's and stops the run.
@@ -33,23 +37,129 @@ pub const NODE_ROLE_ARN: &str = "NODE_ROLE_ARN";
 
 const COMPONENT: &str = ID;
 
-/// One role: who may assume it and which AWS managed policies it carries.
+/// Output: the ARN of the role of the backup jobs' service account.
+pub use comind_core::cluster::BACKUP_ROLE_ARN;
+/// Output: the ARN of the role of the AWS Load Balancer Controller's service account.
+pub use comind_core::cluster::LOAD_BALANCER_CONTROLLER_ROLE_ARN;
+/// Output: the ARN of the role of the EBS CSI driver's controller.
+pub const EBS_CSI_DRIVER_ROLE_ARN: &str = "EBS_CSI_DRIVER_ROLE_ARN";
+
+/// The AWS Load Balancer Controller release whose IAM policy the controller's role
+/// carries; the in-cluster add-on pins the same release. v3.5.0 (August 2026) is the
+/// newest release line, maintained upstream (kubernetes-sigs).
+pub const LOAD_BALANCER_CONTROLLER_VERSION: &str = "v3.5.0";
+
+/// That release's `docs/install/iam_policy.json`, as published.
+const LOAD_BALANCER_CONTROLLER_POLICY: &str =
+    include_str!("iam_policies/aws-load-balancer-controller-v3.5.0.json");
+
+/// The trust of Pod Identity: EKS's agent assumes the role for a service account and
+/// tags the session with the Pod's namespace, service account and cluster.
+const POD_IDENTITY: &str = "pods.eks.amazonaws.com";
+
+/// A policy written for one role, put inline on it.
+#[derive(Debug, Clone, Copy, Serialize)]
+enum InlinePolicy {
+    LoadBalancerController,
+    Backups,
+}
+
+impl InlinePolicy {
+    fn name(self) -> String {
+        match self {
+            InlinePolicy::LoadBalancerController => {
+                format!("aws-load-balancer-controller-{LOAD_BALANCER_CONTROLLER_VERSION}")
+            }
+            InlinePolicy::Backups => "comind-backups".to_string(),
+        }
+    }
+
+    fn document(self, env: &Environment, partition: &str) -> Result<Value> {
+        match self {
+            InlinePolicy::LoadBalancerController => {
+                // Published for the `aws` partition; the same ARNs elsewhere.
+                let text = LOAD_BALANCER_CONTROLLER_POLICY
+                    .replace("arn:aws:", &format!("arn:{partition}:"));
+                serde_json::from_str(&text).map_err(|err| {
+                    Error::internal(format!(
+                        "the AWS Load Balancer Controller's IAM policy does not parse: {err}"
+                    ))
+                })
+            }
+            InlinePolicy::Backups => Ok(backup_policy(env, partition)),
+        }
+    }
+}
+
+/// Write and list on the backup bucket, read on the others, nothing else.
+fn backup_policy(env: &Environment, partition: &str) -> Value {
+    let store = &env.config().services.object_store;
+    let arn = |bucket: &str| format!("arn:{partition}:s3:::{}", env.resource_name(bucket));
+    let backup = arn(store.backup_bucket.as_str());
+    let others: Vec<String> = store
+        .buckets
+        .iter()
+        .filter(|b| **b != store.backup_bucket)
+        .map(|b| arn(b.as_str()))
+        .collect();
+    let mut statements = vec![
+        json!({
+            "Sid": "ListBackups",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
+            "Resource": backup,
+        }),
+        // GetObject too: rclone reads back the size and checksum of what it wrote
+        // (HeadObject), and DeleteObject for the retention of the dumps.
+        json!({
+            "Sid": "WriteBackups",
+            "Effect": "Allow",
+            "Action": [
+                "s3:PutObject",
+                "s3:GetObject",
+                "s3:DeleteObject",
+                "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts"
+            ],
+            "Resource": format!("{backup}/*"),
+        }),
+    ];
+    if !others.is_empty() {
+        statements.push(json!({
+            "Sid": "ReadBuckets",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": others,
+        }));
+        statements.push(json!({
+            "Sid": "ReadObjects",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": others.iter().map(|b| format!("{b}/*")).collect::<Vec<_>>(),
+        }));
+    }
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// One role: who may assume it and which policies it carries.
 #[derive(Debug, Clone, Serialize)]
 struct RoleSpec {
     suffix: &'static str,
     service: &'static str,
     policies: &'static [&'static str],
+    inline: Option<InlinePolicy>,
     #[serde(skip)]
     output: &'static str,
     #[serde(skip)]
     description: &'static str,
 }
 
-const ROLES: [RoleSpec; 2] = [
+const ROLES: [RoleSpec; 5] = [
     RoleSpec {
         suffix: "cluster-role",
         service: "eks.amazonaws.com",
         policies: &["AmazonEKSClusterPolicy"],
+        inline: None,
         output: CLUSTER_ROLE_ARN,
         description: "Comind: assumed by the EKS control plane",
     },
@@ -61,19 +171,51 @@ const ROLES: [RoleSpec; 2] = [
             "AmazonEKS_CNI_Policy",
             "AmazonEC2ContainerRegistryReadOnly",
         ],
+        inline: None,
         output: NODE_ROLE_ARN,
         description: "Comind: assumed by the EKS nodes",
+    },
+    RoleSpec {
+        suffix: "lb-controller",
+        service: POD_IDENTITY,
+        policies: &[],
+        inline: Some(InlinePolicy::LoadBalancerController),
+        output: LOAD_BALANCER_CONTROLLER_ROLE_ARN,
+        description: "Comind: the AWS Load Balancer Controller (kube-system/aws-load-balancer-controller)",
+    },
+    RoleSpec {
+        suffix: "ebs-csi-driver",
+        service: POD_IDENTITY,
+        policies: &["service-role/AmazonEBSCSIDriverPolicy"],
+        inline: None,
+        output: EBS_CSI_DRIVER_ROLE_ARN,
+        description: "Comind: the EBS CSI driver (kube-system/ebs-csi-controller-sa)",
+    },
+    RoleSpec {
+        suffix: "backups",
+        service: POD_IDENTITY,
+        policies: &[],
+        inline: Some(InlinePolicy::Backups),
+        output: BACKUP_ROLE_ARN,
+        description: "Comind: the platform's backup jobs (platform-<env>/comind-backup)",
     },
 ];
 
 impl RoleSpec {
     fn trust(&self) -> Value {
+        // Pod Identity's agent also tags the session (the Pod's namespace and service
+        // account), which needs sts:TagSession.
+        let action = if self.service == POD_IDENTITY {
+            json!(["sts:AssumeRole", "sts:TagSession"])
+        } else {
+            json!("sts:AssumeRole")
+        };
         json!({
             "Version": "2012-10-17",
             "Statement": [{
                 "Effect": "Allow",
                 "Principal": {"Service": self.service},
-                "Action": "sts:AssumeRole"
+                "Action": action
             }]
         })
     }
@@ -238,6 +380,10 @@ async fn reconcile_role(
                     for arn in &wanted {
                         attach(clients, &name, arn).await?;
                     }
+                    if let Some(policy) = spec.inline {
+                        let document = policy.document(env, clients.partition())?;
+                        put_inline(clients, &name, &policy.name(), &document).await?;
+                    }
                     return Ok(Some(arn));
                 }
                 // Made by a create whose answer was lost, or by a dying earlier run:
@@ -278,7 +424,29 @@ async fn reconcile_role(
                 .found("iam:DetachRolePolicy", &resource)?;
         }
     }
-    for policy in &live.inline {
+    let wanted_inline = match spec.inline {
+        Some(policy) => Some((policy.name(), policy.document(env, clients.partition())?)),
+        None => None,
+    };
+    if let Some((policy, document)) = &wanted_inline {
+        let live_document = if live.inline.contains(policy) {
+            inline_document(clients, &name, policy).await?
+        } else {
+            None
+        };
+        if live_document.as_ref() != Some(document) {
+            let why = if live_document.is_none() {
+                format!("put inline policy {policy}")
+            } else {
+                format!("inline policy {policy} differs")
+            };
+            if pass.will(Change::update("iam-role", &name).because(why)) {
+                put_inline(clients, &name, policy, document).await?;
+            }
+        }
+    }
+    let keep = wanted_inline.as_ref().map(|(policy, _)| policy.as_str());
+    for policy in live.inline.iter().filter(|p| Some(p.as_str()) != keep) {
         if pass.will(
             Change::update("iam-role", &name)
                 .because(format!("delete inline policy {policy}: not needed")),
@@ -307,6 +475,31 @@ async fn reconcile_role(
             .aws("iam:TagRole", &resource)?;
     }
     Ok(Some(live.arn))
+}
+
+async fn inline_document(clients: &Clients, role: &str, policy: &str) -> Result<Option<Value>> {
+    let found = clients
+        .iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name(policy)
+        .send()
+        .await
+        .found("iam:GetRolePolicy", format!("iam-role {role}"))?;
+    Ok(found.and_then(|out| parse_policy(out.policy_document())))
+}
+
+async fn put_inline(clients: &Clients, role: &str, policy: &str, document: &Value) -> Result<()> {
+    clients
+        .iam
+        .put_role_policy()
+        .role_name(role)
+        .policy_name(policy)
+        .policy_document(document.to_string())
+        .send()
+        .await
+        .aws("iam:PutRolePolicy", format!("iam-role {role}"))?;
+    Ok(())
 }
 
 async fn attach(clients: &Clients, name: &str, arn: &str) -> Result<()> {
@@ -391,7 +584,7 @@ impl Reconcile for IamPhase {
     }
 
     fn description(&self) -> String {
-        "IAM roles of the EKS cluster and nodes".to_string()
+        "IAM roles of the EKS cluster, its nodes, and the platform's service accounts".to_string()
     }
 
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {

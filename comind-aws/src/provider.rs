@@ -215,6 +215,17 @@ impl Provider for AwsProvider {
                 return checks;
             }
         };
+        if env.config().gitops.kubeconfig.is_none()
+            && env.config().aws.cluster.public_access_cidrs.is_none()
+        {
+            checks.push(Diagnosis::warning(
+                "eks public endpoint",
+                "the cluster's API answers on a public endpoint open to 0.0.0.0/0 \
+                 (still behind IAM authentication)",
+                "limit it: `aws.cluster.public_access_cidrs: [<your office or VPN CIDR>]` \
+                 in comind.yaml",
+            ));
+        }
         let from = if env.config().aws.region.is_some() {
             "from comind.yaml"
         } else {

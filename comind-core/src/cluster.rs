@@ -55,3 +55,29 @@ pub const GIT_SERVER_REPOSITORY: &str = "gitops.git";
 /// pool (MetalLB on the local cluster): the addresses it may give Services of type
 /// LoadBalancer, as a range `first-last` on the cluster's network.
 pub const LOAD_BALANCER_ADDRESSES: &str = "LOAD_BALANCER_ADDRESSES";
+
+/// The namespace of the platform's service Secrets and backup jobs
+/// (`platform-<environment>`).
+pub fn services_namespace(environment: &str) -> String {
+    format!("platform-{environment}")
+}
+
+/// The service account the backup jobs run as, in [`services_namespace`]; on AWS its
+/// Pod Identity association gives it the backup role.
+pub const BACKUP_SERVICE_ACCOUNT: &str = "comind-backup";
+
+/// The namespace and service account of the AWS Load Balancer Controller.
+pub const LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT: (&str, &str) =
+    ("kube-system", "aws-load-balancer-controller");
+
+/// The namespace and service account of the EBS CSI driver's controller.
+pub const EBS_CSI_CONTROLLER_SERVICE_ACCOUNT: (&str, &str) =
+    ("kube-system", "ebs-csi-controller-sa");
+
+/// Output of the AWS cluster phase: the IAM role the AWS Load Balancer Controller's
+/// service account assumes (through Pod Identity; a chart that wants the
+/// `eks.amazonaws.com/role-arn` annotation can take it from here).
+pub const LOAD_BALANCER_CONTROLLER_ROLE_ARN: &str = "LOAD_BALANCER_CONTROLLER_ROLE_ARN";
+
+/// Output of the AWS cluster phase: the IAM role of [`BACKUP_SERVICE_ACCOUNT`].
+pub const BACKUP_ROLE_ARN: &str = "BACKUP_ROLE_ARN";

@@ -514,7 +514,11 @@ async fn production_protects_the_database_and_refuses_an_unconfirmed_purge() {
     let peek = Peek::new(&moto);
     let state = tempfile::tempdir().unwrap();
     let log = CallLog::default();
-    let bootstrap = bootstrap(&moto, &log, "prod", state.path(), |c| c.production = true);
+    let bootstrap = bootstrap(&moto, &log, "prod", state.path(), |c| {
+        c.production = true;
+        // Required in production (the default would open the API to 0.0.0.0/0).
+        c.aws.cluster.public_access_cidrs = Some(vec!["198.51.100.0/24".to_string()]);
+    });
     let up = bootstrap
         .up(&RunOptions::default(), &UpOptions::default())
         .await

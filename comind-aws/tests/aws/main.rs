@@ -9,6 +9,7 @@
 mod bootstrap;
 mod conformance;
 mod eks;
+mod eks_platform;
 mod fault_proxy;
 mod killed;
 mod lost_answers;

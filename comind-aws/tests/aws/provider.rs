@@ -167,6 +167,31 @@ async fn doctor_shows_the_identity_or_says_how_to_fix_the_endpoint() {
         "{credentials:?}"
     );
 
+    // The public endpoint is open by default: a warning with the one-line fix, gone
+    // once CIDRs are named.
+    let open = check("eks public endpoint");
+    assert_eq!(open.status, CheckStatus::Warning, "{open:?}");
+    assert!(open.detail.contains("0.0.0.0/0"), "{open:?}");
+    assert!(
+        open.fix
+            .as_deref()
+            .unwrap()
+            .contains("aws.cluster.public_access_cidrs"),
+        "{open:?}"
+    );
+    let limited = support::env("doctor-limited", state.path(), |c| {
+        c.aws.cluster.public_access_cidrs = Some(vec!["203.0.113.0/24".into()]);
+    });
+    let checks_limited = support::provider(&moto, &CallLog::default())
+        .diagnose(&limited)
+        .await;
+    assert!(
+        !checks_limited
+            .iter()
+            .any(|c| c.check == "eks public endpoint"),
+        "{checks_limited:?}"
+    );
+
     // Nothing listens there.
     let closed = support::env("doctor-closed", state.path(), |c| {
         c.aws.endpoint_url = Some("http://127.0.0.1:9".into());

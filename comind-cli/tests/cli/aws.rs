@@ -174,7 +174,10 @@ fn a_full_aws_session_on_moto() {
 #[test]
 fn production_refuses_down_without_confirmation() {
     let moto = require_peer!(Moto::start());
-    let env = AwsEnv::new(moto, "production: true\n");
+    let env = AwsEnv::new(
+        moto,
+        "production: true\naws:\n  cluster:\n    public_access_cidrs: [198.51.100.0/24]\n",
+    );
     let up = env.run(&["up", "--only", "object-store,queue"]);
     assert_eq!(up.code, 0, "{}", up.all());
     let refused = env.run(&["down", "--purge"]);

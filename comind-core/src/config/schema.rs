@@ -532,6 +532,18 @@ pub struct EksSettings {
     pub version: String,
     /// The managed node group.
     pub node_group: NodeGroupSettings,
+    /// IAM principals (roles or users, by ARN) given Kubernetes groups of the
+    /// baseline through EKS access entries. The identity that runs Comind gets
+    /// cluster admin through an entry of its own, whatever this lists.
+    pub access: Vec<ClusterAccess>,
+    /// The CIDRs the public API endpoint answers (the private endpoint is always on).
+    /// Default: `0.0.0.0/0` outside production (with a `doctor` warning); a
+    /// production environment must name them.
+    pub public_access_cidrs: Option<Vec<String>>,
+    /// EKS managed add-on versions, by add-on name (`vpc-cni`, `coredns`,
+    /// `kube-proxy`, `eks-pod-identity-agent`, `aws-ebs-csi-driver`). Default: the
+    /// version EKS names the default for the cluster's Kubernetes version.
+    pub addon_versions: BTreeMap<String, String>,
 }
 
 impl Default for EksSettings {
@@ -539,8 +551,34 @@ impl Default for EksSettings {
         EksSettings {
             version: DEFAULT_EKS_VERSION.to_string(),
             node_group: NodeGroupSettings::default(),
+            access: Vec::new(),
+            public_access_cidrs: None,
+            addon_versions: BTreeMap::new(),
         }
     }
+}
+
+/// The Kubernetes groups of the platform's baseline an access entry may carry.
+pub const CLUSTER_ACCESS_GROUPS: [&str; 3] =
+    ["platform:admin", "platform:developer", "platform:readonly"];
+
+/// The EKS managed add-ons Comind installs, in the order they are installed.
+pub const EKS_ADDONS: [&str; 5] = [
+    "vpc-cni",
+    "kube-proxy",
+    "coredns",
+    "eks-pod-identity-agent",
+    "aws-ebs-csi-driver",
+];
+
+/// One IAM principal and the Kubernetes groups it gets, through an EKS access entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterAccess {
+    /// The ARN of an IAM role (`arn:aws:iam::<account>:role/<name>`) or user.
+    pub principal: String,
+    /// Groups of [`CLUSTER_ACCESS_GROUPS`].
+    pub groups: Vec<String>,
 }
 
 /// The EKS managed node group.
@@ -583,6 +621,8 @@ pub struct AwsTimeouts {
     pub database: DurationSetting,
     /// ElastiCache replication group. Default `30m`.
     pub cache: DurationSetting,
+    /// Each EKS managed add-on. Default `20m`.
+    pub addon: DurationSetting,
 }
 
 impl Default for AwsTimeouts {
@@ -592,6 +632,7 @@ impl Default for AwsTimeouts {
             node_group: DurationSetting::minutes(30),
             database: DurationSetting::minutes(45),
             cache: DurationSetting::minutes(30),
+            addon: DurationSetting::minutes(20),
         }
     }
 }

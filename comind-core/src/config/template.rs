@@ -107,11 +107,17 @@ services:
 #       max_size: 4
 #       desired_size: 2
 #       disk_gb: 50
+#     # IAM principals given the baseline's groups (platform:admin, platform:developer,
+#     # platform:readonly) through EKS access entries:
+#     access: [{principal: "arn:aws:iam::123456789012:role/Developers", groups: [platform:developer]}]
+#     public_access_cidrs: [203.0.113.0/24]   # default 0.0.0.0/0; required when production
+#     addon_versions: {vpc-cni: v1.20.4-eksbuild.2}   # default: EKS's for the Kubernetes version
 #   timeouts:
 #     cluster: 30m
 #     node_group: 30m
 #     database: 45m
 #     cache: 30m
+#     addon: 20m
 
 # gitops:
 #   # Lay the platform on an existing cluster instead of the one the profile makes:

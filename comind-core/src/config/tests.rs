@@ -76,6 +76,15 @@ fn every_commented_template_line_is_a_valid_field() {
     let mut expected = Config::default();
     expected.aws.region = Some("eu-west-1".to_string());
     expected.aws.endpoint_url = Some("http://127.0.0.1:5000".to_string());
+    expected.aws.cluster.access = vec![ClusterAccess {
+        principal: "arn:aws:iam::123456789012:role/Developers".to_string(),
+        groups: vec!["platform:developer".to_string()],
+    }];
+    expected.aws.cluster.public_access_cidrs = Some(vec!["203.0.113.0/24".to_string()]);
+    expected.aws.cluster.addon_versions = std::collections::BTreeMap::from([(
+        "vpc-cni".to_string(),
+        "v1.20.4-eksbuild.2".to_string(),
+    )]);
     expected.local.network = Some(ResourceName::new("comind-dev").unwrap());
     expected.local.docker_host = Some("unix:///var/run/docker.sock".to_string());
     expected.gitops.domain = Some("comind.pro".to_string());
@@ -448,4 +457,53 @@ fn the_aws_providers_rules_are_checked_here_with_their_fields() {
     let mut config = Config::default();
     config.services.postgres.aws.storage_gb = 5;
     assert_eq!(fields(&config), ["services.postgres.aws.storage_gb"]);
+}
+
+#[test]
+fn cluster_access_endpoint_and_addon_pins_are_checked_with_their_fields() {
+    let problems = |text: &str| -> Vec<(String, String)> {
+        match Config::from_yaml_str(text, "comind.yaml") {
+            Ok(_) => Vec::new(),
+            Err(err) => err
+                .problems()
+                .iter()
+                .map(|p| (p.field.clone(), p.message.clone()))
+                .collect(),
+        }
+    };
+    let good = "profile: aws\naws:\n  cluster:\n    access:\n      - principal: arn:aws:iam::123456789012:role/Dev\n        groups: [platform:developer]\n      - principal: arn:aws:iam::123456789012:user/ann\n        groups: [platform:readonly, platform:admin]\n    public_access_cidrs: [203.0.113.0/24]\n    addon_versions:\n      vpc-cni: v1.20.4-eksbuild.2\n";
+    assert_eq!(problems(good), Vec::new());
+
+    let bad = "profile: aws\naws:\n  cluster:\n    access:\n      - principal: arn:aws:sts::123456789012:assumed-role/Dev/me\n        groups: [system:masters]\n      - principal: arn:aws:iam::123456789012:role/Dev\n        groups: []\n    public_access_cidrs: [203.0.113.0/33]\n    addon_versions:\n      nginx: v1\n      coredns: latest\n";
+    let found = problems(bad);
+    let fields: Vec<&str> = found.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "aws.cluster.access[0].principal",
+            "aws.cluster.access[0].groups",
+            "aws.cluster.access[1].groups",
+            "aws.cluster.public_access_cidrs",
+            "aws.cluster.addon_versions.coredns",
+            "aws.cluster.addon_versions.nginx",
+        ],
+        "{found:?}"
+    );
+    assert!(found[0].1.contains("assumed-role session"), "{found:?}");
+    assert!(found[1].1.contains("platform:developer"), "{found:?}");
+
+    // Production names its CIDRs; elsewhere the default is open (doctor warns).
+    let prod = problems("profile: aws\nproduction: true\n");
+    assert_eq!(prod.len(), 1, "{prod:?}");
+    assert_eq!(prod[0].0, "aws.cluster.public_access_cidrs");
+    assert!(problems("profile: aws\n").is_empty());
+    assert!(
+        problems("production: true\n").is_empty(),
+        "local: no EKS endpoint"
+    );
+    let dup = problems(
+        "profile: aws\naws:\n  cluster:\n    access:\n      - {principal: 'arn:aws:iam::123456789012:role/A', groups: [platform:admin]}\n      - {principal: 'arn:aws:iam::123456789012:role/A', groups: [platform:readonly]}\n",
+    );
+    assert_eq!(dup.len(), 1, "{dup:?}");
+    assert!(dup[0].1.contains("listed twice"), "{dup:?}");
 }

@@ -604,6 +604,7 @@ fn check_aws(config: &Config, problems: &mut Vec<Problem>) {
             ),
         ));
     }
+    check_cluster_access(config, problems);
     let ng = &aws.cluster.node_group;
     if ng.max_size == 0 {
         problems.push(config.problem(
@@ -738,6 +739,131 @@ fn check_aws(config: &Config, problems: &mut Vec<Problem>) {
             ),
         ));
     }
+}
+
+/// `aws.cluster.access`, `public_access_cidrs` and `addon_versions`.
+fn check_cluster_access(config: &Config, problems: &mut Vec<Problem>) {
+    let cluster = &config.aws.cluster;
+    let mut seen = std::collections::HashSet::new();
+    for (i, grant) in cluster.access.iter().enumerate() {
+        let field = format!("aws.cluster.access[{i}]");
+        if !is_iam_principal(&grant.principal) {
+            problems.push(config.problem(
+                &format!("{field}.principal"),
+                format!(
+                    "`{}` is not the ARN of an IAM role or user, such as \
+                     `arn:aws:iam::123456789012:role/Developers` (an assumed-role session \
+                     ARN cannot hold an access entry: name its role)",
+                    grant.principal
+                ),
+            ));
+        }
+        if !seen.insert(grant.principal.as_str()) {
+            problems.push(config.problem(
+                &format!("{field}.principal"),
+                format!(
+                    "`{}` is listed twice; list each principal once with all its groups",
+                    grant.principal
+                ),
+            ));
+        }
+        if grant.groups.is_empty() {
+            problems.push(config.problem(
+                &format!("{field}.groups"),
+                format!(
+                    "is empty: name at least one of {}",
+                    super::CLUSTER_ACCESS_GROUPS.join(", ")
+                ),
+            ));
+        }
+        for group in &grant.groups {
+            if !super::CLUSTER_ACCESS_GROUPS.contains(&group.as_str()) {
+                problems.push(config.problem(
+                    &format!("{field}.groups"),
+                    format!(
+                        "`{group}` is not a group of the platform's baseline; use {}",
+                        super::CLUSTER_ACCESS_GROUPS.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    match &cluster.public_access_cidrs {
+        Some(cidrs) if cidrs.is_empty() => problems.push(
+            config.problem(
+                "aws.cluster.public_access_cidrs",
+                "is empty: name the CIDRs that may reach the public API endpoint, such as \
+             your office's `203.0.113.0/24`"
+                    .to_string(),
+            ),
+        ),
+        Some(cidrs) => {
+            for cidr in cidrs {
+                if !is_ipv4_cidr(cidr) {
+                    problems.push(config.problem(
+                        "aws.cluster.public_access_cidrs",
+                        format!("`{cidr}` is not an IPv4 CIDR block such as `203.0.113.0/24`"),
+                    ));
+                }
+            }
+        }
+        None if config.production && config.profile == super::Profile::Aws => {
+            problems.push(
+                config.problem(
+                    "aws.cluster.public_access_cidrs",
+                    "is required in a production environment: name the CIDRs that may reach \
+                 the public API endpoint (the default would open it to 0.0.0.0/0)"
+                        .to_string(),
+                ),
+            );
+        }
+        None => {}
+    }
+    for (name, version) in &cluster.addon_versions {
+        if !super::EKS_ADDONS.contains(&name.as_str()) {
+            problems.push(config.problem(
+                &format!("aws.cluster.addon_versions.{name}"),
+                format!(
+                    "`{name}` is not an add-on Comind installs; pin one of {}",
+                    super::EKS_ADDONS.join(", ")
+                ),
+            ));
+        }
+        if version.trim().is_empty() || version == "latest" {
+            problems.push(config.problem(
+                &format!("aws.cluster.addon_versions.{name}"),
+                format!(
+                    "`{version}` is not an add-on version such as `v1.20.4-eksbuild.2`; \
+                     leave the add-on out to use EKS's default"
+                ),
+            ));
+        }
+    }
+}
+
+/// `arn:<partition>:iam::<account>:role/<name>` or `...:user/<name>`.
+fn is_iam_principal(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, partition, service, region, account, resource] = parts[..] else {
+        return false;
+    };
+    prefix == "arn"
+        && partition.starts_with("aws")
+        && service == "iam"
+        && region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && (resource
+            .strip_prefix("role/")
+            .or_else(|| resource.strip_prefix("user/")))
+        .is_some_and(|name| !name.is_empty())
+}
+
+fn is_ipv4_cidr(cidr: &str) -> bool {
+    let Some((addr, bits)) = cidr.split_once('/') else {
+        return false;
+    };
+    addr.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
 }
 
 fn is_cidr16_to_24(cidr: &str) -> bool {

@@ -111,7 +111,7 @@ pub fn namespaces(env: &Environment) -> Vec<BaselineNamespace> {
 
 /// The namespace of the platform services' in-cluster side: `platform-<env>`.
 pub fn services_namespace(env: &Environment) -> String {
-    format!("platform-{}", env.name())
+    comind_core::cluster::services_namespace(env.name())
 }
 
 /// The kinds the baseline owns (and prunes).

@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 
 use aws_sdk_eks::types::{
-    AuthenticationMode, Cluster, ClusterStatus, CreateAccessConfigRequest, VpcConfigRequest,
+    AuthenticationMode, Cluster, ClusterStatus, CreateAccessConfigRequest, LogSetup, LogType,
+    Logging, UpdateAccessConfigRequest, VpcConfigRequest,
 };
 use comind_core::{Change, Error, Result};
 
@@ -15,6 +16,31 @@ use crate::create;
 use crate::error::AwsResultExt;
 use crate::tags::{self, Tags};
 use crate::waiter::{Observed, Status, Wait};
+
+/// The public endpoint open to anywhere: the default outside production.
+pub(crate) const OPEN: &str = "0.0.0.0/0";
+
+/// The control plane logs Comind turns on.
+const LOG_TYPES: [LogType; 3] = [LogType::Api, LogType::Audit, LogType::Authenticator];
+
+/// Logging with [`LOG_TYPES`] on and `off` off.
+fn logging(off: &[LogType]) -> Logging {
+    let mut setups = vec![
+        LogSetup::builder()
+            .set_types(Some(LOG_TYPES.to_vec()))
+            .enabled(true)
+            .build(),
+    ];
+    if !off.is_empty() {
+        setups.push(
+            LogSetup::builder()
+                .set_types(Some(off.to_vec()))
+                .enabled(false)
+                .build(),
+        );
+    }
+    Logging::builder().set_cluster_logging(Some(setups)).build()
+}
 
 pub(super) async fn describe_cluster(clients: &Clients, name: &str) -> Result<Option<Cluster>> {
     Ok(clients
@@ -144,6 +170,7 @@ impl Run<'_> {
                             .security_group_ids(&inputs.security_group)
                             .endpoint_public_access(true)
                             .endpoint_private_access(true)
+                            .set_public_access_cidrs(Some(self.public_access_cidrs()))
                             .build(),
                     )
                     .send()
@@ -152,6 +179,9 @@ impl Run<'_> {
                 live = self.wait_cluster_active().await?;
             }
         }
+        live = self.endpoint_access(live).await?;
+        live = self.control_plane_logging(live).await?;
+        live = self.authentication_mode(live).await?;
         let missing = tags::missing(&self.cluster_tags(), &live_tags);
         if !missing.is_empty()
             && self
@@ -168,6 +198,139 @@ impl Run<'_> {
                 .aws("eks:TagResource", self.resource())?;
         }
         Ok(Some(live))
+    }
+
+    /// The CIDRs the public endpoint answers: comind.yaml's, else anywhere (a
+    /// production environment must name them; `doctor` warns otherwise).
+    fn public_access_cidrs(&self) -> Vec<String> {
+        self.env
+            .config()
+            .aws
+            .cluster
+            .public_access_cidrs
+            .clone()
+            .unwrap_or_else(|| vec![OPEN.to_string()])
+    }
+
+    /// The private endpoint on, the public one limited to its CIDRs.
+    async fn endpoint_access(&mut self, live: Cluster) -> Result<Cluster> {
+        let vpc = live.resources_vpc_config();
+        let private = vpc.is_some_and(|v| v.endpoint_private_access());
+        let public = vpc.is_none_or(|v| v.endpoint_public_access());
+        let cidrs: BTreeSet<String> = vpc
+            .map(|v| v.public_access_cidrs().iter().cloned().collect())
+            .filter(|c: &BTreeSet<String>| !c.is_empty())
+            // EKS reports 0.0.0.0/0 for a public endpoint created without CIDRs.
+            .unwrap_or_else(|| BTreeSet::from([OPEN.to_string()]));
+        let wanted: BTreeSet<String> = self.public_access_cidrs().into_iter().collect();
+        if private && public && cidrs == wanted {
+            return Ok(live);
+        }
+        let why = if private {
+            format!(
+                "public endpoint CIDRs {} to {}",
+                cidrs.iter().cloned().collect::<Vec<_>>().join(","),
+                wanted.iter().cloned().collect::<Vec<_>>().join(",")
+            )
+        } else {
+            "private endpoint access off".to_string()
+        };
+        if !self
+            .pass
+            .will(Change::update("eks-cluster", &self.name).because(why))
+        {
+            return Ok(live);
+        }
+        self.clients
+            .eks
+            .update_cluster_config()
+            .name(&self.name)
+            .resources_vpc_config(
+                VpcConfigRequest::builder()
+                    .endpoint_private_access(true)
+                    .endpoint_public_access(true)
+                    .set_public_access_cidrs(Some(wanted.into_iter().collect()))
+                    .build(),
+            )
+            .send()
+            .await
+            .aws("eks:UpdateClusterConfig", self.resource())?;
+        self.wait_cluster_active().await
+    }
+
+    /// The control plane's api, audit and authenticator logs go to CloudWatch.
+    async fn control_plane_logging(&mut self, live: Cluster) -> Result<Cluster> {
+        let enabled: BTreeSet<&str> = live
+            .logging()
+            .map(|l| l.cluster_logging())
+            .unwrap_or_default()
+            .iter()
+            .filter(|setup| setup.enabled() == Some(true))
+            .flat_map(|setup| setup.types().iter().map(|t| t.as_str()))
+            .collect();
+        let wanted: BTreeSet<&str> = LOG_TYPES.iter().map(|t| t.as_str()).collect();
+        if enabled == wanted {
+            return Ok(live);
+        }
+        let extra: Vec<LogType> = enabled
+            .difference(&wanted)
+            .map(|t| LogType::from(*t))
+            .collect();
+        if !self.pass.will(
+            Change::update("eks-cluster", &self.name)
+                .because("control plane logging: api, audit, authenticator"),
+        ) {
+            return Ok(live);
+        }
+        self.clients
+            .eks
+            .update_cluster_config()
+            .name(&self.name)
+            .logging(logging(&extra))
+            .send()
+            .await
+            .aws("eks:UpdateClusterConfig", self.resource())?;
+        self.wait_cluster_active().await
+    }
+
+    /// Access entries only: `CONFIG_MAP` and `API_AND_CONFIG_MAP` step to `API`, one
+    /// step per update as EKS requires (it never goes back).
+    async fn authentication_mode(&mut self, mut live: Cluster) -> Result<Cluster> {
+        loop {
+            let mode = live
+                .access_config()
+                .and_then(|a| a.authentication_mode())
+                .cloned()
+                .unwrap_or(AuthenticationMode::ConfigMap);
+            let next = match mode {
+                AuthenticationMode::Api => return Ok(live),
+                AuthenticationMode::ConfigMap => AuthenticationMode::ApiAndConfigMap,
+                _ => AuthenticationMode::Api,
+            };
+            if !self
+                .pass
+                .will(Change::update("eks-cluster", &self.name).because(format!(
+                    "authentication mode {} to {}",
+                    mode.as_str(),
+                    next.as_str()
+                )))
+            {
+                return Ok(live);
+            }
+            self.clients
+                .eks
+                .update_cluster_config()
+                .name(&self.name)
+                .access_config(
+                    UpdateAccessConfigRequest::builder()
+                        .authentication_mode(next)
+                        .build(),
+                )
+                .send()
+                .await
+                .aws("eks:UpdateClusterConfig", self.resource())?;
+            live = self.wait_cluster_active().await?;
+        }
     }
 
     async fn create_cluster(&mut self, inputs: Option<&Inputs>) -> Result<Cluster> {
@@ -194,17 +357,20 @@ impl Run<'_> {
                             .security_group_ids(&inputs.security_group)
                             .endpoint_public_access(true)
                             .endpoint_private_access(true)
+                            .set_public_access_cidrs(Some(self.public_access_cidrs()))
                             .build(),
                     )
-                    // The identity that creates the cluster administers it, through
-                    // access entries; the aws-auth ConfigMap stays usable for the node
-                    // role.
+                    // Access entries only. The identity that runs Comind gets its
+                    // entry from the access step (tagged, so it is Comind's), not from
+                    // EKS's bootstrap, whose entry Comind could not tell from a
+                    // foreign one.
                     .access_config(
                         CreateAccessConfigRequest::builder()
-                            .authentication_mode(AuthenticationMode::ApiAndConfigMap)
-                            .bootstrap_cluster_creator_admin_permissions(true)
+                            .authentication_mode(AuthenticationMode::Api)
+                            .bootstrap_cluster_creator_admin_permissions(false)
                             .build(),
                     )
+                    .logging(logging(&[]))
                     .set_tags(Some(cluster_tags.clone()))
                     .send()
                     .await

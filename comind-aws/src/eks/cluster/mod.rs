@@ -1,4 +1,6 @@
-//! The `cluster` phase: the EKS cluster, its managed node group and the kubeconfig.
+//! The `cluster` phase: the EKS cluster, who may use it (access entries), its managed
+//! node group, its managed add-ons and the kubeconfig: what the in-cluster phases
+//! need from EKS, as k3d gives it locally.
 //!
 //! The control plane wears the cluster security group of the `network` phase; the
 //! nodes wear it too, through a launch template (alongside the security group EKS
@@ -26,12 +28,15 @@ use crate::error::AwsResultExt;
 use crate::tags;
 use crate::{iam, network};
 
+mod access;
+mod addons;
 mod control_plane;
 mod destroy;
 mod health;
 mod launch_template;
 mod node_group;
 mod outputs;
+mod pod_identity;
 
 use control_plane::describe_cluster;
 use outputs::outputs_of;
@@ -68,6 +73,9 @@ struct Inputs {
     security_group: String,
     cluster_role: String,
     node_role: String,
+    load_balancer_controller_role: String,
+    ebs_csi_driver_role: String,
+    backup_role: String,
 }
 
 impl Inputs {
@@ -89,6 +97,9 @@ fn inputs(ctx: &PhaseContext) -> Result<Option<Inputs>> {
         (&net, network::CLUSTER_SECURITY_GROUP_ID),
         (&roles, iam::CLUSTER_ROLE_ARN),
         (&roles, iam::NODE_ROLE_ARN),
+        (&roles, iam::LOAD_BALANCER_CONTROLLER_ROLE_ARN),
+        (&roles, iam::EBS_CSI_DRIVER_ROLE_ARN),
+        (&roles, iam::BACKUP_ROLE_ARN),
     ];
     if keys
         .iter()
@@ -115,6 +126,18 @@ fn inputs(ctx: &PhaseContext) -> Result<Option<Inputs>> {
             .require_input(&roles, iam::NODE_ROLE_ARN)?
             .expose()
             .to_string(),
+        load_balancer_controller_role: ctx
+            .require_input(&roles, iam::LOAD_BALANCER_CONTROLLER_ROLE_ARN)?
+            .expose()
+            .to_string(),
+        ebs_csi_driver_role: ctx
+            .require_input(&roles, iam::EBS_CSI_DRIVER_ROLE_ARN)?
+            .expose()
+            .to_string(),
+        backup_role: ctx
+            .require_input(&roles, iam::BACKUP_ROLE_ARN)?
+            .expose()
+            .to_string(),
     }))
 }
 
@@ -137,6 +160,7 @@ pub struct ClusterPhase {
     aws: Arc<Connector>,
     cluster_timeout: Duration,
     node_group_timeout: Duration,
+    addon_timeout: Duration,
 }
 
 impl std::fmt::Debug for ClusterPhase {
@@ -155,6 +179,7 @@ impl ClusterPhase {
             aws,
             cluster_timeout: timeouts.cluster.get(),
             node_group_timeout: timeouts.node_group.get(),
+            addon_timeout: timeouts.addon.get(),
         }
     }
 
@@ -169,6 +194,7 @@ impl ClusterPhase {
             template: ctx.env().resource_name("nodes"),
             cluster_timeout: self.cluster_timeout,
             node_group_timeout: self.node_group_timeout,
+            addon_timeout: self.addon_timeout,
         }
     }
 }
@@ -184,12 +210,18 @@ impl Reconcile for ClusterPhase {
     }
 
     fn description(&self) -> String {
-        "EKS cluster, managed node group and kubeconfig".to_string()
+        "EKS cluster, access entries, managed node group, add-ons and kubeconfig".to_string()
     }
 
     fn default_timeout(&self) -> Option<Duration> {
-        // Both waits, and room for the calls around them and one retry of a step.
-        Some(self.cluster_timeout + self.node_group_timeout + Duration::from_secs(15 * 60))
+        // The waits, and room for the calls around them and one retry of a step.
+        let addons = u32::try_from(comind_core::config::EKS_ADDONS.len()).unwrap_or(u32::MAX);
+        Some(
+            self.cluster_timeout
+                + self.node_group_timeout
+                + self.addon_timeout.saturating_mul(addons)
+                + Duration::from_secs(15 * 60),
+        )
     }
 
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
@@ -271,6 +303,7 @@ struct Run<'a> {
     template: String,
     cluster_timeout: Duration,
     node_group_timeout: Duration,
+    addon_timeout: Duration,
 }
 
 impl Run<'_> {
@@ -280,22 +313,45 @@ impl Run<'_> {
 
     async fn converge(&mut self, inputs: Option<&Inputs>) -> Result<Option<Outputs>> {
         let Some(cluster) = self.cluster(inputs).await? else {
+            self.plan_new_access().await?;
             self.pass.record([
                 Change::create("launch-template", &self.template),
                 Change::create("eks-nodegroup", &self.node_group),
-                Change::create(
-                    "kubeconfig",
-                    self.env.state().kubeconfig_path().display().to_string(),
-                ),
             ]);
+            self.plan_new_associations();
+            self.plan_new_addons();
+            self.pass.record([Change::create(
+                "kubeconfig",
+                self.env.state().kubeconfig_path().display().to_string(),
+            )]);
             return Ok(None);
         };
+        self.ctx.checkpoint()?;
+        // Access first: whoever runs Comind can reach the cluster from here on.
+        self.access_entries().await?;
+        self.ctx.checkpoint()?;
+        // Before the add-ons, so that the EBS driver starts with its role.
+        self.pod_identity(inputs).await?;
         self.ctx.checkpoint()?;
         let template = self.launch_template(&cluster, inputs).await?;
         self.ctx.checkpoint()?;
         self.node_group(&cluster, inputs, template.as_ref()).await?;
+        self.ctx.checkpoint()?;
+        // After the nodes: coredns and the EBS driver's controller need somewhere to
+        // run before EKS calls them active.
+        self.addons(&cluster).await?;
         self.kubeconfig(&cluster)?;
-        Ok(Some(outputs_of(self.env, self.clients, &cluster)))
+        let mut outputs = outputs_of(self.env, self.clients, &cluster);
+        // The in-cluster phases annotate service accounts with these where a chart
+        // wants it (Pod Identity itself needs no annotation).
+        if let Some(inputs) = inputs {
+            outputs.insert_text(
+                iam::LOAD_BALANCER_CONTROLLER_ROLE_ARN,
+                &inputs.load_balancer_controller_role,
+            );
+            outputs.insert_text(iam::BACKUP_ROLE_ARN, &inputs.backup_role);
+        }
+        Ok(Some(outputs))
     }
 }
 

@@ -19,13 +19,14 @@
 
 use std::collections::BTreeMap;
 
+use comind_core::cluster::BACKUP_SERVICE_ACCOUNT;
 use comind_core::config::Profile;
 use comind_core::{Environment, Result, ServiceKind};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SecretKeySelector,
-    SecurityContext, Volume, VolumeMount,
+    SecurityContext, ServiceAccount, Volume, VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -97,6 +98,7 @@ pub fn kinds() -> Vec<Kind> {
         Kind::of::<ConfigMap>(),
         Kind::of::<CronJob>(),
         Kind::of::<NetworkPolicy>(),
+        Kind::of::<ServiceAccount>(),
         prometheus_rule_kind(),
     ]
 }
@@ -355,7 +357,11 @@ fn cron_job(env: &Environment, name: &str, schedule: &str, mut steps: Vec<Contai
     ]);
     let pod = PodSpec {
         restart_policy: Some("Never".to_string()),
-        // A backup never talks to the Kubernetes API.
+        // Its own service account: on AWS, EKS Pod Identity gives it the backup role
+        // (write and list on the backup bucket, read on the others).
+        service_account_name: Some(BACKUP_SERVICE_ACCOUNT.to_string()),
+        // A backup never talks to the Kubernetes API. (Pod Identity mounts a token of
+        // its own audience, whatever this says.)
         automount_service_account_token: Some(false),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
@@ -497,6 +503,15 @@ pub fn scripts(env: &Environment) -> ConfigMap {
     }
 }
 
+/// The backup Pods' service account: no API token, an identity for Pod Identity.
+pub fn service_account(env: &Environment) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(env, BACKUP_SERVICE_ACCOUNT),
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    }
+}
+
 /// The backup Pods' way out past the default-deny: the services' ports.
 fn egress(env: &Environment) -> NetworkPolicy {
     NetworkPolicy {
@@ -534,6 +549,7 @@ fn egress(env: &Environment) -> NetworkPolicy {
 pub fn render(env: &Environment) -> Result<ObjectSet> {
     let mut objects = Vec::new();
     if enabled(env) {
+        objects.push(Object::typed(&service_account(env))?);
         objects.push(Object::typed(&scripts(env))?);
         objects.push(Object::typed(&egress(env))?);
         if env.config().services.postgres.enabled {
@@ -589,6 +605,17 @@ mod tests {
             Some(comind_core::config::DEFAULT_POSTGRES_IMAGE)
         );
         assert_eq!(pod.containers[0].name, "upload");
+        // The identity EKS Pod Identity maps to the backup role; no API token.
+        assert_eq!(pod.service_account_name.as_deref(), Some("comind-backup"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let objects = render(&env).unwrap();
+        assert!(
+            objects
+                .objects
+                .iter()
+                .any(|o| o.reference().kind == "ServiceAccount" && o.name() == "comind-backup"),
+            "the service account is part of the phase"
+        );
         for container in pod.init_containers.iter().flatten().chain(&pod.containers) {
             assert!(container.resources.as_ref().unwrap().requests.is_some());
             for var in container.env.iter().flatten() {
