@@ -885,6 +885,18 @@ fn eks_operation(method: &hyper::Method, path: &str) -> Option<String> {
         ("DELETE", ["clusters", _, "addons", _]) => "DeleteAddon",
         ("POST", ["clusters", _, "access-entries"]) => "CreateAccessEntry",
         ("GET", ["clusters", _, "access-entries"]) => "ListAccessEntries",
+        ("GET", ["clusters", _, "access-entries", _]) => "DescribeAccessEntry",
+        ("POST", ["clusters", _, "access-entries", _]) => "UpdateAccessEntry",
+        ("DELETE", ["clusters", _, "access-entries", _]) => "DeleteAccessEntry",
+        ("POST", ["clusters", _, "pod-identity-associations"]) => "CreatePodIdentityAssociation",
+        ("GET", ["clusters", _, "pod-identity-associations"]) => "ListPodIdentityAssociations",
+        ("GET", ["clusters", _, "pod-identity-associations", _]) => {
+            "DescribePodIdentityAssociation"
+        }
+        ("POST", ["clusters", _, "pod-identity-associations", _]) => "UpdatePodIdentityAssociation",
+        ("DELETE", ["clusters", _, "pod-identity-associations", _]) => {
+            "DeletePodIdentityAssociation"
+        }
         ("POST", ["tags", ..]) => "TagResource",
         ("GET", ["tags", ..]) => "ListTagsForResource",
         ("DELETE", ["tags", ..]) => "UntagResource",

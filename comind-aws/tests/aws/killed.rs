@@ -13,7 +13,8 @@ use comind_test_support::{names, require_peer};
 
 use crate::support::child::{self, ChildRun};
 use crate::support::runs::{
-    self, assert_second_up_changes_nothing, assert_succeeded, counts, everything_owned, one_network,
+    self, IAM_ROLES, assert_second_up_changes_nothing, assert_succeeded, counts, everything_owned,
+    one_network,
 };
 use crate::support::{CallLog, Peek};
 
@@ -55,7 +56,7 @@ async fn a_create_of_a_killed_run_that_lands_during_the_next_run_is_adopted() {
     for (kind, count) in one_network() {
         assert_eq!(counted.get(&kind), Some(&count), "{kind}: {owned:?}");
     }
-    assert_eq!(counted.get("iam-role"), Some(&2), "{owned:?}");
+    assert_eq!(counted.get("iam-role"), Some(&IAM_ROLES), "{owned:?}");
     assert_eq!(counted.get("eks-cluster"), Some(&1), "{owned:?}");
     assert_eq!(counted.get("eks-nodegroup"), Some(&1), "{owned:?}");
     assert_eq!(owned.len(), counted.values().sum::<usize>());

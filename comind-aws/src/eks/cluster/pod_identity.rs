@@ -115,6 +115,52 @@ impl Run<'_> {
         Ok(live)
     }
 
+    /// Converges one live association of a wanted service account: Comind's gets
+    /// the wanted role; someone else's stops the run, untouched.
+    async fn converge_association(
+        &mut self,
+        account: &Account,
+        role: &str,
+        association: &PodIdentityAssociation,
+    ) -> Result<()> {
+        let name = account_name(account);
+        let live_tags = tags::from_map(association.tags());
+        if !self.env.owns(&live_tags, Some(COMPONENT)) {
+            return Err(Error::conflict(format!(
+                "service account {name} of EKS cluster {} already has a Pod Identity \
+                 association that Comind did not make (role {}); Comind never \
+                 changes what it did not make",
+                self.name,
+                association.role_arn().unwrap_or("?")
+            ))
+            .with_resource(format!("eks-pod-identity-association {name}"))
+            .with_hint(
+                "delete that association (EKS console, Access tab) so that Comind \
+                 makes its own with the role it needs",
+            ));
+        }
+        if association.role_arn() != Some(role)
+            && self.pass.will(
+                Change::update("eks-pod-identity-association", &name)
+                    .because(format!("role to {role}")),
+            )
+        {
+            self.clients
+                .eks
+                .update_pod_identity_association()
+                .cluster_name(&self.name)
+                .association_id(association.association_id().unwrap_or_default())
+                .role_arn(role)
+                .send()
+                .await
+                .aws(
+                    "eks:UpdatePodIdentityAssociation",
+                    format!("eks-pod-identity-association {name}"),
+                )?;
+        }
+        Ok(())
+    }
+
     /// Converges the associations; `inputs` is `None` while planning before `iam`.
     pub(super) async fn pod_identity(&mut self, inputs: Option<&Inputs>) -> Result<()> {
         let Some(inputs) = inputs else {
@@ -126,62 +172,48 @@ impl Run<'_> {
         for (account, role) in &wanted {
             self.ctx.checkpoint()?;
             let name = account_name(account);
-            let Some(association) = live.get(account) else {
-                if self.pass.will(
-                    Change::create("eks-pod-identity-association", &name).because(role.clone()),
-                ) {
-                    self.clients
-                        .eks
-                        .create_pod_identity_association()
-                        .cluster_name(&self.name)
-                        .namespace(&account.0)
-                        .service_account(&account.1)
-                        .role_arn(role)
-                        .set_tags(Some(tags::to_map(&tags::ownership(
-                            self.env, COMPONENT, None,
-                        ))))
-                        .send()
-                        .await
-                        .aws(
-                            "eks:CreatePodIdentityAssociation",
-                            format!("eks-pod-identity-association {name}"),
-                        )?;
-                }
+            if let Some(association) = live.get(account) {
+                self.converge_association(account, role, association)
+                    .await?;
                 continue;
-            };
-            let live_tags = tags::from_map(association.tags());
-            if !self.env.owns(&live_tags, Some(COMPONENT)) {
-                return Err(Error::conflict(format!(
-                    "service account {name} of EKS cluster {} already has a Pod Identity \
-                     association that Comind did not make (role {}); Comind never \
-                     changes what it did not make",
-                    self.name,
-                    association.role_arn().unwrap_or("?")
-                ))
-                .with_resource(format!("eks-pod-identity-association {name}"))
-                .with_hint(
-                    "delete that association (EKS console, Access tab) so that Comind \
-                     makes its own with the role it needs",
-                ));
             }
-            if association.role_arn() != Some(role.as_str())
-                && self.pass.will(
-                    Change::update("eks-pod-identity-association", &name)
-                        .because(format!("role to {role}")),
-                )
+            if !self
+                .pass
+                .will(Change::create("eks-pod-identity-association", &name).because(role.clone()))
             {
-                self.clients
-                    .eks
-                    .update_pod_identity_association()
-                    .cluster_name(&self.name)
-                    .association_id(association.association_id().unwrap_or_default())
-                    .role_arn(role)
-                    .send()
-                    .await
-                    .aws(
-                        "eks:UpdatePodIdentityAssociation",
-                        format!("eks-pod-identity-association {name}"),
-                    )?;
+                continue;
+            }
+            let made = self
+                .clients
+                .eks
+                .create_pod_identity_association()
+                .cluster_name(&self.name)
+                .namespace(&account.0)
+                .service_account(&account.1)
+                .role_arn(role)
+                .set_tags(Some(tags::to_map(&tags::ownership(
+                    self.env, COMPONENT, None,
+                ))))
+                .send()
+                .await
+                .aws(
+                    "eks:CreatePodIdentityAssociation",
+                    format!("eks-pod-identity-association {name}"),
+                );
+            match made {
+                Ok(_) => {}
+                // A create whose answer was lost (the SDK's retry then meets the
+                // association it made), or a race with another writer: judged like
+                // any live association, so a foreign one is still a conflict.
+                Err(err) if super::addons::in_use(&err) => {
+                    let now = self.live_associations().await?;
+                    let Some(association) = now.get(account) else {
+                        return Err(err);
+                    };
+                    self.converge_association(account, role, association)
+                        .await?;
+                }
+                Err(err) => return Err(err),
             }
         }
         for (account, association) in &live {

@@ -34,6 +34,12 @@ pub fn bootstrap(
     Bootstrap::new(Environment::with_state_root(config, state)).with_provider(provider)
 }
 
+/// The roles the `iam` phase makes for one environment: the EKS control plane's, the
+/// nodes', and the Pod Identity roles of the load balancer controller, the EBS CSI
+/// driver and the backup jobs. Counted here, not read from the product, so a role
+/// that appears or vanishes fails the tests that count them.
+pub const IAM_ROLES: usize = 5;
+
 /// Run options for these phases only (and what they need).
 pub fn only(phases: &[&str]) -> RunOptions {
     RunOptions {
