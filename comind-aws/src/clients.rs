@@ -159,6 +159,7 @@ pub(crate) struct Clients {
     pub(crate) elasticache: aws_sdk_elasticache::Client,
     pub(crate) sqs: aws_sdk_sqs::Client,
     pub(crate) sts: aws_sdk_sts::Client,
+    pub(crate) kms: aws_sdk_kms::Client,
 }
 
 impl std::fmt::Debug for Clients {
@@ -228,6 +229,9 @@ impl Clients {
             ),
             sts: aws_sdk_sts::Client::from_conf(
                 client!(aws_sdk_sts, &sdk, endpoint, interceptors).build(),
+            ),
+            kms: aws_sdk_kms::Client::from_conf(
+                client!(aws_sdk_kms, &sdk, endpoint, interceptors).build(),
             ),
             sdk,
             region,

@@ -35,8 +35,8 @@
 //! - creates that take a token but whose resource has no unique name (NAT gateways,
 //!   route tables) get one attempt and [`once`]'s discovery, like the creates that take
 //!   no token (VPCs, internet gateways, elastic IPs, subnets, security groups; RDS,
-//!   ElastiCache, IAM, S3 and SQS, which have no tokens at all); the token is still
-//!   sent;
+//!   ElastiCache, IAM, S3 and SQS, which have no tokens at all; KMS keys, which have
+//!   no name either and are found by their tags); the token is still sent;
 //! - creates that take a token and whose name is unique (launch templates, EKS clusters
 //!   and node groups) keep the SDK's retries with their token: a repeat can only answer
 //!   "already exists", which [`once`] adopts;
@@ -186,6 +186,11 @@ pub(crate) mod single_attempt {
     /// For an SQS create.
     pub(crate) fn sqs() -> aws_sdk_sqs::config::Builder {
         aws_sdk_sqs::config::Builder::default().retry_config(RetryConfig::disabled())
+    }
+
+    /// For a KMS create.
+    pub(crate) fn kms() -> aws_sdk_kms::config::Builder {
+        aws_sdk_kms::config::Builder::default().retry_config(RetryConfig::disabled())
     }
 }
 

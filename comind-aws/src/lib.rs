@@ -6,8 +6,8 @@
 //! | phase | what | after |
 //! |---|---|---|
 //! | `network` | a VPC of the environment's own (or an existing one), private and public subnets in two or three zones, NAT, routes, and the cluster, database and cache security groups | |
-//! | `iam` | the EKS cluster and node roles | |
-//! | `cluster` | EKS with a managed node group, and a kubeconfig (0600) that authenticates with tokens made in-process | `network`, `iam` |
+//! | `iam` | the EKS cluster and node roles, and the Pod Identity roles of the load balancer controller, the EBS CSI driver and the backup jobs | |
+//! | `cluster` | EKS with its Secrets encrypted by a KMS key of its own, access entries, a managed node group, managed add-ons, Pod Identity associations, and a kubeconfig (0600) that authenticates with tokens made in-process | `network`, `iam` |
 //! | `postgres` | RDS PostgreSQL ([`RdsPostgres`]) | `network` |
 //! | `object-store` | S3 buckets ([`S3ObjectStore`]) | |
 //! | `cache` | ElastiCache Redis ([`ElastiCacheRedis`]), if enabled | `network` |
@@ -33,8 +33,9 @@
 //! deleted, since not every backend applies the filters.
 //!
 //! `down` keeps data: RDS and ElastiCache leave a final snapshot that the next `up`
-//! restores, buckets holding objects and queues holding messages stay;
-//! `down --purge` removes them too. Passwords, auth tokens and EKS tokens never reach
+//! restores, buckets holding objects and queues holding messages stay, and so does the
+//! KMS key of the cluster's Secrets; `down --purge` removes them too (the key is
+//! scheduled for deletion). Passwords, auth tokens and EKS tokens never reach
 //! logs, events, errors, tags or command lines.
 //!
 //! RDS and ElastiCache are private, so their probes go through the AWS API (status

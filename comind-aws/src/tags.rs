@@ -277,6 +277,29 @@ pub(crate) fn from_s3(tags: &[aws_sdk_s3::types::Tag]) -> Tags {
         .collect()
 }
 
+/// KMS tags.
+///
+/// # Errors
+/// Never in practice: key and value are always set.
+pub(crate) fn to_kms(tags: &Tags) -> Result<Vec<aws_sdk_kms::types::Tag>> {
+    tags.iter()
+        .map(|(k, v)| {
+            aws_sdk_kms::types::Tag::builder()
+                .tag_key(k)
+                .tag_value(v)
+                .build()
+                .map_err(|e| Error::internal(format!("cannot build KMS tag `{k}`: {e}")))
+        })
+        .collect()
+}
+
+/// From KMS tags.
+pub(crate) fn from_kms(tags: &[aws_sdk_kms::types::Tag]) -> Tags {
+    tags.iter()
+        .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
+        .collect()
+}
+
 /// Tags as the plain map EKS and SQS take.
 pub(crate) fn to_map(tags: &Tags) -> HashMap<String, String> {
     tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()

@@ -4,6 +4,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use aws_sdk_kms::types::KeyState;
 use comind_core::config::Config;
 use comind_core::engine::RunOptions;
 use comind_core::event::{Outcome, RunOutcome};
@@ -262,8 +263,23 @@ async fn down_keeps_data_up_restores_it_and_purge_removes_everything() {
             "down removed nothing of `{phase}`"
         );
     }
+    // The key that encrypted the cluster's Secrets stays: deleting it cannot be undone.
+    assert_eq!(
+        kept("cluster"),
+        vec!["kms-key alias/comind-keep-cluster-secrets".to_string()]
+    );
+    let key = peek
+        .kms
+        .describe_key()
+        .key_id("alias/comind-keep-cluster-secrets")
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(key.key_state(), Some(&KeyState::Enabled));
     let left = everything_owned(&peek, &env).await;
-    assert_eq!(left.len(), 5, "only data is left: {left:?}");
+    assert_eq!(left.len(), 6, "only data and the key are left: {left:?}");
     assert!(!state.path().join("aws/keep/kubeconfig").exists());
 
     // up again: the database comes back from its snapshot, the data is still there.
@@ -296,6 +312,20 @@ async fn down_keeps_data_up_restores_it_and_purge_removes_everything() {
         up.merged_outputs().require("POSTGRES_PASSWORD").unwrap(),
         password
     );
+    let cluster = peek
+        .eks
+        .describe_cluster()
+        .name("comind-keep-cluster")
+        .send()
+        .await
+        .unwrap()
+        .cluster
+        .unwrap();
+    assert_eq!(
+        cluster.encryption_config()[0].provider().unwrap().key_arn(),
+        key.arn(),
+        "the new cluster encrypts with the kept key"
+    );
     peek.s3
         .head_object()
         .bucket(&uploads)
@@ -325,6 +355,25 @@ async fn down_keeps_data_up_restores_it_and_purge_removes_everything() {
         assert!(kept.is_empty(), "purge kept in `{phase}`: {kept:?}");
     }
     assert_eq!(everything_owned(&peek, &env).await, Vec::<String>::new());
+    let purged = peek
+        .kms
+        .describe_key()
+        .key_id(key.key_id())
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(purged.key_state(), Some(&KeyState::PendingDeletion));
+    assert!(
+        finished.changes["cluster"]
+            .iter()
+            .any(|c| c.action == Action::Delete
+                && c.kind == "kms-key"
+                && c.name == "alias/comind-keep-cluster-secrets"),
+        "{:?}",
+        finished.changes["cluster"]
+    );
     assert!(!env.state().has_credentials("postgres"));
     assert!(!env.state().has_credentials("cache"));
     let buckets = peek.s3.list_buckets().send().await.unwrap();
@@ -471,7 +520,10 @@ async fn an_interrupted_run_resumes_from_what_exists() {
     assert_eq!(cluster.outcome, Outcome::Cancelled, "{cluster:?}");
     assert_eq!(
         owned::cluster(&peek, &env).await,
-        vec!["eks-cluster comind-resume-cluster"]
+        vec![
+            "eks-cluster comind-resume-cluster",
+            "alias/comind-resume-cluster-secrets"
+        ]
     );
 
     // Run again: what exists is adopted, the rest is made.

@@ -1,6 +1,7 @@
 //! What the platform needs from EKS, against moto (its EKS gaps are filled by
 //! `scripts/test-env/moto_eks.py`): access entries, managed add-ons, Pod Identity
-//! roles and associations, the API endpoint and control-plane logging.
+//! roles and associations, the API endpoint, control-plane logging and the KMS key of
+//! the Secrets' envelope encryption.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -202,6 +203,35 @@ async fn a_cold_up_gives_the_cluster_what_the_platform_needs_and_a_second_change
         .flat_map(|s| s.types().iter().map(|t| t.as_str()))
         .collect();
     assert_eq!(logged, BTreeSet::from(["api", "audit", "authenticator"]));
+
+    // Secrets are envelope-encrypted with a key Comind made, tagged, named by its
+    // alias, rotated.
+    let encryption = live.encryption_config();
+    assert_eq!(encryption.len(), 1, "{encryption:?}");
+    assert_eq!(encryption[0].resources(), ["secrets".to_string()]);
+    let key_arn = encryption[0].provider().unwrap().key_arn().unwrap();
+    let key = peek
+        .kms
+        .describe_key()
+        .key_id("alias/comind-plat-cluster-secrets")
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(key.arn(), Some(key_arn));
+    assert_eq!(
+        crate::support::owned::kms_keys(&peek, &env).await,
+        vec!["alias/comind-plat-cluster-secrets".to_string()]
+    );
+    let rotation = peek
+        .kms
+        .get_key_rotation_status()
+        .key_id(key.key_id())
+        .send()
+        .await
+        .unwrap();
+    assert!(rotation.key_rotation_enabled());
 
     // Access entries: the runner is cluster admin, the listed principals have their
     // groups, EKS's own entry for the node role is there and not Comind's.
@@ -548,4 +578,79 @@ async fn an_addon_is_waited_for_until_active_and_a_degraded_one_fails_with_its_i
             .any(|m| m.contains("coredns") && m.contains("CREATING")),
         "coredns was seen CREATING, then active: {progress:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_made_without_a_secrets_key_gets_comind_s_once() {
+    let moto = require_peer!(Moto::start());
+    let peek = Peek::new(&moto);
+    let state = tempfile::tempdir().unwrap();
+    let log = CallLog::default();
+    let bootstrap = bootstrap(&moto, &log, "enc", state.path(), |_| {});
+    let env = bootstrap.env().clone();
+    // A cluster of ours made without envelope encryption (as an older Comind did).
+    let base = bootstrap
+        .up(&runs::only(&["network", "iam"]), &UpOptions::default())
+        .await
+        .unwrap();
+    assert_succeeded(&base, "network and iam");
+    let outputs = base.merged_outputs();
+    let subnets: Vec<String> = outputs
+        .require("SUBNET_IDS")
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    peek.eks
+        .create_cluster()
+        .name("comind-enc-cluster")
+        .version(&env.config().aws.cluster.version)
+        .role_arn(outputs.require("CLUSTER_ROLE_ARN").unwrap())
+        .resources_vpc_config(
+            aws_sdk_eks::types::VpcConfigRequest::builder()
+                .set_subnet_ids(Some(subnets))
+                .security_group_ids(outputs.require("CLUSTER_SECURITY_GROUP_ID").unwrap())
+                .build(),
+        )
+        .set_tags(Some(env.labels("cluster", None).into_iter().collect()))
+        .send()
+        .await
+        .unwrap();
+
+    let mut events = bootstrap.events().subscribe();
+    up(&bootstrap, "up over the unencrypted cluster").await;
+    let finished = runs::drain(&mut events);
+    assert!(
+        finished.changes["cluster"]
+            .iter()
+            .any(|c| c.kind == "eks-cluster"
+                && c.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("envelope encryption"))),
+        "{:?}",
+        finished.changes["cluster"]
+    );
+    let live = peek
+        .eks
+        .describe_cluster()
+        .name("comind-enc-cluster")
+        .send()
+        .await
+        .unwrap()
+        .cluster
+        .unwrap();
+    let key = peek
+        .kms
+        .describe_key()
+        .key_id("alias/comind-enc-cluster-secrets")
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(
+        live.encryption_config()[0].provider().unwrap().key_arn(),
+        key.arn()
+    );
+    assert_second_up_changes_nothing(&bootstrap, &log, &RunOptions::default()).await;
 }

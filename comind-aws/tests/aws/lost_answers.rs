@@ -154,6 +154,9 @@ async fn every_create_of_a_full_up_survives_a_lost_answer() {
         ("CreateLaunchTemplate", 0),
         ("CreateCluster", 0),
         ("CreateNodegroup", 0),
+        // A KMS key has no name nor token: found by its tags; its alias is unique.
+        ("CreateKey", 1),
+        ("CreateAlias", 0),
         // The runner's access entry, the managed add-ons, the Pod Identity
         // associations: EKS creates with a token too (moto ignores it and answers
         // the retry "in use", which Comind must adopt).
@@ -191,6 +194,7 @@ async fn every_create_of_a_full_up_survives_a_lost_answer() {
         ],
     );
     for resource in [
+        format!("alias/{}", name("cluster-secrets")),
         name("postgres"),
         format!("subnet-group:{}", name("postgres")),
         name("cache"),

@@ -63,17 +63,24 @@ impl Run<'_> {
     /// The cluster, active; `None` while planning a new one.
     pub(super) async fn cluster(&mut self, inputs: Option<&Inputs>) -> Result<Option<Cluster>> {
         let desired_version = self.env.config().aws.cluster.version.clone();
-        let Some(live) = describe_cluster(self.clients, &self.name).await? else {
+        let live = describe_cluster(self.clients, &self.name).await?;
+        if let Some(live) = &live {
+            // Before anything else is touched for it, the cluster must be ours.
+            let live_tags = tags::from_map(live.tags());
+            tags::require_owned(self.env, COMPONENT, "eks-cluster", &self.name, &live_tags)?;
+        }
+        // The key first: EKS takes it when it creates the cluster.
+        let key = self.secrets_key().await?;
+        let Some(live) = live else {
             if !self.pass.will(
                 Change::create("eks-cluster", &self.name)
                     .because(format!("Kubernetes {desired_version}")),
             ) {
                 return Ok(None);
             }
-            return self.create_cluster(inputs).await.map(Some);
+            return self.create_cluster(inputs, key.as_deref()).await.map(Some);
         };
         let live_tags = tags::from_map(live.tags());
-        tags::require_owned(self.env, COMPONENT, "eks-cluster", &self.name, &live_tags)?;
         let status = live.status().cloned().unwrap_or(ClusterStatus::Active);
         match status {
             ClusterStatus::Failed => {
@@ -87,7 +94,7 @@ impl Run<'_> {
                     return Ok(None);
                 }
                 self.wait_cluster_gone().await?;
-                return self.create_cluster(inputs).await.map(Some);
+                return self.create_cluster(inputs, key.as_deref()).await.map(Some);
             }
             ClusterStatus::Active => {}
             _ => {
@@ -182,6 +189,7 @@ impl Run<'_> {
         live = self.endpoint_access(live).await?;
         live = self.control_plane_logging(live).await?;
         live = self.authentication_mode(live).await?;
+        live = self.envelope_encryption(live, key.as_deref()).await?;
         let missing = tags::missing(&self.cluster_tags(), &live_tags);
         if !missing.is_empty()
             && self
@@ -333,9 +341,16 @@ impl Run<'_> {
         }
     }
 
-    async fn create_cluster(&mut self, inputs: Option<&Inputs>) -> Result<Cluster> {
+    async fn create_cluster(
+        &mut self,
+        inputs: Option<&Inputs>,
+        key: Option<&str>,
+    ) -> Result<Cluster> {
         let inputs = inputs.ok_or_else(|| {
             Error::internal("the cluster cannot be created before the network and roles")
+        })?;
+        let key = key.ok_or_else(|| {
+            Error::internal("the cluster cannot be created before its Secrets key")
         })?;
         let version = &self.env.config().aws.cluster.version;
         let resource = self.resource();
@@ -371,6 +386,7 @@ impl Run<'_> {
                             .build(),
                     )
                     .logging(logging(&[]))
+                    .encryption_config(super::secrets_key::encryption_config(key))
                     .set_tags(Some(cluster_tags.clone()))
                     .send()
                     .await
@@ -407,7 +423,7 @@ impl Run<'_> {
         )
     }
 
-    async fn wait_cluster_active(&self) -> Result<Cluster> {
+    pub(super) async fn wait_cluster_active(&self) -> Result<Cluster> {
         let wait = Wait::new(
             "eks-cluster",
             &self.name,

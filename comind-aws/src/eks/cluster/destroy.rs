@@ -1,5 +1,6 @@
 //! `down`: the node group, the cluster, the launch template and the kubeconfig go; the
-//! cluster holds no data of its own.
+//! cluster holds no data of its own. The Secrets key stays unless purged (see
+//! [`super::secrets_key`]).
 
 use aws_sdk_eks::types::{ClusterStatus, NodegroupStatus};
 use comind_core::{Change, Error, Kept, Result};
@@ -11,7 +12,7 @@ use crate::error::AwsResultExt;
 use crate::tags;
 
 impl Run<'_> {
-    pub(super) async fn destroy(&mut self) -> Result<Vec<Kept>> {
+    pub(super) async fn destroy(&mut self, purge: bool) -> Result<Vec<Kept>> {
         let mut kept = Vec::new();
         let cluster = describe_cluster(self.clients, &self.name).await?;
         if let Some(cluster) = &cluster {
@@ -88,6 +89,7 @@ impl Run<'_> {
                     .with_resource(path.display().to_string()));
             }
         }
+        kept.extend(self.destroy_secrets_key(purge).await?);
         Ok(kept)
     }
 }

@@ -1,6 +1,6 @@
-//! The `cluster` phase: the EKS cluster, who may use it (access entries), its managed
-//! node group, its managed add-ons and the kubeconfig: what the in-cluster phases
-//! need from EKS, as k3d gives it locally.
+//! The `cluster` phase: the EKS cluster, the KMS key that encrypts its Secrets, who may
+//! use it (access entries), its managed node group, its managed add-ons and the
+//! kubeconfig: what the in-cluster phases need from EKS, as k3d gives it locally.
 //!
 //! The control plane wears the cluster security group of the `network` phase; the
 //! nodes wear it too, through a launch template (alongside the security group EKS
@@ -37,6 +37,7 @@ mod launch_template;
 mod node_group;
 mod outputs;
 mod pod_identity;
+mod secrets_key;
 
 use control_plane::describe_cluster;
 use outputs::outputs_of;
@@ -210,7 +211,8 @@ impl Reconcile for ClusterPhase {
     }
 
     fn description(&self) -> String {
-        "EKS cluster, access entries, managed node group, add-ons and kubeconfig".to_string()
+        "EKS cluster, Secrets key, access entries, managed node group, add-ons and kubeconfig"
+            .to_string()
     }
 
     fn default_timeout(&self) -> Option<Duration> {
@@ -278,12 +280,16 @@ impl Reconcile for ClusterPhase {
         Ok(outputs)
     }
 
-    async fn destroy(&self, ctx: &PhaseContext, _options: DestroyOptions) -> Result<Destroyed> {
+    async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {
         // The cluster holds no data of its own (workloads keep theirs in RDS, S3 and
-        // volumes managed elsewhere), so purge or not, all of it goes.
+        // volumes managed elsewhere), so purge or not, all of it goes but the key that
+        // encrypted its Secrets, which only a purge schedules for deletion.
         let clients = self.aws.clients(ctx.env()).await?;
         let mut pass = Pass::apply();
-        let kept = self.run(ctx, &clients, &mut pass).destroy().await?;
+        let kept = self
+            .run(ctx, &clients, &mut pass)
+            .destroy(options.purge)
+            .await?;
         Ok(Destroyed {
             changes: pass.into_changes(),
             kept,

@@ -167,6 +167,7 @@ pub struct Peek {
     pub s3: aws_sdk_s3::Client,
     pub elasticache: aws_sdk_elasticache::Client,
     pub sqs: aws_sdk_sqs::Client,
+    pub kms: aws_sdk_kms::Client,
 }
 
 impl Peek {
@@ -184,6 +185,7 @@ impl Peek {
             ),
             elasticache: aws_sdk_elasticache::Client::new(&sdk),
             sqs: aws_sdk_sqs::Client::new(&sdk),
+            kms: aws_sdk_kms::Client::new(&sdk),
         }
     }
 }

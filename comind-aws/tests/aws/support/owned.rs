@@ -220,6 +220,41 @@ pub async fn cluster(peek: &Peek, env: &Environment) -> Vec<String> {
             .filter(|t| env.owns(&ec2_tags(t.tags()), Some("cluster")))
             .map(|t| format!("launch-template {}", t.launch_template_name().unwrap())),
     );
+    out.extend(kms_keys(peek, env).await);
+    out
+}
+
+/// The cluster's KMS keys that are not scheduled for deletion: by alias (as `kept`
+/// reports them), or `kms-key <id>` for one no alias names (a leak).
+pub async fn kms_keys(peek: &Peek, env: &Environment) -> Vec<String> {
+    let mut out = Vec::new();
+    let keys = peek.kms.list_keys().send().await.unwrap();
+    for key in keys.keys() {
+        let id = key.key_id().unwrap();
+        let tags: Tags = peek
+            .kms
+            .list_resource_tags()
+            .key_id(id)
+            .send()
+            .await
+            .unwrap()
+            .tags()
+            .iter()
+            .map(|t| (t.tag_key().to_string(), t.tag_value().to_string()))
+            .collect();
+        let described = peek.kms.describe_key().key_id(id).send().await.unwrap();
+        let state = described.key_metadata().and_then(|m| m.key_state());
+        if !env.owns(&tags, Some("cluster"))
+            || state == Some(&aws_sdk_kms::types::KeyState::PendingDeletion)
+        {
+            continue;
+        }
+        let aliases = peek.kms.list_aliases().key_id(id).send().await.unwrap();
+        match aliases.aliases().first().and_then(|a| a.alias_name()) {
+            Some(alias) => out.push(alias.to_string()),
+            None => out.push(format!("kms-key {id}")),
+        }
+    }
     out
 }
 
