@@ -132,7 +132,7 @@ where
 }
 
 /// Whether an AWS error code of a create says its resource exists.
-fn says_it_exists(code: &str) -> bool {
+pub(crate) fn says_it_exists(code: &str) -> bool {
     // EntityAlreadyExists, DBInstanceAlreadyExists(Fault), DBSubnetGroupAlreadyExists,
     // CacheSubnetGroupAlreadyExists(Fault), ReplicationGroupAlreadyExists(Fault),
     // InvalidLaunchTemplateName.AlreadyExistsException, QueueAlreadyExists,

@@ -654,3 +654,64 @@ async fn a_cluster_made_without_a_secrets_key_gets_comind_s_once() {
     );
     assert_second_up_changes_nothing(&bootstrap, &log, &RunOptions::default()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_schedules_the_key_and_one_an_interrupted_run_left_without_its_alias() {
+    let moto = require_peer!(Moto::start());
+    let peek = Peek::new(&moto);
+    let state = tempfile::tempdir().unwrap();
+    let log = CallLog::default();
+    let bootstrap = bootstrap(&moto, &log, "orph", state.path(), |_| {});
+    let env = bootstrap.env().clone();
+    up(&bootstrap, "up").await;
+    // What an `up` stopped between CreateKey and CreateAlias leaves: a key of ours
+    // that no alias names.
+    let orphan = peek
+        .kms
+        .create_key()
+        .set_tags(Some(
+            env.labels("cluster", None)
+                .into_iter()
+                .map(|(k, v)| {
+                    aws_sdk_kms::types::Tag::builder()
+                        .tag_key(k)
+                        .tag_value(v)
+                        .build()
+                        .unwrap()
+                })
+                .collect(),
+        ))
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    let down = bootstrap
+        .down(&runs::purge(), &comind_core::DownOptions::default())
+        .await
+        .unwrap();
+    assert_succeeded(&down, "down --purge");
+    assert_eq!(
+        crate::support::owned::kms_keys(&peek, &env).await,
+        Vec::<String>::new()
+    );
+    let state = peek
+        .kms
+        .describe_key()
+        .key_id(orphan.key_id())
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_state;
+    assert_eq!(state, Some(aws_sdk_kms::types::KeyState::PendingDeletion));
+    let aliases = peek.kms.list_aliases().send().await.unwrap();
+    assert!(
+        !aliases
+            .aliases()
+            .iter()
+            .any(|a| a.alias_name() == Some("alias/comind-orph-cluster-secrets")),
+        "the alias goes with a purge"
+    );
+}

@@ -155,8 +155,9 @@ impl Run<'_> {
                 // it made), or another run naming the same key: fine when the alias
                 // names this key, a conflict otherwise.
                 Err(err)
-                    if Failure::of(&err).and_then(Failure::code)
-                        == Some("AlreadyExistsException") =>
+                    if Failure::of(&err)
+                        .and_then(Failure::code)
+                        .is_some_and(create::says_it_exists) =>
                 {
                     match aliased_key(self.clients, &alias).await? {
                         Some(named) if named.key_id() == key.key_id() => Ok(()),
@@ -340,54 +341,76 @@ impl Run<'_> {
         }
     }
 
-    /// `down`: the key stays unless `purge`, which removes the alias and schedules the
-    /// key's deletion.
+    /// `down`: the key stays unless `purge`, which schedules the key's deletion and
+    /// then removes the alias (in that order, so that a run stopped in between leaves
+    /// the alias for the next purge to find), and schedules any key of ours that no
+    /// alias names (left by an `up` stopped between CreateKey and CreateAlias).
     pub(super) async fn destroy_secrets_key(&mut self, purge: bool) -> Result<Vec<Kept>> {
         let alias = self.secrets_key_alias();
-        let Some(key) = aliased_key(self.clients, &alias).await? else {
-            return Ok(Vec::new());
-        };
-        let live_tags = key_tags(self.clients, key.key_id()).await?;
-        if !self.env.owns(&live_tags, Some(COMPONENT)) {
-            return Ok(vec![Kept {
-                kind: KIND.into(),
-                name: alias,
-                reason: "not created by Comind (no ownership tags); left untouched".into(),
-            }]);
-        }
-        if !purge {
-            return Ok(vec![Kept {
-                kind: KIND.into(),
-                name: alias,
-                reason: "deleting a KMS key cannot be undone and what it encrypted becomes \
-                         unreadable; the next `comind up` uses it again; `comind down \
-                         --purge` schedules its deletion"
-                    .into(),
-            }]);
-        }
-        self.pass
-            .record([Change::delete(KIND, &alias).because(format!(
-                "deletion scheduled in {DELETION_WINDOW_DAYS} days (`CancelKeyDeletion` \
-             keeps it)"
-            ))]);
-        self.clients
-            .kms
-            .delete_alias()
-            .alias_name(&alias)
-            .send()
-            .await
-            .found("kms:DeleteAlias", self.secrets_key_resource())?;
-        if !pending_deletion(&key) {
+        if let Some(key) = aliased_key(self.clients, &alias).await? {
+            let live_tags = key_tags(self.clients, key.key_id()).await?;
+            if !self.env.owns(&live_tags, Some(COMPONENT)) {
+                return Ok(vec![Kept {
+                    kind: KIND.into(),
+                    name: alias,
+                    reason: "not created by Comind (no ownership tags); left untouched".into(),
+                }]);
+            }
+            if !purge {
+                return Ok(vec![Kept {
+                    kind: KIND.into(),
+                    name: alias,
+                    reason: "deleting a KMS key cannot be undone and what it encrypted \
+                             becomes unreadable; the next `comind up` uses it again; \
+                             `comind down --purge` schedules its deletion"
+                        .into(),
+                }]);
+            }
+            self.pass
+                .record([Change::delete(KIND, &alias).because(format!(
+                    "deletion scheduled in {DELETION_WINDOW_DAYS} days (`CancelKeyDeletion` \
+                 keeps it)"
+                ))]);
+            if !pending_deletion(&key) {
+                self.schedule_deletion(key.key_id()).await?;
+            }
             self.clients
                 .kms
-                .schedule_key_deletion()
-                .key_id(key.key_id())
-                .pending_window_in_days(DELETION_WINDOW_DAYS)
+                .delete_alias()
+                .alias_name(&alias)
                 .send()
                 .await
-                .found("kms:ScheduleKeyDeletion", self.secrets_key_resource())?;
+                .found("kms:DeleteAlias", self.secrets_key_resource())?;
+        }
+        if purge {
+            let mut scheduled = std::collections::BTreeSet::new();
+            while let Some(orphan) = self.unaliased_key().await? {
+                // A backend that kept the key enabled after scheduling it must not
+                // keep this loop going.
+                if !scheduled.insert(orphan.key_id().to_string()) {
+                    break;
+                }
+                self.pass
+                    .record([Change::delete(KIND, orphan.key_id()).because(format!(
+                        "left without its alias by an interrupted run; deletion scheduled in \
+                     {DELETION_WINDOW_DAYS} days"
+                    ))]);
+                self.schedule_deletion(orphan.key_id()).await?;
+            }
         }
         Ok(Vec::new())
+    }
+
+    async fn schedule_deletion(&self, key_id: &str) -> Result<()> {
+        self.clients
+            .kms
+            .schedule_key_deletion()
+            .key_id(key_id)
+            .pending_window_in_days(DELETION_WINDOW_DAYS)
+            .send()
+            .await
+            .found("kms:ScheduleKeyDeletion", format!("{KIND} {key_id}"))
+            .map(drop)
     }
 }
 
