@@ -8,9 +8,10 @@
 //! directory (0600).
 //!
 //! `down` snapshots the group first (tagged, with the user's own tags of the group)
-//! and the next `up` restores the newest snapshot; `down --purge` deletes the group
-//! without one and removes every final snapshot. The probe goes through the
-//! ElastiCache API (status `available` and a primary endpoint): the group is private,
+//! and the next `up` restores the newest snapshot (`down` keeps the newest
+//! `services.cache.aws.final_snapshots`, default 1, removing older ones of ours);
+//! `down --purge` deletes the group without one and removes every final snapshot.
+//! The probe goes through the ElastiCache API (status `available` and a primary endpoint): the group is private,
 //! so the operator's machine cannot open a Redis connection to it.
 //!
 //! What it shares with RDS (owned names, the subnet group, final snapshots, waits,
@@ -94,6 +95,7 @@ impl Datastore for ElastiCacheRedis {
     const LABEL: &'static str = "ElastiCache replication group";
     const SECURITY_GROUP_KEY: &'static str = network::CACHE_SECURITY_GROUP_ID;
     const TIMEOUT_SETTING: &'static str = "aws.timeouts.cache";
+    const FINAL_SNAPSHOTS_SETTING: &'static str = "services.cache.aws.final_snapshots";
 
     fn aws(&self) -> &Connector {
         &self.aws
@@ -110,6 +112,10 @@ impl Datastore for ElastiCacheRedis {
             replicas: settings.replicas,
             engine_version: &settings.engine_version,
         })
+    }
+
+    fn final_snapshots_kept(env: &Environment) -> u32 {
+        env.config().services.cache.aws.final_snapshots
     }
 
     fn user(_env: &Environment) -> String {

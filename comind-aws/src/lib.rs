@@ -33,7 +33,7 @@
 //! deleted, since not every backend applies the filters.
 //!
 //! `down` keeps data: RDS and ElastiCache leave a final snapshot that the next `up`
-//! restores, buckets holding objects and queues holding messages stay, and so does the
+//! restores (keeping the newest `final_snapshots` of each, default 1), buckets holding objects and queues holding messages stay, and so does the
 //! KMS key of the cluster's Secrets; `down --purge` removes them too (the key is
 //! scheduled for deletion). Passwords, auth tokens and EKS tokens never reach
 //! logs, events, errors, tags or command lines.

@@ -9,8 +9,9 @@
 //!
 //! `down` takes a final snapshot (turning deletion protection off first, since `down`
 //! of a production environment is already confirmed by name) and the next `up`
-//! restores the newest one; `down --purge` deletes the instance without a snapshot
-//! and removes every final snapshot.
+//! restores the newest one (`services.postgres.aws.final_snapshots` says how many
+//! `down` keeps); `down --purge` deletes the instance without a snapshot and removes
+//! every final snapshot.
 //!
 //! The probe goes through the RDS API (status `available` and an endpoint): the
 //! instance is private, so the operator's machine cannot open a PostgreSQL connection
@@ -118,6 +119,7 @@ impl Datastore for RdsPostgres {
     const LABEL: &'static str = "RDS instance";
     const SECURITY_GROUP_KEY: &'static str = network::DATABASE_SECURITY_GROUP_ID;
     const TIMEOUT_SETTING: &'static str = "aws.timeouts.database";
+    const FINAL_SNAPSHOTS_SETTING: &'static str = "services.postgres.aws.final_snapshots";
 
     fn aws(&self) -> &Connector {
         &self.aws
@@ -137,6 +139,10 @@ impl Datastore for RdsPostgres {
             multi_az: settings.multi_az,
             deletion_protection: env.is_production(),
         })
+    }
+
+    fn final_snapshots_kept(env: &Environment) -> u32 {
+        env.config().services.postgres.aws.final_snapshots
     }
 
     fn user(env: &Environment) -> String {

@@ -1,5 +1,6 @@
 //! `down` of a data service: a final snapshot first unless purging, then the resource
-//! and its subnet group; final snapshots stay, or go with `--purge`.
+//! and its subnet group; the newest final snapshots stay (older ones of ours go), or
+//! all go with `--purge`.
 
 use std::time::SystemTime;
 
@@ -23,12 +24,19 @@ impl<S: Datastore> Run<'_, S> {
             }
             if S::status(&live) != "deleting" {
                 S::prepare_delete(self, &live).await?;
-                let final_snapshot = (!purge && S::can_snapshot(&live)).then(|| {
-                    let id = snapshot::final_name(&self.name, SystemTime::now());
+                let final_snapshot = if !purge && S::can_snapshot(&live) {
+                    let taken: Vec<String> = S::snapshots(self.clients, &self.name)
+                        .await?
+                        .into_iter()
+                        .map(|s| s.id)
+                        .collect();
+                    let id = snapshot::final_name(&self.name, SystemTime::now(), &taken);
                     self.pass.record([Change::create(S::SNAPSHOT_KIND, &id)
                         .because(format!("final snapshot of {}", self.name))]);
-                    id
-                });
+                    Some(id)
+                } else {
+                    None
+                };
                 S::delete(self, &live, &live_tags, final_snapshot.as_deref()).await?;
             }
             self.pass.record([Change::delete(S::KIND, &self.name)]);
@@ -38,12 +46,26 @@ impl<S: Datastore> Run<'_, S> {
 
         self.remove_subnet_group().await?;
 
-        for snap in self.final_snapshots().await? {
-            if purge {
+        let snapshots = self.final_snapshots().await?;
+        if purge {
+            for snap in &snapshots {
                 self.pass
                     .record([Change::delete(S::SNAPSHOT_KIND, &snap.id)]);
                 S::delete_snapshot(self.clients, &snap.id).await?;
-            } else {
+            }
+        } else {
+            let keep = S::final_snapshots_kept(self.env);
+            let older = snapshot::superseded(&snapshots, keep);
+            for snap in &snapshots[..older] {
+                self.pass
+                    .record([Change::delete(S::SNAPSHOT_KIND, &snap.id).because(format!(
+                        "older than the newest {keep} final snapshot(s) of {} that `{}` keeps",
+                        self.name,
+                        S::FINAL_SNAPSHOTS_SETTING
+                    ))]);
+                S::delete_snapshot(self.clients, &snap.id).await?;
+            }
+            for snap in &snapshots[older..] {
                 kept.push(snapshot::kept(S::SNAPSHOT_KIND, &snap.id, &self.name));
             }
         }

@@ -12,9 +12,10 @@
 //!   so data survives `down` and `up`;
 //! - a failed resource stops the run, one being deleted is waited out and created
 //!   again, one that is busy is waited for before it is converged;
-//! - `down` takes a final snapshot (named and tagged by [`snapshot`]) and keeps every
-//!   final snapshot; `down --purge` deletes without one, removes the final snapshots
-//!   and forgets the generated secret.
+//! - `down` takes a final snapshot (named and tagged by [`snapshot`]) and keeps the
+//!   newest final snapshots, as many as the service's `final_snapshots` setting says,
+//!   removing older ones of ours; `down --purge` deletes without one, removes the
+//!   final snapshots and forgets the generated secret.
 //!
 //! [`Datastore`] is what differs: the API calls, the settings and the drift each
 //! service converges. [`RdsPostgres`](crate::RdsPostgres) and
@@ -82,6 +83,8 @@ pub(crate) trait Datastore: Send + Sync + Sized + 'static {
     const SECURITY_GROUP_KEY: &'static str;
     /// The setting of its timeout (`aws.timeouts.database`).
     const TIMEOUT_SETTING: &'static str;
+    /// The setting of how many final snapshots `down` keeps.
+    const FINAL_SNAPSHOTS_SETTING: &'static str;
 
     /// The AWS clients' source.
     fn aws(&self) -> &Connector;
@@ -100,6 +103,9 @@ pub(crate) trait Datastore: Send + Sync + Sized + 'static {
 
     /// The user name of the generated credentials.
     fn user(env: &Environment) -> String;
+
+    /// How many final snapshots `down` keeps, newest first (at least 1).
+    fn final_snapshots_kept(env: &Environment) -> u32;
 
     /// Why a new one is created, when no final snapshot is restored: what it will be.
     fn describe_new(env: &Environment) -> String;

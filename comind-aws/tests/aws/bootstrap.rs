@@ -380,6 +380,158 @@ async fn down_keeps_data_up_restores_it_and_purge_removes_everything() {
     assert!(buckets.buckets().is_empty(), "{:?}", buckets.buckets());
 }
 
+/// The final snapshots of ours in the account, oldest first: RDS by instance,
+/// ElastiCache by name (its names end with the time they were taken).
+async fn final_snapshots(peek: &Peek, env: &str) -> (Vec<String>, Vec<String>) {
+    let rds = peek
+        .rds
+        .describe_db_snapshots()
+        .db_instance_identifier(format!("comind-{env}-postgres"))
+        .snapshot_type("manual")
+        .send()
+        .await
+        .unwrap();
+    let mut rds: Vec<String> = rds
+        .db_snapshots()
+        .iter()
+        .filter_map(|s| s.db_snapshot_identifier().map(str::to_string))
+        .collect();
+    rds.sort();
+    let cache = peek
+        .elasticache
+        .describe_snapshots()
+        .snapshot_source("manual")
+        .send()
+        .await
+        .unwrap();
+    let prefix = format!("comind-{env}-cache-");
+    let mut cache: Vec<String> = cache
+        .snapshots()
+        .iter()
+        .filter_map(|s| s.snapshot_name().filter(|n| n.starts_with(&prefix)))
+        .map(str::to_string)
+        .collect();
+    cache.sort();
+    (rds, cache)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_keeps_the_newest_final_snapshots_the_settings_ask_for_and_removes_older_ones() {
+    let moto = require_peer!(Moto::start());
+    let peek = Peek::new(&moto);
+    let state = tempfile::tempdir().unwrap();
+    let log = CallLog::default();
+    // PostgreSQL keeps two, the cache the default one.
+    let bootstrap = bootstrap(&moto, &log, "snaps", state.path(), |config| {
+        config.services.postgres.aws.final_snapshots = 2;
+    });
+    let run = runs::only(&["postgres", "cache"]);
+    let (b, r) = (&bootstrap, &run);
+    let cycle = || async move {
+        let up = b.up(r, &UpOptions::default()).await.unwrap();
+        assert_succeeded(&up, "up");
+        let mut events = b.events().subscribe();
+        let down = b.down(r, &DownOptions::default()).await.unwrap();
+        assert_succeeded(&down, "down");
+        drain(&mut events)
+    };
+
+    let first = cycle().await;
+    let (pg_1, cache_1) = final_snapshots(&peek, "snaps").await;
+    assert_eq!((pg_1.len(), cache_1.len()), (1, 1), "{pg_1:?} {cache_1:?}");
+    // A snapshot with our prefix that Comind did not make (no tags) is never removed.
+    let foreign = "comind-snaps-cache-final-19990101000000".to_string();
+    let up = bootstrap.up(&run, &UpOptions::default()).await.unwrap();
+    assert_succeeded(&up, "up");
+    peek.elasticache
+        .create_snapshot()
+        .replication_group_id("comind-snaps-cache")
+        .snapshot_name(&foreign)
+        .send()
+        .await
+        .unwrap();
+    let mut events = bootstrap.events().subscribe();
+    let down = bootstrap.down(&run, &DownOptions::default()).await.unwrap();
+    assert_succeeded(&down, "second down");
+    let second = drain(&mut events);
+    let (pg_2, cache_2) = final_snapshots(&peek, "snaps").await;
+    assert_eq!(pg_2.len(), 2, "PostgreSQL keeps two: {pg_2:?}");
+    assert!(pg_2.contains(&pg_1[0]), "{pg_2:?}");
+    assert_eq!(
+        cache_2.len(),
+        2,
+        "the newest of ours and the foreign one: {cache_2:?}"
+    );
+    assert!(cache_2.contains(&foreign), "{cache_2:?}");
+    assert!(
+        !cache_2.contains(&cache_1[0]),
+        "the older one of ours went: {cache_2:?}"
+    );
+    let removed: Vec<&Change> = second.changes["cache"]
+        .iter()
+        .filter(|c| c.action == Action::Delete && c.kind == "cache-snapshot")
+        .collect();
+    assert_eq!(removed.len(), 1, "{:?}", second.changes["cache"]);
+    assert_eq!(removed[0].name, cache_1[0]);
+    assert!(
+        removed[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("services.cache.aws.final_snapshots")),
+        "{removed:?}"
+    );
+    let kept = |finished: &runs::Finished, phase: &str| -> Vec<String> {
+        finished.kept[phase]
+            .iter()
+            .map(|k| k.name.clone())
+            .collect()
+    };
+    assert_eq!(kept(&first, "cache"), cache_1);
+    assert_eq!(
+        kept(&second, "postgres"),
+        pg_2,
+        "down reports what it keeps"
+    );
+    assert!(
+        !kept(&second, "cache").contains(&cache_1[0]),
+        "{:?}",
+        second.kept["cache"]
+    );
+
+    // A third cycle: the oldest PostgreSQL snapshot goes, the second stays; each up
+    // restored the newest, so nothing the databases held is lost.
+    let third = cycle().await;
+    let (pg_3, cache_3) = final_snapshots(&peek, "snaps").await;
+    assert_eq!(pg_3.len(), 2, "{pg_3:?}");
+    assert!(
+        !pg_3.contains(&pg_1[0]) && pg_3.contains(&pg_2[1]),
+        "{pg_3:?}"
+    );
+    assert!(
+        third.changes["postgres"]
+            .iter()
+            .any(|c| c.action == Action::Delete && c.name == pg_1[0]),
+        "{:?}",
+        third.changes["postgres"]
+    );
+    assert_eq!(cache_3.len(), 2, "{cache_3:?}");
+    assert!(cache_3.contains(&foreign));
+
+    // --purge removes ours and still leaves the foreign one.
+    let purge_them = RunOptions {
+        destroy: purge().destroy,
+        ..runs::only(&["postgres", "cache"])
+    };
+    let down = bootstrap
+        .down(&purge_them, &DownOptions::default())
+        .await
+        .unwrap();
+    assert_succeeded(&down, "down --purge");
+    let (pg_4, cache_4) = final_snapshots(&peek, "snaps").await;
+    assert_eq!(pg_4, Vec::<String>::new());
+    assert_eq!(cache_4, vec![foreign]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_taken_by_resources_without_our_tags_stop_the_run_before_anything_changes() {
     let moto = require_peer!(Moto::start());

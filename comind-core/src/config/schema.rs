@@ -229,6 +229,10 @@ pub struct RdsSettings {
     pub backup_retention_days: u32,
     /// Standby in a second availability zone. Default `false`.
     pub multi_az: bool,
+    /// How many final snapshots `down` keeps, newest first; older ones of ours go
+    /// when `down` takes a new one. At least 1: the newest is what `up` restores.
+    /// Default 1.
+    pub final_snapshots: u32,
 }
 
 impl Default for RdsSettings {
@@ -239,6 +243,7 @@ impl Default for RdsSettings {
             engine_version: "16.4".to_string(),
             backup_retention_days: 7,
             multi_az: false,
+            final_snapshots: 1,
         }
     }
 }
@@ -345,6 +350,10 @@ pub struct ElastiCacheSettings {
     pub replicas: u32,
     /// Redis engine version. Default `7.1`.
     pub engine_version: String,
+    /// How many final snapshots `down` keeps, newest first; older ones of ours go
+    /// when `down` takes a new one. At least 1: the newest is what `up` restores.
+    /// Default 1.
+    pub final_snapshots: u32,
 }
 
 impl Default for ElastiCacheSettings {
@@ -353,6 +362,7 @@ impl Default for ElastiCacheSettings {
             node_type: "cache.t4g.micro".to_string(),
             replicas: 1,
             engine_version: "7.1".to_string(),
+            final_snapshots: 1,
         }
     }
 }

@@ -47,6 +47,7 @@ services:
     #   engine_version: "16.4"
     #   backup_retention_days: 7
     #   multi_az: false
+    #   final_snapshots: 1   # kept by `down`, newest first
 
   object_store:            # required
     buckets: [backups, uploads]
@@ -66,6 +67,7 @@ services:
     #   node_type: cache.t4g.micro
     #   replicas: 1
     #   engine_version: "7.1"
+    #   final_snapshots: 1   # kept by `down`, newest first
 
   queue:
     enabled: true

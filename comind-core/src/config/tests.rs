@@ -457,6 +457,18 @@ fn the_aws_providers_rules_are_checked_here_with_their_fields() {
     let mut config = Config::default();
     config.services.postgres.aws.storage_gb = 5;
     assert_eq!(fields(&config), ["services.postgres.aws.storage_gb"]);
+
+    // `down` always keeps the newest final snapshot: `up` restores it.
+    let mut config = Config::default();
+    config.services.postgres.aws.final_snapshots = 0;
+    config.services.cache.aws.final_snapshots = 0;
+    assert_eq!(
+        fields(&config),
+        [
+            "services.postgres.aws.final_snapshots",
+            "services.cache.aws.final_snapshots"
+        ]
+    );
 }
 
 #[test]

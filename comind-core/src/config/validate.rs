@@ -730,6 +730,21 @@ fn check_aws(config: &Config, problems: &mut Vec<Problem>) {
             ),
         ));
     }
+    for (field, kept) in [
+        ("services.postgres.aws.final_snapshots", rds.final_snapshots),
+        (
+            "services.cache.aws.final_snapshots",
+            config.services.cache.aws.final_snapshots,
+        ),
+    ] {
+        if kept == 0 {
+            problems.push(config.problem(
+                field,
+                "0 would leave `up` nothing to restore after `down`: keep at least 1 \
+                 (`comind down --purge` is what removes them all)",
+            ));
+        }
+    }
     if config.services.cache.aws.replicas > 5 {
         problems.push(config.problem(
             "services.cache.aws.replicas",
