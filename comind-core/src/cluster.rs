@@ -74,6 +74,17 @@ pub const LOAD_BALANCER_CONTROLLER_SERVICE_ACCOUNT: (&str, &str) =
 pub const EBS_CSI_CONTROLLER_SERVICE_ACCOUNT: (&str, &str) =
     ("kube-system", "ebs-csi-controller-sa");
 
+/// Output of the cluster phase: the cluster's name (k3d's, or EKS's: what the AWS Load
+/// Balancer Controller is told it runs in).
+pub const CLUSTER_NAME: &str = "CLUSTER_NAME";
+
+/// Output of the AWS cluster phase: the cluster's AWS region.
+pub const CLUSTER_REGION: &str = "CLUSTER_REGION";
+
+/// Output of the AWS cluster phase: the VPC the cluster's nodes are in (where the AWS
+/// Load Balancer Controller makes its load balancers and target groups).
+pub const CLUSTER_VPC_ID: &str = "CLUSTER_VPC_ID";
+
 /// Output of the AWS cluster phase: the IAM role the AWS Load Balancer Controller's
 /// service account assumes (through Pod Identity; a chart that wants the
 /// `eks.amazonaws.com/role-arn` annotation can take it from here).

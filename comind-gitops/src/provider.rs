@@ -9,8 +9,8 @@ use comind_core::{Diagnosis, Environment, Phase, PhaseId, Provider, Result, Serv
 
 use crate::access::{self, Cluster, ClusterAccess, Source};
 use crate::platform::{
-    PhaseSpec, RenderedPhase, addons, argocd, backups, baseline, gitops, load_balancer, registry,
-    sealing_key, services,
+    PhaseSpec, RenderedPhase, addons, argocd, backups, baseline, gitops, load_balancer,
+    load_balancer_controller, registry, sealing_key, services,
 };
 
 /// The platform laid on a cluster: add it to a bootstrap next to the profile's own
@@ -135,6 +135,9 @@ impl Provider for GitopsProvider {
             specs.push(gitops::spec(env));
             if env.config().gitops.addons.sealed_secrets.enabled {
                 specs.push(sealing_key::spec());
+            }
+            if load_balancer_controller::runs(env) {
+                specs.push(load_balancer_controller::spec());
             }
             specs.push(addons::spec(env));
             if addons::uses_metallb(env) {

@@ -24,6 +24,8 @@ What is served, and how it differs from AWS on purpose:
 - UpdateClusterConfig merges resourcesVpcConfig and stores accessConfig (one way:
   API_AND_CONFIG_MAP -> API, as on AWS; CONFIG_MAP cannot be reached again);
   AssociateEncryptionConfig stores the cluster's encryptionConfig (once, as on AWS).
+- CreateCluster answers (and DescribeCluster then shows) resourcesVpcConfig.vpcId,
+  the VPC of the cluster's subnets, which moto leaves out.
 """
 
 import io
@@ -432,13 +434,24 @@ def _nodegroup_entries(original):
 
 
 def _cluster_create(original):
-    """CreateCluster keeps its accessConfig, which moto drops."""
+    """CreateCluster keeps its accessConfig, which moto drops, and answers with the
+    VPC of the cluster's subnets in resourcesVpcConfig.vpcId, as AWS does."""
 
     def create_cluster(self, name, *args, access_config=None, **kwargs):
         made = original(self, name, *args, **kwargs)
         made.access_config = {
             "authenticationMode": (access_config or {}).get("authenticationMode", "CONFIG_MAP"),
         }
+        vpc_config = made.resources_vpc_config
+        subnets = (vpc_config or {}).get("subnetIds") or []
+        if subnets and "vpcId" not in vpc_config:
+            from moto.ec2.models import ec2_backends
+
+            try:
+                subnet = ec2_backends[self.account_id][self.region_name].get_subnet(subnets[0])
+                vpc_config["vpcId"] = subnet.vpc_id
+            except Exception:  # an unknown subnet: AWS would refuse the create itself
+                pass
         return made
 
     return create_cluster

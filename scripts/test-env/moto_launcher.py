@@ -40,7 +40,8 @@ SDK or a correct client cannot cope with (see /work/research/moto.md):
    the same call; a repeated create of an existing bucket leaves its tags alone.
 
 9. EKS access entries, managed add-ons, Pod Identity associations, accessConfig,
-   a merging UpdateClusterConfig and AssociateEncryptionConfig: not served by moto
+   a cluster's vpcId, a merging UpdateClusterConfig and AssociateEncryptionConfig:
+   not served by moto
    5.2, answered by moto_eks.py next to moto's clusters (its docstring says how,
    and where it differs from AWS on purpose).
 

@@ -121,6 +121,16 @@ async fn up_converges_and_a_second_up_makes_no_mutating_call() {
             .starts_with("rediss://:")
     );
     assert_eq!(outputs.require("S3_ENDPOINT").unwrap(), moto.url());
+    // What the AWS Load Balancer Controller's add-on is told of its cluster.
+    assert_eq!(
+        outputs.require("CLUSTER_VPC_ID").unwrap(),
+        outputs.require("VPC_ID").unwrap()
+    );
+    assert_eq!(
+        outputs.require("CLUSTER_NAME").unwrap(),
+        "comind-full-cluster"
+    );
+    assert!(!outputs.require("CLUSTER_REGION").unwrap().is_empty());
 
     // The kubeconfig: private, and its user runs `comind eks-token`.
     let path = std::path::PathBuf::from(outputs.require("KUBECONFIG").unwrap());

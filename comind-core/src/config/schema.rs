@@ -681,6 +681,9 @@ pub struct AddonsSettings {
     pub monitoring: AddonSettings,
     /// MetalLB, installed only with `local.cluster.load_balancer: metallb`.
     pub metallb: AddonSettings,
+    /// The AWS Load Balancer Controller (the `alb` ingress class), on the aws profile
+    /// only.
+    pub load_balancer_controller: AddonSettings,
 }
 
 /// One add-on: on or off, re-pinned, with values of its own.

@@ -152,6 +152,8 @@ services:
 #       enabled: true
 #     metallb:               # only with local.cluster.load_balancer: metallb
 #       enabled: true
+#     load_balancer_controller:  # aws profile: the AWS Load Balancer Controller (ingress class alb)
+#       enabled: true
 #       # values: {prometheus: {prometheusSpec: {retention: 7d}}}
 
 # The platform baseline inside the cluster:

@@ -212,12 +212,14 @@ fn gitops_settings_are_checked() {
     let aws = "profile: aws\ngitops:\n  kubeconfig: /k\n";
     fails(aws, "gitops.repo.url", "local profile only");
     fails(aws, "gitops.domain", "domain you control");
+    fails(aws, "gitops.addons.load_balancer_controller", "clusterName");
     // A checksum makes another release or a mirror acceptable; a local file needs none.
     for ok in [
         "gitops:\n  argocd:\n    version: v3.4.2\n    sha256: 795a3a972224da6a7f9d32c3e946445f062b60fb46028476715affeb688236e3\n",
         "gitops:\n  argocd:\n    manifest: ./install.yaml\n",
         "gitops:\n  repo:\n    url: https://github.com/o/r.git\n    token_file: /run/token\n",
         "profile: aws\ngitops:\n  kubeconfig: /k\n  argocd:\n    enabled: false\n",
+        "profile: aws\ngitops:\n  kubeconfig: /k\n  domain: example.com\n  repo:\n    url: https://github.com/o/r.git\n  addons:\n    load_balancer_controller:\n      values: {clusterName: prod-eks}\n",
     ] {
         Config::from_yaml_str(ok, "comind.yaml").unwrap_or_else(|e| panic!("{ok}: {e}"));
     }

@@ -180,6 +180,19 @@ fn check_gitops(config: &Config, problems: &mut Vec<Problem>) {
              deploys from (https:// or SSH)",
         ));
     }
+    let controller = &gitops.addons.load_balancer_controller;
+    let named = controller
+        .values
+        .as_ref()
+        .and_then(|v| v.get("clusterName"))
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    if elsewhere && argocd.enabled && controller.enabled && !named {
+        problems.push(config.problem(
+            "gitops.addons.load_balancer_controller",
+            "the AWS Load Balancer Controller needs the name of the EKS cluster that              `gitops.kubeconfig` reaches: set `values: {clusterName: <name>}` (and `region`,              `vpcId`), or `enabled: false` if the cluster has an ingress controller",
+        ));
+    }
     if elsewhere && argocd.enabled && gitops.domain.is_none() {
         problems.push(config.problem(
             "gitops.domain",

@@ -12,14 +12,18 @@
 //! | `monitoring` | `kube-prometheus-stack` of prometheus-community | `monitoring` | 1 |
 //! | `metallb` (with `local.cluster.load_balancer: metallb`) | `metallb` | `kube-system` | 0 |
 //!
+//! On AWS the AWS Load Balancer Controller (`aws-load-balancer-controller` of
+//! eks-charts, in `kube-system`) is an Application of its own phase,
+//! [`load_balancer_controller`](super::load_balancer_controller), which this one runs
+//! after: its webhook must serve before Grafana's Ingress is made.
+//!
 //! Grafana's admin password is generated like Argo CD's (kept in the state directory,
 //! shown only by `comind outputs --reveal`) and handed to the chart as a Secret Comind
 //! writes into `monitoring` (`admin.existingSecret`), never as a value in the
 //! Application. `up` waits until every add-on is synced and healthy.
 //!
 //! Locally, ingress is the Traefik k3s ships, configured by k3s itself: nothing to
-//! install. On AWS, the AWS Load Balancer Controller joins this table once the EKS
-//! side provides its IAM role (Pod Identity).
+//! install.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -202,6 +206,11 @@ fn after(env: &Environment) -> Vec<PhaseId> {
     if env.config().gitops.addons.sealed_secrets.enabled {
         after.push(PhaseId::new(super::sealing_key::ID));
     }
+    // Grafana's Ingress would be refused while the controller's webhook has no
+    // endpoint.
+    if super::load_balancer_controller::enabled(env) {
+        after.push(PhaseId::new(super::load_balancer_controller::ID));
+    }
     after
 }
 
@@ -336,8 +345,12 @@ fn merge(base: &mut Value, overlay: &Value) {
     }
 }
 
-fn application(env: &Environment, addon: &Addon, settings: &AddonSettings) -> Result<Object> {
-    let mut values = values(env, addon);
+/// The Application of `addon`, with Comind's `values` and the user's on top.
+pub(crate) fn application(
+    addon: &Addon,
+    settings: &AddonSettings,
+    mut values: Value,
+) -> Result<Object> {
     if let Some(extra) = &settings.values {
         merge(&mut values, extra);
     }
@@ -402,7 +415,7 @@ pub fn render(env: &Environment, grafana: &Secret) -> Result<ObjectSet> {
         if !settings.enabled {
             continue;
         }
-        objects.push(application(env, &addon, settings)?);
+        objects.push(application(&addon, settings, values(env, &addon))?);
         if addon.name == MONITORING.name {
             objects.push(Object::typed(&grafana_secret(grafana))?);
         }

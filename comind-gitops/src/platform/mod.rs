@@ -4,6 +4,7 @@
 //! (`platform/services`), [`registry`] (`platform/registry`), [`argocd`]
 //! (`platform/argocd`), [`gitops`] (`platform/gitops`), [`addons`]
 //! (`platform/addons`), [`load_balancer`] (`platform/load-balancer`),
+//! [`load_balancer_controller`] (`platform/load-balancer-controller`),
 //! [`sealing_key`] (`platform/sealing-key`) and [`backups`] (`platform/backups`).
 
 pub mod addons;
@@ -13,6 +14,7 @@ pub mod baseline;
 pub mod gitops;
 pub mod ingress;
 pub mod load_balancer;
+pub mod load_balancer_controller;
 pub mod registry;
 pub mod sealing_key;
 pub mod services;

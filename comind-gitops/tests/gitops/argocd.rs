@@ -463,3 +463,155 @@ fn degraded() -> serde_json::Value {
         }]
     })
 }
+
+/// On AWS the platform's Ingresses use the AWS Load Balancer Controller. Its Application
+/// comes first, and nothing that makes an Ingress runs until its webhook Service has a
+/// ready endpoint (the test plays the EndpointSlice controller, since no controller
+/// Pod runs here). A cluster named by `gitops.kubeconfig` has no cluster phase: the
+/// chart learns the cluster's name from the values.
+#[tokio::test]
+async fn on_aws_the_load_balancer_controller_serves_its_webhook_before_the_add_ons_make_ingresses()
+{
+    use comind_gitops::platform::load_balancer_controller as lbc;
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+    let peer = require_peer!(KubePeer::shared());
+    let _platform = support::cluster_wide(peer).await;
+    let state = tempfile::tempdir().unwrap();
+    let admin = support::client(peer, User::Admin).await;
+    let env = support::env(peer, "alb", state.path(), |c| {
+        support::with_argocd(c);
+        c.profile = comind_core::Profile::Aws;
+        c.gitops.domain = Some("platform.example.com".into());
+        c.gitops.repo.url = "https://git.example.com/platform/gitops.git".into();
+        c.gitops.addons.load_balancer_controller.values = Some(serde_json::json!({
+            "clusterName": "comind-alb-cluster", "region": "eu-west-1"
+        }));
+    });
+    support::settled(&admin, &env).await;
+    let _kubelet = Kubelet::start(admin.clone(), argocd::NAMESPACE);
+    let run = RunOptions::default();
+    let apps = argo_cd::applications(&admin);
+    let slices: Api<EndpointSlice> = Api::namespaced(admin.clone(), "kube-system");
+    let slice_name = format!("{}-test", lbc::WEBHOOK_SERVICE);
+    let argo = {
+        let (admin, apps, slices, slice_name) = (
+            admin.clone(),
+            apps.clone(),
+            slices.clone(),
+            slice_name.clone(),
+        );
+        tokio::spawn(async move {
+            argo_cd::until_reported(
+                &admin,
+                &["root", lbc::LOAD_BALANCER_CONTROLLER.name],
+                &argo_cd::synced_and_healthy(),
+            )
+            .await;
+            // Synced and healthy, but the webhook serves nothing yet: the add-ons,
+            // Grafana's Ingress among them, wait.
+            assert!(
+                apps.get_opt("monitoring").await.unwrap().is_none(),
+                "the add-ons ran before the controller's webhook served"
+            );
+            let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": slice_name, "labels": {
+                    "kubernetes.io/service-name": lbc::WEBHOOK_SERVICE,
+                    "endpointslice.kubernetes.io/managed-by": "comind-test"
+                }},
+                "addressType": "IPv4",
+                "ports": [{"name": "webhook-server", "port": 9443, "protocol": "TCP"}],
+                "endpoints": [{"addresses": ["10.40.1.10"], "conditions": {"ready": true}}],
+            }))
+            .unwrap();
+            slices.create(&Default::default(), &slice).await.unwrap();
+            argo_cd::until_reported(
+                &admin,
+                &["sealed-secrets", "monitoring"],
+                &argo_cd::synced_and_healthy(),
+            )
+            .await;
+        })
+    };
+    let report = bootstrap(&env, state.path())
+        .up(&run, &UpOptions::default())
+        .await
+        .unwrap();
+    argo.await.unwrap();
+    assert_eq!(
+        report.summary.outcome,
+        RunOutcome::Succeeded,
+        "{:?}",
+        report.summary
+    );
+
+    let controller = apps.get(lbc::LOAD_BALANCER_CONTROLLER.name).await.unwrap();
+    let spec = &controller.data["spec"];
+    assert_eq!(
+        spec["source"]["repoURL"],
+        "https://aws.github.io/eks-charts"
+    );
+    assert_eq!(spec["source"]["chart"], "aws-load-balancer-controller");
+    assert_eq!(spec["source"]["targetRevision"], "3.5.0");
+    assert_eq!(spec["destination"]["namespace"], "kube-system");
+    let values = &spec["source"]["helm"]["valuesObject"];
+    assert_eq!(values["clusterName"], "comind-alb-cluster");
+    assert_eq!(values["region"], "eu-west-1");
+    assert_eq!(
+        values["serviceAccount"]["name"], "aws-load-balancer-controller",
+        "the account Pod Identity associates with the controller's role"
+    );
+    assert_eq!(values["ingressClass"], "alb");
+    let monitoring = apps.get("monitoring").await.unwrap();
+    let grafana = &monitoring.data["spec"]["source"]["helm"]["valuesObject"]["grafana"]["ingress"];
+    assert_eq!(grafana["ingressClassName"], "alb");
+    assert_eq!(grafana["hosts"][0], "grafana.platform.example.com");
+    let ingress = Api::<Ingress>::namespaced(admin.clone(), argocd::NAMESPACE)
+        .get("argocd-server")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(ingress.ingress_class_name.as_deref(), Some("alb"));
+
+    // Turned off, its Application is pruned (Argo CD then removes the controller).
+    let mut without = env.config().clone();
+    without.gitops.addons.load_balancer_controller.enabled = false;
+    let without = Environment::with_state_root(without, state.path());
+    let pruned = bootstrap(&without, state.path())
+        .up(&run, &UpOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        pruned.summary.outcome,
+        RunOutcome::Succeeded,
+        "{:?}",
+        pruned.summary
+    );
+    let gone = apps
+        .get_opt(lbc::LOAD_BALANCER_CONTROLLER.name)
+        .await
+        .unwrap();
+    assert!(
+        gone.as_ref()
+            .is_none_or(|a| a.metadata.deletion_timestamp.is_some()),
+        "{gone:?}"
+    );
+
+    let down = bootstrap(&without, state.path())
+        .down(&run, &DownOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        down.summary.outcome,
+        RunOutcome::Succeeded,
+        "{:?}",
+        down.summary
+    );
+    slices
+        .delete(&slice_name, &Default::default())
+        .await
+        .unwrap();
+    support::settled(&admin, &env).await;
+}

@@ -44,8 +44,9 @@ use outputs::outputs_of;
 
 /// The phase id.
 pub const ID: &str = comind_core::cluster::CLUSTER_PHASE_ID;
-/// Output: the EKS cluster name.
-pub const CLUSTER_NAME: &str = "CLUSTER_NAME";
+/// Output: the EKS cluster name, the region of the cluster and its VPC: the core
+/// contract's (the AWS Load Balancer Controller's add-on reads them).
+pub use comind_core::cluster::{CLUSTER_NAME, CLUSTER_REGION, CLUSTER_VPC_ID};
 /// Output: the cluster ARN.
 pub const CLUSTER_ARN: &str = "CLUSTER_ARN";
 /// Output: the Kubernetes API server URL.
@@ -54,8 +55,6 @@ pub const CLUSTER_ENDPOINT: &str = "CLUSTER_ENDPOINT";
 pub const CLUSTER_CA_DATA: &str = "CLUSTER_CA_DATA";
 /// Output: the Kubernetes version.
 pub const CLUSTER_VERSION: &str = "CLUSTER_VERSION";
-/// Output: the region of the cluster.
-pub const CLUSTER_REGION: &str = "CLUSTER_REGION";
 /// Output: the OIDC issuer, for IAM roles of service accounts.
 pub const CLUSTER_OIDC_ISSUER: &str = "CLUSTER_OIDC_ISSUER";
 /// Output: the managed node group's name.

@@ -5,7 +5,8 @@ use comind_core::{Change, Environment, Outputs, Result};
 
 use super::{
     CLUSTER_ARN, CLUSTER_CA_DATA, CLUSTER_ENDPOINT, CLUSTER_NAME, CLUSTER_OIDC_ISSUER,
-    CLUSTER_REGION, CLUSTER_VERSION, KUBE_CONTEXT, KUBECONFIG, NODE_GROUP_NAME, Run,
+    CLUSTER_REGION, CLUSTER_VERSION, CLUSTER_VPC_ID, KUBE_CONTEXT, KUBECONFIG, NODE_GROUP_NAME,
+    Run,
 };
 use crate::clients::Clients;
 use crate::eks::kubeconfig::{Kubeconfig, comind_command};
@@ -40,6 +41,9 @@ pub(super) fn outputs_of(env: &Environment, clients: &Clients, cluster: &Cluster
         .and_then(|o| o.issuer())
     {
         out.insert_text(CLUSTER_OIDC_ISSUER, issuer);
+    }
+    if let Some(vpc) = cluster.resources_vpc_config().and_then(|v| v.vpc_id()) {
+        out.insert_text(CLUSTER_VPC_ID, vpc);
     }
     out
 }
