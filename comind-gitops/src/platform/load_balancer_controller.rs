@@ -118,7 +118,8 @@ pub fn values(env: &Environment, cluster: &Cluster) -> Value {
 /// phase made (or the one `values.clusterName` names).
 ///
 /// # Errors
-/// `InvalidConfig` when no cluster phase runs and the values name no cluster.
+/// `InvalidInput` when no cluster phase runs and the values name no cluster (config
+/// validation refuses that first).
 pub fn render(ctx: &PhaseContext) -> Result<ObjectSet> {
     let env = ctx.env();
     let settings = &env.config().gitops.addons.load_balancer_controller;
