@@ -29,6 +29,48 @@ pub const REGISTRY_CLUSTER_HOST: &str = "REGISTRY_CLUSTER_HOST";
 /// Output of the registry phase: the port at [`REGISTRY_CLUSTER_HOST`].
 pub const REGISTRY_CLUSTER_PORT: &str = "REGISTRY_CLUSTER_PORT";
 
+/// Where the cluster's server nodes mount the registry's data volume, so the
+/// registry's garbage-collection CronJob (a Pod on a server node, with this host path)
+/// works on the same files as the registry container.
+pub const REGISTRY_NODE_PATH: &str = "/var/lib/comind/registry";
+
+/// The registry's configuration file, shared by the registry container and its
+/// garbage-collection CronJob so both see the same storage. It lives at
+/// [`REGISTRY_CONFIG_PATH`] in both, the data at `/var/lib/registry`. Authentication
+/// is added by the container's environment (the CronJob serves nothing).
+///
+/// It has no blob descriptor cache, unlike the image's own file: after a garbage
+/// collection, a cached descriptor tells a client that a deleted layer still exists,
+/// its push skips the layer, and the image it pushed cannot be pulled.
+pub const REGISTRY_CONFIG: &str = "\
+# Comind's registry configuration (Distribution 2.8 and 3).
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: /var/lib/registry
+  delete:
+    enabled: true
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+";
+
+/// The directory of [`REGISTRY_CONFIG_PATH`].
+pub const REGISTRY_CONFIG_DIR: &str = "/etc/comind";
+
+/// The file name of [`REGISTRY_CONFIG_PATH`].
+pub const REGISTRY_CONFIG_FILE: &str = "registry.yml";
+
+/// Where [`REGISTRY_CONFIG`] is, in the registry container and in the CronJob's Pod:
+/// [`REGISTRY_CONFIG_DIR`]/[`REGISTRY_CONFIG_FILE`].
+pub const REGISTRY_CONFIG_PATH: &str = "/etc/comind/registry.yml";
+
 /// The id of the phase that runs the local Git server (`gitops.repo.url: local`), the
 /// repository Argo CD deploys from when there is no remote one.
 pub const GIT_SERVER_PHASE_ID: &str = "git-server";
@@ -92,3 +134,16 @@ pub const LOAD_BALANCER_CONTROLLER_ROLE_ARN: &str = "LOAD_BALANCER_CONTROLLER_RO
 
 /// Output of the AWS cluster phase: the IAM role of [`BACKUP_SERVICE_ACCOUNT`].
 pub const BACKUP_ROLE_ARN: &str = "BACKUP_ROLE_ARN";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_configuration_path_is_its_directory_and_file() {
+        assert_eq!(
+            REGISTRY_CONFIG_PATH,
+            format!("{REGISTRY_CONFIG_DIR}/{REGISTRY_CONFIG_FILE}")
+        );
+    }
+}

@@ -33,7 +33,9 @@ use crate::services::ports::PublishedPort;
 /// The id of the registry phase, and the component name on its labels (core's
 /// contract, which the in-cluster layer reads).
 pub use comind_core::cluster::REGISTRY_PHASE_ID;
-use comind_core::cluster::{REGISTRY_CLUSTER_HOST, REGISTRY_CLUSTER_PORT};
+use comind_core::cluster::{
+    REGISTRY_CLUSTER_HOST, REGISTRY_CLUSTER_PORT, REGISTRY_CONFIG, REGISTRY_CONFIG_PATH,
+};
 /// Output: where to push from this machine (`127.0.0.1:<port>`).
 pub const OUTPUT_REGISTRY_URL: &str = "REGISTRY_URL";
 /// Output: the registry as the cluster's nodes reach it, for image references.
@@ -123,6 +125,12 @@ impl RegistryPhase {
         env.resource_name(REGISTRY_PHASE_ID)
     }
 
+    /// The named volume that holds the registry's data (kept by `down`), which the
+    /// cluster's server nodes also mount for the garbage-collection CronJob.
+    pub fn data_volume(env: &Environment) -> String {
+        crate::services::container::data_volume(&Self::container_name(env))
+    }
+
     /// `comind-<env>-registry:5000`: how the cluster's nodes reach it.
     pub fn cluster_name(env: &Environment) -> String {
         format!("{}:{REGISTRY_PORT}", Self::container_name(env))
@@ -142,12 +150,14 @@ impl RegistryPhase {
             image: env.config().local.cluster.registry_image.to_string(),
             image_field: "local.cluster.registry_image",
             entrypoint: None,
-            cmd: None,
+            // The image's entrypoint serves the configuration file it is given (the
+            // official images' and the stand-in's alike); Comind's has no blob
+            // descriptor cache, which a garbage collection would leave stale.
+            cmd: Some(vec![REGISTRY_CONFIG_PATH.to_string()]),
             env: vec![
                 settings("REGISTRY_AUTH", "htpasswd"),
                 settings("REGISTRY_AUTH_HTPASSWD_REALM", "comind"),
                 settings("REGISTRY_AUTH_HTPASSWD_PATH", HTPASSWD_PATH),
-                settings("REGISTRY_STORAGE_DELETE_ENABLED", "true"),
             ],
             ports: vec![PublishedPort {
                 container: REGISTRY_PORT,
@@ -158,22 +168,38 @@ impl RegistryPhase {
             alias: REGISTRY_PHASE_ID.to_string(),
             volume: self.container.volume(env),
             data_path: DATA_PATH.to_string(),
-            files: vec![ContainerFile {
-                path: HTPASSWD_PATH.to_string(),
-                // The registry runs as root in the official image; the file holds a
-                // hash, not the password.
-                file: Ownership {
-                    uid: 0,
-                    gid: 0,
-                    mode: 0o600,
+            files: vec![
+                ContainerFile {
+                    path: HTPASSWD_PATH.to_string(),
+                    // The registry runs as root in the official image; the file holds a
+                    // hash, not the password.
+                    file: Ownership {
+                        uid: 0,
+                        gid: 0,
+                        mode: 0o600,
+                    },
+                    dir: Some(Ownership {
+                        uid: 0,
+                        gid: 0,
+                        mode: 0o700,
+                    }),
+                    content: htpasswd,
                 },
-                dir: Some(Ownership {
-                    uid: 0,
-                    gid: 0,
-                    mode: 0o700,
-                }),
-                content: htpasswd,
-            }],
+                ContainerFile {
+                    path: REGISTRY_CONFIG_PATH.to_string(),
+                    file: Ownership {
+                        uid: 0,
+                        gid: 0,
+                        mode: 0o644,
+                    },
+                    dir: Some(Ownership {
+                        uid: 0,
+                        gid: 0,
+                        mode: 0o755,
+                    }),
+                    content: Template::new().text(REGISTRY_CONFIG),
+                },
+            ],
             restart: "unless-stopped",
         }
     }
@@ -207,15 +233,19 @@ impl RegistryPhase {
                 );
             }
         }
-        // The official image reads /etc/distribution/config.yml (Distribution 3),
-        // older ones /etc/docker/registry/config.yml.
-        let script = "for f in /etc/distribution/config.yml /etc/docker/registry/config.yml; do \
-                      [ -f \"$f\" ] && exec registry garbage-collect --delete-untagged \"$f\"; \
-                      done; echo 'no registry configuration file found' >&2; exit 1";
+        // The configuration the container serves (the phase uploads it before start).
         let ran = self
             .container
             .docker()
-            .exec(&name, &["sh", "-c", script])
+            .exec(
+                &name,
+                &[
+                    "registry",
+                    "garbage-collect",
+                    "--delete-untagged",
+                    REGISTRY_CONFIG_PATH,
+                ],
+            )
             .await?;
         // A registry nothing was ever pushed to has no repositories directory, and the
         // collector says so as an error: there is nothing to collect.

@@ -4,6 +4,8 @@
 //!   (moto_server) hand applications the same output keys.
 //! - `backups`: the backup CronJobs' scripts, run in their images' stand-ins against
 //!   the real local PostgreSQL and object store: backup, restore, failures, retention.
+//! - `registry_gc`: the registry's garbage-collection CronJob, run as its Pod would
+//!   run against the real local registry, on the volume k3d mounts on the servers.
 //! - `extension`: another team's phase, on Comind's traits, scheduled after the real
 //!   local PostgreSQL and using the `DATABASE_URL` it publishes.
 //!
@@ -16,4 +18,5 @@
 mod backups;
 mod extension;
 mod parity;
+mod registry_gc;
 mod support;

@@ -809,6 +809,36 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
         slice.endpoints[0].addresses,
         [vars["REGISTRY_CLUSTER_HOST"].clone()]
     );
+    // The registry's garbage collection: a CronJob the API server accepted, on the
+    // data the server node mounts from the registry's volume (its run against the real
+    // registry is the composition test `registry_gc`).
+    let gc = runtime
+        .block_on(
+            kube::Api::<k8s_openapi::api::batch::v1::CronJob>::namespaced(
+                client.clone(),
+                &platform_ns,
+            )
+            .get("registry-gc"),
+        )
+        .unwrap();
+    assert_eq!(gc.spec.unwrap().schedule, "30 4 * * 0");
+    let mounts = Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{.Name}}:{{.Destination}} {{end}}",
+            &format!("k3d-comind-{}-server-0", env.name),
+        ])
+        .output()
+        .unwrap();
+    let mounts = String::from_utf8(mounts.stdout).unwrap();
+    assert!(
+        mounts.contains(&format!(
+            "comind-{}-registry-data:/var/lib/comind/registry",
+            env.name
+        )),
+        "{mounts}"
+    );
     let url = String::from_utf8(secret.data.unwrap()["REDIS_URL"].0.clone()).unwrap();
     assert!(
         url.ends_with(&format!("@cache.platform-{}.svc:6379/0", env.name)),

@@ -464,6 +464,8 @@ pub struct K3dSettings {
     pub https_port: Port,
     /// Image registry host port. Default 5000.
     pub registry_port: Port,
+    /// The registry's scheduled garbage collection (a CronJob of `platform/registry`).
+    pub registry_gc: RegistryGcSettings,
 }
 
 impl Default for K3dSettings {
@@ -480,6 +482,34 @@ impl Default for K3dSettings {
             http_port: Port::constant(8080),
             https_port: Port::constant(8443),
             registry_port: Port::constant(5000),
+            registry_gc: RegistryGcSettings::default(),
+        }
+    }
+}
+
+/// The registry's scheduled garbage collection: a CronJob in `platform-<env>` that runs
+/// the registry image's own collector (`registry garbage-collect --delete-untagged`) on
+/// the registry's data, which the cluster's server nodes mount. It deletes what no tag
+/// references any more, as `comind registry gc` does on demand. Distribution's
+/// collector does not see a push in flight, so schedule it when nobody pushes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryGcSettings {
+    /// Whether the CronJob exists (and the server nodes mount the registry's data).
+    /// Default `true`.
+    pub enabled: bool,
+    /// When it runs (cron). Default `30 4 * * 0` (Sundays 04:30, after the backups).
+    pub schedule: String,
+    /// The time zone of the schedule (an IANA name). Default `UTC`.
+    pub time_zone: String,
+}
+
+impl Default for RegistryGcSettings {
+    fn default() -> Self {
+        RegistryGcSettings {
+            enabled: true,
+            schedule: "30 4 * * 0".to_string(),
+            time_zone: "UTC".to_string(),
         }
     }
 }

@@ -93,6 +93,10 @@ services:
 #     http_port: 8080
 #     https_port: 8443
 #     registry_port: 5000
+#     registry_gc:           # the registry's weekly garbage collection (a CronJob)
+#       enabled: true
+#       schedule: "30 4 * * 0"
+#       time_zone: UTC
 
 # aws:
 #   region: eu-west-1        # default: the AWS chain (AWS_REGION, ~/.aws/config)

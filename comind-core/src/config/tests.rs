@@ -144,6 +144,28 @@ fn platform_settings_are_checked() {
 }
 
 #[test]
+fn schedules_and_time_zones_are_checked_wherever_they_are() {
+    let yaml = "environment: dev\nplatform:\n  backups:\n    postgres_schedule: daily\n    \
+                time_zone: ../etc\nlocal:\n  cluster:\n    registry_gc:\n      schedule: '0 3 * *'\n      \
+                time_zone: ''\n";
+    let err = Config::from_yaml_str(yaml, "comind.yaml")
+        .unwrap_err()
+        .to_string();
+    for field in [
+        "platform.backups.postgres_schedule",
+        "platform.backups.time_zone",
+        "local.cluster.registry_gc.schedule",
+        "local.cluster.registry_gc.time_zone",
+    ] {
+        assert!(err.contains(field), "{field} in: {err}");
+    }
+    // Switched off, its schedule is not read.
+    let off = "environment: dev\nlocal:\n  cluster:\n    registry_gc:\n      enabled: false\n      \
+               schedule: never\n";
+    assert!(Config::from_yaml_str(off, "comind.yaml").is_ok());
+}
+
+#[test]
 fn gitops_settings_are_checked() {
     let fails = |yaml: &str, field: &str, words: &str| {
         let err = Config::from_yaml_str(yaml, "comind.yaml")

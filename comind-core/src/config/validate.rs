@@ -237,36 +237,23 @@ fn check_platform(config: &Config, problems: &mut Vec<Problem>) {
     }
     let backups = &platform.backups;
     for (field, schedule) in [
-        ("postgres_schedule", &backups.postgres_schedule),
-        ("objects_schedule", &backups.objects_schedule),
+        (
+            "platform.backups.postgres_schedule",
+            &backups.postgres_schedule,
+        ),
+        (
+            "platform.backups.objects_schedule",
+            &backups.objects_schedule,
+        ),
     ] {
-        let fields = schedule.split_whitespace().count();
-        let allowed = schedule
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || " */,-".contains(c));
-        if fields != 5 || !allowed {
-            problems.push(config.problem(
-                &format!("platform.backups.{field}"),
-                format!(
-                    "`{schedule}` is not a cron schedule: give five fields (minute hour \
-                     day-of-month month day-of-week), e.g. `0 3 * * *`"
-                ),
-            ));
-        }
+        check_schedule(config, field, schedule, problems);
     }
-    let zone = &backups.time_zone;
-    if zone.is_empty()
-        || zone.starts_with('/')
-        || zone.contains("..")
-        || !zone
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
-    {
-        problems.push(config.problem(
-            "platform.backups.time_zone",
-            format!("`{zone}` is not a time zone name: use an IANA name such as `UTC` or `Europe/Berlin`"),
-        ));
-    }
+    check_time_zone(
+        config,
+        "platform.backups.time_zone",
+        &backups.time_zone,
+        problems,
+    );
     let rbac = &platform.rbac;
     for (field, groups) in [
         ("admin_groups", &rbac.admin_groups),
@@ -300,6 +287,42 @@ fn check_platform(config: &Config, problems: &mut Vec<Problem>) {
         problems.push(config.problem(
             "gitops.context",
             "a context needs `gitops.kubeconfig`, the file it is in",
+        ));
+    }
+}
+
+/// A five-field cron schedule, as a CronJob takes it.
+fn check_schedule(config: &Config, field: &str, schedule: &str, problems: &mut Vec<Problem>) {
+    let fields = schedule.split_whitespace().count();
+    let allowed = schedule
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || " */,-".contains(c));
+    if fields != 5 || !allowed {
+        problems.push(config.problem(
+            field,
+            format!(
+                "`{schedule}` is not a cron schedule: give five fields (minute hour \
+                 day-of-month month day-of-week), e.g. `0 3 * * *`"
+            ),
+        ));
+    }
+}
+
+/// An IANA time zone name, as a CronJob's `spec.timeZone` takes it.
+fn check_time_zone(config: &Config, field: &str, zone: &str, problems: &mut Vec<Problem>) {
+    if zone.is_empty()
+        || zone.starts_with('/')
+        || zone.contains("..")
+        || !zone
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
+    {
+        problems.push(config.problem(
+            field,
+            format!(
+                "`{zone}` is not a time zone name: use an IANA name such as `UTC` or \
+                 `Europe/Berlin`"
+            ),
         ));
     }
 }
@@ -545,6 +568,21 @@ fn check_ports(config: &Config, problems: &mut Vec<Problem>) {
             "local.cluster.agents",
             format!("{} agents is out of range: use 0 to 20", k.agents),
         ));
+    }
+    if k.registry_gc.enabled {
+        let gc = &k.registry_gc;
+        check_schedule(
+            config,
+            "local.cluster.registry_gc.schedule",
+            &gc.schedule,
+            problems,
+        );
+        check_time_zone(
+            config,
+            "local.cluster.registry_gc.time_zone",
+            &gc.time_zone,
+            problems,
+        );
     }
     let metallb = config.gitops.addons.metallb.enabled && config.gitops.argocd.enabled;
     if k.load_balancer == crate::config::LoadBalancer::Metallb && !metallb {

@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 
+use comind_core::cluster::REGISTRY_NODE_PATH;
 use comind_core::config::LoadBalancer;
 use comind_core::environment::spec_hash;
 use comind_core::{Environment, Error, Result, Secret};
@@ -34,6 +35,9 @@ pub struct RegistryAccess {
     pub cluster_name: String,
     /// The port it is published on at 127.0.0.1, for the `localhost:<port>` mirror.
     pub host_port: u16,
+    /// The named volume of its data, which the server nodes mount at
+    /// [`REGISTRY_NODE_PATH`] for the garbage-collection CronJob.
+    pub data_volume: String,
     /// The user name.
     pub username: String,
     /// The password.
@@ -54,6 +58,8 @@ pub struct K3dConfig {
     image: String,
     network: String,
     ports: Vec<Filtered<PortEntry>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    volumes: Vec<Filtered<VolumeEntry>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     registries: Option<Registries>,
     options: Options,
@@ -84,6 +90,11 @@ struct Filtered<T> {
 #[derive(Debug, Clone, Serialize)]
 struct PortEntry {
     port: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct VolumeEntry {
+    volume: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -172,6 +183,19 @@ impl K3dConfig {
                 node_filters: filters(&["server:*"]),
             });
         }
+        // The registry's data on every server node, for its garbage-collection
+        // CronJob (a Pod there with a host path). k3d mounts an existing named volume
+        // as it is, and does not delete it with the cluster: it is not k3d's.
+        let volumes = registry
+            .filter(|_| settings.registry_gc.enabled)
+            .map(|r| Filtered {
+                value: VolumeEntry {
+                    volume: format!("{}:{REGISTRY_NODE_PATH}", r.data_volume),
+                },
+                node_filters: filters(&["server:*"]),
+            })
+            .into_iter()
+            .collect();
         let spec = Self {
             api_version: "k3d.io/v1alpha5",
             kind: "Simple",
@@ -191,6 +215,7 @@ impl K3dConfig {
                 loopback_port(settings.http_port.get(), 80),
                 loopback_port(settings.https_port.get(), 443),
             ],
+            volumes,
             registries: registry.map(|r| Registries {
                 config: registries_yaml(r),
             }),
@@ -305,6 +330,7 @@ mod tests {
         RegistryAccess {
             cluster_name: "comind-dev-registry:5000".into(),
             host_port: 5000,
+            data_volume: "comind-dev-registry-data".into(),
             username: "comind".into(),
             password: Secret::new(password),
         }
@@ -371,6 +397,23 @@ mod tests {
         assert!(!labels.contains("\"a\""));
         let more = K3dConfig::render(&env(|c| c.local.cluster.agents = 3), Some(&registry("a")));
         assert_ne!(one.hash(), more.hash());
+    }
+
+    #[test]
+    fn the_server_nodes_mount_the_registry_data_for_its_garbage_collection() {
+        let config = K3dConfig::render(&env(|_| {}), Some(&registry("a")));
+        let doc = yaml(&config);
+        assert_eq!(
+            doc["volumes"][0]["volume"],
+            "comind-dev-registry-data:/var/lib/comind/registry"
+        );
+        assert_eq!(doc["volumes"][0]["nodeFilters"][0], "server:*");
+        let off = K3dConfig::render(
+            &env(|c| c.local.cluster.registry_gc.enabled = false),
+            Some(&registry("a")),
+        );
+        assert!(yaml(&off).get("volumes").is_none());
+        assert_ne!(off.hash(), config.hash(), "switching it is a spec change");
     }
 
     #[test]

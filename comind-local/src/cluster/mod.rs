@@ -25,6 +25,7 @@ pub mod config;
 pub mod k3d;
 pub mod ready;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -101,6 +102,7 @@ impl ClusterPhase {
         RegistryAccess {
             cluster_name: RegistryPhase::cluster_name(env),
             host_port: env.config().local.cluster.registry_port.get(),
+            data_volume: RegistryPhase::data_volume(env),
             username: known(OUTPUT_REGISTRY_USER).unwrap_or_default(),
             password: Secret::new(known(OUTPUT_REGISTRY_PASSWORD).unwrap_or_default()),
         }
@@ -416,7 +418,21 @@ impl Phase for ClusterPhase {
         let env = ctx.env();
         let name = cluster_name(env);
         let mut destroyed = Destroyed::default();
-        match self.find(env).await {
+        let found = match self.find(env).await {
+            // Without the k3d binary nothing can be listed; if no node container of the
+            // cluster exists (k3d labels them with the cluster's name) there is
+            // nothing to delete, and `down` goes on for the rest.
+            Err(err) if err.kind() == comind_core::ErrorKind::InvalidInput => {
+                let selector = BTreeMap::from([("k3d.cluster".to_string(), name.clone())]);
+                if self.docker.containers_labelled(&selector).await?.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+            other => other,
+        };
+        match found {
             Ok(Some(_)) => {
                 self.k3d.delete(&name).await?;
                 destroyed.changes.push(Change::delete("k3d cluster", &name));

@@ -221,6 +221,11 @@ pub(crate) struct ServiceContainer {
     component: &'static str,
 }
 
+/// The data volume of the service container named `container`.
+pub(crate) fn data_volume(container: &str) -> String {
+    format!("{container}-data")
+}
+
 impl ServiceContainer {
     /// The container of the service `kind`.
     pub(crate) fn new(docker: DockerClient, kind: ServiceKind) -> Self {
@@ -250,7 +255,7 @@ impl ServiceContainer {
 
     /// The data volume name: `comind-<env>-<service>-data`.
     pub(crate) fn volume(&self, env: &Environment) -> String {
-        format!("{}-data", self.name(env))
+        data_volume(&self.name(env))
     }
 
     /// Where Pods reach the service: the container's address on the environment's
