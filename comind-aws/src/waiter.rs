@@ -73,6 +73,7 @@ mod tests {
 
     const FAST: Backoff = Backoff {
         initial: Duration::from_millis(5),
+        steady: Duration::ZERO,
         max: Duration::from_millis(20),
         factor: 1.5,
     };

@@ -173,6 +173,18 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fraction: Option<f64>,
     },
+    /// Progress: a step of a phase finished, and how long it took (a service's image
+    /// check, container creation, start, first answer, setup, probe), so the slow step
+    /// of a slow phase can be seen. Steps are reported as they finish; one that fails
+    /// is not reported (the phase's failure is).
+    PhaseStep {
+        /// The phase.
+        phase: PhaseId,
+        /// The step, a short stable name (`create`, `first_answer`).
+        step: String,
+        /// How long it took.
+        duration_ms: u64,
+    },
     /// A phase failed transiently and will be retried.
     PhaseRetrying {
         /// The phase.
@@ -353,6 +365,46 @@ pub(crate) fn millis(d: std::time::Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_step_reports_its_time_when_it_succeeds_and_nothing_when_it_fails() {
+        let ctx = crate::PhaseContext::standalone(
+            crate::PhaseId::new("postgres"),
+            crate::Operation::Apply,
+            std::sync::Arc::new(crate::Environment::with_state_root(
+                crate::Config::default(),
+                "/tmp/x",
+            )),
+            Default::default(),
+        );
+        let mut events = ctx.events().subscribe();
+        let ok: std::result::Result<u32, ()> = ctx
+            .step("first_answer", async {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                Ok(7)
+            })
+            .await;
+        assert_eq!(ok, Ok(7));
+        let failed: std::result::Result<u32, &str> = ctx.step("setup", async { Err("no") }).await;
+        assert_eq!(failed, Err("no"));
+        let record = events.try_recv().unwrap();
+        match &record.event {
+            Event::PhaseStep {
+                phase,
+                step,
+                duration_ms,
+            } => {
+                assert_eq!(phase.as_str(), "postgres");
+                assert_eq!(step, "first_answer");
+                assert!(*duration_ms >= 20, "{duration_ms}");
+            }
+            other => panic!("not a step: {other:?}"),
+        }
+        assert!(events.try_recv().is_none(), "a failed step is not reported");
+        let json = serde_json::to_value(&*record).unwrap();
+        assert_eq!(json["type"], "phase_step");
+        assert_eq!(json["step"], "first_answer");
+    }
 
     #[tokio::test]
     async fn subscribers_see_every_event_in_order() {

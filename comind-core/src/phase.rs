@@ -471,6 +471,34 @@ impl PhaseContext {
         });
     }
 
+    /// Runs `work` as the step `step` of this phase and, when it succeeds, reports how
+    /// long it took ([`Event::PhaseStep`]).
+    ///
+    /// # Errors
+    /// `work`'s error, unchanged.
+    pub async fn step<T, E>(
+        &self,
+        step: &str,
+        work: impl std::future::Future<Output = std::result::Result<T, E>>,
+    ) -> std::result::Result<T, E> {
+        let started = std::time::Instant::now();
+        let out = work.await;
+        if out.is_ok() {
+            self.step_took(step, started.elapsed());
+        }
+        out
+    }
+
+    /// Reports that the step `step` of this phase took `took` ([`Event::PhaseStep`]),
+    /// for a step measured by the phase itself.
+    pub fn step_took(&self, step: &str, took: std::time::Duration) {
+        self.events.emit(Event::PhaseStep {
+            phase: self.phase.clone(),
+            step: step.to_string(),
+            duration_ms: crate::event::millis(took),
+        });
+    }
+
     /// Whether the run is being cancelled. Long phases check this at safe points.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_requested()

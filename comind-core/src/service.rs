@@ -534,13 +534,13 @@ impl<B: ServiceBackend + ?Sized> Phase for ServicePhase<B> {
             });
         }
         let mut pass = Pass::apply();
+        // The backend reports the steps of its own reconcile (container, first
+        // answer, setup); the probe and the outputs are the phase's.
         self.backend.reconcile(ctx, &mut pass).await?;
         let changes = pass.into_changes();
-        self.wait_ready(ctx).await?;
-        Ok(Applied {
-            changes,
-            outputs: self.outputs(ctx).await?,
-        })
+        ctx.step("probe", self.wait_ready(ctx)).await?;
+        let outputs = ctx.step("outputs", self.outputs(ctx)).await?;
+        Ok(Applied { changes, outputs })
     }
 
     async fn destroy(&self, ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {

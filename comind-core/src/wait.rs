@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 use crate::phase::PhaseContext;
 use crate::{Error, Result};
 
-/// How often to poll: from `initial`, multiplied by `factor` after each poll, up to
-/// `max`.
+/// How often to poll: every `initial` for the first `steady` of the wait, then
+/// multiplied by `factor` after each poll, up to `max`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     /// First interval.
     pub initial: Duration,
+    /// How long the wait polls at `initial` before the interval grows.
+    pub steady: Duration,
     /// Longest interval.
     pub max: Duration,
     /// Growth per poll.
@@ -31,10 +33,13 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// For a service that is starting: a first poll after 25 ms, growing to 1 s, so a
-    /// fast service is seen ready almost at once and a slow one is not hammered.
+    /// For a service that is starting: every 50 ms for the first 10 s (a local
+    /// service answers within seconds, and a poll interval grown to a second would
+    /// see it up to a second late: on a cold `up` that is time on the critical path),
+    /// then growing to 1 s, so a slow one is not hammered.
     pub const READINESS: Backoff = Backoff {
-        initial: Duration::from_millis(25),
+        initial: Duration::from_millis(50),
+        steady: Duration::from_secs(10),
         max: Duration::from_secs(1),
         factor: 1.5,
     };
@@ -42,12 +47,18 @@ impl Backoff {
     /// For cloud resources that take minutes: 2 s growing to 30 s.
     pub const CLOUD: Backoff = Backoff {
         initial: Duration::from_secs(2),
+        steady: Duration::ZERO,
         max: Duration::from_secs(30),
         factor: 1.5,
     };
 
-    fn next(&self, current: Duration) -> Duration {
-        current.mul_f64(self.factor).min(self.max)
+    /// The interval after `current`, `elapsed` into the wait.
+    fn next(&self, current: Duration, elapsed: Duration) -> Duration {
+        if elapsed < self.steady {
+            self.initial
+        } else {
+            current.mul_f64(self.factor).min(self.max)
+        }
     }
 }
 
@@ -170,7 +181,7 @@ where
                 false,
             ));
         }
-        interval = backoff.next(interval);
+        interval = backoff.next(interval, started.elapsed());
     }
 }
 
@@ -539,6 +550,7 @@ mod tests {
     fn fast(wait: Wait<'_>) -> Wait<'_> {
         wait.with_backoff(Backoff {
             initial: Duration::from_millis(5),
+            steady: Duration::ZERO,
             max: Duration::from_millis(20),
             factor: 1.5,
         })

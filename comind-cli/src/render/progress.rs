@@ -110,9 +110,52 @@ fn started_line(event: &Event) -> Option<String> {
     }
 }
 
+/// The steps each phase reported ([`Event::PhaseStep`]), so its finished line can
+/// name where its time went.
+#[derive(Default)]
+struct Steps(HashMap<PhaseId, Vec<(String, u64)>>);
+
+impl Steps {
+    /// The longest step to show, at least.
+    const SHOWN_FROM_MS: u64 = 100;
+
+    /// Records `event` when it is a step.
+    fn record(&mut self, event: &Event) {
+        if let Event::PhaseStep {
+            phase,
+            step,
+            duration_ms,
+        } = event
+        {
+            self.0
+                .entry(phase.clone())
+                .or_default()
+                .push((step.clone(), *duration_ms));
+        }
+    }
+
+    /// The three slowest steps of `phase` that took 100 ms or more, slowest first:
+    /// `first_answer 1.6s, start 0.2s`.
+    fn slowest(&self, phase: &PhaseId) -> Option<String> {
+        let mut steps: Vec<&(String, u64)> = self
+            .0
+            .get(phase)?
+            .iter()
+            .filter(|(_, ms)| *ms >= Self::SHOWN_FROM_MS)
+            .collect();
+        steps.sort_by_key(|s| std::cmp::Reverse(s.1));
+        let shown: Vec<String> = steps
+            .iter()
+            .take(3)
+            .map(|(step, ms)| format!("{step} {}", seconds(*ms)))
+            .collect();
+        (!shown.is_empty()).then(|| shown.join(", "))
+    }
+}
+
 /// A one-line description of a terminal phase event, for both renderers. `operation`
 /// is the run's, so a plan's changes read as pending and a status check as checked.
-fn finished_line(event: &Event, operation: Option<Operation>) -> Option<String> {
+fn finished_line(event: &Event, operation: Option<Operation>, steps: &Steps) -> Option<String> {
     Some(match event {
         Event::PhaseFinished {
             phase,
@@ -137,8 +180,10 @@ fn finished_line(event: &Event, operation: Option<Operation>) -> Option<String> 
                 (_, 1) => "1 change".to_string(),
                 (_, n) => format!("{n} changes"),
             };
+            let slow = if n > 0 { steps.slowest(phase) } else { None };
+            let slow = slow.map(|s| format!("  ({s})")).unwrap_or_default();
             format!(
-                "✓ {:<14} {:>7}  {what}",
+                "✓ {:<14} {:>7}  {what}{slow}",
                 phase.as_str(),
                 seconds(*duration_ms)
             )
@@ -171,6 +216,7 @@ fn finished_line(event: &Event, operation: Option<Operation>) -> Option<String> 
 /// A terminal: a spinner per running phase.
 struct Live {
     operation: Option<Operation>,
+    steps: Steps,
     multi: MultiProgress,
     bars: HashMap<PhaseId, ProgressBar>,
     style: ProgressStyle,
@@ -185,6 +231,7 @@ impl Live {
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
         Live {
             operation: None,
+            steps: Steps::default(),
             multi,
             bars: HashMap::new(),
             style,
@@ -210,6 +257,7 @@ impl Live {
 
 impl Sink for Live {
     fn event(&mut self, record: &EventRecord) {
+        self.steps.record(&record.event);
         match &record.event {
             event @ Event::RunStarted { operation, .. } => {
                 self.operation = Some(*operation);
@@ -260,7 +308,7 @@ impl Sink for Live {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);
                 }
-                if let Some(line) = finished_line(event, self.operation) {
+                if let Some(line) = finished_line(event, self.operation, &self.steps) {
                     self.println(&line);
                 }
             }
@@ -280,6 +328,7 @@ impl Sink for Live {
 #[derive(Default)]
 struct Plain {
     operation: Option<Operation>,
+    steps: Steps,
     last_progress: HashMap<PhaseId, (Instant, String)>,
 }
 
@@ -292,6 +341,7 @@ impl Plain {
 
 impl Sink for Plain {
     fn event(&mut self, record: &EventRecord) {
+        self.steps.record(&record.event);
         match &record.event {
             event @ Event::RunStarted { operation, .. } => {
                 self.operation = Some(*operation);
@@ -332,10 +382,59 @@ impl Sink for Plain {
                 ),
             ),
             event => {
-                if let Some(line) = finished_line(event, self.operation) {
+                if let Some(line) = finished_line(event, self.operation, &self.steps) {
                     Self::line(record, &line);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(phase: &str, step: &str, duration_ms: u64) -> Event {
+        Event::PhaseStep {
+            phase: PhaseId::new(phase),
+            step: step.to_string(),
+            duration_ms,
+        }
+    }
+
+    #[test]
+    fn a_finished_line_names_the_slowest_steps_of_a_phase_that_changed_something() {
+        let mut steps = Steps::default();
+        for event in [
+            step("postgres", "create", 40),
+            step("postgres", "start", 1200),
+            step("postgres", "first_answer", 2400),
+            step("postgres", "setup", 480),
+            step("postgres", "probe", 120),
+            step("cache", "start", 900),
+        ] {
+            steps.record(&event);
+        }
+        let finished = |changes: Vec<comind_core::Change>| Event::PhaseFinished {
+            phase: PhaseId::new("postgres"),
+            outcome: Outcome::Succeeded,
+            duration_ms: 4300,
+            changes,
+            kept: Vec::new(),
+            health: None,
+            detail: None,
+        };
+        let line = finished_line(
+            &finished(vec![comind_core::Change::create("container", "x")]),
+            Some(Operation::Apply),
+            &steps,
+        )
+        .unwrap();
+        assert!(
+            line.ends_with("1 change  (first_answer 2.4s, start 1.2s, setup 0.5s)"),
+            "{line}"
+        );
+        let quiet = finished_line(&finished(Vec::new()), Some(Operation::Apply), &steps).unwrap();
+        assert!(quiet.ends_with("no changes"), "{quiet}");
     }
 }

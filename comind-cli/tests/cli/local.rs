@@ -263,6 +263,58 @@ fn a_full_session_up_outputs_status_down_and_purge() {
         assert_eq!(terminal, 1, "{id} has exactly one terminal event");
     }
     assert!(events.iter().all(|e| e["v"] == 1));
+    // Each service's steps, with their times, so a slow one can be found.
+    for (id, wanted) in [
+        (
+            "postgres",
+            &[
+                "inspect",
+                "volume",
+                "create",
+                "upload",
+                "start",
+                "first_answer",
+                "setup",
+                "probe",
+            ][..],
+        ),
+        (
+            "object-store",
+            &["create", "first_answer", "setup", "probe"][..],
+        ),
+        ("cache", &["create", "start", "probe"][..]),
+        ("queue", &["create", "first_answer", "setup", "probe"][..]),
+    ] {
+        let steps: Vec<(&str, u64)> = events
+            .iter()
+            .filter(|e| e["type"] == "phase_step" && e["phase"] == id)
+            .map(|e| {
+                (
+                    e["step"].as_str().unwrap(),
+                    e["duration_ms"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        for step in wanted {
+            assert!(
+                steps.iter().any(|(s, _)| s == step),
+                "{id} reports its step {step}: {steps:?}"
+            );
+        }
+        let phase_ms = summary["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == id)
+            .unwrap()["duration_ms"]
+            .as_u64()
+            .unwrap();
+        let total: u64 = steps.iter().map(|(_, ms)| ms).sum();
+        assert!(
+            total <= phase_ms + steps.len() as u64,
+            "{id}: its steps ({total} ms) fit in the phase ({phase_ms} ms): {steps:?}"
+        );
+    }
     let wall = summary["wall_ms"].as_u64().unwrap();
     let critical = summary["critical_path_ms"].as_u64().unwrap();
     assert!(

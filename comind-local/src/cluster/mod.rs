@@ -53,6 +53,16 @@ pub const CLUSTER_COMPONENT: &str = "cluster";
 pub const OUTPUT_CLUSTER_NAME: &str = "CLUSTER_NAME";
 /// The name of the k3d configuration file in the state directory.
 const CONFIG_FILE: &str = "k3d-config.yaml";
+/// How often the cluster's readiness is asked: each check is four API requests to a
+/// server that is still starting on the same cores, so the interval grows from the
+/// start (25 ms to 1 s) instead of staying tight like a service's.
+const API_READINESS: Backoff = Backoff {
+    initial: Duration::from_millis(25),
+    steady: Duration::ZERO,
+    max: Duration::from_secs(1),
+    factor: 1.5,
+};
+
 /// How long the API may take to report the cluster ready after k3d returns.
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -281,7 +291,7 @@ impl ClusterPhase {
             ctx,
             "waiting for the cluster's API, nodes, controllers and CoreDNS",
             READY_TIMEOUT,
-            Backoff::READINESS,
+            API_READINESS,
             || ready::check(&client, nodes, &resource),
         )
         .await

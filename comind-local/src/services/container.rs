@@ -374,14 +374,19 @@ impl ServiceContainer {
         };
         // A container is to be made: check its volume and image. The image is pulled
         // first, so an image that cannot be pulled leaves nothing behind.
-        let volume_exists = match self.docker.volume(&spec.volume).await? {
+        // Two independent questions to the engine: asked at once.
+        let (volume, has_image) = tokio::try_join!(
+            self.docker.volume(&spec.volume),
+            self.docker.has_image(&spec.image)
+        )?;
+        let volume_exists = match volume {
             Some(v) if !env.owns(&v.labels, Some(self.component())) => {
                 return Err(self.not_ours(env, "volume", &spec.volume));
             }
             Some(_) => true,
             None => false,
         };
-        if !self.docker.has_image(&spec.image).await? {
+        if !has_image {
             steps.push(Step::PullImage);
         }
         if !volume_exists {
@@ -495,7 +500,9 @@ impl ServiceContainer {
         spec: &ContainerSpec,
         replace_because: Option<&str>,
     ) -> Result<Vec<Change>> {
-        let assessment = self.assess(ctx, spec, replace_because).await?;
+        let assessment = ctx
+            .step("inspect", self.assess(ctx, spec, replace_because))
+            .await?;
         let changes = assessment.changes(spec);
         let env = ctx.env();
         for step in &assessment.steps {
@@ -503,19 +510,25 @@ impl ServiceContainer {
             match step {
                 Step::CreateVolume => {
                     ctx.progress(format!("creating volume {}", spec.volume));
-                    self.docker
-                        .create_volume(&spec.volume, &env.labels(self.component(), None))
-                        .await?;
+                    ctx.step(
+                        "volume",
+                        self.docker
+                            .create_volume(&spec.volume, &env.labels(self.component(), None)),
+                    )
+                    .await?;
                 }
                 Step::PullImage => {
-                    self.docker
-                        .ensure_image(ctx, &spec.image, spec.image_field)
-                        .await?;
+                    ctx.step(
+                        "image",
+                        self.docker.ensure_image(ctx, &spec.image, spec.image_field),
+                    )
+                    .await?;
                 }
                 Step::ReplaceContainer(reason) => {
                     ctx.progress(format!("replacing container {} ({reason})", spec.name));
                     if let Some(old) = &assessment.container {
-                        self.docker.remove_container(&old.id).await?;
+                        ctx.step("remove", self.docker.remove_container(&old.id))
+                            .await?;
                     }
                     self.create_and_start(ctx, spec).await?;
                 }
@@ -525,18 +538,26 @@ impl ServiceContainer {
                 }
                 Step::CompleteContainer(_) => {
                     ctx.progress(format!("completing container {}", spec.name));
-                    self.upload_files(&spec.name, spec).await?;
-                    self.docker
-                        .start_container(&spec.name, &spec.port_fields())
+                    ctx.step("upload", self.upload_files(&spec.name, spec))
                         .await?;
+                    ctx.step(
+                        "start",
+                        self.docker.start_container(&spec.name, &spec.port_fields()),
+                    )
+                    .await?;
                 }
                 Step::StartContainer(_) => {
                     ctx.progress(format!("starting container {}", spec.name));
-                    self.docker
-                        .start_container(&spec.name, &spec.port_fields())
+                    ctx.step(
+                        "start",
+                        self.docker.start_container(&spec.name, &spec.port_fields()),
+                    )
+                    .await?;
+                }
+                Step::UnpauseContainer => {
+                    ctx.step("start", self.docker.unpause_container(&spec.name))
                         .await?;
                 }
-                Step::UnpauseContainer => self.docker.unpause_container(&spec.name).await?,
             }
         }
         Ok(changes)
@@ -548,9 +569,12 @@ impl ServiceContainer {
             .labels(self.component(), Some(&spec.hash()))
             .into_iter()
             .collect();
-        let id = match self
-            .docker
-            .create_container(&spec.name, spec.create_body(labels))
+        let id = match ctx
+            .step(
+                "create",
+                self.docker
+                    .create_container(&spec.name, spec.create_body(labels)),
+            )
             .await
         {
             Ok(id) => id,
@@ -570,12 +594,16 @@ impl ServiceContainer {
         };
         // A kill -9 from here until the start leaves a container that was never
         // started; the next run completes it (`unfinished`).
-        if let Err(err) = self.upload_files(&id, spec).await {
+        if let Err(err) = ctx.step("upload", self.upload_files(&id, spec)).await {
             // Tidy up when we still can; a later run would complete it anyway.
             let _ = self.docker.remove_container(&id).await;
             return Err(err);
         }
-        self.docker.start_container(&id, &spec.port_fields()).await
+        ctx.step(
+            "start",
+            self.docker.start_container(&id, &spec.port_fields()),
+        )
+        .await
     }
 
     /// Places the spec's files into the container `name` (before it starts).

@@ -412,14 +412,27 @@ impl ElasticMqBackend {
         let spec = self.spec(env);
         let mut changes = self.container.ensure(ctx, &spec, None).await?;
         ctx.checkpoint()?;
-        let queues = self
-            .container
-            .wait_until(
+        ctx.step(
+            "first_answer",
+            self.container.wait_until(
                 ctx,
-                "waiting for the SQS API to create the queues",
+                "waiting for the SQS API to answer",
                 self.ready_timeout,
                 &[],
-                || self.converge_queues(env, &credentials, Mode::Apply),
+                || self.existing_queues(env, &credentials),
+            ),
+        )
+        .await?;
+        let queues = ctx
+            .step(
+                "setup",
+                self.container.wait_until(
+                    ctx,
+                    "waiting for the SQS API to create the queues",
+                    self.ready_timeout,
+                    &[],
+                    || self.converge_queues(env, &credentials, Mode::Apply),
+                ),
             )
             .await?;
         changes.extend(queues);

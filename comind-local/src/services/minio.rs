@@ -267,14 +267,27 @@ impl MinioBackend {
             .ensure(ctx, &spec, fresh.then_some(REGENERATED))
             .await?;
         ctx.checkpoint()?;
-        let buckets = self
-            .container
-            .wait_until(
+        ctx.step(
+            "first_answer",
+            self.container.wait_until(
                 ctx,
-                "waiting for the S3 API to create the buckets",
+                "waiting for the S3 API to answer",
                 self.ready_timeout,
                 &[&credentials.password],
-                || self.converge_buckets(env, &credentials, Mode::Apply),
+                || self.existing_buckets(env, &credentials),
+            ),
+        )
+        .await?;
+        let buckets = ctx
+            .step(
+                "setup",
+                self.container.wait_until(
+                    ctx,
+                    "waiting for the S3 API to create the buckets",
+                    self.ready_timeout,
+                    &[&credentials.password],
+                    || self.converge_buckets(env, &credentials, Mode::Apply),
+                ),
             )
             .await?;
         changes.extend(buckets);

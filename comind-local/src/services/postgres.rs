@@ -195,14 +195,7 @@ impl PostgresBackend {
         let user = &credentials.app.username;
         let client = connect(port, &credentials.superuser, MAINTENANCE_DB)
             .await
-            .map_err(|e| {
-                pg_error("connect as the superuser", &resource, &e).with_hint(format!(
-                    "if PostgreSQL refuses the password, its data volume was initialized with \
-                 other credentials than those in {}; restore that file, or run `comind \
-                 down --purge` to start over (this deletes the data)",
-                    env.state().path().display()
-                ))
-            })?;
+            .map_err(|e| superuser_refused(env, &resource, &e))?;
         let query = |e: tokio_postgres::Error| pg_error("read roles and databases", &resource, &e);
         let role = client
             .query_opt(
@@ -400,14 +393,34 @@ impl PostgresBackend {
         let spec = self.spec(env, &credentials);
         let changes = self.container.ensure(ctx, &spec, None).await?;
         ctx.checkpoint()?;
-        let contents = self
-            .container
-            .wait_until(
+        let secrets = [&credentials.superuser.password, &credentials.app.password];
+        let resource = self.resource(env);
+        ctx.step(
+            "first_answer",
+            self.container.wait_until(
                 ctx,
-                "waiting for PostgreSQL to create the role and databases",
+                "waiting for PostgreSQL to accept connections",
                 self.ready_timeout,
-                &[&credentials.superuser.password, &credentials.app.password],
-                || self.converge_contents(env, &credentials, Mode::Apply),
+                &secrets,
+                || async {
+                    connect(Self::port(env), &credentials.superuser, MAINTENANCE_DB)
+                        .await
+                        .map(drop)
+                        .map_err(|e| superuser_refused(env, &resource, &e))
+                },
+            ),
+        )
+        .await?;
+        let contents = ctx
+            .step(
+                "setup",
+                self.container.wait_until(
+                    ctx,
+                    "waiting for PostgreSQL to create the role and databases",
+                    self.ready_timeout,
+                    &secrets,
+                    || self.converge_contents(env, &credentials, Mode::Apply),
+                ),
             )
             .await?;
         pass.record(changes);
@@ -558,6 +571,17 @@ fn is_auth_failure(err: &tokio_postgres::Error) -> bool {
 /// Refused credentials: permission, permanent. Starting up, shutting down, too many
 /// connections, or no answer: unavailable, transient. A missing database: not found.
 /// Any other server error: internal.
+/// The superuser's connection failed: when the password is refused, the data volume
+/// was initialized with other credentials than the stored ones.
+fn superuser_refused(env: &Environment, resource: &str, err: &tokio_postgres::Error) -> Error {
+    pg_error("connect as the superuser", resource, err).with_hint(format!(
+        "if PostgreSQL refuses the password, its data volume was initialized with other \
+         credentials than those in {}; restore that file, or run `comind down --purge` to \
+         start over (this deletes the data)",
+        env.state().path().display()
+    ))
+}
+
 fn pg_error(action: &str, resource: &str, err: &tokio_postgres::Error) -> Error {
     let detail = match err.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),

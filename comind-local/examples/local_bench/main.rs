@@ -10,7 +10,19 @@
 //! - `slowest_service_ms` and `wall_over_slowest`: the slowest service and the ratio of
 //!   the wall time to it in the same run (1.0 means the services started fully in
 //!   parallel; the target is at most 1.15);
-//! - `second_up_wall_ms` and `second_up_changes` (targets: under 500 ms, 0).
+//! - `second_up_wall_ms` and `second_up_changes` (targets: under 500 ms, 0);
+//! - `services.<id>.steps`: the median time of each step the phase reported
+//!   (`inspect`, `image`, `volume`, `create`, `upload`, `start`, `first_answer`,
+//!   `setup`, `probe`, `outputs`), to see where a slow service spends it.
+//!
+//! Without `--cluster` each round also runs the floor (`floor.rs`): the same services
+//! and work with plain Docker API calls and 100 ms protocol polls, one after another
+//! (`sequential_ms`, the seed's `make services-setup` at its best) and all at once
+//! (`parallel_floor_ms`). The three alternate within a round, in a rotating order, so
+//! drift in the machine's load touches each alike; the line has their medians and the
+//! ratios `comind_over_sequential` and `comind_over_parallel_floor` (target: at most
+//! 1.05). `--load N` keeps N CPU-bound processes running through the whole
+//! measurement (the same comparison on a busy machine).
 //!
 //! With `--cluster` the run is the whole local profile: the registry and the k3d
 //! cluster too, made by the k3d binary of `--k3d` (default `COMIND_K3D_DOUBLE`, the
@@ -19,16 +31,20 @@
 //! `wall_over_critical_path` (target: at most 1.10).
 //!
 //! ```text
-//! cargo run --release -p comind-local --example local_bench -- [--runs N] [--cluster [--k3d PATH]]
-//!     [--postgres-image REF] [--minio-image REF] [--redis-image REF] [--elasticmq-image REF]
+//! cargo run --release -p comind-local --example local_bench -- [--runs N] [--load N]
+//!     [--cluster [--k3d PATH]] [--postgres-image REF] [--minio-image REF] [--redis-image REF] [--elasticmq-image REF]
 //! ```
 //!
 //! Images default to the test stand-ins (`comind-test/<service>:r1`, built by
 //! `scripts/test-env/build-test-images.sh`), or `COMIND_BENCH_<SERVICE>_IMAGE`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod floor;
+
 use std::collections::BTreeMap;
 use std::time::Instant;
+
+use comind_core::event::Event;
 
 use comind_core::config::{Config, EnvironmentName, ImageRef, Port};
 use comind_core::engine::RunOptions;
@@ -40,6 +56,8 @@ const SERVICES: [&str; 4] = ["postgres", "object-store", "cache", "queue"];
 
 struct Options {
     runs: usize,
+    /// CPU-bound processes kept running through the measurement.
+    load: usize,
     images: BTreeMap<&'static str, String>,
     /// The k3d binary, when the run includes the cluster.
     k3d: Option<String>,
@@ -67,6 +85,7 @@ fn options() -> Options {
         );
     }
     let mut runs = 3;
+    let mut load = 0;
     let mut cluster = false;
     let mut k3d = std::env::var("COMIND_K3D_DOUBLE").unwrap_or_else(|_| "k3d".to_string());
     let mut args = std::env::args().skip(1);
@@ -81,6 +100,11 @@ fn options() -> Options {
                     .parse()
                     .unwrap_or_else(|_| usage("--runs takes a number"))
             }
+            "--load" => {
+                load = value()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--load takes a number"))
+            }
             "--cluster" => cluster = true,
             "--k3d" => k3d = value(),
             "--postgres-image" => drop(images.insert("postgres", value())),
@@ -93,6 +117,7 @@ fn options() -> Options {
     }
     Options {
         runs: runs.max(1),
+        load,
         images,
         k3d: cluster.then_some(k3d),
     }
@@ -103,7 +128,7 @@ fn usage(problem: &str) -> ! {
         eprintln!("local_bench: {problem}");
     }
     eprintln!(
-        "usage: local_bench [--runs N] [--cluster [--k3d PATH]] [--postgres-image REF] [--minio-image REF] \
+        "usage: local_bench [--runs N] [--load N] [--cluster [--k3d PATH]] [--postgres-image REF] [--minio-image REF] \
          [--redis-image REF] [--elasticmq-image REF]"
     );
     std::process::exit(2);
@@ -150,6 +175,8 @@ fn config(name: &str, options: &Options) -> Config {
 
 struct Run {
     cold_wall_ms: f64,
+    /// Each service's steps: name -> milliseconds (summed when a step repeats).
+    steps: BTreeMap<String, BTreeMap<String, f64>>,
     critical_path_ms: f64,
     services: BTreeMap<String, f64>,
     slowest_ms: f64,
@@ -173,12 +200,29 @@ async fn one_run(options: &Options, index: usize) -> Run {
     };
 
     let cold = bootstrap(&config);
+    let mut events = cold.events().subscribe();
     let started = Instant::now();
     let report = cold
         .up(&RunOptions::default(), &UpOptions::default())
         .await
         .unwrap();
     let cold_wall = started.elapsed();
+    let mut steps: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    while let Some(record) = events.try_recv() {
+        if let Event::PhaseStep {
+            phase,
+            step,
+            duration_ms,
+        } = &record.event
+            && SERVICES.contains(&phase.as_str())
+        {
+            *steps
+                .entry(phase.to_string())
+                .or_default()
+                .entry(step.clone())
+                .or_default() += *duration_ms as f64;
+        }
+    }
     let check = |report: &comind_core::engine::RunReport, what: &str| {
         if report.summary.outcome != RunOutcome::Succeeded {
             let errors: Vec<String> = report
@@ -221,6 +265,7 @@ async fn one_run(options: &Options, index: usize) -> Run {
 
     Run {
         cold_wall_ms: ms(cold_wall),
+        steps,
         critical_path_ms: report.summary.critical_path_ms as f64,
         ratio: ms(cold_wall) / slowest_ms,
         services,
@@ -245,36 +290,199 @@ fn round(value: f64, places: i32) -> f64 {
     (value * factor).round() / factor
 }
 
+/// One run of the floor in `order`: its wall time in milliseconds, and each
+/// service's `started`, `answered` and `done` in milliseconds from its own start.
+async fn floor_run(
+    options: &Options,
+    index: usize,
+    order: floor::Order,
+) -> (f64, BTreeMap<String, [f64; 3]>) {
+    let suffix: String = (0..6).map(|_| fastrand::lowercase()).collect();
+    let name = format!("floor{index}-{suffix}");
+    // The same names and contents as Comind's run would make for an environment.
+    let config = config(&name, options);
+    let env = Environment::with_state_root(config.clone(), std::env::temp_dir());
+    let s = &config.services;
+    let images = ["postgres", "minio", "redis", "elasticmq"]
+        .into_iter()
+        .map(|k| (k, options.images[k].clone()))
+        .collect();
+    let floor = floor::Floor {
+        name: format!("comind-{name}"),
+        images,
+        ports: [
+            s.postgres.local.port.get(),
+            s.object_store.local.port.get(),
+            s.object_store.local.console_port.get(),
+            s.cache.local.port.get(),
+            s.queue.local.port.get(),
+        ],
+        databases: s
+            .postgres
+            .databases
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        buckets: s
+            .object_store
+            .buckets
+            .iter()
+            .map(|b| env.resource_name(b.as_str()))
+            .collect(),
+        queues: s
+            .queue
+            .queues
+            .iter()
+            .map(|q| env.resource_name(q.as_str()))
+            .collect(),
+    };
+    let docker = bollard::Docker::connect_with_local_defaults().unwrap();
+    let (wall, timings) = floor.up(&docker, order).await;
+    floor.down(&docker).await;
+    let timings = timings
+        .into_iter()
+        .map(|(id, t)| (id.to_string(), [ms(t.started), ms(t.answered), ms(t.done)]))
+        .collect();
+    (ms(wall), timings)
+}
+
+/// The medians of the floor's per-service timings over its runs.
+fn floor_services(runs: &[BTreeMap<String, [f64; 3]>]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for id in SERVICES {
+        let at = |k: usize| {
+            round(
+                median(
+                    runs.iter()
+                        .filter_map(|r| r.get(id).map(|t| t[k]))
+                        .collect(),
+                ),
+                1,
+            )
+        };
+        out.insert(
+            id.to_string(),
+            serde_json::json!({ "started_ms": at(0), "answered_ms": at(1), "done_ms": at(2) }),
+        );
+    }
+    serde_json::Value::Object(out)
+}
+
+/// CPU-bound processes that run until dropped.
+struct Load(Vec<std::process::Child>);
+
+impl Load {
+    fn start(n: usize) -> Load {
+        Load(
+            (0..n)
+                .map(|_| {
+                    std::process::Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .unwrap()
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let options = options();
+    let _load = Load::start(options.load);
+    // The floor is the services' alone: with the cluster there is no script to
+    // compare with (the k3d double is not k3s).
+    let with_floor = options.k3d.is_none();
     let mut runs = Vec::new();
+    let mut sequential = Vec::new();
+    let mut parallel = Vec::new();
     for index in 0..options.runs {
-        let run = one_run(&options, index).await;
-        eprintln!(
-            "run {}: cold {:.0} ms (slowest service {:.0} ms, ratio {:.3}), second up {:.0} ms, {} changes",
-            index + 1,
-            run.cold_wall_ms,
-            run.slowest_ms,
-            run.ratio,
-            run.second_wall_ms,
-            run.second_changes
-        );
-        runs.push(run);
+        // 0 = Comind, 1 = sequential, 2 = parallel; rotated each round.
+        let modes: Vec<usize> = if with_floor {
+            (0..3).map(|k| (k + index) % 3).collect()
+        } else {
+            vec![0]
+        };
+        for mode in modes {
+            match mode {
+                1 => {
+                    let run = floor_run(&options, index, floor::Order::Sequential).await;
+                    eprintln!("run {}: sequential floor {:.0} ms", index + 1, run.0);
+                    sequential.push(run);
+                }
+                2 => {
+                    let run = floor_run(&options, index, floor::Order::Parallel).await;
+                    eprintln!(
+                        "run {}: parallel floor {:.0} ms {:?}",
+                        index + 1,
+                        run.0,
+                        run.1
+                    );
+                    parallel.push(run);
+                }
+                _ => {
+                    let run = one_run(&options, index).await;
+                    eprintln!(
+                        "run {}: comind cold {:.0} ms (slowest service {:.0} ms, ratio {:.3}), \
+                         second up {:.0} ms, {} changes",
+                        index + 1,
+                        run.cold_wall_ms,
+                        run.slowest_ms,
+                        run.ratio,
+                        run.second_wall_ms,
+                        run.second_changes
+                    );
+                    runs.push(run);
+                }
+            }
+        }
     }
     let services: serde_json::Map<String, serde_json::Value> = SERVICES
         .iter()
         .map(|id| {
             let times = runs.iter().map(|r| r.services[*id]).collect();
+            let mut names: Vec<&String> = runs
+                .iter()
+                .flat_map(|r| r.steps.get(*id).into_iter().flat_map(|s| s.keys()))
+                .collect();
+            names.sort();
+            names.dedup();
+            let steps: serde_json::Map<String, serde_json::Value> = names
+                .into_iter()
+                .map(|step| {
+                    let times = runs
+                        .iter()
+                        .map(|r| {
+                            r.steps
+                                .get(*id)
+                                .and_then(|s| s.get(step))
+                                .copied()
+                                .unwrap_or(0.0)
+                        })
+                        .collect();
+                    (step.clone(), serde_json::json!(round(median(times), 1)))
+                })
+                .collect();
             (
                 (*id).to_string(),
-                serde_json::json!({ "duration_ms": round(median(times), 1) }),
+                serde_json::json!({ "duration_ms": round(median(times), 1), "steps": steps }),
             )
         })
         .collect();
+    let cold = median(runs.iter().map(|r| r.cold_wall_ms).collect());
     let line = serde_json::json!({
         "runs": options.runs,
-        "cold_wall_ms": round(median(runs.iter().map(|r| r.cold_wall_ms).collect()), 1),
+        "load": options.load,
+        "cold_wall_ms": round(cold, 1),
         "services": services,
         "slowest_service_ms": round(median(runs.iter().map(|r| r.slowest_ms).collect()), 1),
         "wall_over_slowest": round(median(runs.iter().map(|r| r.ratio).collect()), 3),
@@ -283,6 +491,16 @@ async fn main() {
         "images": options.images,
     });
     let mut line = line;
+    if with_floor {
+        let parallel_services: Vec<_> = parallel.iter().map(|r| r.1.clone()).collect();
+        line["parallel_floor_services"] = floor_services(&parallel_services);
+        let sequential = median(sequential.into_iter().map(|r| r.0).collect());
+        let parallel = median(parallel.into_iter().map(|r| r.0).collect());
+        line["sequential_ms"] = serde_json::json!(round(sequential, 1));
+        line["parallel_floor_ms"] = serde_json::json!(round(parallel, 1));
+        line["comind_over_sequential"] = serde_json::json!(round(cold / sequential, 3));
+        line["comind_over_parallel_floor"] = serde_json::json!(round(cold / parallel, 3));
+    }
     if let Some(k3d) = &options.k3d {
         line["cluster"] = serde_json::json!(true);
         line["k3d"] = serde_json::json!(k3d);
