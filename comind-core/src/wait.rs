@@ -33,12 +33,14 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// For a service that is starting: every 50 ms for the first 10 s (a local
-    /// service answers within seconds, and a poll interval grown to a second would
-    /// see it up to a second late: on a cold `up` that is time on the critical path),
-    /// then growing to 1 s, so a slow one is not hammered.
+    /// For a service that is starting: every 100 ms for the first 10 s (a local
+    /// service answers within seconds, and an interval grown to a second would see it
+    /// up to a second late: on a cold `up` that is time on the critical path), then
+    /// growing to 1 s, so a slow one is not hammered. 100 ms, not less: with the k3d
+    /// cluster starting on the same cores, tighter polls of four services measurably
+    /// slowed the cluster, which is the longer path.
     pub const READINESS: Backoff = Backoff {
-        initial: Duration::from_millis(50),
+        initial: Duration::from_millis(100),
         steady: Duration::from_secs(10),
         max: Duration::from_secs(1),
         factor: 1.5,
@@ -535,7 +537,7 @@ mod tests {
         let failed = until(
             &ctx(),
             "waiting",
-            Duration::from_millis(200),
+            Duration::from_millis(500),
             Backoff::READINESS,
             || async { Err::<(), _>(Error::unavailable("connection refused")) },
         )
@@ -543,8 +545,9 @@ mod tests {
         .unwrap_err();
         assert!(failed.timed_out);
         assert_eq!(failed.last.message(), "connection refused");
-        assert!(failed.elapsed < Duration::from_millis(400));
-        assert!(failed.attempts > 2);
+        assert!(failed.elapsed < Duration::from_millis(700));
+        // Polled at the steady interval (100 ms), not a growing one.
+        assert!(failed.attempts >= 4, "{} attempts", failed.attempts);
     }
 
     fn fast(wait: Wait<'_>) -> Wait<'_> {

@@ -13,7 +13,9 @@
 //! - `second_up_wall_ms` and `second_up_changes` (targets: under 500 ms, 0);
 //! - `services.<id>.steps`: the median time of each step the phase reported
 //!   (`inspect`, `image`, `volume`, `create`, `upload`, `start`, `first_answer`,
-//!   `setup`, `probe`, `outputs`), to see where a slow service spends it.
+//!   `setup`, `probe`, `outputs`), to see where a slow service spends it (with
+//!   `--cluster`, also `registry_steps` and `cluster_steps`: `inspect`, `create`,
+//!   `kubeconfig`, `ready`).
 //!
 //! Without `--cluster` each round also runs the floor (`floor.rs`): the same services
 //! and work with plain Docker API calls and 100 ms protocol polls, one after another
@@ -25,7 +27,8 @@
 //! measurement (the same comparison on a busy machine).
 //!
 //! With `--cluster` the run is the whole local profile: the registry and the k3d
-//! cluster too, made by the k3d binary of `--k3d` (default `COMIND_K3D_DOUBLE`, the
+//! cluster too (and the cluster's floor, `k3d cluster create` of the same configuration
+//! alone, alternating with it: `cluster_ms`, `cluster_floor_ms`, `cluster_over_floor`), made by the k3d binary of `--k3d` (default `COMIND_K3D_DOUBLE`, the
 //! test double, else `k3d` on PATH; the double needs `KUBEBUILDER_ASSETS`). The line
 //! then also has `critical_path_ms` (from the run summary) and
 //! `wall_over_critical_path` (target: at most 1.10).
@@ -175,6 +178,8 @@ fn config(name: &str, options: &Options) -> Config {
 
 struct Run {
     cold_wall_ms: f64,
+    /// The cluster phase's own time (0 without the cluster).
+    cluster_ms: f64,
     /// Each service's steps: name -> milliseconds (summed when a step repeats).
     steps: BTreeMap<String, BTreeMap<String, f64>>,
     critical_path_ms: f64,
@@ -214,7 +219,6 @@ async fn one_run(options: &Options, index: usize) -> Run {
             step,
             duration_ms,
         } = &record.event
-            && SERVICES.contains(&phase.as_str())
         {
             *steps
                 .entry(phase.to_string())
@@ -252,6 +256,15 @@ async fn one_run(options: &Options, index: usize) -> Run {
         .unwrap();
     let second_wall = started.elapsed();
     check(&second, "the second up");
+    let mut slowest: Vec<(u64, &str)> = second
+        .summary
+        .phases
+        .iter()
+        .map(|p| (p.duration_ms, p.id.as_str()))
+        .collect();
+    slowest.sort_unstable_by_key(|p| std::cmp::Reverse(p.0));
+    slowest.truncate(3);
+    eprintln!("  second up: slowest phases (ms) {slowest:?}");
 
     let purge = RunOptions {
         destroy: DestroyOptions { purge: true },
@@ -267,6 +280,12 @@ async fn one_run(options: &Options, index: usize) -> Run {
         cold_wall_ms: ms(cold_wall),
         steps,
         critical_path_ms: report.summary.critical_path_ms as f64,
+        cluster_ms: report
+            .summary
+            .phases
+            .iter()
+            .find(|p| p.id.as_str() == "cluster")
+            .map_or(0.0, |p| p.duration_ms as f64),
         ratio: ms(cold_wall) / slowest_ms,
         services,
         slowest_ms,
@@ -288,6 +307,34 @@ fn median(mut values: Vec<f64>) -> f64 {
 fn round(value: f64, places: i32) -> f64 {
     let factor = 10f64.powi(places);
     (value * factor).round() / factor
+}
+
+/// The median time of each step phase `id` reported, over `runs` (0 in a run that
+/// did not take the step).
+fn step_medians(runs: &[Run], id: &str) -> serde_json::Value {
+    let mut names: Vec<&String> = runs
+        .iter()
+        .flat_map(|r| r.steps.get(id).into_iter().flat_map(|s| s.keys()))
+        .collect();
+    names.sort();
+    names.dedup();
+    let steps: serde_json::Map<String, serde_json::Value> = names
+        .into_iter()
+        .map(|step| {
+            let times = runs
+                .iter()
+                .map(|r| {
+                    r.steps
+                        .get(id)
+                        .and_then(|s| s.get(step))
+                        .copied()
+                        .unwrap_or(0.0)
+                })
+                .collect();
+            (step.clone(), serde_json::json!(round(median(times), 1)))
+        })
+        .collect();
+    serde_json::Value::Object(steps)
 }
 
 /// One run of the floor in `order`: its wall time in milliseconds, and each
@@ -368,6 +415,53 @@ fn floor_services(runs: &[BTreeMap<String, [f64; 3]>]) -> serde_json::Value {
     serde_json::Value::Object(out)
 }
 
+/// The cluster's floor: `k3d cluster create` of the configuration Comind would write
+/// (without the registry, which the floor does not run), on a network of its own,
+/// alone: its wall time in milliseconds. Then the cluster and network are removed.
+async fn cluster_floor_run(options: &Options, index: usize) -> f64 {
+    let suffix: String = (0..6).map(|_| fastrand::lowercase()).collect();
+    let name = format!("kfloor{index}-{suffix}");
+    let config = config(&name, options);
+    let env = Environment::with_state_root(config.clone(), std::env::temp_dir());
+    let k3d = options.k3d.clone().unwrap();
+    let network = config.local_network();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let yaml = comind_local::cluster::config::K3dConfig::render(&env, None)
+        .to_yaml()
+        .unwrap();
+    std::fs::write(file.path(), yaml).unwrap();
+    let path = file.path().to_path_buf();
+    let cluster = comind_local::cluster::config::cluster_name(&env);
+    tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&["docker", "network", "create", &network]);
+        let started = Instant::now();
+        run(&[
+            &k3d,
+            "cluster",
+            "create",
+            "--config",
+            path.to_str().unwrap(),
+        ]);
+        let wall = ms(started.elapsed());
+        run(&[&k3d, "cluster", "delete", &cluster]);
+        run(&["docker", "network", "rm", &network]);
+        wall
+    })
+    .await
+    .unwrap()
+}
+
 /// CPU-bound processes that run until dropped.
 struct Load(Vec<std::process::Child>);
 
@@ -399,21 +493,30 @@ impl Drop for Load {
 async fn main() {
     let options = options();
     let _load = Load::start(options.load);
-    // The floor is the services' alone: with the cluster there is no script to
-    // compare with (the k3d double is not k3s).
+    // The services' floor runs without the cluster; with it, the cluster's floor is
+    // `k3d cluster create` of the same configuration, alone.
     let with_floor = options.k3d.is_none();
     let mut runs = Vec::new();
     let mut sequential = Vec::new();
     let mut parallel = Vec::new();
+    let mut cluster_floor = Vec::new();
     for index in 0..options.runs {
-        // 0 = Comind, 1 = sequential, 2 = parallel; rotated each round.
+        // 0 = Comind, 1 = sequential, 2 = parallel, 3 = the cluster's floor; rotated
+        // each round.
         let modes: Vec<usize> = if with_floor {
             (0..3).map(|k| (k + index) % 3).collect()
+        } else if index % 2 == 0 {
+            vec![0, 3]
         } else {
-            vec![0]
+            vec![3, 0]
         };
         for mode in modes {
             match mode {
+                3 => {
+                    let wall = cluster_floor_run(&options, index).await;
+                    eprintln!("run {}: k3d cluster create alone {wall:.0} ms", index + 1);
+                    cluster_floor.push(wall);
+                }
                 1 => {
                     let run = floor_run(&options, index, floor::Order::Sequential).await;
                     eprintln!("run {}: sequential floor {:.0} ms", index + 1, run.0);
@@ -450,31 +553,12 @@ async fn main() {
         .iter()
         .map(|id| {
             let times = runs.iter().map(|r| r.services[*id]).collect();
-            let mut names: Vec<&String> = runs
-                .iter()
-                .flat_map(|r| r.steps.get(*id).into_iter().flat_map(|s| s.keys()))
-                .collect();
-            names.sort();
-            names.dedup();
-            let steps: serde_json::Map<String, serde_json::Value> = names
-                .into_iter()
-                .map(|step| {
-                    let times = runs
-                        .iter()
-                        .map(|r| {
-                            r.steps
-                                .get(*id)
-                                .and_then(|s| s.get(step))
-                                .copied()
-                                .unwrap_or(0.0)
-                        })
-                        .collect();
-                    (step.clone(), serde_json::json!(round(median(times), 1)))
-                })
-                .collect();
             (
                 (*id).to_string(),
-                serde_json::json!({ "duration_ms": round(median(times), 1), "steps": steps }),
+                serde_json::json!({
+                    "duration_ms": round(median(times), 1),
+                    "steps": step_medians(&runs, id),
+                }),
             )
         })
         .collect();
@@ -503,6 +587,13 @@ async fn main() {
     }
     if let Some(k3d) = &options.k3d {
         line["cluster"] = serde_json::json!(true);
+        let floor = median(cluster_floor);
+        let cluster = median(runs.iter().map(|r| r.cluster_ms).collect());
+        line["cluster_ms"] = serde_json::json!(round(cluster, 1));
+        line["cluster_floor_ms"] = serde_json::json!(round(floor, 1));
+        line["cluster_over_floor"] = serde_json::json!(round(cluster / floor, 3));
+        line["registry_steps"] = step_medians(&runs, "registry");
+        line["cluster_steps"] = step_medians(&runs, "cluster");
         line["k3d"] = serde_json::json!(k3d);
         line["critical_path_ms"] = serde_json::json!(round(
             median(runs.iter().map(|r| r.critical_path_ms).collect()),

@@ -280,22 +280,25 @@ impl ClusterPhase {
         let env = ctx.env();
         let name = cluster_name(env);
         let resource = format!("k3d cluster {name}");
-        let kubeconfig = self.k3d.kubeconfig(&name).await?;
+        let kubeconfig = ctx.step("kubeconfig", self.k3d.kubeconfig(&name)).await?;
         env.state().ensure()?;
         comind_core::state::write_private_file(
             &env.state().kubeconfig_path(),
             kubeconfig.expose().as_bytes(),
         )?;
         let client = ready::client(&kubeconfig, &context_name(env), &resource).await?;
-        wait::until(
-            ctx,
-            "waiting for the cluster's API, nodes, controllers and CoreDNS",
-            READY_TIMEOUT,
-            API_READINESS,
-            || ready::check(&client, nodes, &resource),
-        )
-        .await
-        .map_err(|failed| failed.into_error(CLUSTER_PHASE_ID, READY_TIMEOUT, None))
+        let ready = async {
+            wait::until(
+                ctx,
+                "waiting for the cluster's API, nodes, controllers and CoreDNS",
+                READY_TIMEOUT,
+                API_READINESS,
+                || ready::check(&client, nodes, &resource),
+            )
+            .await
+            .map_err(|failed| failed.into_error(CLUSTER_PHASE_ID, READY_TIMEOUT, None))
+        };
+        ctx.step("ready", ready).await
     }
 
     fn api_ports(env: &Environment) -> Vec<PublishedPort> {
@@ -392,7 +395,7 @@ impl Phase for ClusterPhase {
         let env = ctx.env();
         let name = cluster_name(env);
         let desired = Self::desired(ctx);
-        let live = self.live(ctx, &desired).await?;
+        let live = ctx.step("inspect", self.live(ctx, &desired)).await?;
         let changes = Self::changes(env, &live);
         let registry = Self::registry_access(ctx);
         let secrets = [&registry.password];
@@ -400,17 +403,18 @@ impl Phase for ClusterPhase {
             Live::InSync => {}
             Live::Stopped(_) => {
                 ctx.progress(format!("starting k3d cluster {name}"));
-                self.k3d.start(&name).await?;
+                ctx.step("start", self.k3d.start(&name)).await?;
             }
             Live::Missing | Live::Changed(_) => {
                 if let Live::Changed(why) = &live {
                     ctx.progress(format!("deleting k3d cluster {name}: {why}"));
-                    self.k3d.delete(&name).await?;
+                    ctx.step("delete", self.k3d.delete(&name)).await?;
                 }
                 ctx.checkpoint()?;
                 let path = Self::write_config(env, &desired)?;
                 ctx.progress(format!("creating k3d cluster {name}"));
-                self.k3d.create(&name, &path, &secrets).await?;
+                ctx.step("create", self.k3d.create(&name, &path, &secrets))
+                    .await?;
             }
         }
         let (servers, agents) = desired.nodes();
