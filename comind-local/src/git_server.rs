@@ -32,7 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::docker::DockerClient;
 use crate::network::NETWORK_PHASE_ID;
-use crate::services::container::{ContainerSpec, LOOPBACK, ServiceContainer};
+use crate::services::container::{ContainerSpec, LOOPBACK, ReadyBudget, ServiceContainer};
 use crate::services::ports::PublishedPort;
 
 /// The id of the Git server phase, and the component name on its labels (core's
@@ -272,7 +272,7 @@ impl Phase for GitServerPhase {
             .wait_until(
                 ctx,
                 "waiting for the Git server to advertise the repository's refs",
-                env.config().local.ready_timeout.get(),
+                &ReadyBudget::start(env.config().local.ready_timeout.get()),
                 &[],
                 || probe(Self::host_port(env), &resource),
             )

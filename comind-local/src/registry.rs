@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::docker::DockerClient;
 use crate::docker::archive::{ContainerFile, Ownership, Template};
 use crate::network::NETWORK_PHASE_ID;
-use crate::services::container::{ContainerSpec, LOOPBACK, ServiceContainer};
+use crate::services::container::{ContainerSpec, LOOPBACK, ReadyBudget, ServiceContainer};
 use crate::services::ports::PublishedPort;
 
 /// The id of the registry phase, and the component name on its labels (core's
@@ -436,7 +436,7 @@ impl Phase for RegistryPhase {
             .wait_until(
                 ctx,
                 "waiting for the registry to answer GET /v2/",
-                env.config().local.ready_timeout.get(),
+                &ReadyBudget::start(env.config().local.ready_timeout.get()),
                 &secrets,
                 || probe(Self::host_port(env), &credentials, &resource),
             )

@@ -1,14 +1,13 @@
-//! The `k3d` CLI (v5), driven as a user would: `version`, `cluster list -o json`,
-//! `cluster create --config FILE`, `cluster start|stop|delete NAME` and `kubeconfig get
-//! NAME`. Nothing secret is ever on its command line: the configuration file, which
-//! holds the registry's credentials, goes by path.
+//! The `k3d` CLI (v5), driven as a user would: `version`, `cluster create --config
+//! FILE`, `cluster start|delete NAME` and `kubeconfig get NAME`. What exists is read
+//! from the Docker engine instead ([`super::nodes`]), as `k3d cluster list` itself does.
+//! Nothing secret is ever on its command line: the configuration file, which holds the
+//! registry's credentials, goes by path.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use comind_core::{Error, Result, Secret};
-use serde::Deserialize;
 
 /// How many lines of k3d's output an error quotes.
 const QUOTED_LINES: usize = 12;
@@ -17,65 +16,6 @@ const QUOTED_LINES: usize = 12;
 #[derive(Debug, Clone)]
 pub struct K3d {
     binary: PathBuf,
-}
-
-/// One cluster as `k3d cluster list -o json` reports it (the fields Comind reads).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct ListedCluster {
-    /// Its name.
-    pub name: String,
-    /// Its node containers.
-    pub nodes: Vec<ListedNode>,
-    /// Server nodes, and how many run.
-    pub servers_count: u32,
-    /// Running servers.
-    pub servers_running: u32,
-    /// Agent nodes.
-    pub agents_count: u32,
-    /// Running agents.
-    pub agents_running: u32,
-    /// Whether it has its load balancer node.
-    #[serde(rename = "hasLoadbalancer")]
-    pub has_loadbalancer: bool,
-    /// The labels of its node containers as Docker has them (k3d lists only its own
-    /// `k3d.*` ones): filled by the cluster phase from a server's container.
-    #[serde(skip)]
-    pub labels: BTreeMap<String, String>,
-}
-
-/// One node container of a listed cluster.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct ListedNode {
-    /// The container's name.
-    pub name: String,
-    /// `server`, `agent`, `loadbalancer`, ...
-    pub role: String,
-    /// The container's labels.
-    pub runtime_labels: BTreeMap<String, String>,
-    /// Whether it runs.
-    #[serde(rename = "State")]
-    pub state: NodeState,
-}
-
-/// A node container's state.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct NodeState {
-    /// Whether it runs.
-    #[serde(rename = "Running")]
-    pub running: bool,
-    /// Docker's status word.
-    #[serde(rename = "Status")]
-    pub status: String,
-}
-
-impl ListedCluster {
-    /// Whether every node container runs.
-    pub fn all_running(&self) -> bool {
-        !self.nodes.is_empty() && self.nodes.iter().all(|n| n.state.running)
-    }
 }
 
 /// Output of one k3d command.
@@ -163,22 +103,6 @@ impl K3d {
                 out.lines().next().unwrap_or_default()
             ))
             .with_resource("k3d")
-        })
-    }
-
-    /// `k3d cluster list -o json`.
-    ///
-    /// # Errors
-    /// When k3d fails or prints something else than its JSON.
-    pub async fn list(&self) -> Result<Vec<ListedCluster>> {
-        let out = self
-            .checked(&["cluster", "list", "-o", "json"], "k3d clusters", &[])
-            .await?;
-        serde_json::from_str(out.trim()).map_err(|e| {
-            Error::internal(format!(
-                "`k3d cluster list -o json` printed something else than its JSON list: {e}"
-            ))
-            .with_resource("k3d clusters")
         })
     }
 
@@ -291,25 +215,5 @@ mod tests {
         assert!(is_v5("v5.8.3"));
         assert!(!is_v5("v4.4.8"));
         assert_eq!(parse_version("something else"), None);
-    }
-
-    #[test]
-    fn the_list_is_read_in_k3ds_own_shape() {
-        let json = r#"[{"name":"comind-dev","network":{"name":"comind-dev","external":true},
-            "nodes":[{"name":"k3d-comind-dev-server-0","role":"server",
-              "runtimeLabels":{"app":"k3d","comind.dev/environment":"dev"},
-              "State":{"Running":true,"Status":"running","Started":""}},
-              {"name":"k3d-comind-dev-agent-0","role":"agent","runtimeLabels":{},
-              "State":{"Running":false,"Status":"exited","Started":""}}],
-            "serversRunning":1,"serversCount":1,"agentsRunning":0,"agentsCount":1,
-            "hasLoadbalancer":true}]"#;
-        let listed: Vec<ListedCluster> = serde_json::from_str(json).unwrap();
-        assert_eq!(listed[0].name, "comind-dev");
-        assert_eq!(listed[0].agents_count, 1);
-        assert!(!listed[0].all_running());
-        assert_eq!(
-            listed[0].nodes[0].runtime_labels["comind.dev/environment"],
-            "dev"
-        );
     }
 }

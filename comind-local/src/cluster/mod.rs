@@ -23,9 +23,9 @@
 
 pub mod config;
 pub mod k3d;
+pub mod nodes;
 pub mod ready;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -45,7 +45,8 @@ use crate::registry::{
 };
 use crate::services::ports::{PublishedPort, check_ports};
 use config::{K3dConfig, RegistryAccess, cluster_name, context_name};
-use k3d::{K3d, ListedCluster};
+use k3d::K3d;
+use nodes::ClusterNodes;
 
 /// The component on the node containers' labels.
 pub const CLUSTER_COMPONENT: &str = "cluster";
@@ -73,7 +74,7 @@ enum Live {
     /// Ours and as desired.
     InSync,
     /// Ours, as desired, but some node is stopped.
-    Stopped(ListedCluster),
+    Stopped(ClusterNodes),
     /// Ours, but not as desired: why.
     Changed(String),
 }
@@ -122,34 +123,22 @@ impl ClusterPhase {
         K3dConfig::render(ctx.env(), Some(&Self::registry_access(ctx)))
     }
 
-    /// Our cluster as k3d lists it, if any.
+    /// Our cluster's node containers, if any: one Docker query by k3d's labels
+    /// ([`nodes`]), no k3d process.
     ///
     /// # Errors
     /// `Conflict` for a cluster of the name that Comind did not make.
-    async fn find(&self, env: &Environment) -> Result<Option<ListedCluster>> {
+    async fn find(&self, env: &Environment) -> Result<Option<ClusterNodes>> {
         let name = cluster_name(env);
-        let Some(mut found) = self.k3d.list().await?.into_iter().find(|c| c.name == name) else {
+        let containers = self
+            .docker
+            .containers_labelled(&ClusterNodes::selector(&name))
+            .await?;
+        let Some(found) = ClusterNodes::from_containers(containers) else {
             return Ok(None);
         };
-        // k3d lists only its own `k3d.*` labels; Comind's are on the node containers.
-        let node = found
-            .nodes
-            .iter()
-            .find(|n| n.role == "server")
-            .or_else(|| found.nodes.first())
-            .map(|n| n.name.clone());
-        let labels = match node {
-            Some(node) => self
-                .docker
-                .container(&node)
-                .await?
-                .map(|c| c.labels)
-                .unwrap_or_default(),
-            None => Default::default(),
-        };
-        let ours = env.owns(&labels, Some(CLUSTER_COMPONENT));
-        found.labels = labels;
-        if !ours {
+        let labels = &found.labels;
+        if !env.owns(labels, Some(CLUSTER_COMPONENT)) {
             return Err(Error::conflict(format!(
                 "a k3d cluster named `{name}` exists but was not created by Comind for \
                  environment `{}`; it is left untouched",
@@ -169,7 +158,7 @@ impl ClusterPhase {
             return Ok(Live::Missing);
         };
         let (servers, agents) = desired.nodes();
-        if found.servers_count == 0 {
+        if found.servers() == 0 {
             return Ok(Live::Changed(
                 "it has no server node (an interrupted create?); it is deleted and made \
                  again"
@@ -179,11 +168,11 @@ impl ClusterPhase {
         let hash = found.labels.get(comind_core::environment::LABEL_SPEC_HASH);
         if hash != Some(&desired.hash()) {
             let mut what = Vec::new();
-            if found.servers_count != servers {
-                what.push(format!("servers {} -> {servers}", found.servers_count));
+            if found.servers() != servers {
+                what.push(format!("servers {} -> {servers}", found.servers()));
             }
-            if found.agents_count != agents {
-                what.push(format!("agents {} -> {agents}", found.agents_count));
+            if found.agents() != agents {
+                what.push(format!("agents {} -> {agents}", found.agents()));
             }
             return Ok(Live::Changed(if what.is_empty() {
                 "its spec changed".to_string()
@@ -191,14 +180,15 @@ impl ClusterPhase {
                 format!("its spec changed: {}", what.join(", "))
             }));
         }
-        if found.servers_count != servers
-            || found.agents_count != agents
-            || found.has_loadbalancer != desired.has_loadbalancer()
+        if found.servers() != servers
+            || found.agents() != agents
+            || found.has_loadbalancer() != desired.has_loadbalancer()
         {
             return Ok(Live::Changed(format!(
                 "it is half-made (an interrupted create?): {} of {servers} servers and {} of \
                  {agents} agents; it is deleted and made again",
-                found.servers_count, found.agents_count
+                found.servers(),
+                found.agents()
             )));
         }
         if !found.all_running() {
@@ -214,16 +204,10 @@ impl ClusterPhase {
             Live::Missing => vec![Change::create(kind, name)],
             Live::InSync => Vec::new(),
             Live::Stopped(found) => {
-                let stopped: Vec<&str> = found
-                    .nodes
-                    .iter()
-                    .filter(|n| !n.state.running)
-                    .map(|n| n.name.as_str())
-                    .collect();
-                vec![
-                    Change::update(kind, name)
-                        .because(format!("stopped ({}): start it", stopped.join(", "))),
-                ]
+                vec![Change::update(kind, name).because(format!(
+                    "stopped ({}): start it",
+                    found.stopped().join(", ")
+                ))]
             }
             Live::Changed(why) => vec![Change::replace(kind, name).because(why.clone())],
         }
@@ -259,8 +243,6 @@ impl ClusterPhase {
             .write_private(CONFIG_FILE, desired.to_yaml()?.as_bytes())
     }
 
-    /// Fetches the kubeconfig into the state directory, then waits until the API
-    /// says the cluster is ready.
     /// Whether the cluster answers ready at once with the kubeconfig the state
     /// directory kept: a cluster left as it was needs nothing fetched again.
     async fn ready_with_kept_kubeconfig(&self, env: &Environment, nodes: usize) -> bool {
@@ -432,20 +414,9 @@ impl Phase for ClusterPhase {
         let env = ctx.env();
         let name = cluster_name(env);
         let mut destroyed = Destroyed::default();
-        let found = match self.find(env).await {
-            // Without the k3d binary nothing can be listed; if no node container of the
-            // cluster exists (k3d labels them with the cluster's name) there is
-            // nothing to delete, and `down` goes on for the rest.
-            Err(err) if err.kind() == comind_core::ErrorKind::InvalidInput => {
-                let selector = BTreeMap::from([("k3d.cluster".to_string(), name.clone())]);
-                if self.docker.containers_labelled(&selector).await?.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(err)
-                }
-            }
-            other => other,
-        };
+        // Finding the cluster needs only Docker: `down` of an environment that never
+        // had a cluster goes on without the k3d binary.
+        let found = self.find(env).await;
         match found {
             Ok(Some(_)) => {
                 self.k3d.delete(&name).await?;

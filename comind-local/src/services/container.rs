@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, Mount, MountType, NetworkingConfig,
@@ -687,7 +687,7 @@ impl ServiceContainer {
         Some(text)
     }
 
-    /// Calls `check` with backoff until it succeeds, fails permanently, or `timeout`
+    /// Calls `check` with backoff until it succeeds, fails permanently, or `budget`
     /// runs out; on failure the error carries the container's diagnostics, like the
     /// readiness wait of [`ServicePhase`](comind_core::ServicePhase).
     ///
@@ -697,7 +697,7 @@ impl ServiceContainer {
         &self,
         ctx: &PhaseContext,
         what: &str,
-        timeout: Duration,
+        budget: &ReadyBudget,
         secrets: &[&Secret],
         check: F,
     ) -> Result<T>
@@ -705,7 +705,7 @@ impl ServiceContainer {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        match wait::until(ctx, what, timeout, Backoff::READINESS, check).await {
+        match wait::until(ctx, what, budget.remaining(), Backoff::READINESS, check).await {
             Ok(value) => Ok(value),
             Err(failed) => {
                 let diagnostics = if failed.last.kind() == ErrorKind::Cancelled {
@@ -715,10 +715,35 @@ impl ServiceContainer {
                 };
                 let subject = self.component;
                 Err(failed
-                    .into_error(subject, timeout, diagnostics)
+                    .into_error(subject, budget.total, diagnostics)
                     .with_resource(format!("container {}", self.name(ctx.env()))))
             }
         }
+    }
+}
+
+/// The time a started container has to answer and be set up: one
+/// `local.ready_timeout` from its start, shared by every wait that follows (the
+/// first answer, then the setup), so a slow first answer leaves less for the setup
+/// instead of doubling the time a broken service is waited for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadyBudget {
+    total: Duration,
+    started: Instant,
+}
+
+impl ReadyBudget {
+    /// A budget of `total` from now.
+    pub(crate) fn start(total: Duration) -> Self {
+        ReadyBudget {
+            total,
+            started: Instant::now(),
+        }
+    }
+
+    /// What is left of it (zero once spent: the wait then checks once).
+    pub(crate) fn remaining(&self) -> Duration {
+        self.total.saturating_sub(self.started.elapsed())
     }
 }
 
@@ -804,5 +829,16 @@ mod tests {
             mask("auth with s3cr3t-value failed", &[&secret]),
             "auth with <redacted> failed"
         );
+    }
+
+    #[test]
+    fn the_readiness_budget_is_spent_by_every_wait_that_draws_on_it() {
+        let budget = ReadyBudget::start(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
+        let left = budget.remaining();
+        assert!(left <= Duration::from_millis(150), "{left:?}");
+        assert!(left > Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(budget.remaining(), Duration::ZERO, "spent, never negative");
     }
 }

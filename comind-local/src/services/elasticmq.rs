@@ -25,7 +25,7 @@ use comind_core::{
     Change, DestroyOptions, Destroyed, Error, PhaseContext, PhaseId, Result, Secret, ServiceBackend,
 };
 
-use super::container::{ContainerSpec, LOOPBACK, ServiceContainer};
+use super::container::{ContainerSpec, LOOPBACK, ReadyBudget, ServiceContainer};
 use super::ports::PublishedPort;
 use super::sdk::{ClientCache, REGION, sdk_error, sqs_client};
 use crate::docker::DockerClient;
@@ -412,12 +412,14 @@ impl ElasticMqBackend {
         let spec = self.spec(env);
         let mut changes = self.container.ensure(ctx, &spec, None).await?;
         ctx.checkpoint()?;
+        // The first answer and the setup share one readiness timeout.
+        let budget = ReadyBudget::start(self.ready_timeout);
         ctx.step(
             "first_answer",
             self.container.wait_until(
                 ctx,
                 "waiting for the SQS API to answer",
-                self.ready_timeout,
+                &budget,
                 &[],
                 || self.existing_queues(env, &credentials),
             ),
@@ -429,7 +431,7 @@ impl ElasticMqBackend {
                 self.container.wait_until(
                     ctx,
                     "waiting for the SQS API to create the queues",
-                    self.ready_timeout,
+                    &budget,
                     &[],
                     || self.converge_queues(env, &credentials, Mode::Apply),
                 ),

@@ -21,7 +21,7 @@ use comind_core::{
     Change, DestroyOptions, Destroyed, PhaseContext, PhaseId, Result, Secret, ServiceBackend,
 };
 
-use super::container::{ContainerSpec, LOOPBACK, ServiceContainer};
+use super::container::{ContainerSpec, LOOPBACK, ReadyBudget, ServiceContainer};
 use super::ports::PublishedPort;
 use super::sdk::{ClientCache, REGION, error_code, s3_client, sdk_error};
 use crate::docker::DockerClient;
@@ -267,12 +267,14 @@ impl MinioBackend {
             .ensure(ctx, &spec, fresh.then_some(REGENERATED))
             .await?;
         ctx.checkpoint()?;
+        // The first answer and the setup share one readiness timeout.
+        let budget = ReadyBudget::start(self.ready_timeout);
         ctx.step(
             "first_answer",
             self.container.wait_until(
                 ctx,
                 "waiting for the S3 API to answer",
-                self.ready_timeout,
+                &budget,
                 &[&credentials.password],
                 || self.existing_buckets(env, &credentials),
             ),
@@ -284,7 +286,7 @@ impl MinioBackend {
                 self.container.wait_until(
                     ctx,
                     "waiting for the S3 API to create the buckets",
-                    self.ready_timeout,
+                    &budget,
                     &[&credentials.password],
                     || self.converge_buckets(env, &credentials, Mode::Apply),
                 ),

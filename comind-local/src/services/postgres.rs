@@ -30,7 +30,7 @@ use comind_core::{
 use serde::{Deserialize, Serialize};
 use tokio_postgres::error::SqlState;
 
-use super::container::{ContainerSpec, LOOPBACK, ServiceContainer};
+use super::container::{ContainerSpec, LOOPBACK, ReadyBudget, ServiceContainer};
 use super::ports::PublishedPort;
 use crate::docker::DockerClient;
 use crate::docker::archive::{ContainerFile, Ownership, Template};
@@ -393,6 +393,8 @@ impl PostgresBackend {
         let spec = self.spec(env, &credentials);
         let changes = self.container.ensure(ctx, &spec, None).await?;
         ctx.checkpoint()?;
+        // The first answer and the setup share one readiness timeout.
+        let budget = ReadyBudget::start(self.ready_timeout);
         let secrets = [&credentials.superuser.password, &credentials.app.password];
         let resource = self.resource(env);
         ctx.step(
@@ -400,7 +402,7 @@ impl PostgresBackend {
             self.container.wait_until(
                 ctx,
                 "waiting for PostgreSQL to accept connections",
-                self.ready_timeout,
+                &budget,
                 &secrets,
                 || async {
                     connect(Self::port(env), &credentials.superuser, MAINTENANCE_DB)
@@ -417,7 +419,7 @@ impl PostgresBackend {
                 self.container.wait_until(
                     ctx,
                     "waiting for PostgreSQL to create the role and databases",
-                    self.ready_timeout,
+                    &budget,
                     &secrets,
                     || self.converge_contents(env, &credentials, Mode::Apply),
                 ),
