@@ -273,4 +273,26 @@ async fn the_gc_cronjob_deletes_untagged_layers_and_a_layer_pushed_again_is_stor
         .await
         .unwrap();
     assert!(down.succeeded(), "{:?}", down.summary);
+
+    // The test's images (the pulled one, and the second one whose tag moved on) are
+    // not Comind's to remove: the test removes them by the label it gave them.
+    let filter = format!(
+        "label={}={name}",
+        comind_core::environment::LABEL_ENVIRONMENT
+    );
+    let (listed, ids) = docker_cli(
+        config_dir.path(),
+        &["images", "-q", "--filter", &filter],
+        None,
+    );
+    assert!(listed, "{ids}");
+    let mut ids: Vec<&str> = ids.split_whitespace().collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if !ids.is_empty() {
+        let mut args = vec!["rmi", "-f"];
+        args.extend(ids);
+        let (removed, text) = docker_cli(config_dir.path(), &args, None);
+        assert!(removed, "{text}");
+    }
 }
