@@ -107,6 +107,9 @@ pub enum Command {
     App(AppCommand),
     /// Seal a Secret into a SealedSecret manifest for the GitOps repository (stdout)
     Seal(SealArgs),
+    /// Run the platform's backups now, from their CronJobs
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Print shell completions
     Completions(CompletionsArgs),
     /// Print a Kubernetes ExecCredential with an EKS token (used by the kubeconfig Comind writes)
@@ -221,6 +224,39 @@ pub enum GitopsCommand {
     /// Push the committed HEAD of the Git work tree DIR to the local Git server's
     /// branch `gitops.repo.revision`
     Push(GitopsPushArgs),
+}
+
+/// `backup`.
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Start a backup now as a Job of its CronJob (the nightly run's exact Job), and
+    /// wait until it completes
+    Run(BackupRunArgs),
+}
+
+/// Which backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackupKindArg {
+    /// The PostgreSQL dump (CronJob postgres-backup)
+    Postgres,
+    /// The object-store mirror (CronJob objects-backup)
+    Objects,
+}
+
+/// `backup run`.
+#[derive(Debug, Args)]
+pub struct BackupRunArgs {
+    /// The backup to run [default: both, at once]
+    #[arg(value_enum)]
+    pub kind: Option<BackupKindArg>,
+
+    /// How long to wait for the Job to complete
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30m")]
+    pub timeout: Duration,
+
+    /// Start the Job, and do not wait for it
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 /// `app`.

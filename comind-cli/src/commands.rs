@@ -16,10 +16,10 @@ use comind_core::{
 };
 
 use crate::args::{
-    AppCommand, AppDeployArgs, AppListArgs, AppNewArgs, Cli, Command, CompletionsArgs, DownArgs,
-    EksTokenArgs, GitopsCommand, GitopsInitArgs, GitopsPushArgs, InitArgs, KubeconfigArgs,
-    LockArgs, OutputMode, OutputsArgs, OutputsFormat, PlanArgs, RegistryCommand, ScopeArg,
-    SealArgs, SelectArgs, UpArgs,
+    AppCommand, AppDeployArgs, AppListArgs, AppNewArgs, BackupCommand, BackupKindArg,
+    BackupRunArgs, Cli, Command, CompletionsArgs, DownArgs, EksTokenArgs, GitopsCommand,
+    GitopsInitArgs, GitopsPushArgs, InitArgs, KubeconfigArgs, LockArgs, OutputMode, OutputsArgs,
+    OutputsFormat, PlanArgs, RegistryCommand, ScopeArg, SealArgs, SelectArgs, UpArgs,
 };
 use crate::render::{EventPrinter, report};
 
@@ -50,6 +50,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Registry(RegistryCommand::Gc) => registry_gc(&cli).await,
         Command::Gitops(GitopsCommand::Init(args)) => gitops_init(&cli, args),
         Command::Gitops(GitopsCommand::Push(args)) => gitops_push(&cli, args).await,
+        Command::Backup(BackupCommand::Run(args)) => backup_run(&cli, args).await,
         Command::App(AppCommand::New(args)) => app_new(&cli, args),
         Command::App(AppCommand::List(args)) => app_list(&cli, args).await,
         Command::App(AppCommand::Deploy(args)) => app_deploy(&cli, args).await,
@@ -660,6 +661,107 @@ fn app_new(cli: &Cli, args: &AppNewArgs) -> Result<u8, Error> {
     }
     print_human(cli.output, &text);
     Ok(0)
+}
+
+async fn backup_run(cli: &Cli, args: &BackupRunArgs) -> Result<u8, Error> {
+    use comind::gitops::platform::backups::run::{self, BackupKind};
+    let env = std::sync::Arc::new(comind_core::Environment::new(load_config(cli)?)?);
+    let kinds = match args.kind {
+        Some(BackupKindArg::Postgres) => vec![BackupKind::Postgres],
+        Some(BackupKindArg::Objects) => vec![BackupKind::Objects],
+        None => BackupKind::ALL.to_vec(),
+    };
+    let cluster = comind::gitops::access::connect_env(&env).await?;
+    let client = &cluster.client;
+    // Every Job is started before any is waited for: a refused start (one running
+    // already) stops the command before it waits.
+    let mut started = Vec::new();
+    for kind in kinds {
+        let job = run::start(client, &env, kind).await?;
+        eprintln!("{kind} backup: started Job {}/{}", job.namespace, job.name);
+        started.push(job);
+    }
+    let mut results = Vec::new();
+    if args.no_wait {
+        results.extend(started.iter().map(|job| (job, "started", None)));
+    } else {
+        let ctx = comind_core::PhaseContext::standalone(
+            PhaseId::new("backup/run"),
+            comind_core::Operation::Apply,
+            env.clone(),
+            std::collections::HashMap::new(),
+        );
+        let mut events = ctx.events().subscribe();
+        let printer = tokio::spawn(async move {
+            while let Some(record) = events.recv().await {
+                if let comind_core::event::Event::PhaseProgress { message, .. } = &record.event {
+                    eprintln!("{message}");
+                }
+            }
+        });
+        let waits = started
+            .iter()
+            .map(|job| run::wait(client, &ctx, job, args.timeout));
+        let ended = futures_util::future::join_all(waits).await;
+        printer.abort();
+        let mut first_error = None;
+        for (job, outcome) in started.iter().zip(ended) {
+            match outcome {
+                Ok(done) => results.push((job, "complete", done.duration)),
+                Err(err) => {
+                    results.push((job, "failed", None));
+                    // The first failure is the command's error; any other is said here.
+                    if first_error.is_none() {
+                        first_error = Some(err);
+                    } else {
+                        eprintln!("{} backup: {err}", job.kind);
+                    }
+                }
+            }
+        }
+        if let Some(err) = first_error {
+            if cli.output == OutputMode::Json {
+                stdout_line(&backup_results(&results).to_string());
+            }
+            return Err(err);
+        }
+    }
+    if cli.output == OutputMode::Json {
+        stdout_line(&backup_results(&results).to_string());
+    } else {
+        let mut text = String::new();
+        for (job, outcome, duration) in &results {
+            let took = duration
+                .map(|d| format!(" in {}", humantime::format_duration(d)))
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "{} backup: Job {}/{} {outcome}{took}\n",
+                job.kind, job.namespace, job.name
+            ));
+        }
+        print_human(cli.output, &text);
+    }
+    Ok(0)
+}
+
+/// The JSON line of `backup run`.
+fn backup_results(
+    results: &[(
+        &comind::gitops::platform::backups::run::StartedJob,
+        &str,
+        Option<std::time::Duration>,
+    )],
+) -> serde_json::Value {
+    let jobs: Vec<_> = results
+        .iter()
+        .map(|(job, outcome, duration)| {
+            serde_json::json!({
+                "kind": job.kind.as_str(), "namespace": job.namespace, "job": job.name,
+                "outcome": outcome, "duration_ms": duration.map(|d| d.as_millis() as u64),
+            })
+        })
+        .collect();
+    serde_json::json!({ "backups": jobs })
 }
 
 async fn seal(cli: &Cli, args: &SealArgs) -> Result<u8, Error> {

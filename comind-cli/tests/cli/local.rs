@@ -891,6 +891,42 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
         )),
         "{mounts}"
     );
+    // `backup run`: the nightly Job now, from its CronJob; the test plays the kubelet
+    // by ending the Pod the real Job controller makes, and the command reports the
+    // Job complete.
+    let backup = std::thread::scope(|scope| {
+        let running = scope.spawn(|| env.run(&["-o", "json", "backup", "run", "postgres"]));
+        runtime.block_on(async {
+            let jobs = kube::Api::<k8s_openapi::api::batch::v1::Job>::namespaced(
+                client.clone(),
+                &platform_ns,
+            );
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let job = loop {
+                let listed = jobs.list(&Default::default()).await.unwrap();
+                if let Some(name) = listed
+                    .items
+                    .into_iter()
+                    .filter_map(|j| j.metadata.name)
+                    .find(|n| n.starts_with("postgres-backup-manual-"))
+                {
+                    break name;
+                }
+                assert!(Instant::now() < deadline, "backup run made no Job");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let pods = kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(
+                client.clone(),
+                &platform_ns,
+            );
+            comind_test_support::kubelet::end_job_pod(&pods, &job, 0).await;
+        });
+        running.join().unwrap()
+    });
+    assert_eq!(backup.code, 0, "{}", backup.all());
+    let line: Value = serde_json::from_str(backup.stdout.trim()).unwrap();
+    assert_eq!(line["backups"][0]["kind"], "postgres", "{line}");
+    assert_eq!(line["backups"][0]["outcome"], "complete", "{line}");
     let url = String::from_utf8(secret.data.unwrap()["REDIS_URL"].0.clone()).unwrap();
     assert!(
         url.ends_with(&format!("@cache.platform-{}.svc:6379/0", env.name)),

@@ -6,6 +6,7 @@
 
 mod apply;
 mod argocd;
+mod backups;
 mod platform;
 mod ready;
 mod scaffold;

@@ -17,6 +17,8 @@
 //! requests, and non-root, read-only containers. A NetworkPolicy lets their Pods
 //! (only) reach the services' ports past the baseline's default-deny.
 
+pub mod run;
+
 use std::collections::BTreeMap;
 
 use comind_core::cluster::BACKUP_SERVICE_ACCOUNT;

@@ -1,0 +1,441 @@
+//! A backup now: a Job made from the backup's CronJob, as the CronJob controller
+//! would make it at the scheduled time, then waited for until it completes or fails.
+//!
+//! The Job is the CronJob's own `jobTemplate` (so it runs exactly the scripts,
+//! images, Secrets and limits of the nightly run), named `<cronjob>-manual-<unix
+//! time>`, annotated `cronjob.kubernetes.io/instantiate: manual` and owned by the
+//! CronJob (so its history limits and a `down` clean it up with the CronJob). The
+//! CronJob's `concurrencyPolicy: Forbid` is kept: while a Job of the CronJob runs,
+//! no second one is started.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use comind_core::wait::{Backoff, Observed, Status, Wait};
+use comind_core::{Environment, Error, PhaseContext, Result};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, ListParams, PostParams};
+
+use super::{OBJECTS_CRONJOB, POSTGRES_CRONJOB};
+use crate::apply::error::api_error;
+use crate::platform::baseline;
+
+/// The annotation the CronJob controller's tooling puts on a Job started by hand.
+pub const ANNOTATION_INSTANTIATE: &str = "cronjob.kubernetes.io/instantiate";
+/// The label the Job controller puts on a Job's Pods.
+const LABEL_JOB_NAME: &str = "batch.kubernetes.io/job-name";
+
+/// How often a running backup Job is looked at: it takes seconds to hours.
+const JOB_POLL: Backoff = Backoff {
+    initial: Duration::from_millis(500),
+    steady: Duration::ZERO,
+    max: Duration::from_secs(5),
+    factor: 1.5,
+};
+
+/// One of the platform's backups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackupKind {
+    /// The PostgreSQL dump (`postgres-backup`).
+    Postgres,
+    /// The object-store mirror (`objects-backup`).
+    Objects,
+}
+
+impl BackupKind {
+    /// Every backup, in the order they run at night.
+    pub const ALL: [BackupKind; 2] = [BackupKind::Postgres, BackupKind::Objects];
+
+    /// Its CronJob's name.
+    pub fn cron_job(self) -> &'static str {
+        match self {
+            BackupKind::Postgres => POSTGRES_CRONJOB,
+            BackupKind::Objects => OBJECTS_CRONJOB,
+        }
+    }
+
+    /// `postgres` or `objects`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Postgres => "postgres",
+            BackupKind::Objects => "objects",
+        }
+    }
+}
+
+impl std::fmt::Display for BackupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A backup Job that was started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartedJob {
+    /// Which backup.
+    pub kind: BackupKind,
+    /// Its namespace (`platform-<env>`).
+    pub namespace: String,
+    /// The Job's name.
+    pub name: String,
+}
+
+/// How a finished backup Job ended well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedJob {
+    /// The Job.
+    pub job: StartedJob,
+    /// From its start to its completion, as the Job's status says (`None` when the
+    /// API did not say).
+    pub duration: Option<Duration>,
+}
+
+/// Starts the backup `kind` of `env` now, from its CronJob.
+///
+/// # Errors
+/// `NotFound` when the CronJob does not exist (backups off, or `up` not run);
+/// `Conflict` when a Job of the CronJob is still running; the API's error otherwise.
+pub async fn start(
+    client: &kube::Client,
+    env: &Environment,
+    kind: BackupKind,
+) -> Result<StartedJob> {
+    let namespace = baseline::services_namespace(env);
+    let cron_jobs: Api<CronJob> = Api::namespaced(client.clone(), &namespace);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let resource = format!("CronJob {namespace}/{}", kind.cron_job());
+    let cron_job = cron_jobs
+        .get_opt(kind.cron_job())
+        .await
+        .map_err(|e| api_error("read", &resource, e))?
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "environment `{}` has no {kind} backup: {resource} does not exist",
+                env.name()
+            ))
+            .with_resource(resource.clone())
+            .with_hint(
+                "run `comind up` (with `platform.backups.enabled: true`, the default) to lay \
+                 the backups",
+            )
+        })?;
+    let uid = cron_job.metadata.uid.clone().unwrap_or_default();
+    let running: Vec<String> = jobs
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| api_error("list", &format!("Jobs in {namespace}"), e))?
+        .items
+        .into_iter()
+        .filter(|job| owned_by(job, &uid) && !finished(job))
+        .filter_map(|job| job.metadata.name)
+        .collect();
+    if !running.is_empty() {
+        return Err(Error::conflict(format!(
+            "the {kind} backup is running already (Job {}); its CronJob forbids a second \
+             one at the same time",
+            running.join(", ")
+        ))
+        .with_resource(resource)
+        .with_hint("wait for it to end, then run the command again"));
+    }
+    let job = job_from(&cron_job, &job_name(kind.cron_job(), unix_now()))?;
+    let name = job.metadata.name.clone().unwrap_or_default();
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .map_err(|e| api_error("create", &format!("Job {namespace}/{name}"), e))?;
+    Ok(StartedJob {
+        kind,
+        namespace,
+        name,
+    })
+}
+
+/// Waits until `job` completes, reporting its progress on `ctx`.
+///
+/// # Errors
+/// `Unavailable` (permanent) when the Job failed, with its condition's reason and the
+/// exit of its Pods' failed containers; `Timeout` after `timeout`; `Cancelled`.
+pub async fn wait(
+    client: &kube::Client,
+    ctx: &PhaseContext,
+    job: &StartedJob,
+    timeout: Duration,
+) -> Result<CompletedJob> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &job.namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &job.namespace);
+    let resource = format!("Job {}/{}", job.namespace, job.name);
+    let hint = format!(
+        "the Job's Pods keep their logs until the Job is removed: read them through the \
+         API server (Pods labelled {LABEL_JOB_NAME}={}), fix the cause, then run the \
+         backup again",
+        job.name
+    );
+    Wait::new("job", &job.name, "complete", timeout, None)
+        .with_backoff(JOB_POLL)
+        .on("the cluster")
+        .with_failed_hint(&hint)
+        .until(ctx, || async {
+            let live = jobs
+                .get(&job.name)
+                .await
+                .map_err(|e| api_error("read", &resource, e))?;
+            let observed = observe(&live);
+            Ok(match observed {
+                Observed::Failed(status) => {
+                    // Why it failed is in its Pods: what each failed container said.
+                    let exits = failed_containers(&pods, &job.name).await;
+                    let message = [status.message.clone(), exits]
+                        .into_iter()
+                        .flatten()
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    Observed::Failed(Status::new(status.status).with_message(Some(message)))
+                }
+                Observed::Ready(duration) => Observed::Ready(CompletedJob {
+                    job: job.clone(),
+                    duration,
+                }),
+                Observed::Pending(status) => Observed::Pending(status),
+            })
+        })
+        .await
+}
+
+/// The Job of `cron_job`'s template, named `name`, owned by the CronJob.
+fn job_from(cron_job: &CronJob, name: &str) -> Result<Job> {
+    let cron_name = cron_job.metadata.name.clone().unwrap_or_default();
+    let template = cron_job
+        .spec
+        .as_ref()
+        .map(|spec| spec.job_template.clone())
+        .ok_or_else(|| {
+            Error::internal(format!("CronJob {cron_name} has no spec"))
+                .with_resource(format!("CronJob {cron_name}"))
+        })?;
+    let template_meta = template.metadata.unwrap_or_default();
+    let mut annotations: BTreeMap<String, String> = template_meta.annotations.unwrap_or_default();
+    annotations.insert(ANNOTATION_INSTANTIATE.to_string(), "manual".to_string());
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: cron_job.metadata.namespace.clone(),
+            labels: template_meta.labels,
+            annotations: Some(annotations),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "batch/v1".to_string(),
+                kind: "CronJob".to_string(),
+                name: cron_name,
+                uid: cron_job.metadata.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..ObjectMeta::default()
+        },
+        spec: template.spec,
+        status: None,
+    })
+}
+
+/// `<cron_job>-manual-<unix time>`, within the 63 characters of a label value (the
+/// Job controller labels the Pods with the Job's name).
+fn job_name(cron_job: &str, unix: u64) -> String {
+    let suffix = format!("-manual-{unix}");
+    let keep = 63usize.saturating_sub(suffix.len());
+    let prefix: String = cron_job.chars().take(keep).collect();
+    format!("{}{suffix}", prefix.trim_end_matches('-'))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn owned_by(job: &Job, uid: &str) -> bool {
+    job.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.kind == "CronJob" && owner.uid == uid)
+}
+
+/// Whether the Job has a `Complete` or `Failed` condition that is true.
+fn finished(job: &Job) -> bool {
+    condition(job, "Complete").is_some() || condition(job, "Failed").is_some()
+}
+
+fn condition<'a>(
+    job: &'a Job,
+    kind: &str,
+) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind && c.status == "True")
+}
+
+/// What one look at the Job says: complete (with its duration), failed (with the
+/// condition's reason and message), or on its way (how many Pods run, failed).
+fn observe(job: &Job) -> Observed<Option<Duration>> {
+    if let Some(failed) = condition(job, "Failed") {
+        let reason = failed
+            .reason
+            .clone()
+            .unwrap_or_else(|| "Failed".to_string());
+        return Observed::Failed(Status::new(reason).with_message(failed.message.clone()));
+    }
+    let status = job.status.clone().unwrap_or_default();
+    if condition(job, "Complete").is_some() {
+        let duration = match (&status.start_time, &status.completion_time) {
+            (Some(start), Some(end)) => Duration::try_from(end.0.duration_since(start.0)).ok(),
+            _ => None,
+        };
+        return Observed::Ready(duration);
+    }
+    let active = status.active.unwrap_or(0);
+    let failed = status.failed.unwrap_or(0);
+    let state = if active > 0 { "running" } else { "pending" };
+    let message = (failed > 0).then(|| format!("{failed} failed Pod(s), retrying"));
+    Observed::Pending(Status::new(state).with_message(message))
+}
+
+/// The failed containers of the Job's Pods: `pod/container exited N (reason)`, or
+/// `None` when none can be read (the failure is then the condition's alone).
+async fn failed_containers(pods: &Api<Pod>, job: &str) -> Option<String> {
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("{LABEL_JOB_NAME}={job}")))
+        .await
+        .ok()?;
+    let exits: Vec<String> = listed
+        .items
+        .iter()
+        .flat_map(|pod| {
+            let pod_name = pod.metadata.name.clone().unwrap_or_default();
+            let status = pod.status.clone().unwrap_or_default();
+            status
+                .init_container_statuses
+                .unwrap_or_default()
+                .into_iter()
+                .chain(status.container_statuses.unwrap_or_default())
+                .filter_map(move |c| {
+                    let terminated = c.state?.terminated?;
+                    (terminated.exit_code != 0).then(|| {
+                        let reason = terminated.reason.unwrap_or_else(|| "Error".to_string());
+                        format!(
+                            "{pod_name}/{} exited {} ({reason})",
+                            c.name, terminated.exit_code
+                        )
+                    })
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (!exits.is_empty()).then(|| exits.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use comind_core::config::{Config, EnvironmentName};
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn env() -> Environment {
+        let mut config = Config::default();
+        config.environment = EnvironmentName::new("dev").unwrap();
+        Environment::with_state_root(config, "/nonexistent")
+    }
+
+    fn with_conditions(conditions: &[(&str, &str)]) -> Job {
+        Job {
+            status: Some(JobStatus {
+                conditions: Some(
+                    conditions
+                        .iter()
+                        .map(|(kind, reason)| JobCondition {
+                            type_: kind.to_string(),
+                            status: "True".to_string(),
+                            reason: Some(reason.to_string()),
+                            message: Some(format!("{reason} happened")),
+                            ..JobCondition::default()
+                        })
+                        .collect(),
+                ),
+                ..JobStatus::default()
+            }),
+            ..Job::default()
+        }
+    }
+
+    #[test]
+    fn the_job_is_the_cron_jobs_template_owned_by_it_and_marked_manual() {
+        let env = env();
+        let mut cron_job = super::super::postgres_cron_job(&env);
+        cron_job.metadata.uid = Some("uid-1".to_string());
+        let job = job_from(&cron_job, "postgres-backup-manual-1").unwrap();
+        let template = cron_job.spec.clone().unwrap().job_template;
+        assert_eq!(job.spec, template.spec, "the nightly run's spec, unchanged");
+        assert_eq!(job.metadata.labels, template.metadata.unwrap().labels);
+        assert_eq!(
+            job.metadata.annotations.unwrap()[ANNOTATION_INSTANTIATE],
+            "manual"
+        );
+        let owner = &job.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("CronJob", POSTGRES_CRONJOB, "uid-1")
+        );
+        assert_eq!(owner.controller, Some(true));
+    }
+
+    #[test]
+    fn job_names_fit_a_label_value() {
+        assert_eq!(
+            job_name("postgres-backup", 1_700_000_000),
+            "postgres-backup-manual-1700000000"
+        );
+        let long = job_name(&"x".repeat(80), 1_700_000_000);
+        assert_eq!(long.len(), 63);
+        assert!(long.ends_with("-manual-1700000000"));
+    }
+
+    #[test]
+    fn a_look_at_the_job_reads_its_conditions() {
+        assert!(matches!(
+            observe(&with_conditions(&[("Failed", "BackoffLimitExceeded")])),
+            Observed::Failed(status) if status.status == "BackoffLimitExceeded"
+                && status.message.as_deref() == Some("BackoffLimitExceeded happened")
+        ));
+        let mut complete = with_conditions(&[("SuccessCriteriaMet", "x"), ("Complete", "x")]);
+        let start = Time("2026-12-03T03:00:00Z".parse().unwrap());
+        let end = Time("2026-12-03T03:00:12Z".parse().unwrap());
+        let status = complete.status.as_mut().unwrap();
+        status.start_time = Some(start);
+        status.completion_time = Some(end);
+        assert!(matches!(
+            observe(&complete),
+            Observed::Ready(Some(d)) if d == Duration::from_secs(12)
+        ));
+        let running = Job {
+            status: Some(JobStatus {
+                active: Some(1),
+                failed: Some(1),
+                ..JobStatus::default()
+            }),
+            ..Job::default()
+        };
+        assert!(matches!(
+            observe(&running),
+            Observed::Pending(status) if status.status == "running"
+                && status.message.as_deref() == Some("1 failed Pod(s), retrying")
+        ));
+        assert!(finished(&with_conditions(&[("Complete", "x")])));
+        assert!(!finished(&running));
+    }
+}

@@ -1,0 +1,135 @@
+//! A backup run now (`backup::run`), on the real control plane: the Job is made from
+//! the CronJob the platform lays, the real Job controller makes its Pods and judges
+//! them, and the test plays the kubelet's part only, by writing each Pod's end (no
+//! Pod runs here: that the scripts work is proven by the composition tests, which run
+//! them against real PostgreSQL and S3).
+
+use std::time::Duration;
+
+use comind_core::{ErrorKind, Operation};
+use comind_gitops::platform::backups::{self, run};
+use comind_test_support::kube::{KubePeer, User};
+use comind_test_support::kubelet::end_job_pod;
+use comind_test_support::require_peer;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use kube::api::{Api, DeleteParams, PostParams};
+use serde_json::json;
+
+use crate::support;
+
+#[tokio::test]
+async fn a_backup_run_now_is_the_cron_jobs_job_and_reports_how_it_ended() {
+    let peer = require_peer!(KubePeer::shared());
+    let admin = support::client(peer, User::Admin).await;
+    let state = tempfile::tempdir().unwrap();
+    let env = support::env(peer, "bkrun", state.path(), |_| {});
+    let ctx = support::ctx(&env, Operation::Apply);
+    let ns = comind_gitops::platform::baseline::services_namespace(&env);
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // Before the backups are laid: a clear error, nothing made.
+    let missing = run::start(&admin, &env, run::BackupKind::Postgres)
+        .await
+        .unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+    assert!(missing.to_string().contains("postgres-backup"), "{missing}");
+
+    // The CronJobs and their ServiceAccount as the platform lays them.
+    Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &backups::service_account(&env))
+        .await
+        .unwrap();
+    let cron_jobs: Api<CronJob> = Api::namespaced(admin.clone(), &ns);
+    for cron_job in [
+        backups::postgres_cron_job(&env),
+        backups::objects_cron_job(&env),
+    ] {
+        cron_jobs
+            .create(&PostParams::default(), &cron_job)
+            .await
+            .unwrap();
+    }
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+
+    // Started: the CronJob's template, owned by it, marked manual.
+    let started = run::start(&admin, &env, run::BackupKind::Postgres)
+        .await
+        .unwrap();
+    assert!(
+        started.name.starts_with("postgres-backup-manual-"),
+        "{started:?}"
+    );
+    let job = jobs.get(&started.name).await.unwrap();
+    let cron_job = cron_jobs.get(backups::POSTGRES_CRONJOB).await.unwrap();
+    let template = cron_job.spec.unwrap().job_template.spec.unwrap();
+    assert_eq!(
+        job.spec.as_ref().unwrap().template.spec,
+        template.template.spec,
+        "the nightly run's Pod, unchanged"
+    );
+    assert_eq!(
+        job.metadata.annotations.as_ref().unwrap()[run::ANNOTATION_INSTANTIATE],
+        "manual"
+    );
+    assert_eq!(
+        job.metadata.owner_references.as_ref().unwrap()[0].uid,
+        cron_job.metadata.uid.unwrap()
+    );
+
+    // The CronJob forbids a second run at the same time.
+    let again = run::start(&admin, &env, run::BackupKind::Postgres)
+        .await
+        .unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::Conflict, "{again}");
+    assert!(again.to_string().contains(&started.name), "{again}");
+
+    // Its Pod succeeds: the Job controller marks the Job complete, the wait ends.
+    let waiting = {
+        let admin = admin.clone();
+        let ctx = ctx.clone();
+        let started = started.clone();
+        tokio::spawn(
+            async move { run::wait(&admin, &ctx, &started, Duration::from_secs(120)).await },
+        )
+    };
+    end_job_pod(&pods, &started.name, 0).await;
+    let completed = waiting.await.unwrap().unwrap();
+    assert_eq!(completed.job, started);
+
+    // The object-store mirror fails twice (its one retry included): the wait fails,
+    // naming the Job's reason and the container that failed and how.
+    let started = run::start(&admin, &env, run::BackupKind::Objects)
+        .await
+        .unwrap();
+    let waiting = {
+        let admin = admin.clone();
+        let ctx = ctx.clone();
+        let started = started.clone();
+        tokio::spawn(
+            async move { run::wait(&admin, &ctx, &started, Duration::from_secs(120)).await },
+        )
+    };
+    for _ in 0..2 {
+        end_job_pod(&pods, &started.name, 3).await;
+    }
+    let failed = waiting.await.unwrap().unwrap_err();
+    let text = failed.to_string();
+    assert_eq!(failed.kind(), ErrorKind::Unavailable, "{text}");
+    assert!(text.contains("BackoffLimitExceeded"), "{text}");
+    assert!(text.contains("/mirror exited 3 (Error)"), "{text}");
+    assert!(!failed.is_transient(), "{text}");
+
+    namespaces
+        .delete(&ns, &DeleteParams::background())
+        .await
+        .unwrap();
+}
