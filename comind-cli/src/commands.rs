@@ -673,12 +673,23 @@ async fn backup_run(cli: &Cli, args: &BackupRunArgs) -> Result<u8, Error> {
     };
     let cluster = comind::gitops::access::connect_env(&env).await?;
     let client = &cluster.client;
-    // Every Job is started before any is waited for: a refused start (one running
-    // already) stops the command before it waits.
+    // Every backup is checked before any Job is made: one that cannot start (no
+    // CronJob, or a run going on) stops the command before anything is started.
+    for kind in &kinds {
+        run::check(client, &env, *kind).await?;
+    }
     let mut started = Vec::new();
     for kind in kinds {
         let job = run::start(client, &env, kind).await?;
         eprintln!("{kind} backup: started Job {}/{}", job.namespace, job.name);
+        if !job.counted {
+            eprintln!(
+                "warning: CronJob {} does not count Job {} as running (its status could not \
+                 be written), so a scheduled run may start beside it",
+                kind.cron_job(),
+                job.name
+            );
+        }
         started.push(job);
     }
     let mut results = Vec::new();
@@ -709,7 +720,12 @@ async fn backup_run(cli: &Cli, args: &BackupRunArgs) -> Result<u8, Error> {
             match outcome {
                 Ok(done) => results.push((job, "complete", done.duration)),
                 Err(err) => {
-                    results.push((job, "failed", None));
+                    let outcome = match err.kind() {
+                        ErrorKind::Timeout => "timed_out",
+                        ErrorKind::Cancelled => "cancelled",
+                        _ => "failed",
+                    };
+                    results.push((job, outcome, None));
                     // The first failure is the command's error; any other is said here.
                     if first_error.is_none() {
                         first_error = Some(err);
@@ -720,28 +736,41 @@ async fn backup_run(cli: &Cli, args: &BackupRunArgs) -> Result<u8, Error> {
             }
         }
         if let Some(err) = first_error {
-            if cli.output == OutputMode::Json {
-                stdout_line(&backup_results(&results).to_string());
-            }
+            print_backup_results(cli, &results);
             return Err(err);
         }
     }
-    if cli.output == OutputMode::Json {
-        stdout_line(&backup_results(&results).to_string());
-    } else {
-        let mut text = String::new();
-        for (job, outcome, duration) in &results {
-            let took = duration
-                .map(|d| format!(" in {}", humantime::format_duration(d)))
-                .unwrap_or_default();
-            text.push_str(&format!(
-                "{} backup: Job {}/{} {outcome}{took}\n",
-                job.kind, job.namespace, job.name
-            ));
-        }
-        print_human(cli.output, &text);
-    }
+    print_backup_results(cli, &results);
     Ok(0)
+}
+
+/// What `backup run` prints on stdout: one line per Job, or the JSON line.
+fn print_backup_results(
+    cli: &Cli,
+    results: &[(
+        &comind::gitops::platform::backups::run::StartedJob,
+        &str,
+        Option<std::time::Duration>,
+    )],
+) {
+    if cli.output == OutputMode::Json {
+        stdout_line(&backup_results(results).to_string());
+        return;
+    }
+    let mut text = String::new();
+    for (job, outcome, duration) in results {
+        let took = duration
+            .map(|d| format!(" in {}", humantime::format_duration(d)))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "{} backup: Job {}/{} {}{took}\n",
+            job.kind,
+            job.namespace,
+            job.name,
+            outcome.replace('_', " ")
+        ));
+    }
+    print_human(cli.output, &text);
 }
 
 /// The JSON line of `backup run`.

@@ -48,10 +48,13 @@ async fn a_backup_run_now_is_the_cron_jobs_job_and_reports_how_it_ended() {
         .await
         .unwrap();
     let cron_jobs: Api<CronJob> = Api::namespaced(admin.clone(), &ns);
-    for cron_job in [
+    for mut cron_job in [
         backups::postgres_cron_job(&env),
         backups::objects_cron_job(&env),
     ] {
+        // Suspended, so no scheduled run falls into the test (a manual Job is not
+        // held back by it).
+        cron_job.spec.as_mut().unwrap().suspend = Some(true);
         cron_jobs
             .create(&PostParams::default(), &cron_job)
             .await
@@ -85,6 +88,23 @@ async fn a_backup_run_now_is_the_cron_jobs_job_and_reports_how_it_ended() {
         cron_job.metadata.uid.unwrap()
     );
 
+    // The CronJob counts it as running, so its Forbid holds off a scheduled run.
+    let active = cron_jobs
+        .get_status(backups::POSTGRES_CRONJOB)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.active)
+        .unwrap_or_default();
+    assert_eq!(
+        active
+            .iter()
+            .map(|r| r.name.clone().unwrap())
+            .collect::<Vec<_>>(),
+        vec![started.name.clone()]
+    );
+    assert!(started.counted);
+
     // The CronJob forbids a second run at the same time.
     let again = run::start(&admin, &env, run::BackupKind::Postgres)
         .await
@@ -104,6 +124,26 @@ async fn a_backup_run_now_is_the_cron_jobs_job_and_reports_how_it_ended() {
     end_job_pod(&pods, &started.name, 0).await;
     let completed = waiting.await.unwrap().unwrap();
     assert_eq!(completed.job, started);
+    // The real CronJob controller takes the ended Job out of its active list, and
+    // the next run may start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while cron_jobs
+        .get_status(backups::POSTGRES_CRONJOB)
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.active)
+        .is_some_and(|a| !a.is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CronJob controller never took the ended Job out of status.active"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    run::check(&admin, &env, run::BackupKind::Postgres)
+        .await
+        .unwrap();
 
     // The object-store mirror fails twice (its one retry included): the wait fails,
     // naming the Job's reason and the container that failed and how.

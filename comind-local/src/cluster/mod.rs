@@ -343,11 +343,17 @@ impl Phase for ClusterPhase {
 
     async fn preflight(&self, ctx: &PhaseContext) -> Result<()> {
         let env = ctx.env();
-        // A cluster of ours publishes these ports itself, and the k3d that listed it
-        // in v5's JSON is one Comind can drive; a new cluster needs both checked.
-        if self.find(env).await?.is_none() {
-            self.check_k3d().await?;
-            check_ports(&self.docker, env, &Self::api_ports(env), None).await?;
+        // A cluster of ours publishes these ports itself, so only a new one needs them
+        // checked; any cluster that `up` must create, start or replace needs a k3d
+        // that Comind can drive, and one left as it is needs no k3d at all.
+        let desired = Self::desired(ctx);
+        match self.live(ctx, &desired).await? {
+            Live::InSync => {}
+            Live::Missing => {
+                self.check_k3d().await?;
+                check_ports(&self.docker, env, &Self::api_ports(env), None).await?;
+            }
+            Live::Stopped(_) | Live::Changed(_) => self.check_k3d().await?,
         }
         Ok(())
     }

@@ -15,6 +15,9 @@ pub const LABEL_CLUSTER: &str = "k3d.cluster";
 /// k3d's label naming a node container's role (`server`, `agent`, `loadbalancer`, ...).
 pub const LABEL_ROLE: &str = "k3d.role";
 
+/// The roles of the containers that make a cluster's shape.
+const NODE_ROLES: [&str; 3] = ["server", "agent", "loadbalancer"];
+
 /// One node container of the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -40,25 +43,33 @@ pub struct ClusterNodes {
 impl ClusterNodes {
     /// The selector of the node containers of the cluster `name`.
     pub fn selector(name: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([(LABEL_CLUSTER.to_string(), name.to_string())])
+        BTreeMap::from([
+            // k3d's own mark on every container it makes, as its listing asks for.
+            ("app".to_string(), "k3d".to_string()),
+            (LABEL_CLUSTER.to_string(), name.to_string()),
+        ])
     }
 
     /// The cluster made of `containers` (the engine's answer to [`Self::selector`]),
-    /// or `None` when there is no node container at all.
+    /// or `None` when none of them is a server, agent or load balancer.
     pub(crate) fn from_containers(containers: Vec<ContainerSummary>) -> Option<Self> {
-        if containers.is_empty() {
-            return None;
-        }
+        let role = |c: &ContainerSummary| c.labels.get(LABEL_ROLE).cloned().unwrap_or_default();
+        // k3d's passing helpers (the `tools` node of `kubeconfig get` and image
+        // imports, role `noRole`) are not part of the cluster's shape.
+        let containers: Vec<ContainerSummary> = containers
+            .into_iter()
+            .filter(|c| NODE_ROLES.contains(&role(c).as_str()))
+            .collect();
         let labels = containers
             .iter()
-            .find(|c| c.labels.get(LABEL_ROLE).map(String::as_str) == Some("server"))
-            .or_else(|| containers.first())
-            .map(|c| c.labels.clone())
-            .unwrap_or_default();
+            .find(|c| role(c) == "server")
+            .or_else(|| containers.first())?
+            .labels
+            .clone();
         let nodes = containers
             .into_iter()
             .map(|c| Node {
-                role: c.labels.get(LABEL_ROLE).cloned().unwrap_or_default(),
+                role: role(&c),
                 name: c.name,
                 running: c.running,
             })
@@ -126,8 +137,10 @@ mod tests {
     }
 
     #[test]
-    fn no_container_is_no_cluster() {
+    fn no_node_container_is_no_cluster() {
         assert!(ClusterNodes::from_containers(Vec::new()).is_none());
+        let tools = container("k3d-comind-dev-tools", "noRole", false, &[]);
+        assert!(ClusterNodes::from_containers(vec![tools]).is_none());
     }
 
     #[test]
@@ -142,9 +155,15 @@ mod tests {
                 true,
                 &[("comind.env", "dev")],
             ),
+            container("k3d-comind-dev-tools", "noRole", false, &[]),
         ])
         .unwrap();
         assert_eq!((nodes.servers(), nodes.agents()), (1, 2));
+        assert_eq!(
+            nodes.nodes.len(),
+            4,
+            "the tools node is not a node of the cluster"
+        );
         assert!(nodes.has_loadbalancer());
         assert!(!nodes.all_running());
         assert_eq!(nodes.stopped(), vec!["k3d-comind-dev-agent-1"]);

@@ -741,10 +741,18 @@ impl ReadyBudget {
         }
     }
 
-    /// What is left of it (zero once spent: the wait then checks once).
+    /// What is left of it, but never less than [`Self::FLOOR`] (or the whole budget,
+    /// when that is shorter): a step that starts
+    /// with the budget nearly spent (a first answer just before the timeout) still gets
+    /// the time to do its work once, instead of a check cut off after a millisecond.
     pub(crate) fn remaining(&self) -> Duration {
-        self.total.saturating_sub(self.started.elapsed())
+        self.total
+            .saturating_sub(self.started.elapsed())
+            .max(Self::FLOOR.min(self.total))
     }
+
+    /// The least time a wait drawing on the budget gets.
+    pub(crate) const FLOOR: Duration = Duration::from_secs(10);
 }
 
 /// `line` with every secret replaced by `<redacted>`.
@@ -833,12 +841,24 @@ mod tests {
 
     #[test]
     fn the_readiness_budget_is_spent_by_every_wait_that_draws_on_it() {
-        let budget = ReadyBudget::start(Duration::from_millis(200));
-        std::thread::sleep(Duration::from_millis(50));
+        let budget = ReadyBudget::start(Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(20));
         let left = budget.remaining();
-        assert!(left <= Duration::from_millis(150), "{left:?}");
-        assert!(left > Duration::ZERO);
-        std::thread::sleep(Duration::from_millis(200));
-        assert_eq!(budget.remaining(), Duration::ZERO, "spent, never negative");
+        assert!(left < Duration::from_secs(60), "{left:?}");
+        assert!(left > Duration::from_secs(30), "{left:?}");
+        let spent = ReadyBudget {
+            total: Duration::from_secs(60),
+            started: Instant::now() - Duration::from_secs(61),
+        };
+        assert_eq!(
+            spent.remaining(),
+            ReadyBudget::FLOOR,
+            "a spent budget keeps its floor"
+        );
+        let short = ReadyBudget::start(Duration::from_secs(2));
+        assert!(
+            short.remaining() <= Duration::from_secs(2),
+            "never more than the budget"
+        );
     }
 }

@@ -5,18 +5,21 @@
 //! images, Secrets and limits of the nightly run), named `<cronjob>-manual-<unix
 //! time>`, annotated `cronjob.kubernetes.io/instantiate: manual` and owned by the
 //! CronJob (so its history limits and a `down` clean it up with the CronJob). The
-//! CronJob's `concurrencyPolicy: Forbid` is kept: while a Job of the CronJob runs,
-//! no second one is started.
+//! CronJob's `concurrencyPolicy: Forbid` is kept both ways: while a Job of the
+//! CronJob runs, no manual one is started; and the manual Job is entered in the
+//! CronJob's `status.active` (the CronJob controller lists only the Jobs it made
+//! there, and would start a scheduled run beside one it did not), which the
+//! controller clears itself once the Job ends.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comind_core::wait::{Backoff, Observed, Status, Wait};
-use comind_core::{Environment, Error, PhaseContext, Result};
+use comind_core::{Environment, Error, ErrorKind, PhaseContext, Result};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
 use super::{OBJECTS_CRONJOB, POSTGRES_CRONJOB};
 use crate::apply::error::api_error;
@@ -80,6 +83,10 @@ pub struct StartedJob {
     pub namespace: String,
     /// The Job's name.
     pub name: String,
+    /// Whether the CronJob counts it as running (its `status.active`), so that a
+    /// scheduled run waits for it; `false` when that could not be written (the Job
+    /// runs all the same, and a scheduled run may start beside it).
+    pub counted: bool,
 }
 
 /// How a finished backup Job ended well.
@@ -92,16 +99,12 @@ pub struct CompletedJob {
     pub duration: Option<Duration>,
 }
 
-/// Starts the backup `kind` of `env` now, from its CronJob.
+/// Checks that the backup `kind` of `env` can start now, and returns its CronJob.
 ///
 /// # Errors
 /// `NotFound` when the CronJob does not exist (backups off, or `up` not run);
 /// `Conflict` when a Job of the CronJob is still running; the API's error otherwise.
-pub async fn start(
-    client: &kube::Client,
-    env: &Environment,
-    kind: BackupKind,
-) -> Result<StartedJob> {
+pub async fn check(client: &kube::Client, env: &Environment, kind: BackupKind) -> Result<CronJob> {
     let namespace = baseline::services_namespace(env);
     let cron_jobs: Api<CronJob> = Api::namespaced(client.clone(), &namespace);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
@@ -140,16 +143,83 @@ pub async fn start(
         .with_resource(resource)
         .with_hint("wait for it to end, then run the command again"));
     }
+    Ok(cron_job)
+}
+
+/// Starts the backup `kind` of `env` now, from its CronJob (after [`check`]).
+///
+/// # Errors
+/// As [`check`]; the API's error when the Job cannot be made.
+pub async fn start(
+    client: &kube::Client,
+    env: &Environment,
+    kind: BackupKind,
+) -> Result<StartedJob> {
+    let cron_job = check(client, env, kind).await?;
+    let namespace = baseline::services_namespace(env);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let job = job_from(&cron_job, &job_name(kind.cron_job(), unix_now()))?;
     let name = job.metadata.name.clone().unwrap_or_default();
-    jobs.create(&PostParams::default(), &job)
+    let created = jobs
+        .create(&PostParams::default(), &job)
         .await
         .map_err(|e| api_error("create", &format!("Job {namespace}/{name}"), e))?;
+    let counted = count_as_active(client, &namespace, kind.cron_job(), &created)
+        .await
+        .is_ok();
     Ok(StartedJob {
         kind,
         namespace,
         name,
+        counted,
     })
+}
+
+/// Enters `job` in the CronJob's `status.active`, so the controller's Forbid holds off
+/// a scheduled run until the Job ends (the controller removes it then). Optimistic:
+/// the patch names the resourceVersion it read, and is tried again on a conflict.
+async fn count_as_active(
+    client: &kube::Client,
+    namespace: &str,
+    cron_job: &str,
+    job: &Job,
+) -> Result<()> {
+    let cron_jobs: Api<CronJob> = Api::namespaced(client.clone(), namespace);
+    let resource = format!("CronJob {namespace}/{cron_job}");
+    let reference = ObjectReference {
+        api_version: Some("batch/v1".to_string()),
+        kind: Some("Job".to_string()),
+        name: job.metadata.name.clone(),
+        namespace: Some(namespace.to_string()),
+        uid: job.metadata.uid.clone(),
+        resource_version: job.metadata.resource_version.clone(),
+        ..ObjectReference::default()
+    };
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let live = cron_jobs
+            .get(cron_job)
+            .await
+            .map_err(|e| api_error("read", &resource, e))?;
+        let mut active = live
+            .status
+            .and_then(|status| status.active)
+            .unwrap_or_default();
+        active.push(reference.clone());
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": live.metadata.resource_version},
+            "status": {"active": active},
+        });
+        match cron_jobs
+            .patch_status(cron_job, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 && attempts < 3 => {}
+            Err(e) => return Err(api_error("count the manual Job as active in", &resource, e)),
+        }
+    }
 }
 
 /// Waits until `job` completes, reporting its progress on `ctx`.
@@ -172,7 +242,7 @@ pub async fn wait(
          backup again",
         job.name
     );
-    Wait::new("job", &job.name, "complete", timeout, None)
+    let waited = Wait::new("job", &job.name, "complete", timeout, None)
         .with_backoff(JOB_POLL)
         .on("the cluster")
         .with_failed_hint(&hint)
@@ -200,7 +270,17 @@ pub async fn wait(
                 Observed::Pending(status) => Observed::Pending(status),
             })
         })
-        .await
+        .await;
+    waited.map_err(|err| match err.kind() {
+        // The Job goes on in the cluster without us; running the command again would
+        // be refused while it runs, so say where its end will be.
+        ErrorKind::Timeout | ErrorKind::Cancelled => err.with_hint(format!(
+            "the Job goes on in the cluster: its outcome will be in the status of {resource} \
+             (and a failure raises the backups' alert); a new `comind backup run` is refused \
+             until it ends"
+        )),
+        _ => err,
+    })
 }
 
 /// The Job of `cron_job`'s template, named `name`, owned by the CronJob.
@@ -296,6 +376,12 @@ fn observe(job: &Job) -> Observed<Option<Duration>> {
             _ => None,
         };
         return Observed::Ready(duration);
+    }
+    // FailureTarget: the Job controller decided the Job fails and waits for its Pods
+    // to end before it says `Failed`.
+    if let Some(failing) = condition(job, "FailureTarget") {
+        let reason = failing.reason.clone().unwrap_or_default();
+        return Observed::Pending(Status::new("failing").with_message(Some(reason)));
     }
     let active = status.active.unwrap_or(0);
     let failed = status.failed.unwrap_or(0);
