@@ -512,20 +512,7 @@ async fn app_deploy(cli: &Cli, args: &AppDeployArgs) -> Result<u8, Error> {
         "not waited for: Argo CD is off (`gitops.argocd.enabled: false`)"
     } else {
         let cluster = comind::gitops::access::connect_env(&env).await?;
-        let ctx = comind_core::PhaseContext::standalone(
-            PhaseId::new("app/deploy"),
-            comind_core::Operation::Apply,
-            env.clone(),
-            std::collections::HashMap::new(),
-        );
-        let mut events = ctx.events().subscribe();
-        let printer = tokio::spawn(async move {
-            while let Some(record) = events.recv().await {
-                if let comind_core::event::Event::PhaseProgress { message, .. } = &record.event {
-                    eprintln!("{message}");
-                }
-            }
-        });
+        let (ctx, printer) = progress_on_stderr(&env, "app/deploy");
         let settings = &config.gitops.argocd;
         let result = applications::converge(
             &cluster.client,
@@ -663,6 +650,29 @@ fn app_new(cli: &Cli, args: &AppNewArgs) -> Result<u8, Error> {
     Ok(0)
 }
 
+/// A context for a wait outside the engine (`app deploy`, `backup run`), named
+/// `id`, whose progress messages a task prints on stderr until it is aborted.
+fn progress_on_stderr(
+    env: &std::sync::Arc<comind_core::Environment>,
+    id: &str,
+) -> (comind_core::PhaseContext, tokio::task::JoinHandle<()>) {
+    let ctx = comind_core::PhaseContext::standalone(
+        PhaseId::new(id),
+        comind_core::Operation::Apply,
+        env.clone(),
+        std::collections::HashMap::new(),
+    );
+    let mut events = ctx.events().subscribe();
+    let printer = tokio::spawn(async move {
+        while let Some(record) = events.recv().await {
+            if let comind_core::event::Event::PhaseProgress { message, .. } = &record.event {
+                eprintln!("{message}");
+            }
+        }
+    });
+    (ctx, printer)
+}
+
 async fn backup_run(cli: &Cli, args: &BackupRunArgs) -> Result<u8, Error> {
     use comind::gitops::platform::backups::run::{self, BackupKind};
     let env = std::sync::Arc::new(comind_core::Environment::new(load_config(cli)?)?);
@@ -696,20 +706,7 @@ async fn backup_run(cli: &Cli, args: &BackupRunArgs) -> Result<u8, Error> {
     if args.no_wait {
         results.extend(started.iter().map(|job| (job, "started", None)));
     } else {
-        let ctx = comind_core::PhaseContext::standalone(
-            PhaseId::new("backup/run"),
-            comind_core::Operation::Apply,
-            env.clone(),
-            std::collections::HashMap::new(),
-        );
-        let mut events = ctx.events().subscribe();
-        let printer = tokio::spawn(async move {
-            while let Some(record) = events.recv().await {
-                if let comind_core::event::Event::PhaseProgress { message, .. } = &record.event {
-                    eprintln!("{message}");
-                }
-            }
-        });
+        let (ctx, printer) = progress_on_stderr(&env, "backup/run");
         let waits = started
             .iter()
             .map(|job| run::wait(client, &ctx, job, args.timeout));
