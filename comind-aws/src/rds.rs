@@ -95,6 +95,26 @@ impl RdsPostgres {
             timeout: env.config().aws.timeouts.database.get(),
         }
     }
+
+    /// The master user's credentials of `env`'s RDS instance, from the state
+    /// directory: for what only the administrator may do, such as a restore, which
+    /// recreates the databases and their owner.
+    ///
+    /// # Errors
+    /// `NotFound` before the first `up` made them; when the file cannot be read.
+    pub fn master_credentials(env: &Environment) -> Result<Credentials> {
+        env.state()
+            .stored_credentials::<Credentials>(COMPONENT)?
+            .ok_or_else(|| {
+                let name = env.resource_name(COMPONENT);
+                Error::not_found(format!(
+                    "the master password of RDS instance {name} is not in the state directory {}",
+                    env.state().path().display()
+                ))
+                .with_resource(format!("db-instance {name}"))
+                .with_hint("run `comind up`, which sets it")
+            })
+    }
 }
 
 fn engine_version(text: &str) -> Option<Vec<u32>> {

@@ -107,9 +107,12 @@ pub enum Command {
     App(AppCommand),
     /// Seal a Secret into a SealedSecret manifest for the GitOps repository (stdout)
     Seal(SealArgs),
-    /// Run the platform's backups now, from their CronJobs
+    /// Run the platform's backups now, or list what the backup bucket holds
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Restore a platform service from its backups
+    #[command(subcommand)]
+    Restore(RestoreCommand),
     /// Print shell completions
     Completions(CompletionsArgs),
     /// Print a Kubernetes ExecCredential with an EKS token (used by the kubeconfig Comind writes)
@@ -232,6 +235,44 @@ pub enum BackupCommand {
     /// Start a backup now as a Job of its CronJob (the nightly run's exact Job), and
     /// wait until it completes
     Run(BackupRunArgs),
+    /// List the backups in the backup bucket: PostgreSQL dumps (time, size, whether
+    /// complete) and the buckets' mirrors
+    List(BackupListArgs),
+}
+
+/// `backup list`.
+#[derive(Debug, Args)]
+pub struct BackupListArgs {
+    /// Only this kind of backup [default: both]
+    #[arg(value_enum)]
+    pub kind: Option<BackupKindArg>,
+}
+
+/// `restore`.
+#[derive(Debug, Subcommand)]
+pub enum RestoreCommand {
+    /// Restore PostgreSQL from a backup (the newest complete one, or --from): a Job in
+    /// the cluster downloads the dump, checks its SHA-256, and replays it as the
+    /// database administrator, replacing the databases it holds
+    Postgres(RestorePostgresArgs),
+}
+
+/// `restore postgres`.
+#[derive(Debug, Args)]
+pub struct RestorePostgresArgs {
+    /// The backup to restore, as `comind backup list` names it
+    /// (`20261203T030000Z.sql.gz`) [default: the newest complete one]
+    #[arg(long, value_name = "KEY")]
+    pub from: Option<String>,
+
+    /// Confirm without a prompt by naming the environment (required in production
+    /// and without a terminal)
+    #[arg(long, value_name = "ENV")]
+    pub confirm: Option<String>,
+
+    /// How long to wait for the restore to complete
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+    pub timeout: Duration,
 }
 
 /// Which backup.

@@ -17,9 +17,10 @@ use comind_core::{
 
 use crate::args::{
     AppCommand, AppDeployArgs, AppListArgs, AppNewArgs, BackupCommand, BackupKindArg,
-    BackupRunArgs, Cli, Command, CompletionsArgs, DownArgs, EksTokenArgs, GitopsCommand,
-    GitopsInitArgs, GitopsPushArgs, InitArgs, KubeconfigArgs, LockArgs, OutputMode, OutputsArgs,
-    OutputsFormat, PlanArgs, RegistryCommand, ScopeArg, SealArgs, SelectArgs, UpArgs,
+    BackupListArgs, BackupRunArgs, Cli, Command, CompletionsArgs, DownArgs, EksTokenArgs,
+    GitopsCommand, GitopsInitArgs, GitopsPushArgs, InitArgs, KubeconfigArgs, LockArgs, OutputMode,
+    OutputsArgs, OutputsFormat, PlanArgs, RegistryCommand, RestoreCommand, RestorePostgresArgs,
+    ScopeArg, SealArgs, SelectArgs, UpArgs,
 };
 use crate::render::{EventPrinter, report};
 
@@ -51,6 +52,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Gitops(GitopsCommand::Init(args)) => gitops_init(&cli, args),
         Command::Gitops(GitopsCommand::Push(args)) => gitops_push(&cli, args).await,
         Command::Backup(BackupCommand::Run(args)) => backup_run(&cli, args).await,
+        Command::Backup(BackupCommand::List(args)) => backup_list(&cli, args).await,
+        Command::Restore(RestoreCommand::Postgres(args)) => restore_postgres(&cli, args).await,
         Command::App(AppCommand::New(args)) => app_new(&cli, args),
         Command::App(AppCommand::List(args)) => app_list(&cli, args).await,
         Command::App(AppCommand::Deploy(args)) => app_deploy(&cli, args).await,
@@ -788,6 +791,236 @@ fn backup_results(
         })
         .collect();
     serde_json::json!({ "backups": jobs })
+}
+
+async fn backup_list(cli: &Cli, args: &BackupListArgs) -> Result<u8, Error> {
+    let bootstrap = bootstrap(cli, None, None)?;
+    let listing = comind::backups::list(&bootstrap).await?;
+    let postgres = args.kind != Some(BackupKindArg::Objects);
+    let objects = args.kind != Some(BackupKindArg::Postgres);
+    if cli.output == OutputMode::Json {
+        let mut line = serde_json::json!({ "bucket": listing.bucket });
+        if postgres {
+            line["postgres"] = serde_json::json!(listing.postgres);
+        }
+        if objects {
+            line["objects"] = serde_json::json!(listing.objects);
+        }
+        stdout_line(&line.to_string());
+        return Ok(0);
+    }
+    let mut text = String::new();
+    if postgres {
+        text.push_str(&format!(
+            "PostgreSQL backups in s3://{}/{} (newest first):\n",
+            listing.bucket, listing.postgres_prefix
+        ));
+        if listing.postgres.is_empty() {
+            text.push_str("  none yet: `comind backup run postgres` takes one now\n");
+        }
+        for backup in &listing.postgres {
+            text.push_str(&format!(
+                "  {:<20}  {:>9}  {:<10}  {}\n",
+                backup.taken.as_deref().unwrap_or("-"),
+                bytes_text(backup.bytes),
+                if backup.complete {
+                    "complete"
+                } else {
+                    "incomplete"
+                },
+                backup.key
+            ));
+        }
+    }
+    if objects {
+        text.push_str(&format!(
+            "Bucket mirrors in s3://{}/objects/:\n",
+            listing.bucket
+        ));
+        if listing.objects.is_empty() {
+            text.push_str("  none: no bucket but the backup bucket is configured\n");
+        }
+        for mirror in &listing.objects {
+            text.push_str(&format!(
+                "  {:<30}  {:>7} objects  {:>9}  newest {}\n",
+                mirror.bucket,
+                mirror.objects,
+                bytes_text(mirror.bytes),
+                mirror.newest.as_deref().unwrap_or("-")
+            ));
+        }
+    }
+    print_human(cli.output, &text);
+    Ok(0)
+}
+
+/// A size for people: `812 B`, `12.3 KiB`, `1.5 GiB`.
+fn bytes_text(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+async fn restore_postgres(cli: &Cli, args: &RestorePostgresArgs) -> Result<u8, Error> {
+    use comind::gitops::platform::backups::restore;
+    let bootstrap = bootstrap(cli, None, None)?;
+    let env = bootstrap.env().clone();
+    if !env.config().services.postgres.enabled {
+        return Err(Error::invalid_input(format!(
+            "environment `{}` has no PostgreSQL to restore",
+            env.name()
+        )));
+    }
+    // Everything is checked before anything is made: the confirmation's form, the
+    // backup, the administrator's credentials, that no backup or restore runs.
+    if let Some(confirm) = &args.confirm
+        && confirm != env.name()
+    {
+        return Err(Error::invalid_input(format!(
+            "--confirm {confirm} does not name this environment (`{}`); nothing was restored",
+            env.name()
+        ))
+        .with_hint(format!("pass --confirm {}", env.name())));
+    }
+    if args.confirm.is_none() {
+        can_confirm(&env)?;
+    }
+    let listing = comind::backups::list(&bootstrap).await?;
+    let backup = match &args.from {
+        Some(key) => {
+            let backup = listing.find(key).ok_or_else(|| {
+                Error::invalid_input(format!(
+                    "there is no backup `{key}` in s3://{}/{}; nothing was restored",
+                    listing.bucket, listing.postgres_prefix
+                ))
+                .with_hint("`comind backup list postgres` shows the backups")
+            })?;
+            if !backup.complete {
+                return Err(Error::invalid_input(format!(
+                    "backup `{key}` is incomplete (its upload did not finish: no .sha256); \
+                     nothing was restored"
+                ))
+                .with_hint("choose a complete one: `comind backup list postgres`"));
+            }
+            backup
+        }
+        None => listing.newest_complete().ok_or_else(|| {
+            Error::not_found(format!(
+                "there is no complete PostgreSQL backup in s3://{}/{}; nothing was restored",
+                listing.bucket, listing.postgres_prefix
+            ))
+            .with_hint("`comind backup run postgres` takes one")
+        })?,
+    };
+    let credentials = comind::backups::restore_credentials(&env)?;
+    let cluster = comind::gitops::access::connect_env(&env).await?;
+    let client = &cluster.client;
+    restore::check(client, &env).await?;
+    if args.confirm.is_none() {
+        confirm_restore(&env, &backup.key, backup.taken.as_deref())?;
+    }
+    let started = restore::start(client, &env, &credentials, &backup.key).await?;
+    eprintln!(
+        "postgres restore: started Job {}/{} to restore {}",
+        started.namespace, started.name, started.key
+    );
+    let (ctx, printer) = progress_on_stderr(&env, "restore/postgres");
+    let waited = restore::wait(client, &ctx, &started, args.timeout).await;
+    printer.abort();
+    let (outcome, duration) = match &waited {
+        Ok(duration) => ("complete", *duration),
+        Err(err) => (
+            match err.kind() {
+                ErrorKind::Timeout => "timed_out",
+                ErrorKind::Cancelled => "cancelled",
+                _ => "failed",
+            },
+            None,
+        ),
+    };
+    if cli.output == OutputMode::Json {
+        stdout_line(
+            &serde_json::json!({ "restore": {
+                "kind": "postgres", "key": started.key, "namespace": started.namespace,
+                "job": started.name, "outcome": outcome,
+                "duration_ms": duration.map(|d| d.as_millis() as u64),
+            }})
+            .to_string(),
+        );
+    } else {
+        let took = duration
+            .map(|d| format!(" in {}", humantime::format_duration(d)))
+            .unwrap_or_default();
+        print_human(
+            cli.output,
+            &format!(
+                "postgres restore of {}: Job {}/{} {}{took}\n",
+                started.key,
+                started.namespace,
+                started.name,
+                outcome.replace('_', " ")
+            ),
+        );
+    }
+    waited.map(|_| 0)
+}
+
+/// Whether the user can confirm a restore on the terminal: not in production, and
+/// only with a terminal; otherwise `--confirm ENV` is needed.
+fn can_confirm(env: &comind_core::Environment) -> Result<(), Error> {
+    use std::io::IsTerminal;
+    let needs_flag = |why: &str| {
+        Error::invalid_input(format!(
+            "a restore replaces the databases of `{}`; {why}, so it needs --confirm {}; \
+             nothing was restored",
+            env.name(),
+            env.name()
+        ))
+        .with_hint(format!("pass --confirm {} if you mean it", env.name()))
+    };
+    if env.is_production() {
+        return Err(needs_flag("the environment is production"));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(needs_flag("there is no terminal to ask on"));
+    }
+    Ok(())
+}
+
+/// Asks on the terminal before a restore replaces the databases: the user types the
+/// environment's name (after [`can_confirm`]).
+fn confirm_restore(
+    env: &comind_core::Environment,
+    key: &str,
+    taken: Option<&str>,
+) -> Result<(), Error> {
+    use std::io::BufRead;
+    eprint!(
+        "This replaces every database of PostgreSQL in `{}` with the backup {key}{}.\n\
+         Type the environment's name to go on: ",
+        env.name(),
+        taken.map(|t| format!(" (taken {t})")).unwrap_or_default()
+    );
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Error::invalid_input(format!("cannot read the answer: {e}")))?;
+    if answer.trim() != env.name() {
+        return Err(Error::invalid_input(format!(
+            "the answer was not `{}`; nothing was restored",
+            env.name()
+        )));
+    }
+    Ok(())
 }
 
 async fn seal(cli: &Cli, args: &SealArgs) -> Result<u8, Error> {

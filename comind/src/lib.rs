@@ -25,6 +25,9 @@
 
 use std::sync::Arc;
 
+#[cfg(any(feature = "local", feature = "aws"))]
+pub mod backups;
+
 pub use comind_core as core;
 use comind_core::{Bootstrap, Environment, Error, Profile, Provider};
 pub use comind_gitops as gitops;

@@ -332,8 +332,10 @@ async fn rows(client: &tokio_postgres::Client) -> Vec<(i32, String)> {
 #[tokio::test]
 async fn the_backup_scripts_back_up_restore_and_fail_loudly() {
     require_peer!(docker::ready(&[SERVICE_IMAGES.as_slice(), &[RCLONE_IMAGE]].concat()).await);
-    let world = World::up().await;
-    let env = world.env();
+    let mut world = World::up().await;
+    // Owned, so the test may add Secrets to the world as it goes.
+    let env = world.local.bootstrap.env().clone();
+    let env = &*env;
     let db = connect(&world.postgres_url).await;
     db.batch_execute(
         "CREATE TABLE notes (id int PRIMARY KEY, body text NOT NULL);
@@ -403,35 +405,52 @@ async fn the_backup_scripts_back_up_restore_and_fail_loudly() {
     let fresh_url =
         format!("postgresql://postgres:{fresh_password}@127.0.0.1:{fresh_port}/postgres");
     connect(&fresh_url).await;
-    let fetch = backups::postgres_cron_job(env);
-    let rclone_step = pod_of(&fetch).containers[0].clone();
+    // Exactly the restore Job's two steps, its administrator Secret holding the fresh
+    // server's superuser and the application role's verifier (from the state
+    // directory, as `comind restore postgres` makes it).
+    let key = after_one[0].clone();
+    let restore_job = backups::restore::restore_job(env, "postgres-restore-1", &key);
+    let restore_pod = restore_job.spec.unwrap().template.spec.unwrap();
+    let fetch_step = &restore_pod.init_containers.as_ref().unwrap()[0];
+    let restore_step = &restore_pod.containers[0];
+    let credentials = comind::backups::restore_credentials(env).unwrap();
+    let (app_user, app_verifier) = credentials.app_role.clone().unwrap();
+    for (k, v) in [
+        ("username", "postgres".to_string()),
+        ("password", fresh_password.to_string()),
+        ("app-user", app_user.clone()),
+        ("app-verifier", app_verifier.expose().to_string()),
+    ] {
+        world
+            .secrets
+            .insert(("postgres-restore-1-admin".to_string(), k.to_string()), v);
+    }
     let restore_scratch = Scratch::host();
-    let mut fetch_step = rclone_step.clone();
-    fetch_step.command = Some(vec![
-        "/bin/sh".into(),
-        format!("{}/postgres-fetch.sh", backups::SCRIPTS_DIR),
-    ]);
-    let (code, log) = world.run(&fetch_step, &restore_scratch, |_| {});
+    let (code, log) = world.run(fetch_step, &restore_scratch, |_| {});
     assert_eq!(code, 0, "{log}");
-    let mut restore_step = dump.clone();
-    restore_step.command = Some(vec![
-        "/bin/sh".into(),
-        format!("{}/postgres-restore.sh", backups::SCRIPTS_DIR),
-    ]);
-    let (code, log) = world.run(&restore_step, &restore_scratch, |vars| {
-        for (key, value) in vars.iter_mut() {
-            match key.as_str() {
-                "PGHOST" => *value = fresh_name.clone(),
-                "PGUSER" => *value = "postgres".into(),
-                "PGPASSWORD" => *value = fresh_password.into(),
-                _ => {}
+    assert!(log.contains(&format!("fetched and checked {key}")), "{log}");
+    let (code, log) = world.run(restore_step, &restore_scratch, |vars| {
+        for (name, value) in vars.iter_mut() {
+            if name == "PGHOST" {
+                *value = fresh_name.clone();
             }
         }
     });
     assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains(&format!("role {app_user} has its password again")),
+        "{log}"
+    );
+    assert!(!log.contains(app_verifier.expose()), "{log}");
+    // The application logs in to the restored server with its own password (the
+    // dump has none), and finds its rows.
     let database = env.config().services.postgres.databases[0].to_string();
+    let app_password = &world.secrets[&(
+        comind::gitops::platform::services::secret_name(ServiceKind::Postgres),
+        "POSTGRES_PASSWORD".to_string(),
+    )];
     let restored = connect(&format!(
-        "postgresql://postgres:{fresh_password}@127.0.0.1:{fresh_port}/{database}"
+        "postgresql://{app_user}:{app_password}@127.0.0.1:{fresh_port}/{database}"
     ))
     .await;
     assert_eq!(

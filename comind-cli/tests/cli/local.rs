@@ -927,6 +927,7 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
     let line: Value = serde_json::from_str(backup.stdout.trim()).unwrap();
     assert_eq!(line["backups"][0]["kind"], "postgres", "{line}");
     assert_eq!(line["backups"][0]["outcome"], "complete", "{line}");
+    backup_list_and_restore(&env, &vars, &runtime, &client, &platform_ns);
     let url = String::from_utf8(secret.data.unwrap()["REDIS_URL"].0.clone()).unwrap();
     assert!(
         url.ends_with(&format!("@cache.platform-{}.svc:6379/0", env.name)),
@@ -1138,6 +1139,169 @@ fn doctor_reports_the_engine_and_ports() {
     );
 }
 
+/// `backup list` reads the backup bucket in the layout the backup scripts write (the
+/// composition tests show the scripts write it); `restore postgres` refuses what it
+/// cannot do before it makes anything, then restores the newest complete backup by a
+/// Job whose Pod the test ends as a kubelet would.
+fn backup_list_and_restore(
+    env: &LocalEnv,
+    vars: &HashMap<String, String>,
+    runtime: &tokio::runtime::Runtime,
+    client: &kube::Client,
+    namespace: &str,
+) {
+    let listed = env.run(&["-o", "json", "backup", "list"]);
+    assert_eq!(listed.code, 0, "{}", listed.all());
+    let line: Value = serde_json::from_str(listed.stdout.trim()).unwrap();
+    assert_eq!(line["bucket"], vars["S3_BUCKET_BACKUPS"], "{line}");
+    assert_eq!(line["postgres"], serde_json::json!([]), "{line}");
+    assert_eq!(
+        line["objects"][0]["bucket"], vars["S3_BUCKET_UPLOADS"],
+        "{line}"
+    );
+    assert_eq!(line["objects"][0]["objects"], 0, "{line}");
+
+    // Two dumps, the newer one's upload cut short (no .sha256), and a mirrored object.
+    let s3 = clients::s3(vars);
+    let bucket = &vars["S3_BUCKET_BACKUPS"];
+    let prefix = format!("postgres/{}", env.name);
+    runtime.block_on(async {
+        for (key, body) in [
+            (format!("{prefix}/20261201T030000Z.sql.gz"), "complete dump"),
+            (format!("{prefix}/20261201T030000Z.sql.gz.sha256"), "sum"),
+            (format!("{prefix}/20261202T030000Z.sql.gz"), "cut"),
+            (
+                format!("objects/{}/report.pdf", vars["S3_BUCKET_UPLOADS"]),
+                "pdf",
+            ),
+        ] {
+            s3.put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(body.as_bytes().to_vec().into())
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let listed = env.run(&["-o", "json", "backup", "list"]);
+    assert_eq!(listed.code, 0, "{}", listed.all());
+    let line: Value = serde_json::from_str(listed.stdout.trim()).unwrap();
+    let postgres = &line["postgres"];
+    assert_eq!(
+        postgres[0]["key"], "20261202T030000Z.sql.gz",
+        "newest first: {line}"
+    );
+    assert_eq!(postgres[0]["complete"], false, "{line}");
+    assert_eq!(postgres[1]["key"], "20261201T030000Z.sql.gz", "{line}");
+    assert_eq!(postgres[1]["complete"], true, "{line}");
+    assert_eq!(postgres[1]["taken"], "2026-12-01T03:00:00Z", "{line}");
+    assert_eq!(postgres[1]["bytes"], 13, "{line}");
+    assert_eq!(line["objects"][0]["objects"], 1, "{line}");
+    let human = env.run(&["backup", "list", "postgres"]);
+    assert!(
+        human.stdout.contains("2026-12-01T03:00:00Z")
+            && human.stdout.contains("incomplete")
+            && !human.stdout.contains("Bucket mirrors"),
+        "{}",
+        human.all()
+    );
+
+    // Refused before anything is made: no terminal to confirm on, a wrong name, an
+    // incomplete or unknown backup.
+    let jobs = kube::Api::<k8s_openapi::api::batch::v1::Job>::namespaced(client.clone(), namespace);
+    let restore_jobs = || {
+        runtime
+            .block_on(jobs.list(&Default::default()))
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|j| j.metadata.name)
+            .filter(|n| n.starts_with("postgres-restore-"))
+            .collect::<Vec<_>>()
+    };
+    for (args, says) in [
+        (
+            vec!["restore", "postgres"],
+            "there is no terminal to ask on",
+        ),
+        (
+            vec!["restore", "postgres", "--confirm", "prod"],
+            "does not name this environment",
+        ),
+        (
+            vec![
+                "restore",
+                "postgres",
+                "--from",
+                "20261202T030000Z.sql.gz",
+                "--confirm",
+                &env.name,
+            ],
+            "is incomplete",
+        ),
+        (
+            vec![
+                "restore",
+                "postgres",
+                "--from",
+                "nope.sql.gz",
+                "--confirm",
+                &env.name,
+            ],
+            "there is no backup `nope.sql.gz`",
+        ),
+    ] {
+        let refused = env.run(&args);
+        assert_eq!(refused.code, 2, "{args:?}: {}", refused.all());
+        assert!(refused.stderr.contains(says), "{args:?}: {}", refused.all());
+    }
+    assert!(restore_jobs().is_empty(), "a refused restore made a Job");
+
+    // The newest complete backup, restored by a Job; its administrator's Secret is
+    // gone once it ends.
+    let restored = std::thread::scope(|scope| {
+        let running =
+            scope.spawn(|| env.run(&["-o", "json", "restore", "postgres", "--confirm", &env.name]));
+        runtime.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let job = loop {
+                if let Some(name) = jobs
+                    .list(&Default::default())
+                    .await
+                    .unwrap()
+                    .items
+                    .into_iter()
+                    .filter_map(|j| j.metadata.name)
+                    .find(|n| n.starts_with("postgres-restore-"))
+                {
+                    break name;
+                }
+                assert!(Instant::now() < deadline, "restore made no Job");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let pods =
+                kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), namespace);
+            comind_test_support::kubelet::end_job_pod(&pods, &job, 0).await;
+        });
+        running.join().unwrap()
+    });
+    assert_eq!(restored.code, 0, "{}", restored.all());
+    let line: Value = serde_json::from_str(restored.stdout.trim()).unwrap();
+    assert_eq!(line["restore"]["key"], "20261201T030000Z.sql.gz", "{line}");
+    assert_eq!(line["restore"]["outcome"], "complete", "{line}");
+    let job = line["restore"]["job"].as_str().unwrap();
+    let secrets =
+        kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace);
+    assert!(
+        runtime
+            .block_on(secrets.get_opt(&format!("{job}-admin")))
+            .unwrap()
+            .is_none(),
+        "the administrator's Secret outlived the restore"
+    );
+}
+
 mod clients {
     //! Real clients for each service, configured only from `comind outputs`.
 
@@ -1224,7 +1388,7 @@ mod clients {
         );
     }
 
-    fn s3(vars: &HashMap<String, String>) -> aws_sdk_s3::Client {
+    pub fn s3(vars: &HashMap<String, String>) -> aws_sdk_s3::Client {
         // The MinIO stand-in (SeaweedFS) answers object calls with a retryable 500 for
         // a moment after its container restarts, although ListBuckets (the readiness
         // probe) already works; real MinIO does not. Retry long enough to ride it out.

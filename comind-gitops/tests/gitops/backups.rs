@@ -2,17 +2,17 @@
 //! the CronJob the platform lays, the real Job controller makes its Pods and judges
 //! them, and the test plays the kubelet's part only, by writing each Pod's end (no
 //! Pod runs here: that the scripts work is proven by the composition tests, which run
-//! them against real PostgreSQL and S3).
+//! them against real PostgreSQL and S3). A restore (`backup::restore`) likewise.
 
 use std::time::Duration;
 
 use comind_core::{ErrorKind, Operation};
-use comind_gitops::platform::backups::{self, run};
+use comind_gitops::platform::backups::{self, restore, run};
 use comind_test_support::kube::{KubePeer, User};
 use comind_test_support::kubelet::end_job_pod;
 use comind_test_support::require_peer;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
@@ -167,6 +167,150 @@ async fn a_backup_run_now_is_the_cron_jobs_job_and_reports_how_it_ended() {
     assert!(text.contains("BackoffLimitExceeded"), "{text}");
     assert!(text.contains("/mirror exited 3 (Error)"), "{text}");
     assert!(!failed.is_transient(), "{text}");
+
+    namespaces
+        .delete(&ns, &DeleteParams::background())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_restore_runs_as_the_administrator_from_a_secret_that_ends_with_it() {
+    let peer = require_peer!(KubePeer::shared());
+    let admin = support::client(peer, User::Admin).await;
+    let state = tempfile::tempdir().unwrap();
+    let env = support::env(peer, "bkrestore", state.path(), |_| {});
+    let ctx = support::ctx(&env, Operation::Apply);
+    let ns = comind_gitops::platform::baseline::services_namespace(&env);
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let superuser = restore::RestoreCredentials {
+        admin: comind_core::state::Credentials {
+            username: "postgres".to_string(),
+            password: comind_core::Secret::new("restore-admin-secret-value"),
+        },
+        app_role: Some((
+            "app".to_string(),
+            comind_core::Secret::new("SCRAM-SHA-256$4096:verifier-value"),
+        )),
+    };
+
+    // Before the backups are laid: refused, nothing made.
+    let missing = restore::start(&admin, &env, &superuser, "20261203T030000Z.sql.gz")
+        .await
+        .unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+
+    Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &backups::service_account(&env))
+        .await
+        .unwrap();
+    let mut cron_job = backups::postgres_cron_job(&env);
+    cron_job.spec.as_mut().unwrap().suspend = Some(true);
+    Api::<CronJob>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &cron_job)
+        .await
+        .unwrap();
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+
+    // A backup running holds a restore off.
+    let backup = run::start(&admin, &env, run::BackupKind::Postgres)
+        .await
+        .unwrap();
+    let held = restore::start(&admin, &env, &superuser, "20261203T030000Z.sql.gz")
+        .await
+        .unwrap_err();
+    assert_eq!(held.kind(), ErrorKind::Conflict, "{held}");
+    assert!(held.to_string().contains(&backup.name), "{held}");
+    end_job_pod(&pods, &backup.name, 0).await;
+    run::wait(&admin, &ctx, &backup, Duration::from_secs(120))
+        .await
+        .unwrap();
+
+    // The restore: the Job the API server accepted, and the administrator's Secret
+    // owned by it; the password is in the Secret, nowhere in the Job.
+    let started = restore::start(&admin, &env, &superuser, "20261203T030000Z.sql.gz")
+        .await
+        .unwrap();
+    let job = jobs.get(&started.name).await.unwrap();
+    let secret = secrets.get(&started.admin_secret()).await.unwrap();
+    assert_eq!(
+        secret.metadata.owner_references.as_ref().unwrap()[0].uid,
+        job.metadata.uid.clone().unwrap()
+    );
+    assert_eq!(
+        secret.data.as_ref().unwrap()["password"].0,
+        b"restore-admin-secret-value"
+    );
+    let job_text = serde_json::to_string(&job).unwrap();
+    assert!(
+        !job_text.contains("restore-admin-secret-value"),
+        "{job_text}"
+    );
+    assert!(!job_text.contains("verifier-value"), "{job_text}");
+    assert_eq!(secret.data.as_ref().unwrap()["app-user"].0, b"app");
+    assert!(job_text.contains("20261203T030000Z.sql.gz"), "{job_text}");
+    // A second restore at the same time is refused.
+    let twice = restore::start(&admin, &env, &superuser, "20261203T030000Z.sql.gz")
+        .await
+        .unwrap_err();
+    assert_eq!(twice.kind(), ErrorKind::Conflict, "{twice}");
+
+    // It fails once: no retry (backoffLimit 0), the failed step is named, and the
+    // administrator's Secret is gone.
+    let waiting = {
+        let admin = admin.clone();
+        let ctx = ctx.clone();
+        let started = started.clone();
+        tokio::spawn(async move {
+            restore::wait(&admin, &ctx, &started, Duration::from_secs(120)).await
+        })
+    };
+    end_job_pod(&pods, &started.name, 1).await;
+    let failed = waiting.await.unwrap().unwrap_err();
+    let text = failed.to_string();
+    assert_eq!(failed.kind(), ErrorKind::Unavailable, "{text}");
+    assert!(text.contains("BackoffLimitExceeded"), "{text}");
+    assert!(text.contains("/restore exited 1 (Error)"), "{text}");
+    assert!(
+        secrets
+            .get_opt(&started.admin_secret())
+            .await
+            .unwrap()
+            .is_none(),
+        "the administrator's Secret outlived the restore"
+    );
+
+    // Again, and it completes; its Secret is gone too.
+    let started = restore::start(&admin, &env, &superuser, "20261203T030000Z.sql.gz")
+        .await
+        .unwrap();
+    let waiting = {
+        let admin = admin.clone();
+        let ctx = ctx.clone();
+        let started = started.clone();
+        tokio::spawn(async move {
+            restore::wait(&admin, &ctx, &started, Duration::from_secs(120)).await
+        })
+    };
+    end_job_pod(&pods, &started.name, 0).await;
+    waiting.await.unwrap().unwrap();
+    assert!(
+        secrets
+            .get_opt(&started.admin_secret())
+            .await
+            .unwrap()
+            .is_none(),
+        "the administrator's Secret outlived the restore"
+    );
 
     namespaces
         .delete(&ns, &DeleteParams::background())

@@ -107,6 +107,37 @@ impl PostgresBackend {
         self.container.component()
     }
 
+    /// The superuser's credentials of `env`'s PostgreSQL, from the state directory:
+    /// for what only the administrator may do, such as a restore, which recreates the
+    /// databases and their owner.
+    ///
+    /// # Errors
+    /// `NotFound` before the first `up` made them; when the file cannot be read.
+    pub fn superuser(env: &Environment) -> Result<Credentials> {
+        let component = ServiceKind::Postgres.id();
+        super::stored::<PostgresCredentials>(env, component)?
+            .map(|credentials| credentials.superuser)
+            .ok_or_else(|| super::no_credentials(env, component))
+    }
+
+    /// The application role of `env`'s PostgreSQL and a SCRAM-SHA-256 verifier of its
+    /// password (what `ALTER ROLE ... PASSWORD` takes, never the password itself):
+    /// for a restore, whose dump holds the role without its password.
+    ///
+    /// # Errors
+    /// As [`superuser`](Self::superuser).
+    pub fn app_role_verifier(env: &Environment) -> Result<(String, Secret)> {
+        let component = ServiceKind::Postgres.id();
+        super::stored::<PostgresCredentials>(env, component)?
+            .map(|credentials| {
+                (
+                    credentials.app.username.clone(),
+                    Secret::new(verifier(&credentials.app.password)),
+                )
+            })
+            .ok_or_else(|| super::no_credentials(env, component))
+    }
+
     fn app_user(env: &Environment) -> String {
         env.config().services.postgres.user.to_string()
     }

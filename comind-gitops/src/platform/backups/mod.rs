@@ -17,6 +17,7 @@
 //! requests, and non-root, read-only containers. A NetworkPolicy lets their Pods
 //! (only) reach the services' ports past the baseline's default-deny.
 
+pub mod restore;
 pub mod run;
 
 use std::collections::BTreeMap;
@@ -345,19 +346,25 @@ fn step(name: &str, image: &str, script: &str, env: Vec<EnvVar>, production: boo
     }
 }
 
-/// A CronJob of `steps` (all but the last run first, in order, as init containers).
-fn cron_job(env: &Environment, name: &str, schedule: &str, mut steps: Vec<Container>) -> CronJob {
-    let settings = &env.config().platform.backups;
-    let main = steps.pop().into_iter().collect();
-    let labels = BTreeMap::from([
+/// The labels of a backup (or restore) Job and its Pods named `name`: the backups'
+/// NetworkPolicy selects [`LABEL_BACKUP`].
+fn job_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
         (LABEL_BACKUP.to_string(), name.to_string()),
         ("app.kubernetes.io/name".to_string(), name.to_string()),
         (
             "app.kubernetes.io/part-of".to_string(),
             "comind-platform".to_string(),
         ),
-    ]);
-    let pod = PodSpec {
+    ])
+}
+
+/// The Pod of a backup (or restore) Job running `steps`: all but the last run first,
+/// in order, as init containers, sharing the scratch volume.
+fn pod_spec(env: &Environment, mut steps: Vec<Container>) -> PodSpec {
+    let settings = &env.config().platform.backups;
+    let main = steps.pop().into_iter().collect();
+    PodSpec {
         restart_policy: Some("Never".to_string()),
         // Its own service account: on AWS, EKS Pod Identity gives it the backup role
         // (write and list on the backup bucket, read on the others).
@@ -406,7 +413,14 @@ fn cron_job(env: &Environment, name: &str, schedule: &str, mut steps: Vec<Contai
             },
         ]),
         ..PodSpec::default()
-    };
+    }
+}
+
+/// A CronJob of `steps` (see [`pod_spec`]).
+fn cron_job(env: &Environment, name: &str, schedule: &str, steps: Vec<Container>) -> CronJob {
+    let settings = &env.config().platform.backups;
+    let labels = job_labels(name);
+    let pod = pod_spec(env, steps);
     let mut metadata = meta(env, name);
     metadata.labels = Some(labels.clone());
     CronJob {

@@ -233,29 +233,67 @@ pub async fn wait(
     job: &StartedJob,
     timeout: Duration,
 ) -> Result<CompletedJob> {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &job.namespace);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &job.namespace);
     let resource = format!("Job {}/{}", job.namespace, job.name);
+    let duration = wait_for_job(
+        client,
+        ctx,
+        &job.namespace,
+        &job.name,
+        timeout,
+        JobHints {
+            failed: "fix the cause, then run the backup again",
+            left_running: &format!(
+                "its outcome will be in the status of {resource} (and a failure raises the \
+                 backups' alert); a new `comind backup run` is refused until it ends"
+            ),
+        },
+    )
+    .await?;
+    Ok(CompletedJob {
+        job: job.clone(),
+        duration,
+    })
+}
+
+/// What a failed or abandoned wait for a Job tells the user to do.
+pub(super) struct JobHints<'a> {
+    /// After the Job failed, once its logs are read.
+    pub(super) failed: &'a str,
+    /// When the wait ends (timeout, Ctrl-C) and the Job goes on without us.
+    pub(super) left_running: &'a str,
+}
+
+/// Waits until the Job `namespace/name` completes, reporting its progress on `ctx`,
+/// and returns how long it ran (as its status says).
+pub(super) async fn wait_for_job(
+    client: &kube::Client,
+    ctx: &PhaseContext,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+    hints: JobHints<'_>,
+) -> Result<Option<Duration>> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let resource = format!("Job {namespace}/{name}");
     let hint = format!(
         "the Job's Pods keep their logs until the Job is removed: read them through the \
-         API server (Pods labelled {LABEL_JOB_NAME}={}), fix the cause, then run the \
-         backup again",
-        job.name
+         API server (Pods labelled {LABEL_JOB_NAME}={name}), then {}",
+        hints.failed
     );
-    let waited = Wait::new("job", &job.name, "complete", timeout, None)
+    let waited = Wait::new("job", name, "complete", timeout, None)
         .with_backoff(JOB_POLL)
         .on("the cluster")
         .with_failed_hint(&hint)
         .until(ctx, || async {
             let live = jobs
-                .get(&job.name)
+                .get(name)
                 .await
                 .map_err(|e| api_error("read", &resource, e))?;
-            let observed = observe(&live);
-            Ok(match observed {
+            Ok(match observe(&live) {
                 Observed::Failed(status) => {
                     // Why it failed is in its Pods: what each failed container said.
-                    let exits = failed_containers(&pods, &job.name).await;
+                    let exits = failed_containers(&pods, name).await;
                     let message = [status.message.clone(), exits]
                         .into_iter()
                         .flatten()
@@ -263,21 +301,15 @@ pub async fn wait(
                         .join("; ");
                     Observed::Failed(Status::new(status.status).with_message(Some(message)))
                 }
-                Observed::Ready(duration) => Observed::Ready(CompletedJob {
-                    job: job.clone(),
-                    duration,
-                }),
-                Observed::Pending(status) => Observed::Pending(status),
+                other => other,
             })
         })
         .await;
     waited.map_err(|err| match err.kind() {
-        // The Job goes on in the cluster without us; running the command again would
-        // be refused while it runs, so say where its end will be.
+        // The Job goes on in the cluster without us: say where its end will be.
         ErrorKind::Timeout | ErrorKind::Cancelled => err.with_hint(format!(
-            "the Job goes on in the cluster: its outcome will be in the status of {resource} \
-             (and a failure raises the backups' alert); a new `comind backup run` is refused \
-             until it ends"
+            "the Job goes on in the cluster: {}",
+            hints.left_running
         )),
         _ => err,
     })
@@ -327,14 +359,14 @@ fn job_name(cron_job: &str, unix: u64) -> String {
     format!("{}{suffix}", prefix.trim_end_matches('-'))
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
 }
 
-fn owned_by(job: &Job, uid: &str) -> bool {
+pub(super) fn owned_by(job: &Job, uid: &str) -> bool {
     job.metadata
         .owner_references
         .iter()
@@ -343,7 +375,7 @@ fn owned_by(job: &Job, uid: &str) -> bool {
 }
 
 /// Whether the Job has a `Complete` or `Failed` condition that is true.
-fn finished(job: &Job) -> bool {
+pub(super) fn finished(job: &Job) -> bool {
     condition(job, "Complete").is_some() || condition(job, "Failed").is_some()
 }
 

@@ -33,4 +33,16 @@ if [ -n "$unexpected" ]; then
     echo "$unexpected" | head -n 20 >&2
     fail "the restore met errors (above); the databases may be partly restored"
 fi
+# The dump holds the roles without their passwords (--no-role-passwords): the
+# application role gets its own back, as a SCRAM verifier (never the password), read
+# by psql from the environment (never a command line).
+if [ -n "${APP_USER:-}" ]; then
+    : "${APP_VERIFIER:?APP_VERIFIER is missing}"
+    psql -X -q -v ON_ERROR_STOP=1 -d postgres >/dev/null <<'SQL' || fail "cannot give role $APP_USER its password back"
+\getenv app_user APP_USER
+\getenv app_verifier APP_VERIFIER
+ALTER ROLE :"app_user" PASSWORD :'app_verifier';
+SQL
+    echo "backup: role $APP_USER has its password again"
+fi
 echo "backup: restored $file"
