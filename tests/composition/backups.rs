@@ -428,7 +428,24 @@ async fn the_backup_scripts_back_up_restore_and_fail_loudly() {
     let restore_scratch = Scratch::host();
     let (code, log) = world.run(fetch_step, &restore_scratch, |_| {});
     assert_eq!(code, 0, "{log}");
-    assert!(log.contains(&format!("fetched and checked {key}")), "{log}");
+    assert!(log.contains(&format!("fetched {key}")), "{log}");
+    // A dump that is not the one its checksum names is refused before any database
+    // is touched.
+    let fetched = restore_scratch.path().join("postgres.sql.gz");
+    let good = std::fs::read(&fetched).unwrap();
+    let mut tampered = good.clone();
+    tampered.extend_from_slice(b"tampered");
+    std::fs::write(&fetched, &tampered).unwrap();
+    let (code, log) = world.run(restore_step, &restore_scratch, |vars| {
+        for (name, value) in vars.iter_mut() {
+            if name == "PGHOST" {
+                *value = fresh_name.clone();
+            }
+        }
+    });
+    assert_ne!(code, 0, "{log}");
+    assert!(log.contains("does not match its SHA-256"), "{log}");
+    std::fs::write(&fetched, &good).unwrap();
     let (code, log) = world.run(restore_step, &restore_scratch, |vars| {
         for (name, value) in vars.iter_mut() {
             if name == "PGHOST" {
@@ -552,4 +569,193 @@ async fn the_mirror_copies_the_other_buckets_incrementally() {
         "rclone deletefile store:{uploads}/a.txt && echo three | rclone rcat store:{uploads}/c.txt"
     ));
     assert_eq!(mirrored(), ["a.txt", "c.txt", "dir/b.txt"]);
+}
+
+/// The backup budget, measured (the README's figures): a database of about 100 MB
+/// (generated here) backed up and restored with the real scripts against the real
+/// services, each step timed, alternating with the same work done by the bare tools
+/// (`pg_dumpall | gzip`, `rclone copyto`, `gzip -dc | psql`, in the same images,
+/// started the same way). What the scripts add on top of the bare tools (verifying,
+/// checksums, listing, retention, bookkeeping) must stay under 10% of the total.
+///
+/// A benchmark, run on demand (it takes minutes):
+/// `cargo nextest run -p comind-tests --test composition --run-ignored only --no-capture backup_of_a_100_mb_database`
+/// (`COMIND_BENCH_ROUNDS`, default 3).
+#[tokio::test]
+#[ignore = "a benchmark of minutes, run on demand (see its doc comment)"]
+async fn backup_of_a_100_mb_database_costs_the_tools_plus_under_ten_percent() {
+    require_peer!(docker::ready(&[SERVICE_IMAGES.as_slice(), &[RCLONE_IMAGE]].concat()).await);
+    let rounds: usize = std::env::var("COMIND_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let mut world = World::up().await;
+    let env = world.local.bootstrap.env().clone();
+    let env = &*env;
+    let db = connect(&world.postgres_url).await;
+    db.batch_execute(
+        "CREATE TABLE big AS SELECT g AS id, md5(g::text) || md5((g + 1)::text) || md5((g + 2)::text) AS body \
+         FROM generate_series(1, 1000000) g;",
+    )
+    .await
+    .unwrap();
+    let size: i64 = db
+        .query_one("SELECT pg_database_size(current_database())", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(size >= 100 << 20, "the database is {size} bytes");
+    // No session of the test's own may hold the databases a restore drops.
+    drop(db);
+
+    let job = backups::postgres_cron_job(env);
+    let pod = pod_of(&job);
+    let dump = pod.init_containers.as_ref().unwrap()[0].clone();
+    let upload = pod.containers[0].clone();
+    let restore_job = backups::restore::restore_job(env, "postgres-restore-bench", "");
+    let restore_pod = restore_job.spec.unwrap().template.spec.unwrap();
+    let fetch = restore_pod.init_containers.as_ref().unwrap()[0].clone();
+    let restore = restore_pod.containers[0].clone();
+    let credentials = comind::backups::restore_credentials(env).unwrap();
+    let (app_user, app_verifier) = credentials.app_role.clone().unwrap();
+    for (k, v) in [
+        ("username", credentials.admin.username.clone()),
+        ("password", credentials.admin.password.expose().to_string()),
+        ("app-user", app_user),
+        ("app-verifier", app_verifier.expose().to_string()),
+    ] {
+        world.secrets.insert(
+            ("postgres-restore-bench-admin".to_string(), k.to_string()),
+            v,
+        );
+    }
+    let sh = |script: &str| vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string()];
+    let timed =
+        |container: &Container, command: Option<Vec<String>>, scratch: &Scratch, key: &str| {
+            let mut step = container.clone();
+            if let Some(command) = command {
+                step.command = Some(command);
+            }
+            let started = Instant::now();
+            let (code, log) = world.run(&step, scratch, |vars| {
+                if !key.is_empty() {
+                    vars.retain(|(name, _)| name != "RESTORE_KEY");
+                    vars.push(("RESTORE_KEY".to_string(), key.to_string()));
+                }
+            });
+            let took = started.elapsed().as_secs_f64();
+            assert_eq!(code, 0, "{:?}: {log}", step.command);
+            took
+        };
+    let remote = format!(". {}/common.sh && s3_remote && ", backups::SCRIPTS_DIR);
+    let mut script_backup = Vec::new();
+    let mut bare_backup = Vec::new();
+    let mut script_restore = Vec::new();
+    let mut bare_restore = Vec::new();
+    let mut steps: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut dump_bytes = 0;
+    for _ in 0..rounds {
+        // The scripts: dump and verify, upload (and retention); fetch and check,
+        // restore.
+        let scratch = Scratch::host();
+        let d = timed(&dump, None, &scratch, "");
+        dump_bytes = std::fs::metadata(scratch.path().join("postgres.sql.gz"))
+            .unwrap()
+            .len();
+        let u = timed(&upload, None, &scratch, "");
+        let key = world
+            .backups(env.name())
+            .into_iter()
+            .rfind(|n| n.ends_with(".sql.gz"))
+            .unwrap();
+        let scratch = Scratch::host();
+        let f = timed(&fetch, None, &scratch, &key);
+        let r = timed(&restore, None, &scratch, "");
+        for (name, took) in [("dump", d), ("upload", u), ("fetch", f), ("restore", r)] {
+            steps.entry(name).or_default().push(took);
+        }
+        script_backup.push(d + u);
+        script_restore.push(f + r);
+
+        // The bare tools, the same work (the application role's password set again
+        // included: without it the next round's dump could not log in).
+        let scratch = Scratch::host();
+        let d = timed(
+            &dump,
+            Some(sh(
+                "pg_dumpall --clean --if-exists --quote-all-identifiers --no-role-passwords \
+                 --exclude-database=rdsadmin | gzip -c >/backup/bare.sql.gz",
+            )),
+            &scratch,
+            "",
+        );
+        let u = timed(
+            &upload,
+            Some(sh(&format!(
+                "{remote}rclone copyto /backup/bare.sql.gz store:$BACKUP_BUCKET/bench/bare.sql.gz"
+            ))),
+            &scratch,
+            "",
+        );
+        let scratch = Scratch::host();
+        let f = timed(
+            &fetch,
+            Some(sh(&format!(
+                "{remote}rclone copyto store:$BACKUP_BUCKET/bench/bare.sql.gz /backup/bare.sql.gz"
+            ))),
+            &scratch,
+            "",
+        );
+        let r = timed(
+            &restore,
+            Some(sh(
+                "psql -X -q -d postgres -c \"SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE pid <> pg_backend_pid() AND datname IS NOT NULL\" >/dev/null && \
+                 gzip -dc /backup/bare.sql.gz | psql -X -q -d postgres >/dev/null 2>&1 && \
+                 printf '%s\\n' '\\getenv u APP_USER' '\\getenv v APP_VERIFIER' \
+                 \"ALTER ROLE :\\\"u\\\" PASSWORD :'v';\" | psql -X -q -d postgres >/dev/null",
+            )),
+            &scratch,
+            "",
+        );
+        for (name, took) in [
+            ("bare_dump", d),
+            ("bare_upload", u),
+            ("bare_fetch", f),
+            ("bare_restore", r),
+        ] {
+            steps.entry(name).or_default().push(took);
+        }
+        bare_backup.push(d + u);
+        bare_restore.push(f + r);
+    }
+    let median = |values: &[f64]| {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    };
+    let overhead = |script: &[f64], bare: &[f64]| {
+        let (s, b) = (median(script), median(bare));
+        (s - b) / s
+    };
+    let backup_overhead = overhead(&script_backup, &bare_backup);
+    let restore_overhead = overhead(&script_restore, &bare_restore);
+    let line = serde_json::json!({
+        "bench": "backup_100mb", "rounds": rounds, "database_bytes": size,
+        "dump_bytes": dump_bytes,
+        "steps_s": steps.iter().map(|(k, v)| (k.to_string(), median(v))).collect::<BTreeMap<_, _>>(),
+        "backup_s": median(&script_backup), "bare_backup_s": median(&bare_backup),
+        "backup_overhead": backup_overhead,
+        "restore_s": median(&script_restore), "bare_restore_s": median(&bare_restore),
+        "restore_overhead": restore_overhead,
+    });
+    println!("{line}");
+    assert!(
+        backup_overhead < 0.10,
+        "the backup scripts cost too much: {line}"
+    );
+    assert!(
+        restore_overhead < 0.10,
+        "the restore scripts cost too much: {line}"
+    );
 }

@@ -3,6 +3,10 @@
 # into $BACKUP_DIR/postgres.sql.gz with its SHA-256 beside it, and proves the file is
 # whole before any later step may upload it: a dump that stopped half-way, a wrong
 # password or a full disk fails the Job and leaves no file that looks like a backup.
+#
+# The proof costs little time: the compressed stream is decompressed (gzip's whole-
+# file check, and the dump's last lines) while it is written, on the machine's other
+# cores, instead of reading the file back twice afterwards.
 set -eu
 . "$(dirname "$0")/common.sh"
 
@@ -10,32 +14,48 @@ set -eu
 dir="${BACKUP_DIR:-/backup}"
 out="$dir/postgres.sql.gz"
 partial="$out.partial"
-trap 'rm -f "$partial" "$dir/dump.status"' EXIT
+# Each stage's status and the stream's last lines live outside the scratch
+# volume, so a full scratch volume is reported as such and not as a lost status.
+notes=$(mktemp -d "${TMPDIR:-/tmp}/dump.XXXXXX")
+trap 'rm -f "$partial"; rm -rf "$notes"' EXIT
 rm -f "$out" "$out.sha256"
 started=$(date +%s)
 
-# --no-role-passwords: the platform's role is not a superuser (nor is RDS's master
-# user), and role passwords are Comind's to set again on `up`, not a backup's.
-# rdsadmin: RDS's own database, which no user may connect to.
-# POSIX sh has no pipefail: pg_dumpall's own status goes through a file, and gzip's
-# (a full disk) is the pipeline's, which `set -e` checks.
-if ! {
+# noted NAME COMMAND...: runs COMMAND (a stage of the pipeline below) and writes its
+# exit status to $notes/NAME: POSIX sh has no pipefail, and a pipeline's status is
+# its last stage's only.
+noted() {
+    name=$1
+    shift
     status=0
-    pg_dumpall --clean --if-exists --quote-all-identifiers --no-role-passwords \
-        --exclude-database=rdsadmin || status=$?
-    echo "$status" >"$dir/dump.status"
-} | gzip -c >"$partial"; then
-    fail "gzip could not write the dump to $dir (is the scratch volume full?); nothing is uploaded"
-fi
-status=$(cat "$dir/dump.status") || fail "pg_dumpall left no status: the scratch volume is full or unwritable"
-[ "$status" = 0 ] || fail "pg_dumpall failed (exit $status); nothing is uploaded"
+    "$@" || status=$?
+    echo "$status" >"$notes/$name"
+}
 
+# --no-role-passwords: the platform's role is not a superuser (nor is RDS's master
+# user), and role passwords are Comind's to set again (`up`, and a restore).
+# rdsadmin: RDS's own database, which no user may connect to.
+noted pg_dumpall pg_dumpall --clean --if-exists --quote-all-identifiers --no-role-passwords \
+    --exclude-database=rdsadmin |
+    noted gzip gzip -c |
+    noted write tee "$partial" |
+    noted check gzip -dc |
+    tail -n 4 >"$notes/tail"
+
+stage() {
+    status=$(cat "$notes/$1" 2>/dev/null) || status="none"
+    [ "$status" = 0 ]
+}
+stage pg_dumpall || fail "pg_dumpall failed (exit $(cat "$notes/pg_dumpall")); nothing is uploaded"
+stage gzip || fail "gzip failed; nothing is uploaded"
+stage write || fail "could not write the dump to $dir (is the scratch volume full?); nothing is uploaded"
+stage check || fail "the dump is not a whole gzip file; nothing is uploaded"
 [ -s "$partial" ] || fail "the dump is empty; nothing is uploaded"
-gzip -t "$partial" || fail "the dump is not a whole gzip file; nothing is uploaded"
 # pg_dumpall ends every complete dump with this line: a dump cut short does not.
-gzip -dc "$partial" | tail -n 4 | grep -q "PostgreSQL database cluster dump complete" ||
+grep -q "PostgreSQL database cluster dump complete" "$notes/tail" ||
     fail "the dump does not end with pg_dumpall's completion line; nothing is uploaded"
-sha256sum "$partial" | cut -d' ' -f1 >"$out.sha256.partial"
+sum=$(sha256sum "$partial" | cut -d' ' -f1)
+echo "$sum" >"$out.sha256.partial"
 mv "$out.sha256.partial" "$out.sha256"
 mv "$partial" "$out"
-echo "backup: dumped and verified $(wc -c <"$out" | tr -d ' ') bytes (gzip) in $(($(date +%s) - started)) s, sha256 $(cat "$out.sha256")"
+echo "backup: dumped and verified $(wc -c <"$out" | tr -d ' ') bytes (gzip) in $(($(date +%s) - started)) s, sha256 $sum"

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Downloads the dump to restore ($RESTORE_KEY under <backup bucket>/postgres/<env>/,
-# or the newest complete one) into $BACKUP_DIR/postgres.sql.gz, and checks it
-# against its .sha256 before the restore may read it.
+# or the newest complete one) into $BACKUP_DIR/postgres.sql.gz with its .sha256,
+# which postgres-restore.sh checks before it touches a database (one read of the
+# dump, not two).
 set -eu
 . "$(dirname "$0")/common.sh"
 
@@ -14,8 +15,12 @@ if [ -z "$key" ]; then
     key=$(rclone lsf --files-only "$prefix" | grep '\.sql\.gz\.sha256$' | sed 's/\.sha256$//' | sort | tail -n 1)
     [ -n "$key" ] || fail "no complete backup under $prefix"
 fi
-rclone copyto "$prefix/$key" "$dir/postgres.sql.gz" || fail "cannot download $key"
-rclone copyto "$prefix/$key.sha256" "$dir/postgres.sql.gz.sha256" || fail "$key has no .sha256: it is not a complete backup"
-[ "$(sha256sum "$dir/postgres.sql.gz" | cut -d' ' -f1)" = "$(cat "$dir/postgres.sql.gz.sha256")" ] ||
-    fail "$key does not match its SHA-256; it is not restored"
-echo "backup: fetched and checked $key"
+# Both files in one rclone run, named exactly (never as a filter pattern).
+printf '%s\n' "$key" "$key.sha256" >"$dir/fetch.list"
+rclone copy --files-from-raw "$dir/fetch.list" "$prefix" "$dir/fetched" || fail "cannot download $key"
+[ -f "$dir/fetched/$key" ] || fail "there is no backup $key under $prefix"
+[ -f "$dir/fetched/$key.sha256" ] || fail "$key has no .sha256: it is not a complete backup"
+mv "$dir/fetched/$key" "$dir/postgres.sql.gz"
+mv "$dir/fetched/$key.sha256" "$dir/postgres.sql.gz.sha256"
+rm -rf "$dir/fetched" "$dir/fetch.list"
+echo "backup: fetched $key"

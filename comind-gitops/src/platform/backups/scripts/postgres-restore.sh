@@ -10,7 +10,11 @@ set -eu
 dir="${BACKUP_DIR:-/backup}"
 file="$dir/postgres.sql.gz"
 [ -s "$file" ] || fail "no dump at $file"
-gzip -t "$file" || fail "$file is not a whole gzip file"
+# The dump is the one that was verified whole when it was taken: its SHA-256 says so
+# (a read far cheaper than decompressing it twice).
+[ -s "$file.sha256" ] || fail "$file has no .sha256 beside it: it is not a complete backup"
+[ "$(sha256sum "$file" | cut -d' ' -f1)" = "$(cat "$file.sha256")" ] ||
+    fail "$file does not match its SHA-256; nothing is restored"
 # Other sessions hold the databases the dump drops (`postgres` too: the dump
 # recreates it from template1).
 psql -X -q -d postgres -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND datname IS NOT NULL" >/dev/null ||
@@ -20,10 +24,16 @@ errors="$dir/restore.err"
 # through a file, as the dump's does; the errors it only reports are checked below.
 {
     status=0
-    gzip -dc "$file" | psql -X -q -d postgres >/dev/null 2>"$errors" || status=$?
+    {
+        unzipped=0
+        gzip -dc "$file" || unzipped=$?
+        echo "$unzipped" >"$dir/unzip.status"
+    } | psql -X -q -d postgres >/dev/null 2>"$errors" || status=$?
     echo "$status" >"$dir/restore.status"
 }
 status=$(cat "$dir/restore.status")
+[ "$(cat "$dir/unzip.status")" = 0 ] ||
+    fail "$file stopped decompressing part-way; the databases are partly restored"
 if [ "$status" != 0 ]; then
     tail -n 20 "$errors" >&2
     fail "psql stopped (exit $status); the databases may be partly restored"
