@@ -113,6 +113,9 @@ pub enum Command {
     /// Restore a platform service from its backups
     #[command(subcommand)]
     Restore(RestoreCommand),
+    /// Open a console of the platform: its URL once it answers, else a port forward
+    /// through the API server until Ctrl-C
+    Open(OpenArgs),
     /// Print shell completions
     Completions(CompletionsArgs),
     /// Print a Kubernetes ExecCredential with an EKS token (used by the kubeconfig Comind writes)
@@ -246,6 +249,26 @@ pub struct BackupListArgs {
     /// Only this kind of backup [default: both]
     #[arg(value_enum)]
     pub kind: Option<BackupKindArg>,
+}
+
+/// `open`.
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    /// The console
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(comind::gitops::consoles::NAMES))]
+    pub console: String,
+
+    /// Open it in the browser too (`xdg-open`, or `open` on macOS)
+    #[arg(long)]
+    pub browser: bool,
+
+    /// The local port of a port forward [default: a free one]
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    pub port: u16,
+
+    /// Forward through the API server even when the URL answers
+    #[arg(long)]
+    pub forward: bool,
 }
 
 /// `restore`.

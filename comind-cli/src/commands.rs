@@ -18,9 +18,9 @@ use comind_core::{
 use crate::args::{
     AppCommand, AppDeployArgs, AppListArgs, AppNewArgs, BackupCommand, BackupKindArg,
     BackupListArgs, BackupRunArgs, Cli, Command, CompletionsArgs, DownArgs, EksTokenArgs,
-    GitopsCommand, GitopsInitArgs, GitopsPushArgs, InitArgs, KubeconfigArgs, LockArgs, OutputMode,
-    OutputsArgs, OutputsFormat, PlanArgs, RegistryCommand, RestoreCommand, RestorePostgresArgs,
-    ScopeArg, SealArgs, SelectArgs, UpArgs,
+    GitopsCommand, GitopsInitArgs, GitopsPushArgs, InitArgs, KubeconfigArgs, LockArgs, OpenArgs,
+    OutputMode, OutputsArgs, OutputsFormat, PlanArgs, RegistryCommand, RestoreCommand,
+    RestorePostgresArgs, ScopeArg, SealArgs, SelectArgs, UpArgs,
 };
 use crate::render::{EventPrinter, report};
 
@@ -54,6 +54,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Backup(BackupCommand::Run(args)) => backup_run(&cli, args).await,
         Command::Backup(BackupCommand::List(args)) => backup_list(&cli, args).await,
         Command::Restore(RestoreCommand::Postgres(args)) => restore_postgres(&cli, args).await,
+        Command::Open(args) => open(&cli, args).await,
         Command::App(AppCommand::New(args)) => app_new(&cli, args),
         Command::App(AppCommand::List(args)) => app_list(&cli, args).await,
         Command::App(AppCommand::Deploy(args)) => app_deploy(&cli, args).await,
@@ -292,7 +293,155 @@ async fn status(cli: &Cli, args: &SelectArgs) -> Result<u8, Error> {
     let run = run_options(args, false);
     let report = execute(&bootstrap, cli.output, || bootstrap.status(&run)).await?;
     print_human(cli.output, &report::status(&report));
+    print_consoles(cli, bootstrap.env(), &report.merged_outputs()).await;
     Ok(if report.all_ready() { 0 } else { FAILED })
+}
+
+/// The consoles' URLs and whether each answers, asked all at once (`status`).
+async fn print_consoles(cli: &Cli, env: &comind_core::Environment, outputs: &comind_core::Outputs) {
+    use comind::gitops::consoles;
+    let listed: Vec<_> = consoles::consoles(env, outputs)
+        .into_iter()
+        .filter(|c| c.url.is_some())
+        .collect();
+    let answers = futures_util::future::join_all(
+        listed
+            .iter()
+            .map(|c| consoles::answer(c.url.as_deref().unwrap_or_default())),
+    )
+    .await;
+    if cli.output == OutputMode::Json {
+        let entries: Vec<_> = listed
+            .iter()
+            .zip(&answers)
+            .map(|(console, answer)| {
+                let mut entry = serde_json::json!({ "name": console.name, "url": console.url });
+                if let (Some(object), serde_json::Value::Object(more)) =
+                    (entry.as_object_mut(), serde_json::json!(answer))
+                {
+                    object.extend(more);
+                }
+                entry
+            })
+            .collect();
+        stdout_line(
+            &serde_json::json!({ "v": EVENT_SCHEMA_VERSION, "type": "consoles", "consoles": entries })
+                .to_string(),
+        );
+        return;
+    }
+    if listed.is_empty() {
+        return;
+    }
+    let mut text = String::from("\nconsoles (`comind open NAME`):\n");
+    for (console, answer) in listed.iter().zip(&answers) {
+        text.push_str(&format!(
+            "  {:<13} {}  {answer}\n",
+            console.name,
+            console.url.as_deref().unwrap_or_default()
+        ));
+    }
+    print_human(cli.output, &text);
+}
+
+async fn open(cli: &Cli, args: &OpenArgs) -> Result<u8, Error> {
+    use comind::gitops::consoles::{self, PortForward};
+    let bootstrap = bootstrap(cli, None, None)?;
+    let env = bootstrap.env().clone();
+    // The queue's and the object store's URLs are their services' endpoints.
+    let outputs = match args.console.as_str() {
+        "queue" | "object-store" => {
+            let id = if args.console == "queue" {
+                "queue"
+            } else {
+                "object-store"
+            };
+            let run = RunOptions {
+                only: vec![PhaseId::new(id)],
+                ..RunOptions::default()
+            };
+            bootstrap.outputs(&run).await?.0
+        }
+        _ => comind_core::Outputs::new(),
+    };
+    let console = consoles::consoles(&env, &outputs)
+        .into_iter()
+        .find(|c| c.name == args.console)
+        .ok_or_else(|| {
+            Error::invalid_input(format!(
+                "environment `{}` has no {} console: its configuration leaves it out",
+                env.name(),
+                args.console
+            ))
+            .with_hint("enable it in comind.yaml (Argo CD and its monitoring add-on, or the service), then `comind up`")
+        })?;
+    let mut why_not = None;
+    if let Some(url) = &console.url
+        && !args.forward
+    {
+        let answer = consoles::answer(url).await;
+        if answer.answered() {
+            print_console(cli, console.name, url, None);
+            browse(args.browser, url);
+            return Ok(0);
+        }
+        eprintln!("{} at {url} {answer}", console.name);
+        why_not = Some(format!("{url} {answer}"));
+    }
+    let Some(service) = &console.service else {
+        return Err(Error::unavailable(format!(
+            "the {} console {}",
+            console.name,
+            why_not.unwrap_or_else(|| "has no address".to_string())
+        ))
+        .with_hint("check `comind status`: the service may be stopped"));
+    };
+    let cluster = comind::gitops::access::connect_env(&env).await?;
+    let forward = PortForward::open(&cluster.client, service, args.port).await?;
+    let url = format!("http://{}", forward.local_addr()?);
+    eprintln!(
+        "forwarding {url} to Pod {}/{} through the API server; Ctrl-C stops it",
+        service.namespace,
+        forward.pod()
+    );
+    print_console(cli, console.name, &url, Some(forward.pod()));
+    browse(args.browser, &url);
+    tokio::select! {
+        () = forward.serve(|message| eprintln!("warning: {message}")) => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(0)
+}
+
+/// What `open` prints on stdout: the URL, or the JSON line.
+fn print_console(cli: &Cli, name: &str, url: &str, pod: Option<&str>) {
+    if cli.output == OutputMode::Json {
+        stdout_line(
+            &serde_json::json!({ "console": name, "url": url, "forwarded_to": pod }).to_string(),
+        );
+    } else {
+        print_human(cli.output, &format!("{url}\n"));
+    }
+}
+
+/// Opens `url` in the desktop's browser, when asked; a missing opener is a warning.
+fn browse(asked: bool, url: &str) {
+    if !asked {
+        return;
+    }
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    if let Err(e) = std::process::Command::new(opener)
+        .arg(url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        eprintln!("warning: cannot open a browser with `{opener}`: {e}; open {url} yourself");
+    }
 }
 
 async fn outputs(cli: &Cli, args: &OutputsArgs) -> Result<u8, Error> {

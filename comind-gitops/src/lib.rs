@@ -34,6 +34,7 @@
 pub mod access;
 pub mod applications;
 pub mod apply;
+pub mod consoles;
 pub mod kubeconfig;
 pub mod platform;
 mod provider;

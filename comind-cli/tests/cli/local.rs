@@ -807,6 +807,40 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
         "status lists the Applications: {}",
         status.all()
     );
+    // The consoles, asked: the queue's endpoint answers; the ingress does not (no
+    // Traefik runs behind the k3d double's load balancer).
+    let consoles = status.stdout.split("consoles (").nth(1).unwrap_or_default();
+    assert!(
+        consoles.contains(&format!("{}  answers (HTTP", vars["SQS_ENDPOINT"])),
+        "{}",
+        status.all()
+    );
+    assert!(
+        consoles.contains(&format!("{}  does not answer", vars["ARGOCD_URL"])),
+        "{}",
+        status.all()
+    );
+    let opened = env.run(&["-o", "json", "open", "queue"]);
+    assert_eq!(opened.code, 0, "{}", opened.all());
+    let line: Value = serde_json::from_str(opened.stdout.trim()).unwrap();
+    assert_eq!(line["url"], vars["SQS_ENDPOINT"], "{line}");
+    // Argo CD's ingress does not answer, so `open` goes through the API server, which
+    // cannot forward here (no kubelet): a clear failure, and no address printed.
+    let opened = env.run(&["open", "argocd"]);
+    assert_eq!(opened.code, 1, "{}", opened.all());
+    assert!(
+        opened
+            .stderr
+            .contains(&format!("argocd at {} does not answer", vars["ARGOCD_URL"]))
+            && opened
+                .stderr
+                .contains("cannot forward to Pod argocd/argocd-server-"),
+        "{}",
+        opened.all()
+    );
+    assert!(opened.stdout.is_empty(), "{}", opened.all());
+    let unknown = env.run(&["open", "kibana"]);
+    assert_eq!(unknown.code, 2, "{}", unknown.all());
 
     // The platform is on the cluster's own API server, with the services bound.
     let printed = env.run(&["kubeconfig"]);

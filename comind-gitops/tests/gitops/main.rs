@@ -7,6 +7,7 @@
 mod apply;
 mod argocd;
 mod backups;
+mod consoles;
 mod platform;
 mod ready;
 mod scaffold;
