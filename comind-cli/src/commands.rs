@@ -1039,6 +1039,11 @@ async fn restore_postgres(cli: &Cli, args: &RestorePostgresArgs) -> Result<u8, E
         ))
         .with_hint(format!("pass --confirm {}", env.name())));
     }
+    if let Some(key) = &args.from {
+        // Its whole object key, as some tools print it, names the same backup.
+        let prefix = format!("postgres/{}/", env.name());
+        restore::check_key(key.strip_prefix(&prefix).unwrap_or(key))?;
+    }
     if args.confirm.is_none() {
         can_confirm(&env)?;
     }
@@ -1084,6 +1089,12 @@ async fn restore_postgres(cli: &Cli, args: &RestorePostgresArgs) -> Result<u8, E
     let (ctx, printer) = progress_on_stderr(&env, "restore/postgres");
     let waited = restore::wait(client, &ctx, &started, args.timeout).await;
     printer.abort();
+    // The administrator's Secret goes once the Job has ended; a Job left running
+    // (timeout, Ctrl-C) still needs it, and the wait's error says so.
+    match restore::finish(client, &started).await {
+        Ok(_) => {}
+        Err(err) => eprintln!("warning: {err}"),
+    }
     let (outcome, duration) = match &waited {
         Ok(duration) => ("complete", *duration),
         Err(err) => (

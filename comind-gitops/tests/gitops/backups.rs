@@ -280,6 +280,7 @@ async fn a_restore_runs_as_the_administrator_from_a_secret_that_ends_with_it() {
     assert_eq!(failed.kind(), ErrorKind::Unavailable, "{text}");
     assert!(text.contains("BackoffLimitExceeded"), "{text}");
     assert!(text.contains("/restore exited 1 (Error)"), "{text}");
+    assert!(restore::finish(&admin, &started).await.unwrap());
     assert!(
         secrets
             .get_opt(&started.admin_secret())
@@ -301,8 +302,24 @@ async fn a_restore_runs_as_the_administrator_from_a_secret_that_ends_with_it() {
             restore::wait(&admin, &ctx, &started, Duration::from_secs(120)).await
         })
     };
+    // While it runs, the Secret stays (the Job needs it), and a manual backup is
+    // refused (it would dump half-restored data).
+    assert!(!restore::finish(&admin, &started).await.unwrap());
+    assert!(
+        secrets
+            .get_opt(&started.admin_secret())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let refused = run::start(&admin, &env, run::BackupKind::Postgres)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Conflict, "{refused}");
+    assert!(refused.to_string().contains("being restored"), "{refused}");
     end_job_pod(&pods, &started.name, 0).await;
     waiting.await.unwrap().unwrap();
+    assert!(restore::finish(&admin, &started).await.unwrap());
     assert!(
         secrets
             .get_opt(&started.admin_secret())

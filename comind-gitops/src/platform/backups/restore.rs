@@ -1,12 +1,13 @@
 //! A restore of PostgreSQL from one of its backups: a Job in `platform-<env>` that
 //! runs the scripts the backups' ConfigMap carries, `postgres-fetch.sh` (rclone:
-//! download the dump and check it against its SHA-256) then `postgres-restore.sh`
-//! (the PostgreSQL image: the dump drops and recreates each database).
+//! download the dump and its SHA-256) then `postgres-restore.sh` (the PostgreSQL
+//! image: check the dump against its SHA-256, then replay it; the dump drops and
+//! recreates each database).
 //!
 //! Restoring needs the server's administrator (the dump recreates databases and
 //! their owners), which the platform's own Secret does not hold: the administrator's
 //! credentials go into a Secret of the restore's own, `<job>-admin`, owned by the Job
-//! (so removing the Job removes it) and removed as soon as the restore ends. The
+//! (so removing the Job removes it) and removed by [`finish`] once the Job ends. The
 //! Job is never retried by the Job controller (`backoffLimit: 0`): a restore that
 //! failed part-way is for a person to look at, not to be run again unseen.
 //!
@@ -111,9 +112,32 @@ pub async fn check(client: &kube::Client, env: &Environment) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `key` names a dump as the backups name them: one file name (no
+/// path, no control character) ending in `.sql.gz`.
+///
+/// # Errors
+/// `InvalidInput` otherwise.
+pub fn check_key(key: &str) -> Result<()> {
+    let plain = !key.is_empty()
+        && !key.starts_with('.')
+        && !key.contains('/')
+        && !key.chars().any(char::is_control)
+        && key.ends_with(".sql.gz");
+    if plain {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(format!(
+            "`{}` is not the name of a PostgreSQL backup (a file name ending in .sql.gz, \
+             such as 20261203T030000Z.sql.gz); nothing was restored",
+            key.escape_debug()
+        ))
+        .with_hint("`comind backup list postgres` shows the backups"))
+    }
+}
+
 /// The restore Job of the backup `key` (a name under `<backup bucket>/postgres/<env>/`,
 /// as `backup list` shows it), named `name`; the administrator's credentials come
-/// from the Secret [`admin_secret_name`]`(name)`.
+/// from the Secret `<name>-admin`.
 pub fn restore_job(env: &Environment, name: &str, key: &str) -> Job {
     let settings = &env.config().platform.backups;
     let production = env.is_production();
@@ -194,6 +218,7 @@ pub async fn start(
     credentials: &RestoreCredentials,
     key: &str,
 ) -> Result<StartedRestore> {
+    check_key(key)?;
     check(client, env).await?;
     let namespace = baseline::services_namespace(env);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
@@ -264,13 +289,12 @@ fn admin_secret(restore: &StartedRestore, job: &Job, credentials: &RestoreCreden
     }
 }
 
-/// Waits until the restore completes, reporting its progress on `ctx`, then removes
-/// the administrator's Secret (whatever the outcome: a restore is not retried).
+/// Waits until the restore completes, reporting its progress on `ctx`. The
+/// administrator's Secret stays: [`finish`] removes it once the Job has ended.
 ///
 /// # Errors
 /// `Unavailable` (permanent) when the restore failed, with the failed step's exit;
-/// `Timeout` after `timeout`; `Cancelled`. The Secret stays when the wait ends before
-/// the Job does (the Job still needs it); the Job's removal removes it.
+/// `Timeout` after `timeout`; `Cancelled`.
 pub async fn wait(
     client: &kube::Client,
     ctx: &PhaseContext,
@@ -278,7 +302,7 @@ pub async fn wait(
     timeout: Duration,
 ) -> Result<Option<Duration>> {
     let resource = format!("Job {}/{}", restore.namespace, restore.name);
-    let waited = run::wait_for_job(
+    run::wait_for_job(
         client,
         ctx,
         &restore.namespace,
@@ -289,22 +313,40 @@ pub async fn wait(
                      before using them",
             left_running: &format!(
                 "its outcome will be in the status of {resource}; a new restore is refused \
-                 until it ends"
+                 until it ends, and Secret {}/{} (the database administrator's password) \
+                 stays until the Job is removed (a day after it ends)",
+                restore.namespace,
+                restore.admin_secret()
             ),
         },
     )
-    .await;
-    let ended = match &waited {
-        Ok(_) => true,
-        Err(err) => !matches!(
-            err.kind(),
-            comind_core::ErrorKind::Timeout | comind_core::ErrorKind::Cancelled
-        ),
-    };
-    if ended {
-        remove_admin_secret(client, restore).await?;
+    .await
+}
+
+/// Removes the administrator's Secret of `restore` once its Job has ended (complete,
+/// failed, or gone), and says whether it did: a Job still running needs it.
+///
+/// # Errors
+/// The API's error; the hint names the Secret to remove by hand.
+pub async fn finish(client: &kube::Client, restore: &StartedRestore) -> Result<bool> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &restore.namespace);
+    let job = jobs.get_opt(&restore.name).await.map_err(|e| {
+        api_error(
+            "read",
+            &format!("Job {}/{}", restore.namespace, restore.name),
+            e,
+        )
+        .with_hint(format!(
+            "delete Secret {}/{} (the database administrator's password) once the Job ends",
+            restore.namespace,
+            restore.admin_secret()
+        ))
+    })?;
+    if job.as_ref().is_some_and(|job| !run::finished(job)) {
+        return Ok(false);
     }
-    waited
+    remove_admin_secret(client, restore).await?;
+    Ok(true)
 }
 
 /// Removes the administrator's Secret of `restore` (gone already is fine).
@@ -334,6 +376,21 @@ mod tests {
         let mut config = Config::default();
         config.environment = EnvironmentName::new("dev").unwrap();
         Environment::with_state_root(config, "/nonexistent")
+    }
+
+    #[test]
+    fn only_backup_file_names_are_restore_keys() {
+        assert!(check_key("20261203T030000Z.sql.gz").is_ok());
+        for bad in [
+            "",
+            "../x.sql.gz",
+            "a/b.sql.gz",
+            ".sql.gz",
+            "x.sql.gz\n",
+            "x.sql",
+        ] {
+            assert!(check_key(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

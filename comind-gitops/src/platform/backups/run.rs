@@ -134,6 +134,29 @@ pub async fn check(client: &kube::Client, env: &Environment, kind: BackupKind) -
         .filter(|job| owned_by(job, &uid) && !finished(job))
         .filter_map(|job| job.metadata.name)
         .collect();
+    // A dump taken while a restore replaces the databases would be of neither.
+    if kind == BackupKind::Postgres {
+        let restoring: Vec<String> = jobs
+            .list(&ListParams::default().labels(&format!(
+                "app.kubernetes.io/name={}",
+                super::restore::RESTORE_JOB
+            )))
+            .await
+            .map_err(|e| api_error("list", &format!("Jobs in {namespace}"), e))?
+            .items
+            .into_iter()
+            .filter(|job| !finished(job))
+            .filter_map(|job| job.metadata.name)
+            .collect();
+        if !restoring.is_empty() {
+            return Err(Error::conflict(format!(
+                "PostgreSQL is being restored (Job {}); a backup now would be of half-restored data",
+                restoring.join(", ")
+            ))
+            .with_resource(resource)
+            .with_hint("wait for the restore to end, then run the backup"));
+        }
+    }
     if !running.is_empty() {
         return Err(Error::conflict(format!(
             "the {kind} backup is running already (Job {}); its CronJob forbids a second \

@@ -46,10 +46,24 @@ stage() {
     status=$(cat "$notes/$1" 2>/dev/null) || status="none"
     [ "$status" = 0 ]
 }
-stage pg_dumpall || fail "pg_dumpall failed (exit $(cat "$notes/pg_dumpall")); nothing is uploaded"
-stage gzip || fail "gzip failed; nothing is uploaded"
-stage write || fail "could not write the dump to $dir (is the scratch volume full?); nothing is uploaded"
-stage check || fail "the dump is not a whole gzip file; nothing is uploaded"
+# The cause is the first stage that failed of itself: a stage that stops cuts off
+# the ones before it (SIGPIPE, exit 141), which are then not the cause.
+cause=""
+for name in pg_dumpall gzip write check; do
+    stage "$name" && continue
+    if [ -z "$cause" ] || [ "$status" != 141 ]; then
+        cause=$name
+        cause_status=$status
+    fi
+    [ "$status" != 141 ] && break
+done
+case "$cause" in
+"") ;;
+pg_dumpall) fail "pg_dumpall failed (exit $cause_status); nothing is uploaded" ;;
+gzip) fail "gzip failed (exit $cause_status); nothing is uploaded" ;;
+write) fail "could not write the dump to $dir (is the scratch volume full?); nothing is uploaded" ;;
+*) fail "the dump is not a whole gzip file (exit $cause_status); nothing is uploaded" ;;
+esac
 [ -s "$partial" ] || fail "the dump is empty; nothing is uploaded"
 # pg_dumpall ends every complete dump with this line: a dump cut short does not.
 grep -q "PostgreSQL database cluster dump complete" "$notes/tail" ||
