@@ -300,25 +300,28 @@ async fn status(cli: &Cli, args: &SelectArgs) -> Result<u8, Error> {
 /// The consoles' URLs and whether each answers, asked all at once (`status`).
 async fn print_consoles(cli: &Cli, env: &comind_core::Environment, outputs: &comind_core::Outputs) {
     use comind::gitops::consoles;
-    let listed: Vec<_> = consoles::consoles(env, outputs)
-        .into_iter()
-        .filter(|c| c.url.is_some())
-        .collect();
-    let answers = futures_util::future::join_all(
-        listed
-            .iter()
-            .map(|c| consoles::answer(c.url.as_deref().unwrap_or_default())),
-    )
+    let listed = consoles::consoles(env, outputs);
+    // Only those with a URL are asked; the others are reached by a forward.
+    let answers = futures_util::future::join_all(listed.iter().map(|c| async {
+        match c.url {
+            Some(_) => Some(c.answer().await),
+            None => None,
+        }
+    }))
     .await;
     if cli.output == OutputMode::Json {
         let entries: Vec<_> = listed
             .iter()
             .zip(&answers)
             .map(|(console, answer)| {
-                let mut entry = serde_json::json!({ "name": console.name, "url": console.url });
-                if let (Some(object), serde_json::Value::Object(more)) =
-                    (entry.as_object_mut(), serde_json::json!(answer))
-                {
+                let mut entry = serde_json::json!({
+                    "name": console.name, "url": console.url,
+                    "forwardable": console.service.is_some(),
+                });
+                if let (Some(object), Some(serde_json::Value::Object(more))) = (
+                    entry.as_object_mut(),
+                    answer.as_ref().map(|a| serde_json::json!(a)),
+                ) {
                     object.extend(more);
                 }
                 entry
@@ -335,11 +338,15 @@ async fn print_consoles(cli: &Cli, env: &comind_core::Environment, outputs: &com
     }
     let mut text = String::from("\nconsoles (`comind open NAME`):\n");
     for (console, answer) in listed.iter().zip(&answers) {
-        text.push_str(&format!(
-            "  {:<13} {}  {answer}\n",
-            console.name,
-            console.url.as_deref().unwrap_or_default()
-        ));
+        match (&console.url, answer) {
+            (Some(url), Some(answer)) => {
+                text.push_str(&format!("  {:<13} {url}  {answer}\n", console.name));
+            }
+            _ => text.push_str(&format!(
+                "  {:<13} in the cluster only: `comind open {}` forwards to it\n",
+                console.name, console.name
+            )),
+        }
     }
     print_human(cli.output, &text);
 }
@@ -379,7 +386,7 @@ async fn open(cli: &Cli, args: &OpenArgs) -> Result<u8, Error> {
     if let Some(url) = &console.url
         && !args.forward
     {
-        let answer = consoles::answer(url).await;
+        let answer = console.answer().await;
         if answer.answered() {
             print_console(cli, console.name, url, None);
             browse(args.browser, url);
@@ -389,12 +396,18 @@ async fn open(cli: &Cli, args: &OpenArgs) -> Result<u8, Error> {
         why_not = Some(format!("{url} {answer}"));
     }
     let Some(service) = &console.service else {
-        return Err(Error::unavailable(format!(
-            "the {} console {}",
-            console.name,
-            why_not.unwrap_or_else(|| "has no address".to_string())
-        ))
-        .with_hint("check `comind status`: the service may be stopped"));
+        return Err(match why_not {
+            Some(why) => Error::unavailable(format!("the {} console at {why}", console.name))
+                .with_hint("check `comind status`: the service may be stopped"),
+            None => Error::invalid_input(format!(
+                "the {} console does not run in the cluster, so it cannot be forwarded",
+                console.name
+            ))
+            .with_hint(format!(
+                "leave out --forward: `comind open {}`",
+                console.name
+            )),
+        });
     };
     let cluster = comind::gitops::access::connect_env(&env).await?;
     let forward = PortForward::open(&cluster.client, service, args.port).await?;
@@ -417,7 +430,11 @@ async fn open(cli: &Cli, args: &OpenArgs) -> Result<u8, Error> {
 fn print_console(cli: &Cli, name: &str, url: &str, pod: Option<&str>) {
     if cli.output == OutputMode::Json {
         stdout_line(
-            &serde_json::json!({ "console": name, "url": url, "forwarded_to": pod }).to_string(),
+            &serde_json::json!({
+                "v": EVENT_SCHEMA_VERSION, "type": "console",
+                "console": name, "url": url, "forwarded_to": pod,
+            })
+            .to_string(),
         );
     } else {
         print_human(cli.output, &format!("{url}\n"));

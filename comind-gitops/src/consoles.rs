@@ -32,6 +32,8 @@ use crate::platform::{addons, argocd, ingress};
 
 /// How long a console may take to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the API server may take to open a forward.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the first forward is watched for an error before its address is given.
 const PROBE_WAIT: Duration = Duration::from_millis(500);
 
@@ -55,6 +57,9 @@ pub struct Console {
     pub url: Option<String>,
     /// The Service a port forward reaches it through, when it runs in the cluster.
     pub service: Option<ServiceRef>,
+    /// Whether its URL is served by the cluster's ingress, which itself answers when
+    /// the console does not (404 without a route, 502 to 504 without a backend).
+    pub ingress: bool,
 }
 
 /// Every console name, in the order `status` lists them.
@@ -95,6 +100,7 @@ pub fn consoles(env: &Environment, outputs: &Outputs) -> Vec<Console> {
         all.push(Console {
             name: "argocd",
             url: ingress_url("argocd"),
+            ingress: true,
             service: Some(in_cluster(
                 argocd::NAMESPACE,
                 "argocd-server".to_string(),
@@ -106,11 +112,13 @@ pub fn consoles(env: &Environment, outputs: &Outputs) -> Vec<Console> {
         all.push(Console {
             name: "grafana",
             url: ingress_url("grafana"),
+            ingress: true,
             service: Some(in_cluster(monitoring, format!("{release}-grafana"), 80)),
         });
         all.push(Console {
             name: "prometheus",
             url: None,
+            ingress: false,
             service: Some(in_cluster(
                 monitoring,
                 format!("{release}-kube-prometheus-prometheus"),
@@ -120,6 +128,7 @@ pub fn consoles(env: &Environment, outputs: &Outputs) -> Vec<Console> {
         all.push(Console {
             name: "alertmanager",
             url: None,
+            ingress: false,
             service: Some(in_cluster(
                 monitoring,
                 format!("{release}-kube-prometheus-alertmanager"),
@@ -127,12 +136,14 @@ pub fn consoles(env: &Environment, outputs: &Outputs) -> Vec<Console> {
             )),
         });
     }
-    // The local profile's registry, served by the cluster's ingress.
-    if env.profile() == Profile::Local {
+    // The local registry, served by the cluster's ingress: there when Comind makes
+    // the cluster (and with it the registry).
+    if config.makes_local_cluster() {
         all.push(Console {
             name: "registry",
             url: Some(ingress::url(env, "registry")),
             service: None,
+            ingress: true,
         });
     }
     if config.services.queue.enabled {
@@ -140,6 +151,7 @@ pub fn consoles(env: &Environment, outputs: &Outputs) -> Vec<Console> {
             name: "queue",
             url: output("SQS_ENDPOINT"),
             service: None,
+            ingress: false,
         });
     }
     if config.services.object_store.enabled {
@@ -147,6 +159,7 @@ pub fn consoles(env: &Environment, outputs: &Outputs) -> Vec<Console> {
             name: "object-store",
             url: output("S3_ENDPOINT"),
             service: None,
+            ingress: false,
         });
     }
     all
@@ -180,6 +193,29 @@ impl std::fmt::Display for Answer {
         match self {
             Answer::Answered { status } => write!(f, "answers (HTTP {status})"),
             Answer::NoAnswer { reason } => write!(f, "does not answer ({reason})"),
+        }
+    }
+}
+
+impl Console {
+    /// Asks the console once: [`answer`] of its URL, where an ingress's own answers
+    /// for a console behind it that does not (404, 502 to 504) are no answer.
+    pub async fn answer(&self) -> Answer {
+        let Some(url) = &self.url else {
+            return Answer::NoAnswer {
+                reason: "it has no URL".to_string(),
+            };
+        };
+        match answer(url).await {
+            Answer::Answered { status } if self.ingress && matches!(status, 404 | 502..=504) => {
+                Answer::NoAnswer {
+                    reason: format!(
+                        "the ingress answers HTTP {status}: no route to the console, or no \
+                         backend behind it yet"
+                    ),
+                }
+            }
+            other => other,
         }
     }
 }
@@ -244,7 +280,16 @@ async fn request(url: &str) -> std::result::Result<u16, String> {
         .header(hyper::header::USER_AGENT, "comind")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let response = client.request(request).await.map_err(|e| {
+        // The legacy client's own text is "client error (Connect)": the cause is below.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        text
+    })?;
     Ok(response.status().as_u16())
 }
 
@@ -321,6 +366,12 @@ impl PortForward {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(",");
+        if selector.is_empty() {
+            return Err(Error::not_found(format!(
+                "{resource} selects no Pods (it has no selector), so there is nothing to forward to"
+            ))
+            .with_resource(resource));
+        }
         let target = spec
             .ports
             .unwrap_or_default()
@@ -360,16 +411,24 @@ impl PortForward {
         })?;
         let pod_resource = format!("Pod {}/{pod_name}", service.namespace);
         // One forward now: an address is printed only when the API server forwards.
-        let mut probe = pods
-            .portforward(&pod_name, &[port])
+        let mut probe = tokio::time::timeout(FORWARD_TIMEOUT, pods.portforward(&pod_name, &[port]))
             .await
+            .map_err(|_| {
+                Error::timeout(format!(
+                    "the API server did not open a forward to {pod_resource} within {}",
+                    humantime::format_duration(FORWARD_TIMEOUT)
+                ))
+                .with_resource(pod_resource.clone())
+            })?
             .map_err(|e| forward_error(&pod_resource, port, e))?;
         // The kubelet reports a port it cannot reach on the forward's error channel at
-        // once; a forward that works reports nothing, so a short wait suffices.
+        // once, and a forward that ends closes it; one that works says nothing, so a
+        // short wait suffices.
         if let Some(error) = probe.take_error(port)
-            && let Ok(Some(message)) = tokio::time::timeout(PROBE_WAIT, error).await
+            && let Ok(message) = tokio::time::timeout(PROBE_WAIT, error).await
         {
             probe.abort();
+            let message = message.unwrap_or_else(|| "the forward closed at once".to_string());
             return Err(Error::unavailable(format!(
                 "the API server cannot forward to {pod_resource} port {port}: {message}"
             ))
@@ -412,8 +471,15 @@ impl PortForward {
     pub async fn serve(self, on_error: impl Fn(String) + Send + Sync + 'static) {
         let on_error = std::sync::Arc::new(on_error);
         loop {
-            let Ok((mut connection, _)) = self.listener.accept().await else {
-                continue;
+            let mut connection = match self.listener.accept().await {
+                Ok((connection, _)) => connection,
+                Err(e) => {
+                    // Out of file descriptors, say: said, and tried again in a moment
+                    // rather than in a busy loop.
+                    on_error(format!("cannot accept a connection: {e}"));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
             };
             let pods = self.pods.clone();
             let pod = self.pod.clone();
@@ -421,17 +487,27 @@ impl PortForward {
             let on_error = on_error.clone();
             tokio::spawn(async move {
                 let forwarded = async {
-                    let mut forward = pods
-                        .portforward(&pod, &[port])
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let mut forward =
+                        tokio::time::timeout(FORWARD_TIMEOUT, pods.portforward(&pod, &[port]))
+                            .await
+                            .map_err(|_| "the API server did not open the forward".to_string())?
+                            .map_err(|e| e.to_string())?;
                     let mut upstream = forward
                         .take_stream(port)
                         .ok_or_else(|| "the forward has no stream".to_string())?;
-                    tokio::io::copy_bidirectional(&mut connection, &mut upstream)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok::<(), String>(())
+                    let error = forward.take_error(port);
+                    let copied = tokio::io::copy_bidirectional(&mut connection, &mut upstream);
+                    // The kubelet's own errors (the port refused, the Pod gone) come on
+                    // the error channel, not as a failed copy.
+                    let outcome = match error {
+                        Some(error) => tokio::select! {
+                            copied = copied => copied.map(|_| ()).map_err(|e| e.to_string()),
+                            Some(message) = error => Err(message),
+                        },
+                        None => copied.await.map(|_| ()).map_err(|e| e.to_string()),
+                    };
+                    forward.abort();
+                    outcome
                 };
                 if let Err(reason) = forwarded.await {
                     on_error(format!(
@@ -482,6 +558,49 @@ mod tests {
         assert_eq!(nip_io_address("argocd.example.com"), None);
         assert_eq!(nip_io_address("a.dev.nip.io"), None);
         assert_eq!(nip_io_address("x.300.0.0.1.nip.io"), None);
+    }
+
+    /// A server that answers every request with `status`, once per connection.
+    async fn answering(status: &'static str) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buffer = [0u8; 1024];
+                let _ = socket.read(&mut buffer).await;
+                let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+                let _ = socket.write_all(reply.as_bytes()).await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn an_ingress_without_a_backend_is_no_answer_but_an_endpoint_error_is_one() {
+        let port = answering("503 Service Unavailable").await;
+        let console = |ingress| Console {
+            name: "argocd",
+            url: Some(format!("http://argocd.dev.127.0.0.1.nip.io:{port}/")),
+            service: None,
+            ingress,
+        };
+        let behind_ingress = console(true).answer().await;
+        assert!(!behind_ingress.answered(), "{behind_ingress}");
+        assert!(
+            behind_ingress.to_string().contains("HTTP 503"),
+            "{behind_ingress}"
+        );
+        assert_eq!(
+            console(false).answer().await,
+            Answer::Answered { status: 503 }
+        );
+        let port = answering("200 OK").await;
+        let ok = Console {
+            url: Some(format!("http://argocd.dev.127.0.0.1.nip.io:{port}/")),
+            ..console(true)
+        };
+        assert_eq!(ok.answer().await, Answer::Answered { status: 200 });
     }
 
     #[tokio::test]

@@ -820,10 +820,25 @@ fn up_makes_the_cluster_and_lays_the_platform_on_it_then_down_removes_it() {
         "{}",
         status.all()
     );
+    assert!(
+        consoles
+            .contains("prometheus    in the cluster only: `comind open prometheus` forwards to it"),
+        "{}",
+        status.all()
+    );
     let opened = env.run(&["-o", "json", "open", "queue"]);
     assert_eq!(opened.code, 0, "{}", opened.all());
     let line: Value = serde_json::from_str(opened.stdout.trim()).unwrap();
     assert_eq!(line["url"], vars["SQS_ENDPOINT"], "{line}");
+    assert_eq!(line["type"], "console", "{line}");
+    // The queue is not in the cluster: nothing to forward to.
+    let forward = env.run(&["open", "queue", "--forward"]);
+    assert_eq!(forward.code, 2, "{}", forward.all());
+    assert!(
+        forward.stderr.contains("cannot be forwarded"),
+        "{}",
+        forward.all()
+    );
     // Argo CD's ingress does not answer, so `open` goes through the API server, which
     // cannot forward here (no kubelet): a clear failure, and no address printed.
     let opened = env.run(&["open", "argocd"]);
