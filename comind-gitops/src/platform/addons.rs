@@ -306,6 +306,8 @@ fn values(env: &Environment, addon: &Addon) -> Value {
                         "enabled": true,
                         "ingressClassName": ingress::class(env),
                         "hosts": [ingress::host(env, "grafana")],
+                        // The same load balancer settings as the consoles' own Ingresses.
+                        "annotations": ingress::annotations(env).unwrap_or_default(),
                     })
                 } else {
                     json!({"enabled": false})
@@ -431,6 +433,26 @@ mod tests {
         let mut config = comind_core::Config::default();
         edit(&mut config);
         Environment::with_state_root(config, "/tmp/unused")
+    }
+
+    #[test]
+    fn grafana_s_ingress_on_aws_faces_the_internet_like_the_other_consoles() {
+        let env = env(|c| {
+            c.profile = Profile::Aws;
+            c.gitops.domain = Some("example.com".to_string());
+        });
+        let values = values(&env, &MONITORING);
+        let ingress = &values["grafana"]["ingress"];
+        assert_eq!(ingress["ingressClassName"], "alb");
+        assert_eq!(ingress["hosts"][0], "grafana.example.com");
+        assert_eq!(
+            ingress["annotations"],
+            json!(super::ingress::annotations(&env).unwrap())
+        );
+        assert_eq!(
+            ingress["annotations"]["alb.ingress.kubernetes.io/scheme"],
+            "internet-facing"
+        );
     }
 
     #[test]

@@ -48,19 +48,13 @@ pub fn url(env: &Environment, console: &str) -> String {
     }
 }
 
-/// The Ingress `name` in `namespace` that serves `console` from the Service `service`
-/// at `port`, with `meta`'s labels.
-pub fn console(
-    env: &Environment,
-    console: &str,
-    metadata: ObjectMeta,
-    service: &str,
-    port: u16,
-) -> Ingress {
-    let annotations = match env.profile() {
+/// The annotations of a console's Ingress on `env`'s controller: on AWS the load
+/// balancer faces the internet and sends to the Pods' addresses (the VPC CNI gives
+/// Pods VPC addresses), terminating TLS on 443; Traefik needs none. Shared by the
+/// Ingresses Comind writes and those a chart writes from its values (Grafana's).
+pub fn annotations(env: &Environment) -> Option<BTreeMap<String, String>> {
+    match env.profile() {
         Profile::Local => None,
-        // The load balancer faces the internet and sends to the Pods' addresses (the
-        // VPC CNI gives Pods VPC addresses), terminating TLS on 443.
         Profile::Aws => Some(BTreeMap::from([
             (
                 "alb.ingress.kubernetes.io/scheme".to_string(),
@@ -75,7 +69,19 @@ pub fn console(
                 r#"[{"HTTPS":443}]"#.to_string(),
             ),
         ])),
-    };
+    }
+}
+
+/// The Ingress `name` in `namespace` that serves `console` from the Service `service`
+/// at `port`, with `meta`'s labels.
+pub fn console(
+    env: &Environment,
+    console: &str,
+    metadata: ObjectMeta,
+    service: &str,
+    port: u16,
+) -> Ingress {
+    let annotations = annotations(env);
     Ingress {
         metadata: ObjectMeta {
             annotations,

@@ -12,9 +12,8 @@ use comind_test_support::kube::{KubePeer, User};
 use comind_test_support::kubelet::end_job_pod;
 use comind_test_support::require_peer;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
-use kube::api::{Api, DeleteParams, PostParams};
-use serde_json::json;
+use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
+use kube::api::{Api, PostParams};
 
 use crate::support;
 
@@ -26,14 +25,7 @@ async fn a_backup_run_now_is_the_cron_jobs_job_and_reports_how_it_ended() {
     let env = support::env(peer, "bkrun", state.path(), |_| {});
     let ctx = support::ctx(&env, Operation::Apply);
     let ns = comind_gitops::platform::baseline::services_namespace(&env);
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    support::create_namespace(&admin, &ns).await;
 
     // Before the backups are laid: a clear error, nothing made.
     let missing = run::start(&admin, &env, run::BackupKind::Postgres)
@@ -168,10 +160,7 @@ async fn a_backup_run_now_is_the_cron_jobs_job_and_reports_how_it_ended() {
     assert!(text.contains("/mirror exited 3 (Error)"), "{text}");
     assert!(!failed.is_transient(), "{text}");
 
-    namespaces
-        .delete(&ns, &DeleteParams::background())
-        .await
-        .unwrap();
+    support::delete_namespace(&admin, &ns).await;
 }
 
 #[tokio::test]
@@ -182,14 +171,7 @@ async fn a_restore_runs_as_the_administrator_from_a_secret_that_ends_with_it() {
     let env = support::env(peer, "bkrestore", state.path(), |_| {});
     let ctx = support::ctx(&env, Operation::Apply);
     let ns = comind_gitops::platform::baseline::services_namespace(&env);
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    support::create_namespace(&admin, &ns).await;
     let superuser = restore::RestoreCredentials {
         admin: comind_core::state::Credentials {
             username: "postgres".to_string(),
@@ -329,8 +311,5 @@ async fn a_restore_runs_as_the_administrator_from_a_secret_that_ends_with_it() {
         "the administrator's Secret outlived the restore"
     );
 
-    namespaces
-        .delete(&ns, &DeleteParams::background())
-        .await
-        .unwrap();
+    support::delete_namespace(&admin, &ns).await;
 }

@@ -10,8 +10,8 @@ use comind_gitops::consoles::{PortForward, ServiceRef};
 use comind_test_support::kube::{KubePeer, User};
 use comind_test_support::kubelet::Kubelet;
 use comind_test_support::{names, require_peer};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, PostParams};
 use serde_json::json;
 
 use crate::support;
@@ -21,14 +21,7 @@ async fn a_port_forward_finds_the_ready_pod_behind_the_service_or_says_why_not()
     let peer = require_peer!(KubePeer::shared());
     let admin = support::client(peer, User::Admin).await;
     let ns = names::unique("consoles");
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    support::create_namespace(&admin, &ns).await;
     let target = ServiceRef {
         namespace: ns.clone(),
         name: "monitoring-kube-prometheus-prometheus".to_string(),
@@ -98,8 +91,5 @@ async fn a_port_forward_finds_the_ready_pod_behind_the_service_or_says_why_not()
         "the Pod and its named port: {text}"
     );
 
-    namespaces
-        .delete(&ns, &DeleteParams::background())
-        .await
-        .unwrap();
+    support::delete_namespace(&admin, &ns).await;
 }

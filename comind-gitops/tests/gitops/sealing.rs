@@ -12,7 +12,6 @@ use comind_gitops::platform::sealing_key;
 use comind_gitops::sealing::{self, PlainSecret, Scope, SealingCertificate, SealingKey};
 use comind_test_support::kube::{KubePeer, User};
 use comind_test_support::{names, oracles, require_peer};
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
@@ -233,14 +232,7 @@ async fn the_real_crd_accepts_what_comind_writes() {
     let admin = support::client(peer, User::Admin).await;
     install_sealed_secret_crd(&admin).await;
     let ns = names::unique("sealed");
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
-        )
-        .await
-        .unwrap();
+    support::create_namespace(&admin, &ns).await;
     let resource = ApiResource {
         group: "bitnami.com".into(),
         version: "v1alpha1".into(),
@@ -268,7 +260,7 @@ async fn the_real_crd_accepts_what_comind_writes() {
             sealed.encrypted_data()["password"].as_str()
         );
     }
-    namespaces.delete(&ns, &Default::default()).await.unwrap();
+    support::delete_namespace(&admin, &ns).await;
 }
 
 /// The certificate of an environment: its stored key when it has one; else the

@@ -88,3 +88,27 @@ pub async fn settled(admin: &kube::Client, env: &Environment) {
         }
     }
 }
+
+/// Makes the namespace `name` for a test (which deletes it at its end with
+/// [`delete_namespace`]).
+pub async fn create_namespace(client: &kube::Client, name: &str) {
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    namespaces
+        .create(
+            &kube::api::PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap(),
+        )
+        .await
+        .unwrap();
+}
+
+/// Deletes the namespace `name` (in the background: the test does not wait for it).
+pub async fn delete_namespace(client: &kube::Client, name: &str) {
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(client.clone());
+    namespaces
+        .delete(name, &kube::api::DeleteParams::background())
+        .await
+        .unwrap();
+}
