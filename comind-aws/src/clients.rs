@@ -160,6 +160,7 @@ pub(crate) struct Clients {
     pub(crate) sqs: aws_sdk_sqs::Client,
     pub(crate) sts: aws_sdk_sts::Client,
     pub(crate) kms: aws_sdk_kms::Client,
+    pub(crate) secrets_manager: aws_sdk_secretsmanager::Client,
 }
 
 impl std::fmt::Debug for Clients {
@@ -232,6 +233,9 @@ impl Clients {
             ),
             kms: aws_sdk_kms::Client::from_conf(
                 client!(aws_sdk_kms, &sdk, endpoint, interceptors).build(),
+            ),
+            secrets_manager: aws_sdk_secretsmanager::Client::from_conf(
+                client!(aws_sdk_secretsmanager, &sdk, endpoint, interceptors).build(),
             ),
             sdk,
             region,

@@ -42,12 +42,17 @@
 //! available, endpoint present) rather than a PostgreSQL or Redis connection from the
 //! operator's machine.
 //!
+//! With `aws.secret_store: secrets-manager`, the environment's long-lived secrets (the
+//! Sealed Secrets key) live in AWS Secrets Manager: [`SecretsManagerStore`], from
+//! [`AwsProvider::secret_store`].
+//!
 //! For `comind eks-token` (the kubeconfig's exec plugin) and in-process Kubernetes
 //! clients, [`eks::token()`] signs EKS tokens from STS credentials with `aws-sigv4`.
 
 pub mod eks;
 pub mod iam;
 pub mod network;
+pub mod secrets_manager;
 
 mod clients;
 mod create;
@@ -69,4 +74,5 @@ pub use network::NetworkPhase;
 pub use provider::{AwsProvider, AwsProviderBuilder};
 pub use rds::RdsPostgres;
 pub use s3::S3ObjectStore;
+pub use secrets_manager::SecretsManagerStore;
 pub use sqs::SqsQueues;

@@ -21,6 +21,7 @@ use crate::iam::IamPhase;
 use crate::network::NetworkPhase;
 use crate::rds::RdsPostgres;
 use crate::s3::S3ObjectStore;
+use crate::secrets_manager::SecretsManagerStore;
 use crate::sqs::SqsQueues;
 
 /// The AWS profile: a VPC, IAM roles, EKS, RDS PostgreSQL, S3, ElastiCache Redis and
@@ -89,6 +90,13 @@ impl AwsProvider {
             ServiceKind::Cache => Arc::new(ElastiCacheRedis::new(self.aws.clone(), env)),
             ServiceKind::Queue => Arc::new(SqsQueues::new(self.aws.clone())),
         }
+    }
+
+    /// `env`'s [`SecretStore`](comind_core::SecretStore) in AWS Secrets Manager, with
+    /// this provider's SDK configuration and interceptors: what `aws.secret_store:
+    /// secrets-manager` selects for the Sealed Secrets key.
+    pub fn secret_store(&self, env: Arc<Environment>) -> SecretsManagerStore {
+        SecretsManagerStore::new(self.aws.clone(), env)
     }
 }
 

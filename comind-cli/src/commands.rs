@@ -1247,8 +1247,9 @@ async fn seal(cli: &Cli, args: &SealArgs) -> Result<u8, Error> {
             path.display().to_string(),
         ),
         None => {
-            let env = comind_core::Environment::new(load_config(cli)?)?;
-            let (cert, origin) = sealing::environment_certificate(&env).await?;
+            let env = std::sync::Arc::new(comind_core::Environment::new(load_config(cli)?)?);
+            let store = comind::secret_store(&env)?;
+            let (cert, origin) = sealing::environment_certificate(&env, store.as_ref()).await?;
             (cert, origin.to_string())
         }
     };

@@ -28,6 +28,7 @@ pub mod phase;
 pub mod provider;
 pub mod reconcile;
 pub mod secret;
+pub mod secret_store;
 pub mod service;
 pub mod state;
 pub mod wait;
@@ -47,4 +48,5 @@ pub use phase::{
 pub use provider::{CheckStatus, Diagnosis, Provider};
 pub use reconcile::{Pass, Reconcile, ReconcilePhase};
 pub use secret::Secret;
+pub use secret_store::{Forgotten, SecretStore, StateSecretStore};
 pub use service::{ServiceBackend, ServiceEndpoint, ServiceKind, ServicePhase};

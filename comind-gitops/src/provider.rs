@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use comind_core::reconcile::ReconcilePhase;
-use comind_core::{Diagnosis, Environment, Phase, PhaseId, Provider, Result, ServiceKind};
+use comind_core::{
+    Diagnosis, Environment, Phase, PhaseId, Provider, Result, SecretStore, ServiceKind,
+    StateSecretStore,
+};
 
 use crate::access::{self, Cluster, ClusterAccess, Source};
 use crate::platform::{
@@ -19,6 +22,7 @@ use crate::platform::{
 pub struct GitopsProvider {
     cluster: Option<Cluster>,
     services: Vec<ServiceKind>,
+    secret_store: Option<Arc<dyn SecretStore>>,
 }
 
 impl Default for GitopsProvider {
@@ -26,6 +30,7 @@ impl Default for GitopsProvider {
         GitopsProvider {
             cluster: None,
             services: ServiceKind::ALL.to_vec(),
+            secret_store: None,
         }
     }
 }
@@ -44,6 +49,15 @@ impl GitopsProvider {
     #[must_use]
     pub fn binding(mut self, kinds: &[ServiceKind]) -> Self {
         self.services = kinds.to_vec();
+        self
+    }
+
+    /// The same provider, keeping the environment's long-lived secrets (the sealing
+    /// key) in `store` rather than in the state directory: `comind::bootstrap` passes
+    /// AWS Secrets Manager's with `aws.secret_store: secrets-manager`.
+    #[must_use]
+    pub fn with_secret_store(mut self, store: Arc<dyn SecretStore>) -> Self {
+        self.secret_store = Some(store);
         self
     }
 
@@ -134,7 +148,10 @@ impl Provider for GitopsProvider {
             specs.push(argocd::spec(env));
             specs.push(gitops::spec(env));
             if env.config().gitops.addons.sealed_secrets.enabled {
-                specs.push(sealing_key::spec());
+                let store = self.secret_store.clone().unwrap_or_else(|| {
+                    Arc::new(StateSecretStore::new(env.state().clone())) as Arc<dyn SecretStore>
+                });
+                specs.push(sealing_key::spec(store));
             }
             if load_balancer_controller::runs(env) {
                 specs.push(load_balancer_controller::spec());

@@ -29,7 +29,10 @@ use std::sync::Arc;
 pub mod backups;
 
 pub use comind_core as core;
-use comind_core::{Bootstrap, Environment, Error, Profile, Provider};
+use comind_core::config::SecretStoreKind;
+use comind_core::{
+    Bootstrap, Environment, Error, Profile, Provider, SecretStore, StateSecretStore,
+};
 pub use comind_gitops as gitops;
 
 #[cfg(feature = "aws")]
@@ -49,23 +52,81 @@ pub fn available_profiles() -> Vec<Profile> {
     list
 }
 
-/// The providers that make up `profile`.
+/// The providers that make up `profile`, with the environment's long-lived secrets in
+/// the state directory. [`bootstrap`] composes the same providers and honours
+/// `aws.secret_store`.
 ///
 /// # Errors
 /// `InvalidInput` when this build was compiled without the profile's feature, naming
 /// the feature to enable and the profiles that are available.
 pub fn providers(profile: Profile) -> Result<Vec<Arc<dyn Provider>>, Error> {
-    let mut providers: Vec<Arc<dyn Provider>> = match profile {
+    compose(profile, None)
+}
+
+// Only the aws profile has a store of its own.
+#[cfg_attr(not(feature = "aws"), allow(unused_variables))]
+fn compose(
+    profile: Profile,
+    env: Option<&Arc<Environment>>,
+) -> Result<Vec<Arc<dyn Provider>>, Error> {
+    // The secret store is the profile's when it has one (with the same SDK
+    // configuration as its phases), else the state directory (the gitops default).
+    let (own, store): (Arc<dyn Provider>, Option<Arc<dyn SecretStore>>) = match profile {
         #[cfg(feature = "local")]
-        Profile::Local => vec![Arc::new(comind_local::LocalProvider::new())],
+        Profile::Local => (Arc::new(comind_local::LocalProvider::new()), None),
         #[cfg(feature = "aws")]
-        Profile::Aws => vec![Arc::new(comind_aws::AwsProvider::new())],
+        Profile::Aws => {
+            let aws = comind_aws::AwsProvider::new();
+            let store = env.map(|env| store_of(env, Some(&aws)));
+            (Arc::new(aws), store)
+        }
         #[allow(unreachable_patterns)]
         other => return Err(missing(other)),
     };
+    let gitops = comind_gitops::GitopsProvider::new();
+    let gitops = match store {
+        Some(store) => gitops.with_secret_store(store),
+        None => gitops,
+    };
     // The platform inside the cluster is the same on every profile.
-    providers.push(Arc::new(comind_gitops::GitopsProvider::new()));
-    Ok(providers)
+    Ok(vec![own, Arc::new(gitops)])
+}
+
+/// Where `env` keeps its long-lived secrets (the Sealed Secrets controller's key):
+/// AWS Secrets Manager on the aws profile with `aws.secret_store: secrets-manager`,
+/// else the state directory. What `comind seal` reads the key from.
+///
+/// # Errors
+/// `InvalidInput` when the environment asks for Secrets Manager and this build has
+/// no `aws` profile.
+pub fn secret_store(env: &Arc<Environment>) -> Result<Arc<dyn SecretStore>, Error> {
+    #[cfg(feature = "aws")]
+    {
+        Ok(store_of(env, None))
+    }
+    #[cfg(not(feature = "aws"))]
+    {
+        if wants_secrets_manager(env) {
+            return Err(missing(Profile::Aws));
+        }
+        Ok(Arc::new(StateSecretStore::new(env.state().clone())))
+    }
+}
+
+fn wants_secrets_manager(env: &Environment) -> bool {
+    env.config().profile == Profile::Aws
+        && env.config().aws.secret_store == SecretStoreKind::SecretsManager
+}
+
+/// `env`'s secret store, with `aws`'s SDK configuration when it is given.
+#[cfg(feature = "aws")]
+fn store_of(env: &Arc<Environment>, aws: Option<&comind_aws::AwsProvider>) -> Arc<dyn SecretStore> {
+    if wants_secrets_manager(env) {
+        let aws = aws.cloned().unwrap_or_else(comind_aws::AwsProvider::new);
+        Arc::new(aws.secret_store(env.clone()))
+    } else {
+        Arc::new(StateSecretStore::new(env.state().clone()))
+    }
 }
 
 /// The bootstrap of the environment `config` describes, with its profile's providers:
@@ -78,7 +139,8 @@ pub fn providers(profile: Profile) -> Result<Vec<Arc<dyn Provider>>, Error> {
 pub fn bootstrap(config: comind_core::Config) -> Result<Bootstrap, Error> {
     let profile = config.profile;
     let mut bootstrap = Bootstrap::new(Environment::new(config)?);
-    for provider in providers(profile)? {
+    let env = bootstrap.env().clone();
+    for provider in compose(profile, Some(&env))? {
         bootstrap = bootstrap.with_shared_provider(provider);
     }
     Ok(bootstrap)
@@ -148,5 +210,25 @@ mod tests {
             .collect();
         assert!(ids.contains(&"postgres".to_string()), "{ids:?}");
         assert!(ids.contains(&"billing-migrations".to_string()), "{ids:?}");
+    }
+
+    #[cfg(feature = "aws")]
+    #[test]
+    fn the_secret_store_is_secrets_manager_only_when_the_aws_environment_asks() {
+        let state = tempfile::tempdir().unwrap();
+        let mut config = comind_core::Config::default();
+        config.profile = Profile::Aws;
+        let default = Arc::new(Environment::with_state_root(config.clone(), state.path()));
+        let store = secret_store(&default).unwrap();
+        assert!(store.is_state_dir(), "{store:?}");
+        config.aws.secret_store = SecretStoreKind::SecretsManager;
+        let env = Arc::new(Environment::with_state_root(config, state.path()));
+        let store = secret_store(&env).unwrap();
+        assert!(!store.is_state_dir());
+        assert!(
+            store.location("sealed-secrets").contains("Secrets Manager"),
+            "{}",
+            store.location("sealed-secrets")
+        );
     }
 }

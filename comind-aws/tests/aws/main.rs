@@ -16,6 +16,7 @@ mod lost_answers;
 mod network;
 mod ownership;
 mod provider;
+mod secret_store;
 mod support;
 mod transient;
 mod waiting;

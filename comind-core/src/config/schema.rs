@@ -540,6 +540,22 @@ pub struct AwsSettings {
     pub cluster: EksSettings,
     /// How long to wait for each kind of resource to become available.
     pub timeouts: AwsTimeouts,
+    /// Where the environment's long-lived secrets (the Sealed Secrets controller's
+    /// key) are kept. Default `state`, the state directory.
+    pub secret_store: SecretStoreKind,
+}
+
+/// Where an environment on AWS keeps the secrets it makes once (the sealing key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecretStoreKind {
+    /// The state directory (`credentials/`, 0600): back it up.
+    #[default]
+    State,
+    /// AWS Secrets Manager, secret `comind/<environment>/<name>` in the environment's
+    /// region, tagged as Comind's: shared by everyone who runs the environment, and
+    /// kept when a state directory is lost.
+    SecretsManager,
 }
 
 /// The environment's VPC.

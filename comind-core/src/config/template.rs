@@ -118,6 +118,7 @@ services:
 #     access: [{principal: "arn:aws:iam::123456789012:role/Developers", groups: [platform:developer]}]
 #     public_access_cidrs: [203.0.113.0/24]   # default 0.0.0.0/0; required when production
 #     addon_versions: {vpc-cni: v1.20.4-eksbuild.2}   # default: EKS's for the Kubernetes version
+#   secret_store: state      # or secrets-manager: the Sealed Secrets key in AWS Secrets Manager
 #   timeouts:
 #     cluster: 30m
 #     node_group: 30m

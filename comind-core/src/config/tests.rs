@@ -543,3 +543,26 @@ fn cluster_access_endpoint_and_addon_pins_are_checked_with_their_fields() {
     assert_eq!(dup.len(), 1, "{dup:?}");
     assert!(dup[0].1.contains("listed twice"), "{dup:?}");
 }
+
+#[test]
+fn secrets_manager_is_an_aws_profile_setting() {
+    let local = "environment: dev\naws:\n  secret_store: secrets-manager\n";
+    let err = Config::from_yaml_str(local, "comind.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("aws.secret_store") && err.contains("profile: aws"),
+        "{err}"
+    );
+    let aws = "environment: dev\nprofile: aws\naws:\n  secret_store: secrets-manager\n";
+    let config = Config::from_yaml_str(aws, "comind.yaml").unwrap();
+    assert_eq!(config.aws.secret_store, SecretStoreKind::SecretsManager);
+    let bad = "environment: dev\nprofile: aws\naws:\n  secret_store: vault\n";
+    let err = Config::from_yaml_str(bad, "comind.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("secret_store") || err.contains("vault"),
+        "{err}"
+    );
+}

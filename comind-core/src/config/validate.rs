@@ -605,6 +605,17 @@ fn check_ports(config: &Config, problems: &mut Vec<Problem>) {
 
 fn check_aws(config: &Config, problems: &mut Vec<Problem>) {
     let aws = &config.aws;
+    if config.profile != super::Profile::Aws
+        && aws.secret_store == super::SecretStoreKind::SecretsManager
+    {
+        // Silently keeping the key in the state directory instead would leave it where
+        // the user did not ask for it.
+        problems.push(config.problem(
+            "aws.secret_store",
+            "`secrets-manager` keeps secrets in AWS Secrets Manager, which only the `aws` \
+             profile reaches; remove the setting, or use `profile: aws`",
+        ));
+    }
     if let Some(region) = &aws.region {
         let parts: Vec<&str> = region.split('-').collect();
         let valid = parts.len() >= 3

@@ -4,7 +4,7 @@
 //! - [`World`]: an in-memory world of resources and a log of calls.
 //! - [`FakePhase`], [`FakeService`], [`FakeProvider`]: fakes of every trait with
 //!   scripted delays, failures (transient N times, permanent, hang, panic) and crash
-//!   points.
+//!   points; [`FakeSecretStore`], an in-memory [`SecretStore`](crate::SecretStore).
 //! - [`conformance`]: the suites every [`Phase`](crate::Phase) and
 //!   [`ServiceBackend`](crate::ServiceBackend) implementation must pass. The fakes
 //!   pass them; so do the Docker and AWS backends.
@@ -13,6 +13,7 @@
 pub mod conformance;
 mod fake_phase;
 mod fake_provider;
+mod fake_secret_store;
 mod fake_service;
 mod world;
 
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 pub use fake_phase::{Failure, FakePhase};
 pub use fake_provider::FakeProvider;
+pub use fake_secret_store::FakeSecretStore;
 pub use fake_service::FakeService;
 pub use world::{Call, FakeResource, Span, World};
 

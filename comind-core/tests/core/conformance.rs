@@ -182,3 +182,48 @@ async fn the_suite_catches_a_backend_that_is_not_idempotent() {
     }
     service_suite(&Drifting(fixture, world)).await;
 }
+
+#[tokio::test]
+async fn the_state_directory_is_a_secret_store_that_writes_0600_files() {
+    use comind_core::state::StateDir;
+    use comind_core::{Profile, SecretStore, StateSecretStore};
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::new(dir.path().to_path_buf(), Profile::Local, "dev");
+    let store = StateSecretStore::new(state.clone());
+    comind_core::testing::conformance::secret_store_suite(&store).await;
+    store.create("kept", &Secret::new("{}")).await.unwrap();
+    assert!(store.location("kept").ends_with("credentials/kept.json"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(state.credentials_path("kept"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+/// The fake store passes the same suite (so the code that tests with it sees what a
+/// real store does), and keeps what it did not make.
+#[tokio::test]
+async fn the_fake_secret_store_passes_the_suite_and_keeps_what_it_did_not_make() {
+    use comind_core::testing::FakeSecretStore;
+    use comind_core::{Forgotten, SecretStore as _};
+    let store = FakeSecretStore::new();
+    comind_core::testing::conformance::secret_store_suite(&store).await;
+    store.put_foreign("theirs", Secret::new("{\"k\":1}"));
+    assert_eq!(
+        store
+            .create("theirs", &Secret::new("{}"))
+            .await
+            .unwrap()
+            .expose(),
+        "{\"k\":1}"
+    );
+    assert!(matches!(
+        store.forget("theirs").await.unwrap(),
+        Forgotten::Kept(_)
+    ));
+    assert!(store.peek("theirs").is_some());
+}

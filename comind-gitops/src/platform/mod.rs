@@ -46,9 +46,15 @@ pub(crate) type Prepare = Arc<
 >;
 
 /// What `down` does outside the cluster once the phase's objects are gone (the
-/// sealing key in the state directory: kept, or forgotten with `--purge`).
-pub(crate) type Forget =
-    Arc<dyn Fn(&PhaseContext, DestroyOptions) -> Result<Destroyed> + Send + Sync>;
+/// sealing key in its secret store: kept, or forgotten with `--purge`).
+pub(crate) type Forget = Arc<
+    dyn for<'a> Fn(
+            &'a PhaseContext,
+            DestroyOptions,
+        ) -> futures_util::future::BoxFuture<'a, Result<Destroyed>>
+        + Send
+        + Sync,
+>;
 
 /// What an applying pass waits for once the objects are applied and ready by their
 /// kinds' rules (Argo CD's Applications to be synced and healthy).
@@ -246,7 +252,7 @@ impl Reconcile for RenderedPhase {
             None => Destroyed::default(),
         };
         if let Some(forget) = &self.spec.forget {
-            let outside = forget(ctx, options)?;
+            let outside = forget(ctx, options).await?;
             destroyed.changes.extend(outside.changes);
             destroyed.kept.extend(outside.kept);
         }

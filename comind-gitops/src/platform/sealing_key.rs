@@ -3,17 +3,22 @@
 //!
 //! The controller decrypts with every Secret of its namespace labelled
 //! `sealedsecrets.bitnami.com/sealed-secrets-key: active`, and makes a key of its own
-//! only when it finds none. Comind gives it the environment's key, kept in the state
-//! directory (`credentials/sealed-secrets.json`, 0600), so SealedSecrets committed to
-//! Git stay decryptable after `down` and `up` and on a rebuilt cluster. The controller
-//! runs with `keyrenewperiod: 0`: it never rotates that key away.
+//! only when it finds none. Comind gives it the environment's key, kept in the
+//! environment's [`SecretStore`]: the state directory by default
+//! (`credentials/sealed-secrets.json`, 0600), or AWS Secrets Manager with
+//! `aws.secret_store: secrets-manager` (`comind/<env>/sealed-secrets`), so that
+//! SealedSecrets committed to Git stay decryptable after `down` and `up`, on a rebuilt
+//! cluster, and (with Secrets Manager) from another machine. The controller runs with
+//! `keyrenewperiod: 0`: it never rotates that key away.
 //!
 //! Where the key comes from, on an applying run:
-//! 1. the state directory;
-//! 2. else the cluster: Comind's key Secret if it is there (the state directory was
-//!    lost), else the newest active one (the controller's own, from before Comind
-//!    managed the key) is adopted, so what was sealed with it still decrypts;
-//! 3. else a new 4096-bit key, made once.
+//! 1. the secret store;
+//! 2. else, for a store other than the state directory, a key the state directory
+//!    kept (the environment moved to Secrets Manager): it is copied into the store;
+//! 3. else the cluster: Comind's key Secret if it is there (the store lost it), else
+//!    the newest active one (the controller's own, from before Comind managed the key)
+//!    is adopted, so what was sealed with it still decrypts;
+//! 4. else a new 4096-bit key, made once.
 //!
 //! A plan never writes: without a stored key it lists the Secret as created.
 //!
@@ -29,7 +34,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use comind_core::{
-    Change, DestroyOptions, Destroyed, Error, Kept, Operation, PhaseContext, PhaseId, Result,
+    Change, DestroyOptions, Destroyed, Error, Forgotten, Kept, Operation, PhaseContext, PhaseId,
+    Result, Secret, SecretStore, StateSecretStore,
 };
 use futures_util::FutureExt;
 use k8s_openapi::ByteString;
@@ -94,14 +100,45 @@ async fn cluster_certificate(client: &kube::Client) -> Result<Option<Vec<u8>>> {
     }))
 }
 
-async fn prepare(ctx: &PhaseContext, client: Option<&kube::Client>) -> Result<Option<SealingKey>> {
+/// Keeps `key` in `store` unless it holds one already, and returns the one kept.
+async fn keep(store: &dyn SecretStore, key: &SealingKey) -> Result<SealingKey> {
+    let value = serde_json::to_string_pretty(key)
+        .map_err(|e| Error::internal(format!("cannot encode the sealing key: {e}")))?;
+    let kept = store.create(CREDENTIALS, &Secret::new(value)).await?;
+    sealing::parse_key(store, &kept)
+}
+
+async fn prepare(
+    ctx: &PhaseContext,
+    client: Option<&kube::Client>,
+    store: &dyn SecretStore,
+) -> Result<Option<SealingKey>> {
     let env = ctx.env();
-    let state = env.state();
+    let location = store.location(CREDENTIALS);
+    let applying = ctx.operation() == Operation::Apply;
     let in_cluster = match client {
         Some(client) => cluster_certificate(client).await?,
         None => None,
     };
-    let key = match sealing::stored_key(env)? {
+    let mut stored = sealing::stored_key(store).await?;
+    if stored.is_none() && !store.is_state_dir() {
+        // The environment moved to another store: the key its state directory kept is
+        // the one its SealedSecrets were sealed with.
+        let state = StateSecretStore::new(env.state().clone());
+        if let Some(key) = sealing::stored_key(&state).await? {
+            stored = Some(if applying {
+                let key = keep(store, &key).await?;
+                ctx.progress(format!(
+                    "copied the sealing key from {} into {location}",
+                    state.location(CREDENTIALS)
+                ));
+                key
+            } else {
+                key
+            });
+        }
+    }
+    let key = match stored {
         Some(key) => {
             // Never overwrite a different key: what it sealed would stop decrypting.
             if let Some(certificate) = &in_cluster
@@ -114,20 +151,18 @@ async fn prepare(ctx: &PhaseContext, client: Option<&kube::Client>) -> Result<Op
                 .with_resource(format!("secret {CONTROLLER_NAMESPACE}/{SECRET_NAME}"))
                 .with_hint(format!(
                     "keep the one your SealedSecrets were sealed with: to keep the cluster's, \
-                     move {} away and run `comind up` (it adopts the cluster's); to keep the \
-                     stored one, delete the Secret and run `comind up`",
-                    state.credentials_path(CREDENTIALS).display()
+                     move the stored key ({location}) away and run `comind up` (it adopts the \
+                     cluster's); to keep the stored one, delete the Secret and run `comind up`"
                 )));
             }
             Some(key)
         }
         None => match client {
             Some(client) => match active_key_in_cluster(client).await? {
-                Some((name, key)) if ctx.operation() == Operation::Apply => {
-                    let key = state.credentials(CREDENTIALS, || Ok(key))?;
+                Some((name, key)) if applying => {
+                    let key = keep(store, &key).await?;
                     ctx.progress(format!(
-                        "adopted the sealing key {CONTROLLER_NAMESPACE}/{name} from the cluster into {}",
-                        state.credentials_path(CREDENTIALS).display()
+                        "adopted the sealing key {CONTROLLER_NAMESPACE}/{name} from the cluster into {location}"
                     ));
                     Some(key)
                 }
@@ -139,7 +174,7 @@ async fn prepare(ctx: &PhaseContext, client: Option<&kube::Client>) -> Result<Op
     };
     let key = match key {
         Some(key) => key,
-        None if ctx.operation() != Operation::Apply => return Ok(None),
+        None if !applying => return Ok(None),
         None => {
             ctx.progress(format!(
                 "generating the environment's sealing key (RSA {})",
@@ -151,10 +186,14 @@ async fn prepare(ctx: &PhaseContext, client: Option<&kube::Client>) -> Result<Op
                 .map_err(|e| {
                     Error::internal(format!("the sealing key's generation panicked: {e}"))
                 })??;
-            let key = state.credentials(CREDENTIALS, || Ok(key))?;
+            let key = keep(store, &key).await?;
             ctx.progress(format!(
-                "the sealing key is kept in {}: back it up with the state directory",
-                state.credentials_path(CREDENTIALS).display()
+                "the sealing key is kept in {location}: {}",
+                if store.is_state_dir() {
+                    "back it up with the state directory"
+                } else {
+                    "everyone who runs this environment seals with it"
+                }
             ));
             key
         }
@@ -325,54 +364,81 @@ pub fn render(key: Option<&SealingKey>) -> Result<ObjectSet> {
     }
 }
 
-/// What `down` does with the stored key: keeps it, or with `--purge` forgets it.
-fn forget(ctx: &PhaseContext, options: DestroyOptions) -> Result<Destroyed> {
-    let state = ctx.env().state();
-    let path = state.credentials_path(CREDENTIALS).display().to_string();
+/// What `down` does with the stored key: keeps it, or with `--purge` forgets it
+/// (from the store, and from the state directory if it kept a copy from before the
+/// environment moved to another store).
+async fn forget(
+    ctx: &PhaseContext,
+    options: DestroyOptions,
+    store: &dyn SecretStore,
+) -> Result<Destroyed> {
     let mut destroyed = Destroyed::default();
-    if !state.has_credentials(CREDENTIALS) {
-        return Ok(destroyed);
+    let state = StateSecretStore::new(ctx.env().state().clone());
+    let mut stores: Vec<&dyn SecretStore> = vec![store];
+    if !store.is_state_dir() {
+        stores.push(&state);
     }
-    if options.purge {
-        state.remove_credentials(CREDENTIALS)?;
-        ctx.progress(format!(
-            "forgot the sealing key ({path}): the SealedSecrets sealed with it can no longer be \
-             decrypted by a new controller"
-        ));
-        destroyed.changes.push(Change::delete("sealing-key", path));
-    } else {
-        destroyed.kept.push(Kept {
-            kind: "sealing-key".to_string(),
-            name: path,
-            reason: "it decrypts the SealedSecrets in Git; the next `up` gives it to the \
-                     controller again. `down --purge` forgets it, and they can no longer be \
-                     decrypted"
-                .to_string(),
-        });
+    for store in stores {
+        let location = store.location(CREDENTIALS);
+        if !options.purge {
+            if store.get(CREDENTIALS).await?.is_some() {
+                destroyed.kept.push(Kept {
+                    kind: "sealing-key".to_string(),
+                    name: location,
+                    reason: "it decrypts the SealedSecrets in Git; the next `up` gives it to \
+                             the controller again. `down --purge` forgets it, and they can no \
+                             longer be decrypted"
+                        .to_string(),
+                });
+            }
+            continue;
+        }
+        match store.forget(CREDENTIALS).await? {
+            Forgotten::Removed => {
+                ctx.progress(format!(
+                    "forgot the sealing key ({location}): the SealedSecrets sealed with it can \
+                     no longer be decrypted by a new controller"
+                ));
+                destroyed
+                    .changes
+                    .push(Change::delete("sealing-key", location));
+            }
+            Forgotten::Absent => {}
+            Forgotten::Kept(reason) => destroyed.kept.push(Kept {
+                kind: "sealing-key".to_string(),
+                name: location,
+                reason,
+            }),
+        }
     }
     Ok(destroyed)
 }
 
 /// The phase.
-pub(crate) fn spec() -> PhaseSpec {
+pub(crate) fn spec(store: Arc<dyn SecretStore>) -> PhaseSpec {
     let run = Arc::new(RunKey::default());
     let prepare: Prepare = {
         let run = run.clone();
+        let store = store.clone();
         Arc::new(move |ctx: &PhaseContext, client: Option<&kube::Client>| {
             let run = run.clone();
             let client = client.cloned();
+            let store = store.clone();
             async move {
-                let prepared = prepare(ctx, client.as_ref()).await?;
+                let prepared = prepare(ctx, client.as_ref(), store.as_ref()).await?;
                 *run.lock() = Some(prepared);
                 Ok(())
             }
             .boxed()
         })
     };
-    let forget: Forget = Arc::new(forget);
+    let forget: Forget = Arc::new(move |ctx: &PhaseContext, options: DestroyOptions| {
+        let store = store.clone();
+        async move { forget(ctx, options, store.as_ref()).await }.boxed()
+    });
     let mut spec = PhaseSpec::rendered(
         ID,
-        "the Sealed Secrets controller's key, from the state directory",
+        "the Sealed Secrets controller's key, from the environment's secret store",
         COMPONENT,
         kinds,
         vec![PhaseId::new(baseline::ID)],

@@ -15,7 +15,8 @@
 //! `namespace/name` (strict), `namespace` (namespace-wide), or empty (cluster-wide).
 //!
 //! The key pair ([`SealingKey`]) is made by Comind once per environment and kept in
-//! the state directory; the `platform/sealing-key` phase gives it to the controller
+//! its secret store ([`comind_core::SecretStore`]: the state directory, or AWS Secrets
+//! Manager with `aws.secret_store: secrets-manager`); the `platform/sealing-key` phase gives it to the controller
 //! before the controller starts, so SealedSecrets in Git outlive `down`, `up` and a
 //! rebuilt cluster.
 
@@ -36,6 +37,7 @@ use rsa::Oaep;
 use serde::Serialize;
 
 pub use key::{CERTIFICATE_VALIDITY, KEY_BITS, SealingCertificate, SealingKey};
+pub(crate) use source::parse_key;
 pub use source::{
     CONTROLLER_NAMESPACE, CONTROLLER_SERVICE, CREDENTIALS, CertificateOrigin,
     environment_certificate, stored_key,

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use comind_core::{Environment, Error, Result};
+use comind_core::{Environment, Error, Result, Secret, SecretStore};
 
 use super::{SealingCertificate, SealingKey};
 use crate::apply::error::api_error;
@@ -25,8 +25,8 @@ const CONTROLLER_PORT: u16 = 8080;
 /// Where a certificate came from, for the user to see.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertificateOrigin {
-    /// The environment's key in the state directory.
-    State(std::path::PathBuf),
+    /// The environment's key in its secret store (a path, a secret's name).
+    Stored(String),
     /// The controller, through the API server's service proxy.
     Controller(String),
 }
@@ -34,39 +34,58 @@ pub enum CertificateOrigin {
 impl fmt::Display for CertificateOrigin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CertificateOrigin::State(path) => {
-                write!(f, "the environment's key ({})", path.display())
+            CertificateOrigin::Stored(location) => {
+                write!(f, "the environment's key ({location})")
             }
             CertificateOrigin::Controller(path) => write!(f, "the controller ({path})"),
         }
     }
 }
 
-/// The environment's sealing key, if Comind made one (never writes).
+/// The environment's sealing key in `store`, if Comind made one (never writes).
 ///
 /// # Errors
-/// When the stored key cannot be read.
-pub fn stored_key(env: &Environment) -> Result<Option<SealingKey>> {
-    env.state().stored_credentials(CREDENTIALS)
+/// When the store cannot be read, or what it holds is not a sealing key.
+pub async fn stored_key(store: &dyn SecretStore) -> Result<Option<SealingKey>> {
+    let Some(value) = store.get(CREDENTIALS).await? else {
+        return Ok(None);
+    };
+    parse_key(store, &value).map(Some)
 }
 
-/// The certificate to seal with for `env`: the stored key's, else the controller's.
+/// The sealing key in `value`, read from `store`.
+pub(crate) fn parse_key(store: &dyn SecretStore, value: &Secret) -> Result<SealingKey> {
+    // serde_json's message names a position, never the text: no key material leaks.
+    serde_json::from_str(value.expose()).map_err(|e| {
+        Error::internal(format!("the stored sealing key is not readable: {e}"))
+            .with_resource(store.location(CREDENTIALS))
+            .with_hint(
+                "restore it from a backup; removing it makes Comind make a new key, which \
+                 cannot decrypt the SealedSecrets sealed with the old one",
+            )
+    })
+}
+
+/// The certificate to seal with for `env`: the key's in `store` (the environment's
+/// secret store), else the controller's.
 ///
 /// # Errors
 /// `Unavailable` when there is no stored key and the controller does not answer,
 /// with the ways out (`--cert`, `comind up`).
 pub async fn environment_certificate(
     env: &Environment,
+    store: &dyn SecretStore,
 ) -> Result<(SealingCertificate, CertificateOrigin)> {
-    if let Some(key) = stored_key(env)? {
-        let origin = CertificateOrigin::State(env.state().credentials_path(CREDENTIALS));
+    if let Some(key) = stored_key(store).await? {
+        let origin = CertificateOrigin::Stored(store.location(CREDENTIALS));
         return Ok((key.certificate()?, origin));
     }
     let cluster = crate::access::connect_env(env).await.map_err(|e| {
         e.with_hint(format!(
-            "environment `{}` has no sealing key in its state directory and its cluster cannot \
+            "environment `{}` has no sealing key in {} and its cluster cannot \
              be reached: run `comind up`, or pass the controller's certificate with --cert FILE",
-            env.name()
+            env.name(),
+            store.location(CREDENTIALS)
         ))
     })?;
     let path = format!(

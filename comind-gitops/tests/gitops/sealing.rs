@@ -272,7 +272,9 @@ async fn the_environment_certificate_comes_from_the_state_or_the_controller() {
     let peer = require_peer!(KubePeer::shared());
     let state = tempfile::tempdir().unwrap();
     let env = support::env(peer, "sealcert", state.path(), |_| {});
-    let err = sealing::environment_certificate(&env).await.unwrap_err();
+    let err = sealing::environment_certificate(&env, &state_store(&env))
+        .await
+        .unwrap_err();
     let text = format!("{err} {}", err.hint().unwrap_or_default());
     assert!(
         text.contains("platform/sealed-secrets-controller"),
@@ -284,12 +286,19 @@ async fn the_environment_certificate_comes_from_the_state_or_the_controller() {
     env.state()
         .credentials(sealing::CREDENTIALS, || Ok(key.clone()))
         .unwrap();
-    let (cert, origin) = sealing::environment_certificate(&env).await.unwrap();
+    let (cert, origin) = sealing::environment_certificate(&env, &state_store(&env))
+        .await
+        .unwrap();
     assert!(
-        matches!(origin, sealing::CertificateOrigin::State(_)),
+        matches!(origin, sealing::CertificateOrigin::Stored(_)),
         "{origin}"
     );
     assert_eq!(cert.not_after(), key.certificate().unwrap().not_after());
+}
+
+/// The environment's state directory as its secret store (the default).
+fn state_store(env: &comind_core::Environment) -> comind_core::StateSecretStore {
+    comind_core::StateSecretStore::new(env.state().clone())
 }
 
 /// `platform/sealing-key` with what it needs (the baseline's namespaces), through
@@ -361,7 +370,8 @@ async fn the_sealing_key_is_made_once_adopted_when_lost_and_forgotten_only_by_pu
         .await
         .unwrap();
     assert!(up.succeeded(), "{:?}", up.summary);
-    let key = sealing::stored_key(&env)
+    let key = sealing::stored_key(&state_store(&env))
+        .await
         .unwrap()
         .expect("the key is stored");
     use std::os::unix::fs::PermissionsExt;
@@ -435,7 +445,8 @@ async fn the_sealing_key_is_made_once_adopted_when_lost_and_forgotten_only_by_pu
             .is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
         "the controller is restarted"
     );
-    let adopted = sealing::stored_key(&env)
+    let adopted = sealing::stored_key(&state_store(&env))
+        .await
         .unwrap()
         .expect("the key is adopted");
     assert_eq!(
@@ -444,7 +455,9 @@ async fn the_sealing_key_is_made_once_adopted_when_lost_and_forgotten_only_by_pu
             .unwrap()
             .trim()
     );
-    let (cert, _) = sealing::environment_certificate(&env).await.unwrap();
+    let (cert, _) = sealing::environment_certificate(&env, &state_store(&env))
+        .await
+        .unwrap();
     let sealed = sealing::seal(&cert, &secret_of("db", "team-a"), Scope::Strict).unwrap();
     let value = unseal(
         &oracle,
@@ -534,4 +547,127 @@ async fn the_sealing_key_is_made_once_adopted_when_lost_and_forgotten_only_by_pu
         "{changes:?}"
     );
     assert!(!stored.exists());
+    // The controller's own key is not Comind's: the baseline keeps a namespace that
+    // holds it, so the test removes it first.
+    Api::<Secret>::namespaced(admin.clone(), sealing::CONTROLLER_NAMESPACE)
+        .delete("sealed-secrets-keyx7k2p", &Default::default())
+        .await
+        .unwrap();
+    remove_platform(&admin, &env, state.path()).await;
+}
+
+/// Removes what the test laid (the baseline's cluster-wide names too), so the next
+/// test that takes them finds none.
+async fn remove_platform(admin: &kube::Client, env: &comind_core::Environment, state: &Path) {
+    let mut all = comind_core::engine::RunOptions::default();
+    all.destroy.purge = true;
+    let down = bootstrap(env, state)
+        .down(&all, &comind_core::DownOptions::default())
+        .await
+        .unwrap();
+    assert!(down.succeeded(), "{:?}", down.summary);
+    support::settled(admin, env).await;
+}
+
+/// With a secret store other than the state directory (what AWS Secrets Manager is to
+/// the phase; here the core's in-memory fake, the store itself is proven against moto
+/// in comind-aws): the key an environment's state directory kept moves into the store;
+/// from then on the store alone is the key's home, so a lost state directory changes
+/// nothing; a plain `down` keeps it there, and `--purge` forgets it in both places.
+#[tokio::test]
+async fn with_a_secret_store_of_its_own_the_key_lives_there_and_outlives_the_state_directory() {
+    use comind_core::testing::FakeSecretStore;
+    use comind_core::{Action, DownOptions, SecretStore, UpOptions};
+    let peer = require_peer!(KubePeer::shared());
+    let _platform = support::cluster_wide(peer).await;
+    let admin = support::client(peer, User::Admin).await;
+    let state = tempfile::tempdir().unwrap();
+    let env = support::env(peer, "sealstore", state.path(), |c| {
+        support::with_argocd(c);
+        c.gitops.repo.url = "https://git.example.com/platform/gitops.git".into();
+    });
+    support::settled(&admin, &env).await;
+    let store = FakeSecretStore::new();
+    let run = |env: &comind_core::Environment| {
+        comind_core::Bootstrap::new(comind_core::Environment::with_state_root(
+            env.config().clone(),
+            state.path(),
+        ))
+        .with_provider(
+            comind_gitops::GitopsProvider::new()
+                .binding(&[])
+                .with_secret_store(std::sync::Arc::new(store.clone())),
+        )
+    };
+    let legacy = SealingKey::generate().unwrap();
+    env.state()
+        .credentials(sealing::CREDENTIALS, || Ok(legacy.clone()))
+        .unwrap();
+
+    let up = run(&env)
+        .up(&sealing_key_run(), &UpOptions::default())
+        .await
+        .unwrap();
+    assert!(up.succeeded(), "{:?}", up.summary);
+    let moved = sealing::stored_key(&store)
+        .await
+        .unwrap()
+        .expect("the state directory's key is in the store");
+    assert_eq!(moved.certificate_pem(), legacy.certificate_pem());
+    let secret = key_secret(&admin).await.expect("the key Secret is there");
+    assert_eq!(
+        secret.data.unwrap()["tls.crt"].0,
+        legacy.certificate_pem().as_bytes()
+    );
+
+    // Another machine, or a lost state directory: the store has the key, nothing to do.
+    std::fs::remove_file(env.state().credentials_path(sealing::CREDENTIALS)).unwrap();
+    let plan = run(&env).plan(&sealing_key_run()).await.unwrap();
+    assert_eq!(plan.summary.changes, 0, "{:?}", plan.plans);
+    let (cert, origin) = sealing::environment_certificate(&env, &store)
+        .await
+        .unwrap();
+    assert_eq!(
+        origin,
+        sealing::CertificateOrigin::Stored(store.location(sealing::CREDENTIALS))
+    );
+    assert_eq!(cert.not_after(), legacy.certificate().unwrap().not_after());
+
+    // A plain down keeps the key in the store, and names where.
+    let down = run(&env)
+        .down(&sealing_key_run(), &DownOptions::default())
+        .await
+        .unwrap();
+    assert!(down.succeeded(), "{:?}", down.summary);
+    let kept = &down.destroyed[&comind_core::PhaseId::new(sealing_key::ID)].kept;
+    assert!(
+        kept.iter()
+            .any(|k| k.name == store.location(sealing::CREDENTIALS)),
+        "{kept:?}"
+    );
+    assert!(store.peek(sealing::CREDENTIALS).is_some());
+
+    // A purge forgets it in the store and in a state directory that still has a copy.
+    env.state()
+        .credentials(sealing::CREDENTIALS, || Ok(legacy.clone()))
+        .unwrap();
+    let mut purge = sealing_key_run();
+    purge.destroy.purge = true;
+    let down = run(&env)
+        .down(&purge, &DownOptions::default())
+        .await
+        .unwrap();
+    assert!(down.succeeded(), "{:?}", down.summary);
+    let changes = &down.destroyed[&comind_core::PhaseId::new(sealing_key::ID)].changes;
+    assert_eq!(
+        changes
+            .iter()
+            .filter(|c| c.kind == "sealing-key" && c.action == Action::Delete)
+            .count(),
+        2,
+        "{changes:?}"
+    );
+    assert!(store.peek(sealing::CREDENTIALS).is_none());
+    assert!(!env.state().has_credentials(sealing::CREDENTIALS));
+    remove_platform(&admin, &env, state.path()).await;
 }

@@ -13,9 +13,11 @@
 //! ```
 
 mod phase;
+mod secret_store;
 mod service;
 
 pub use phase::{PhaseFixture, phase_suite};
+pub use secret_store::secret_store_suite;
 pub use service::{ServiceFixture, service_suite};
 
 use crate::output::Outputs;
