@@ -1065,32 +1065,7 @@ async fn restore_postgres(cli: &Cli, args: &RestorePostgresArgs) -> Result<u8, E
         can_confirm(&env)?;
     }
     let listing = comind::backups::list(&bootstrap).await?;
-    let backup = match &args.from {
-        Some(key) => {
-            let backup = listing.find(key).ok_or_else(|| {
-                Error::invalid_input(format!(
-                    "there is no backup `{key}` in s3://{}/{}; nothing was restored",
-                    listing.bucket, listing.postgres_prefix
-                ))
-                .with_hint("`comind backup list postgres` shows the backups")
-            })?;
-            if !backup.complete {
-                return Err(Error::invalid_input(format!(
-                    "backup `{key}` is incomplete (its upload did not finish: no .sha256); \
-                     nothing was restored"
-                ))
-                .with_hint("choose a complete one: `comind backup list postgres`"));
-            }
-            backup
-        }
-        None => listing.newest_complete().ok_or_else(|| {
-            Error::not_found(format!(
-                "there is no complete PostgreSQL backup in s3://{}/{}; nothing was restored",
-                listing.bucket, listing.postgres_prefix
-            ))
-            .with_hint("`comind backup run postgres` takes one")
-        })?,
-    };
+    let backup = listing.choose(args.from.as_deref())?;
     let credentials = comind::backups::restore_credentials(&env)?;
     let cluster = comind::gitops::access::connect_env(&env).await?;
     let client = &cluster.client;

@@ -72,6 +72,40 @@ impl BackupListing {
         let key = key.strip_prefix(&self.postgres_prefix).unwrap_or(key);
         self.postgres.iter().find(|b| b.key == key)
     }
+
+    /// The PostgreSQL backup a restore takes: the one named `from` (its name under
+    /// the prefix, or its whole object key), else the newest complete one.
+    ///
+    /// # Errors
+    /// `InvalidInput` when `from` names no backup, or one whose upload did not finish
+    /// (no `.sha256`: it is never restored); `NotFound` when there is no complete
+    /// backup. Each says that nothing was restored and how to choose.
+    pub fn choose(&self, from: Option<&str>) -> Result<&PostgresBackup, Error> {
+        let Some(key) = from else {
+            return self.newest_complete().ok_or_else(|| {
+                Error::not_found(format!(
+                    "there is no complete PostgreSQL backup in s3://{}/{}; nothing was restored",
+                    self.bucket, self.postgres_prefix
+                ))
+                .with_hint("`comind backup run postgres` takes one")
+            });
+        };
+        let backup = self.find(key).ok_or_else(|| {
+            Error::invalid_input(format!(
+                "there is no backup `{key}` in s3://{}/{}; nothing was restored",
+                self.bucket, self.postgres_prefix
+            ))
+            .with_hint("`comind backup list postgres` shows the backups")
+        })?;
+        if !backup.complete {
+            return Err(Error::invalid_input(format!(
+                "backup `{key}` is incomplete (its upload did not finish: no .sha256); \
+                 nothing was restored"
+            ))
+            .with_hint("choose a complete one: `comind backup list postgres`"));
+        }
+        Ok(backup)
+    }
 }
 
 /// Lists the backups of `bootstrap`'s environment: asks the object-store phase where
@@ -420,5 +454,32 @@ mod tests {
                 .is_some()
         );
         assert!(listing.find("nope.sql.gz").is_none());
+        // A restore's choice: the newest complete one, the one named, never an
+        // incomplete one, and an error for a name that is not there.
+        assert_eq!(listing.choose(None).unwrap().key, "20261202T030000Z.sql.gz");
+        assert_eq!(
+            listing
+                .choose(Some("postgres/dev/20261202T030000Z.sql.gz"))
+                .unwrap()
+                .key,
+            "20261202T030000Z.sql.gz"
+        );
+        let incomplete = listing.choose(Some("20261203T030000Z.sql.gz")).unwrap_err();
+        assert_eq!(incomplete.kind(), comind_core::ErrorKind::InvalidInput);
+        assert!(
+            incomplete.to_string().contains("incomplete"),
+            "{incomplete}"
+        );
+        let missing = listing.choose(Some("nope.sql.gz")).unwrap_err();
+        assert!(
+            missing.to_string().contains("no backup `nope.sql.gz`"),
+            "{missing}"
+        );
+        let empty = BackupListing {
+            postgres: vec![backup("20261203T030000Z.sql.gz", false)],
+            ..listing.clone()
+        };
+        let none = empty.choose(None).unwrap_err();
+        assert_eq!(none.kind(), comind_core::ErrorKind::NotFound);
     }
 }
