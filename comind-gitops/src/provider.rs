@@ -123,14 +123,17 @@ impl Provider for GitopsProvider {
         let mut specs = vec![baseline, services];
         // Always there, so that turning backups off prunes the CronJobs (the render
         // is empty then).
-        specs.push(PhaseSpec::rendered(
-            backups::ID,
-            "the daily backups of PostgreSQL and the buckets",
-            backups::COMPONENT,
-            backups::kinds,
-            backups::after(env),
-            Arc::new(|ctx| backups::render(ctx.env())),
-        ));
+        specs.push(PhaseSpec {
+            converge: Some(backups::converge()),
+            ..PhaseSpec::rendered(
+                backups::ID,
+                "the daily backups of PostgreSQL and the buckets",
+                backups::COMPONENT,
+                backups::kinds,
+                backups::after(env),
+                Arc::new(|ctx| backups::render(ctx.env())),
+            )
+        });
         if env.config().makes_local_cluster() {
             specs.push(PhaseSpec::rendered(
                 registry::ID,

@@ -13,7 +13,7 @@ use comind_test_support::kubelet::end_job_pod;
 use comind_test_support::require_peer;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use crate::support;
 
@@ -193,12 +193,24 @@ async fn a_restore_runs_as_the_administrator_from_a_secret_that_ends_with_it() {
         .create(&PostParams::default(), &backups::service_account(&env))
         .await
         .unwrap();
+    // Not suspended: the restore's hold is what suspends it. Its schedule (30
+    // February) never comes, so the CronJob controller starts nothing of its own.
     let mut cron_job = backups::postgres_cron_job(&env);
-    cron_job.spec.as_mut().unwrap().suspend = Some(true);
-    Api::<CronJob>::namespaced(admin.clone(), &ns)
+    cron_job.spec.as_mut().unwrap().schedule = "0 3 30 2 *".to_string();
+    let cron_jobs: Api<CronJob> = Api::namespaced(admin.clone(), &ns);
+    cron_jobs
         .create(&PostParams::default(), &cron_job)
         .await
         .unwrap();
+    let hold_of = |cron_job: CronJob| {
+        let suspended = cron_job.spec.unwrap().suspend == Some(true);
+        let by = cron_job
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .remove(restore::ANNOTATION_HELD_BY);
+        (suspended, by)
+    };
     let jobs: Api<Job> = Api::namespaced(admin.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(admin.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
@@ -240,6 +252,30 @@ async fn a_restore_runs_as_the_administrator_from_a_secret_that_ends_with_it() {
     assert!(!job_text.contains("verifier-value"), "{job_text}");
     assert_eq!(secret.data.as_ref().unwrap()["app-user"].0, b"app");
     assert!(job_text.contains("20261203T030000Z.sql.gz"), "{job_text}");
+    // The nightly backup is held off while it runs, and `up`'s apply of the CronJob
+    // (Comind's field manager, forced) leaves the hold be.
+    assert_eq!(
+        hold_of(cron_jobs.get(backups::POSTGRES_CRONJOB).await.unwrap()),
+        (true, Some(started.name.clone()))
+    );
+    let mut applied = serde_json::to_value(backups::postgres_cron_job(&env)).unwrap();
+    applied["spec"]["schedule"] = "0 3 30 2 *".into();
+    cron_jobs
+        .patch(
+            backups::POSTGRES_CRONJOB,
+            &PatchParams::apply(comind_gitops::apply::FIELD_MANAGER).force(),
+            &Patch::Apply(&applied),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        hold_of(cron_jobs.get(backups::POSTGRES_CRONJOB).await.unwrap()),
+        (true, Some(started.name.clone()))
+    );
+    assert!(
+        !restore::release_ended_hold(&admin, &env).await.unwrap(),
+        "the hold of a running restore was lifted"
+    );
     // A second restore at the same time is refused.
     let twice = restore::start(&admin, &env, &superuser, "20261203T030000Z.sql.gz")
         .await
@@ -271,6 +307,11 @@ async fn a_restore_runs_as_the_administrator_from_a_secret_that_ends_with_it() {
             .is_none(),
         "the administrator's Secret outlived the restore"
     );
+    // The hold is lifted with it: the CronJob runs on schedule again.
+    assert_eq!(
+        hold_of(cron_jobs.get(backups::POSTGRES_CRONJOB).await.unwrap()),
+        (false, None)
+    );
 
     // Again, and it completes; its Secret is gone too.
     let started = restore::start(&admin, &env, &superuser, "20261203T030000Z.sql.gz")
@@ -301,6 +342,18 @@ async fn a_restore_runs_as_the_administrator_from_a_secret_that_ends_with_it() {
     assert!(refused.to_string().contains("being restored"), "{refused}");
     end_job_pod(&pods, &started.name, 0).await;
     waiting.await.unwrap().unwrap();
+    // Nobody called `finish` (the command was stopped while the Job ran): the hold
+    // of a restore that ended is lifted by the next one to look (a restore, or the
+    // backups phase on `up`).
+    assert_eq!(
+        hold_of(cron_jobs.get(backups::POSTGRES_CRONJOB).await.unwrap()),
+        (true, Some(started.name.clone()))
+    );
+    assert!(restore::release_ended_hold(&admin, &env).await.unwrap());
+    assert_eq!(
+        hold_of(cron_jobs.get(backups::POSTGRES_CRONJOB).await.unwrap()),
+        (false, None)
+    );
     assert!(restore::finish(&admin, &started).await.unwrap());
     assert!(
         secrets

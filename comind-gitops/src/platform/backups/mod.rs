@@ -113,6 +113,26 @@ pub fn alerted(env: &Environment) -> bool {
     config.gitops.argocd.enabled && config.gitops.addons.monitoring.enabled
 }
 
+/// What the phase does once its objects are applied: it lifts a hold on the nightly
+/// PostgreSQL backup left by a restore that ended while nobody watched (see
+/// [`restore`]), so a stopped `comind restore` never leaves the backups suspended
+/// past the next `up`.
+pub(crate) fn converge() -> crate::platform::Converge {
+    use futures_util::FutureExt as _;
+    std::sync::Arc::new(|ctx: &comind_core::PhaseContext, client: &kube::Client| {
+        async move {
+            if restore::release_ended_hold(client, ctx.env()).await? {
+                ctx.progress(format!(
+                    "resumed CronJob {}/{POSTGRES_CRONJOB}: the restore that held it has ended",
+                    baseline::services_namespace(ctx.env())
+                ));
+            }
+            Ok(())
+        }
+        .boxed()
+    })
+}
+
 /// The phases the backups run after: the services' Secrets, and the add-ons when the
 /// alerts need monitoring's CRD.
 pub fn after(env: &Environment) -> Vec<comind_core::PhaseId> {

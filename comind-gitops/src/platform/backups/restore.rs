@@ -16,7 +16,15 @@
 //! also carries the role's password as a SCRAM-SHA-256 verifier (never the password
 //! itself), which the restore sets again once the dump is in.
 //!
-//! A restore is refused while a backup or another restore of PostgreSQL runs.
+//! A restore is refused while a backup or another restore of PostgreSQL runs, and it
+//! holds the nightly backup off while it runs: a dump taken half-way through a
+//! restore would be of neither database, and would become the newest "good" backup
+//! that retention keeps. The hold is the CronJob's `spec.suspend` and an annotation
+//! naming the restore's Job, both owned by a field manager of their own
+//! ([`HOLD_MANAGER`]) so that `up`'s apply (which never sets them) leaves them be.
+//! [`finish`] lifts it; a hold whose restore ended unseen (the command stopped while
+//! the Job ran) is lifted by the next restore and by the backups phase on `up`
+//! ([`release_ended_hold`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,14 +32,15 @@ use std::time::Duration;
 use comind_core::state::Credentials;
 use comind_core::{Environment, Error, PhaseContext, Result, ServiceKind};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
 use k8s_openapi::api::core::v1::{EnvVar, PodTemplateSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 use super::run::{self, BackupKind, JobHints};
 use super::{
-    from_secret, job_labels, meta, object_store_env, plain, pod_spec, postgres_image, step,
+    POSTGRES_CRONJOB, from_secret, job_labels, meta, object_store_env, plain, pod_spec,
+    postgres_image, step,
 };
 use crate::apply::error::api_error;
 use crate::platform::baseline;
@@ -39,6 +48,11 @@ use crate::platform::services::secret_name;
 
 /// The name of the restore Jobs (and their label `app.kubernetes.io/name`).
 pub const RESTORE_JOB: &str = "postgres-restore";
+/// The field manager that owns a restore's hold on the nightly backup.
+pub const HOLD_MANAGER: &str = "comind-restore";
+/// The annotation on the PostgreSQL backup's CronJob naming the restore Job that holds
+/// it off.
+pub const ANNOTATION_HELD_BY: &str = "comind.dev/held-by-restore";
 /// How long a finished restore Job (and its Pods' logs) stays before the cluster
 /// removes it.
 const KEEP_FINISHED: i32 = 24 * 3600;
@@ -82,7 +96,12 @@ fn admin_secret_name(job: &str) -> String {
 /// `NotFound` when the backups are not laid; `Conflict` when a backup or a restore
 /// runs; the API's error otherwise.
 pub async fn check(client: &kube::Client, env: &Environment) -> Result<()> {
-    run::check(client, env, BackupKind::Postgres)
+    checked(client, env).await.map(drop)
+}
+
+/// [`check`], returning the PostgreSQL backup's CronJob.
+async fn checked(client: &kube::Client, env: &Environment) -> Result<CronJob> {
+    let cron_job = run::check(client, env, BackupKind::Postgres)
         .await
         .map_err(|err| match err.kind() {
             comind_core::ErrorKind::Conflict => {
@@ -109,7 +128,7 @@ pub async fn check(client: &kube::Client, env: &Environment) -> Result<()> {
         .with_resource(format!("Job {namespace}/{}", running.join(", ")))
         .with_hint("wait for it to end (or delete the Job), then run the command again"));
     }
-    Ok(())
+    Ok(cron_job)
 }
 
 /// Checks that `key` names a dump as the backups name them: one file name (no
@@ -219,11 +238,14 @@ pub async fn start(
     key: &str,
 ) -> Result<StartedRestore> {
     check_key(key)?;
-    check(client, env).await?;
+    release_ended_hold(client, env).await?;
+    let cron_job = checked(client, env).await?;
     let namespace = baseline::services_namespace(env);
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let name = format!("{RESTORE_JOB}-{}", run::unix_now());
+    // The Job first: its Pod cannot start before the administrator's Secret exists,
+    // and the hold names it.
     let created = jobs
         .create(&PostParams::default(), &restore_job(env, &name, key))
         .await
@@ -233,16 +255,139 @@ pub async fn start(
         name: name.clone(),
         key: key.to_string(),
     };
+    let undo = |err: Error| async {
+        let _ = jobs.delete(&name, &DeleteParams::background()).await;
+        let _ = release(client, &namespace).await;
+        Err(err)
+    };
+    if let Err(err) = hold(client, &namespace, &name).await {
+        return undo(err).await;
+    }
+    // A nightly run may have started between the check and the hold.
+    match run::running_jobs(&jobs, &namespace, &cron_job).await {
+        Ok(running) if running.is_empty() => {}
+        Ok(running) => {
+            return undo(
+                Error::conflict(format!(
+                    "the postgres backup started while the restore was being set up (Job {})",
+                    running.join(", ")
+                ))
+                .with_resource(format!("CronJob {namespace}/{POSTGRES_CRONJOB}"))
+                .with_hint("wait for the backup to end, then restore"),
+            )
+            .await;
+        }
+        Err(err) => return undo(err).await,
+    }
     let secret = admin_secret(&started, &created, credentials);
     if let Err(e) = secrets.create(&PostParams::default(), &secret).await {
-        let _ = jobs.delete(&name, &DeleteParams::background()).await;
-        return Err(api_error(
+        return undo(api_error(
             "create",
             &format!("Secret {namespace}/{}", started.admin_secret()),
             e,
-        ));
+        ))
+        .await;
     }
     Ok(started)
+}
+
+/// Holds the nightly PostgreSQL backup off for the restore Job `job`.
+async fn hold(client: &kube::Client, namespace: &str, job: &str) -> Result<()> {
+    let patch = serde_json::json!({
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {
+            "name": POSTGRES_CRONJOB,
+            "annotations": {ANNOTATION_HELD_BY: job},
+        },
+        "spec": {"suspend": true},
+    });
+    Api::<CronJob>::namespaced(client.clone(), namespace)
+        .patch(
+            POSTGRES_CRONJOB,
+            &PatchParams::apply(HOLD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| {
+            api_error(
+                "suspend",
+                &format!("CronJob {namespace}/{POSTGRES_CRONJOB}"),
+                e,
+            )
+            .with_hint("nothing was restored; run the command again")
+        })?;
+    Ok(())
+}
+
+/// Lifts the hold: the hold's manager applies nothing, so the fields only it owned
+/// (the suspension and the annotation) are removed, and the CronJob runs on schedule.
+async fn release(client: &kube::Client, namespace: &str) -> Result<()> {
+    let patch = serde_json::json!({
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": POSTGRES_CRONJOB},
+    });
+    let resource = format!("CronJob {namespace}/{POSTGRES_CRONJOB}");
+    Api::<CronJob>::namespaced(client.clone(), namespace)
+        .patch(
+            POSTGRES_CRONJOB,
+            &PatchParams::apply(HOLD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| {
+            api_error("resume", &resource, e).with_hint(format!(
+                "the nightly backup stays suspended: run `comind up`, or remove \
+                 `spec.suspend` and the annotation {ANNOTATION_HELD_BY} from {resource}"
+            ))
+        })?;
+    Ok(())
+}
+
+/// The restore Job holding `env`'s nightly PostgreSQL backup off, if one does.
+///
+/// # Errors
+/// The API's error.
+pub async fn held_by(client: &kube::Client, env: &Environment) -> Result<Option<String>> {
+    held_in(client, &baseline::services_namespace(env)).await
+}
+
+async fn held_in(client: &kube::Client, namespace: &str) -> Result<Option<String>> {
+    let cron_job = Api::<CronJob>::namespaced(client.clone(), namespace)
+        .get_opt(POSTGRES_CRONJOB)
+        .await
+        .map_err(|e| {
+            api_error(
+                "read",
+                &format!("CronJob {namespace}/{POSTGRES_CRONJOB}"),
+                e,
+            )
+        })?;
+    Ok(cron_job
+        .and_then(|cron_job| cron_job.metadata.annotations)
+        .and_then(|mut annotations| annotations.remove(ANNOTATION_HELD_BY)))
+}
+
+/// Lifts a hold on `env`'s nightly PostgreSQL backup whose restore Job has ended (or
+/// is gone), and says whether it did; a hold of a restore still running stays.
+///
+/// # Errors
+/// The API's error.
+pub async fn release_ended_hold(client: &kube::Client, env: &Environment) -> Result<bool> {
+    let Some(job) = held_by(client, env).await? else {
+        return Ok(false);
+    };
+    let namespace = baseline::services_namespace(env);
+    let live = Api::<Job>::namespaced(client.clone(), &namespace)
+        .get_opt(&job)
+        .await
+        .map_err(|e| api_error("read", &format!("Job {namespace}/{job}"), e))?;
+    if live.as_ref().is_some_and(|live| !run::finished(live)) {
+        return Ok(false);
+    }
+    release(client, &namespace).await?;
+    Ok(true)
 }
 
 /// The administrator's Secret of `restore`, owned by its Job.
@@ -346,6 +491,10 @@ pub async fn finish(client: &kube::Client, restore: &StartedRestore) -> Result<b
         return Ok(false);
     }
     remove_admin_secret(client, restore).await?;
+    // Another restore's hold is not this one's to lift.
+    if held_in(client, &restore.namespace).await?.as_ref() == Some(&restore.name) {
+        release(client, &restore.namespace).await?;
+    }
     Ok(true)
 }
 

@@ -124,16 +124,7 @@ pub async fn check(client: &kube::Client, env: &Environment, kind: BackupKind) -
                  the backups",
             )
         })?;
-    let uid = cron_job.metadata.uid.clone().unwrap_or_default();
-    let running: Vec<String> = jobs
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| api_error("list", &format!("Jobs in {namespace}"), e))?
-        .items
-        .into_iter()
-        .filter(|job| owned_by(job, &uid) && !finished(job))
-        .filter_map(|job| job.metadata.name)
-        .collect();
+    let running = running_jobs(&jobs, &namespace, &cron_job).await?;
     // A dump taken while a restore replaces the databases would be of neither.
     if kind == BackupKind::Postgres {
         let restoring: Vec<String> = jobs
@@ -167,6 +158,27 @@ pub async fn check(client: &kube::Client, env: &Environment, kind: BackupKind) -
         .with_hint("wait for it to end, then run the command again"));
     }
     Ok(cron_job)
+}
+
+/// The Jobs of `cron_job` (in `namespace`, listed through `jobs`) that have not ended.
+///
+/// # Errors
+/// The API's error.
+pub(super) async fn running_jobs(
+    jobs: &Api<Job>,
+    namespace: &str,
+    cron_job: &CronJob,
+) -> Result<Vec<String>> {
+    let uid = cron_job.metadata.uid.clone().unwrap_or_default();
+    Ok(jobs
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| api_error("list", &format!("Jobs in {namespace}"), e))?
+        .items
+        .into_iter()
+        .filter(|job| owned_by(job, &uid) && !finished(job))
+        .filter_map(|job| job.metadata.name)
+        .collect())
 }
 
 /// Starts the backup `kind` of `env` now, from its CronJob (after [`check`]).
