@@ -651,11 +651,12 @@ async fn app_deploy(cli: &Cli, args: &AppDeployArgs) -> Result<u8, Error> {
     } else {
         config.gitops.repo.url.clone()
     };
+    let remote = repository::Remote::from_settings(&config.gitops.repo, url)?;
     let branch = config.gitops.repo.revision.clone();
     let message = format!("Deploy {}/{} to {}", app.team, app.name, config.environment);
     let repo = args.repo.clone();
     let deployed = tokio::task::spawn_blocking(move || {
-        repository::deploy(&repo, &dir, &url, &branch, &message)
+        repository::deploy(&repo, &dir, &remote, &branch, &message)
     })
     .await
     .map_err(|e| Error::internal(format!("the deploy was interrupted: {e}")))??;

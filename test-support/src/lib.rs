@@ -19,6 +19,8 @@
 //!   removes Docker objects by their environment label.
 //! - `docker_proxy` (feature `docker`): a proxy of the Docker API that holds a chosen
 //!   request, so that a test can kill the client at that step.
+//! - `git_https` (feature `git_https`): Git's `git http-backend` behind TLS with a
+//!   throwaway CA and a token, for clients of Git's smart HTTP protocol.
 //! - `k3d` (feature `docker`): the k3d CLI double, with a state directory per test.
 //! - [`names`] and [`ports`]: unique names and free 127.0.0.1 ports for a test run.
 //! - [`workspace`]: where the repository and its test scripts are.
@@ -63,6 +65,8 @@ pub mod aws_faults;
 pub mod docker;
 #[cfg(feature = "docker")]
 pub mod docker_proxy;
+#[cfg(feature = "git_https")]
+pub mod git_https;
 #[cfg(feature = "docker")]
 pub mod k3d;
 pub mod kube;

@@ -210,17 +210,149 @@ fn app_deploy_commits_exactly_the_app_and_pushes_it_once() {
     assert_eq!(git(&bare, &["rev-parse", "main"]).trim(), unpushed);
     let commit = unpushed;
 
-    // A remote reached over HTTPS: refused before anything is touched.
+    // A remote reached over SSH: refused before anything is touched.
     scratch.config(&config.replace(
         &format!("file://{}", bare.display()),
-        "https://git.example.com/platform/gitops.git",
+        "ssh://git@git.example.com/platform/gitops.git",
     ));
-    let https = scratch.run(&["app", "deploy", "api", "--repo", repo_arg]);
-    assert_eq!(https.code, 2, "{}", https.all());
-    assert!(https.stderr.contains("HTTPS or SSH"), "{}", https.all());
+    let ssh = scratch.run(&["app", "deploy", "api", "--repo", repo_arg]);
+    assert_eq!(ssh.code, 2, "{}", ssh.all());
+    assert!(ssh.stderr.contains("over SSH"), "{}", ssh.all());
     assert_eq!(
         git(&repo, &["rev-parse", "HEAD"]).trim(),
         commit,
         "nothing committed"
     );
+}
+
+/// `app deploy` to an HTTPS remote: Git's own `git http-backend` behind TLS, signed by
+/// a CA of the test's, asking for a token. With the token (from `gitops.repo.token_env`)
+/// and the CA trusted (`SSL_CERT_FILE`), the commit reaches the branch and a second
+/// deploy pushes nothing new. A wrong token, no token, an untrusted certificate and
+/// plain HTTP with a token each fail with their own error, before anything is
+/// committed, and no message carries the token.
+#[test]
+fn app_deploy_pushes_over_https_with_the_token() {
+    use comind_test_support::git_https::GitHttpsServer;
+    const TOKEN: &str = "s3cret-t0ken-of-the-test";
+    let scratch = Scratch::new();
+    let root = scratch.path().join("served");
+    let bare = root.join("gitops.git");
+    std::fs::create_dir_all(&bare).unwrap();
+    git(&bare, &["init", "-q", "--bare", "-b", "main"]);
+    let server = GitHttpsServer::start(&root, "deployer", TOKEN);
+    let config = format!(
+        "environment: dev\ngitops:\n  argocd:\n    enabled: false\n  repo:\n    url: {}\n    \
+         revision: main\n    username: deployer\n    token_env: COMIND_TEST_GIT_TOKEN\n",
+        server.url("gitops.git")
+    );
+    scratch.config(&config);
+    let repo = scratch.path().join("repo");
+    let repo_arg = repo.to_str().unwrap();
+    assert_eq!(scratch.run(&["gitops", "init", repo_arg]).code, 0);
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "layout"]);
+    git(&repo, &["push", "-q", bare.to_str().unwrap(), "main"]);
+    let new = scratch.run(&["app", "new", "api", "--team", "backend", "--repo", repo_arg]);
+    assert_eq!(new.code, 0, "{}", new.all());
+    let layout = git(&bare, &["rev-parse", "main"]).trim().to_string();
+    let ca = server.ca_file().to_str().unwrap().to_string();
+    let deploy_with = |vars: &[(&str, &str)]| {
+        scratch.run_with_env(
+            &["-o", "json", "app", "deploy", "api", "--repo", repo_arg],
+            vars,
+        )
+    };
+    let untouched = |run: &crate::support::Run| {
+        assert!(
+            !run.all().contains(TOKEN),
+            "the token leaked: {}",
+            run.all()
+        );
+        assert_eq!(
+            git(&bare, &["rev-parse", "main"]).trim(),
+            layout,
+            "nothing pushed"
+        );
+        assert_eq!(
+            git(&repo, &["rev-list", "--count", "HEAD"]).trim(),
+            "1",
+            "nothing committed"
+        );
+    };
+
+    // A wrong token: refused by the server, reported as such.
+    let wrong = deploy_with(&[("COMIND_TEST_GIT_TOKEN", "not-it"), ("SSL_CERT_FILE", &ca)]);
+    assert_eq!(wrong.code, 1, "{}", wrong.all());
+    assert!(
+        wrong
+            .stderr
+            .contains("refused the token in $COMIND_TEST_GIT_TOKEN"),
+        "{}",
+        wrong.all()
+    );
+    untouched(&wrong);
+    // The CA not trusted: the certificate is the problem, and it says so.
+    let untrusted = deploy_with(&[("COMIND_TEST_GIT_TOKEN", TOKEN)]);
+    assert_eq!(untrusted.code, 1, "{}", untrusted.all());
+    assert!(
+        untrusted.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        untrusted.all()
+    );
+    untouched(&untrusted);
+    // Plain HTTP with a token: refused before any exchange.
+    scratch.config(&config.replace("https://", "http://"));
+    let plain = deploy_with(&[("COMIND_TEST_GIT_TOKEN", TOKEN), ("SSL_CERT_FILE", &ca)]);
+    assert_eq!(plain.code, 2, "{}", plain.all());
+    assert!(plain.stderr.contains("in clear"), "{}", plain.all());
+    untouched(&plain);
+    // No token configured: the server asks for one.
+    scratch.config(&config.replace("    token_env: COMIND_TEST_GIT_TOKEN\n", ""));
+    let anonymous = deploy_with(&[("SSL_CERT_FILE", &ca)]);
+    assert_eq!(anonymous.code, 1, "{}", anonymous.all());
+    assert!(
+        anonymous.stderr.contains("asks for a token"),
+        "{}",
+        anonymous.all()
+    );
+    untouched(&anonymous);
+    scratch.config(&config);
+    let refusals = server.served();
+    assert!(!refusals.is_empty() && refusals.iter().all(|s| s.status == 401));
+
+    // The token and the CA: pushed.
+    let deployed = deploy_with(&[("COMIND_TEST_GIT_TOKEN", TOKEN), ("SSL_CERT_FILE", &ca)]);
+    assert_eq!(deployed.code, 0, "{}", deployed.all());
+    assert!(!deployed.all().contains(TOKEN));
+    let line: Value = serde_json::from_str(deployed.stdout.trim()).unwrap();
+    let commit = line["commit"].as_str().expect("a commit").to_string();
+    assert_eq!(git(&bare, &["rev-parse", "main"]).trim(), commit);
+    let files = git(&bare, &["show", "--name-only", "--format=", "main"]);
+    assert!(
+        files.lines().all(|f| f.starts_with("apps/backend/api/")),
+        "{files}"
+    );
+    let pushes: Vec<_> = server
+        .served()
+        .into_iter()
+        .filter(|s| s.authorized)
+        .map(|s| (s.method, s.target, s.status))
+        .collect();
+    assert!(
+        pushes.contains(&(
+            "POST".to_string(),
+            "/gitops.git/git-receive-pack".to_string(),
+            200
+        )),
+        "{pushes:?}"
+    );
+
+    // Again: nothing new to commit or push.
+    let again = deploy_with(&[("COMIND_TEST_GIT_TOKEN", TOKEN), ("SSL_CERT_FILE", &ca)]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    let line: Value = serde_json::from_str(again.stdout.trim()).unwrap();
+    assert!(line["commit"].is_null(), "{line}");
+    assert_eq!(git(&bare, &["rev-parse", "main"]).trim(), commit);
 }

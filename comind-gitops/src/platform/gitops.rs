@@ -243,7 +243,7 @@ fn git_server(ctx: &PhaseContext) -> Result<Option<Vec<Object>>> {
 }
 
 /// Reads the credential `gitops.repo` names: (Secret key, value).
-fn credential(repo: &RepoSettings) -> Result<Option<(&'static str, String)>> {
+pub(crate) fn credential(repo: &RepoSettings) -> Result<Option<(&'static str, String)>> {
     let from_file = |path: &std::path::Path, what: &str, field: &str| {
         let path = crate::access::expand_home(path);
         std::fs::read_to_string(&path).map_err(|e| {

@@ -1,5 +1,7 @@
 //! `comind app deploy`: one application's directory committed to the GitOps
-//! repository and pushed, with libgit2 (no `git` binary).
+//! repository and pushed, with libgit2 (no `git` binary): to the local Git server
+//! (`git://`), a file repository, or an HTTPS remote with a token (Git's smart HTTP
+//! protocol over Comind's own HTTPS client: see `smart_http`).
 //!
 //! The commit holds exactly the application's files: a work tree with changes
 //! elsewhere is refused before anything is staged, so a deploy never carries someone's
@@ -8,11 +10,83 @@
 
 use std::path::{Path, PathBuf};
 
-use comind_core::{Error, Result};
+use comind_core::config::RepoSettings;
+use comind_core::{Error, Result, Secret};
 use git2::{
     ErrorCode, IndexAddOption, PushOptions, RemoteCallbacks, Repository, Signature, Status,
     StatusOptions,
 };
+
+use super::smart_http::{BasicAuth, Failure, Session};
+
+/// Where a deploy pushes, and with which credential.
+#[derive(Clone)]
+pub struct Remote {
+    url: String,
+    auth: Option<BasicAuth>,
+    /// Where the token came from, for messages: "the token in $VAR".
+    token_from: String,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("url", &without_userinfo(&self.url))
+            .field(
+                "token",
+                &self.auth.as_ref().map(|_| comind_core::secret::REDACTED),
+            )
+            .finish()
+    }
+}
+
+impl Remote {
+    /// A remote reached without credentials: the local Git server (`git://`), a
+    /// `file://` repository or a path, or an HTTP(S) server that lets anyone push.
+    pub fn new(url: impl Into<String>) -> Remote {
+        Remote {
+            url: url.into(),
+            auth: None,
+            token_from: "the token".to_string(),
+        }
+    }
+
+    /// The same remote, authenticating over HTTPS as `username` with `token` (HTTP
+    /// Basic, as GitHub, GitLab, Gitea and Bitbucket take an access token).
+    #[must_use]
+    pub fn with_token(mut self, username: impl Into<String>, token: Secret) -> Remote {
+        self.auth = Some(BasicAuth {
+            username: username.into(),
+            token,
+        });
+        self
+    }
+
+    /// The remote `gitops.repo` names, at `url` (the local Git server's address when
+    /// `url: local`), with the token `token_file` or `token_env` holds.
+    ///
+    /// # Errors
+    /// `InvalidInput` when the token's file cannot be read, its variable is unset, or
+    /// it is empty.
+    pub fn from_settings(repo: &RepoSettings, url: impl Into<String>) -> Result<Remote> {
+        let mut remote = Remote::new(url);
+        if let Some(("password", token)) = crate::platform::gitops::credential(repo)? {
+            remote = remote.with_token(repo.username.clone(), Secret::new(token));
+            if let Some(name) = &repo.token_env {
+                remote.token_from = format!("the token in ${name} (`gitops.repo.token_env`)");
+            } else if let Some(path) = &repo.token_file {
+                remote.token_from =
+                    format!("the token in {} (`gitops.repo.token_file`)", path.display());
+            }
+        }
+        Ok(remote)
+    }
+
+    /// The URL, without any user name in it.
+    pub fn url(&self) -> String {
+        without_userinfo(&self.url)
+    }
+}
 
 /// What a deploy did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,12 +163,14 @@ fn without_userinfo(url: &str) -> String {
 /// empty remote's heads hands back a null array (undefined behaviour in git2 0.20).
 fn remote_tip(
     repository: &Repository,
-    url: &str,
+    remote: &Remote,
+    session: &Session,
     branch: &str,
     shown: &str,
 ) -> Result<Option<git2::Oid>> {
     const TIP: &str = "refs/comind/deploy/remote-tip";
-    let mut remote = repository.remote_anonymous(url).map_err(|e| {
+    let url = remote.url.as_str();
+    let mut anonymous = repository.remote_anonymous(url).map_err(|e| {
         Error::invalid_input(format!("`{shown}` is not a Git URL: {}", e.message()))
     })?;
     if let Ok(mut stale) = repository.find_reference(TIP) {
@@ -104,16 +180,13 @@ fn remote_tip(
     options
         .update_fetchhead(false)
         .download_tags(git2::AutotagOption::None);
-    remote
+    anonymous
         .fetch(
             &[format!("+refs/heads/{branch}:{TIP}")],
             Some(&mut options),
             None,
         )
-        .map_err(|e| {
-            Error::unavailable(format!("cannot reach {shown}: {}", e.message()))
-                .with_hint("is the Git server up? `comind status` shows it")
-        })?;
+        .map_err(|e| network_error(session.take_failure(), remote, shown, "fetch from", &e))?;
     match repository.find_reference(TIP) {
         Ok(mut tip) => {
             let id = tip.target();
@@ -124,21 +197,115 @@ fn remote_tip(
     }
 }
 
-/// Whether `url` is one libgit2 pushes to here without a TLS or SSH stack: the local
-/// Git server's `git://`, `file://` or a path.
-fn pushable(url: &str) -> bool {
-    url.starts_with("git://") || url.starts_with("file://") || url.starts_with('/')
+/// Refuses, before anything is touched, a remote a deploy cannot push to: SSH (no SSH
+/// stack here), any other scheme, and a token over plain HTTP (it would travel in
+/// clear).
+fn check_remote(remote: &Remote, shown: &str) -> Result<()> {
+    let url = remote.url.as_str();
+    let refused = |why: String| Err(Error::invalid_input(why).with_resource("gitops.repo.url"));
+    if url.starts_with("https://")
+        || url.starts_with("git://")
+        || url.starts_with("file://")
+        || url.starts_with('/')
+    {
+        return Ok(());
+    }
+    if url.starts_with("http://") {
+        if remote.auth.is_some() {
+            return refused(format!(
+                "`{shown}` is plain HTTP: a deploy does not send the repository's token in clear"
+            ))
+            .map_err(|e| e.with_hint("use the server's `https://` URL"));
+        }
+        return Ok(());
+    }
+    let ssh = url.starts_with("ssh://") || (!url.contains("://") && url.contains(':'));
+    if ssh {
+        return refused(format!(
+            "`{shown}` is reached over SSH, which `app deploy` does not speak: it pushes over \
+             HTTPS with a token, to the local Git server (`gitops.repo.url: local`), git:// \
+             and file repositories"
+        ))
+        .map_err(|e| {
+            e.with_hint(
+                "use the repository's `https://` URL with `gitops.repo.token_env` or \
+                 `token_file`, or push the application's directory with your Git tooling",
+            )
+        });
+    }
+    refused(format!("`{shown}` is not a Git URL a deploy can push to"))
+        .map_err(|e| e.with_hint("name an `https://`, git://, file:// URL or a path"))
+}
+
+/// The typed error for a fetch or push to `shown` that failed with `e`, using what the
+/// HTTPS exchange reported, if it was one.
+fn network_error(
+    failure: Option<Failure>,
+    remote: &Remote,
+    shown: &str,
+    doing: &str,
+    e: &git2::Error,
+) -> Error {
+    let Some(failure) = failure else {
+        return Error::unavailable(format!("cannot {doing} {shown}: {}", e.message()))
+            .with_resource(shown.to_string())
+            .with_hint("is the Git server up? `comind status` shows it");
+    };
+    let error = match (&failure, &remote.auth) {
+        (Failure::Unauthorized, Some(_)) => Error::permission(format!(
+            "the server refused {} ({failure})",
+            remote.token_from
+        ))
+        .with_hint(
+            "give it an access token of the repository (and `gitops.repo.username` the \
+             token's user, if the server wants one)",
+        ),
+        (Failure::Unauthorized, None) => Error::permission(format!(
+            "the server asks for a token ({failure}), and `gitops.repo` names none"
+        ))
+        .with_hint("name the variable or the file that holds one in `gitops.repo.token_env` or `token_file`"),
+        (Failure::Forbidden, _) => Error::permission(format!(
+            "the server does not let {} {doing} the repository ({failure})",
+            if remote.auth.is_some() { remote.token_from.as_str() } else { "an anonymous client" }
+        ))
+        .with_hint("a deploy needs a token with write access to the repository"),
+        (Failure::NotFound, _) => Error::not_found(format!("the server has {failure}"))
+            .with_hint("check `gitops.repo.url`; a private repository also answers 404 to a token without access to it"),
+        (Failure::NotGit(_), _) => Error::unavailable(format!("cannot {doing} the repository: {failure}"))
+            .with_hint("check `gitops.repo.url`: it names the repository's clone URL"),
+        (Failure::Unreachable(_), _) => Error::unavailable(format!("cannot reach the server: {failure}"))
+            .with_hint(
+                "check the network; a server whose certificate is signed by your own CA needs \
+                 that CA among the system's roots (or in SSL_CERT_FILE)",
+            ),
+    };
+    error.with_resource(shown.to_string())
 }
 
 /// Commits the directory `app` (inside the work tree of the repository at `repo`) and
-/// pushes the current branch to `refs/heads/<branch>` of `url`.
+/// pushes the current branch to `refs/heads/<branch>` of `remote`.
+///
+/// Blocking (libgit2 and its network exchanges): from async code, call it through
+/// `spawn_blocking`. An HTTPS remote is spoken to with this crate's own client, which
+/// trusts the system's roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` replace them); it is
+/// registered with libgit2 for `https://` and `http://` on the first deploy, unless the
+/// process registered its own.
 ///
 /// # Errors
 /// `InvalidInput`, touching nothing, when `repo` is not a Git work tree, `app` is not in
 /// it or does not exist, the work tree has changes outside `app` (named), `HEAD` is
-/// not on a branch, or `url` needs HTTPS or SSH; `Conflict` when the push is not a
-/// fast-forward; `Unavailable` when the server cannot be reached or refuses it.
-pub fn deploy(repo: &Path, app: &Path, url: &str, branch: &str, message: &str) -> Result<Deployed> {
+/// not on a branch, or `remote` is an SSH URL (or plain HTTP with a token); `Permission`
+/// when the server refuses the token (nothing is committed when it refuses it on the
+/// first exchange); `NotFound` when it has no repository there; `Conflict` when the
+/// push is not a fast-forward; `Unavailable` when the server cannot be reached (an
+/// untrusted certificate included) or is not a Git server.
+pub fn deploy(
+    repo: &Path,
+    app: &Path,
+    remote: &Remote,
+    branch: &str,
+    message: &str,
+) -> Result<Deployed> {
     let resource = repo.display().to_string();
     let branch = branch.strip_prefix("refs/heads/").unwrap_or(branch);
     let is_hash = branch.len() >= 7 && branch.bytes().all(|b| b.is_ascii_hexdigit());
@@ -152,15 +319,8 @@ pub fn deploy(repo: &Path, app: &Path, url: &str, branch: &str, message: &str) -
         .with_resource("gitops.repo.revision")
         .with_hint("set `gitops.repo.revision` to the branch Argo CD follows, such as `main`"));
     }
-    let shown = without_userinfo(url);
-    if !pushable(url) {
-        return Err(Error::invalid_input(format!(
-            "`{shown}` is reached over HTTPS or SSH, which `app deploy` does not speak: it pushes to \
-             the local Git server (`gitops.repo.url: local`), git:// and file repositories"
-        ))
-        .with_resource("gitops.repo.url")
-        .with_hint("commit the application's directory and push it with your Git tooling; Argo CD picks it up from there"));
-    }
+    let shown = remote.url();
+    check_remote(remote, &shown)?;
     let repository = Repository::discover(repo).map_err(|_| {
         Error::invalid_input(format!("{} is not in a Git work tree", repo.display()))
             .with_resource(resource.clone())
@@ -238,7 +398,9 @@ pub fn deploy(repo: &Path, app: &Path, url: &str, branch: &str, message: &str) -
     // commits of this application (an earlier deploy whose push failed): then the
     // push carries the application's commits and nothing else.
     let local_head = parent.as_ref().map(git2::Commit::id);
-    let remote_tip = remote_tip(&repository, url, branch, &shown)?;
+    // The exchanges over HTTP(S) of this thread take the token from here.
+    let session = Session::open(remote.auth.clone());
+    let remote_tip = remote_tip(&repository, remote, &session, branch, &shown)?;
     let only_app_ahead = match (local_head, remote_tip) {
         (Some(head), Some(tip)) if head != tip => {
             only_inside_since(&repository, head, tip, &inside)
@@ -327,7 +489,7 @@ pub fn deploy(repo: &Path, app: &Path, url: &str, branch: &str, message: &str) -
         .id()
         .to_string();
 
-    let mut remote = repository.remote_anonymous(url).map_err(|e| {
+    let mut git_remote = repository.remote_anonymous(&remote.url).map_err(|e| {
         Error::invalid_input(format!("`{shown}` is not a Git URL: {}", e.message()))
     })?;
     let mut rejected: Option<String> = None;
@@ -341,15 +503,14 @@ pub fn deploy(repo: &Path, app: &Path, url: &str, branch: &str, message: &str) -
         });
         let mut push = PushOptions::new();
         push.remote_callbacks(callbacks);
-        remote
+        git_remote
             .push(&[format!("{local_branch}:refs/heads/{branch}")], Some(&mut push))
             .map_err(|e| match e.code() {
                 ErrorCode::NotFastForward => Error::conflict(format!(
                     "branch {branch} of {shown} has commits this work tree does not: the push is not a fast-forward"
                 ))
                 .with_hint("pull them (or rebase onto them), then deploy again"),
-                _ => Error::unavailable(format!("cannot push to {shown}: {}", e.message()))
-                    .with_hint("is the Git server up? `comind status` shows it"),
+                _ => network_error(session.take_failure(), remote, &shown, "push to", &e),
             })?;
     }
     if let Some(status) = rejected {

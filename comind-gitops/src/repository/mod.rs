@@ -1,7 +1,8 @@
 //! The GitOps repository on the user's machine: the layout Argo CD's root
 //! application and the ApplicationSet read ([`init`]), and pushing a work tree's
 //! committed history to the local Git server ([`push`]) with the `git` binary, and
-//! committing and pushing one application's directory with libgit2 ([`deploy`]).
+//! committing and pushing one application's directory with libgit2 ([`deploy`]), to
+//! the local Git server, a file repository or an HTTPS remote with a token.
 //!
 //! The layout, under `gitops.repo.path` (`<path>`):
 //!
@@ -16,8 +17,9 @@
 //! JSON files, so each directory holds a `README.md` saying what goes there.
 
 mod deploy;
+mod smart_http;
 
-pub use deploy::{Deployed, deploy};
+pub use deploy::{Deployed, Remote, deploy};
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
