@@ -21,6 +21,8 @@
 //!   request, so that a test can kill the client at that step.
 //! - `git_https` (feature `git_https`): Git's `git http-backend` behind TLS with a
 //!   throwaway CA and a token, for clients of Git's smart HTTP protocol.
+//! - `git_ssh` (feature `git_ssh`): OpenSSH's `sshd` with keys made for the test,
+//!   serving Git over SSH.
 //! - `k3d` (feature `docker`): the k3d CLI double, with a state directory per test.
 //! - [`names`] and [`ports`]: unique names and free 127.0.0.1 ports for a test run.
 //! - [`workspace`]: where the repository and its test scripts are.
@@ -67,6 +69,8 @@ pub mod docker;
 pub mod docker_proxy;
 #[cfg(feature = "git_https")]
 pub mod git_https;
+#[cfg(feature = "git_ssh")]
+pub mod git_ssh;
 #[cfg(feature = "docker")]
 pub mod k3d;
 pub mod kube;

@@ -210,14 +210,14 @@ fn app_deploy_commits_exactly_the_app_and_pushes_it_once() {
     assert_eq!(git(&bare, &["rev-parse", "main"]).trim(), unpushed);
     let commit = unpushed;
 
-    // A remote reached over SSH: refused before anything is touched.
+    // A remote a deploy cannot read: refused before anything is touched.
     scratch.config(&config.replace(
         &format!("file://{}", bare.display()),
-        "ssh://git@git.example.com/platform/gitops.git",
+        "ssh://-oProxyCommand=x/platform/gitops.git",
     ));
     let ssh = scratch.run(&["app", "deploy", "api", "--repo", repo_arg]);
     assert_eq!(ssh.code, 2, "{}", ssh.all());
-    assert!(ssh.stderr.contains("over SSH"), "{}", ssh.all());
+    assert!(ssh.stderr.contains("no usable host"), "{}", ssh.all());
     assert_eq!(
         git(&repo, &["rev-parse", "HEAD"]).trim(),
         commit,
@@ -351,6 +351,114 @@ fn app_deploy_pushes_over_https_with_the_token() {
 
     // Again: nothing new to commit or push.
     let again = deploy_with(&[("COMIND_TEST_GIT_TOKEN", TOKEN), ("SSL_CERT_FILE", &ca)]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    let line: Value = serde_json::from_str(again.stdout.trim()).unwrap();
+    assert!(line["commit"].is_null(), "{line}");
+    assert_eq!(git(&bare, &["rev-parse", "main"]).trim(), commit);
+}
+
+/// `app deploy` to an SSH remote: OpenSSH's own `sshd`, with a host key and a client
+/// key made for the test. With the key (from `gitops.repo.ssh_key_env`, then
+/// `ssh_key_file`) and the host key known (`gitops.repo.ssh_known_hosts`), the commit
+/// reaches the branch, and a second deploy pushes nothing new. A host key ssh does not
+/// know and a key the server refuses each fail with their own error, before anything
+/// is committed; the key never shows in a message.
+#[test]
+fn app_deploy_pushes_over_ssh_with_the_key() {
+    use comind_test_support::git_ssh::GitSshServer;
+    let scratch = Scratch::new();
+    let bare = scratch.path().join("gitops.git");
+    std::fs::create_dir_all(&bare).unwrap();
+    git(&bare, &["init", "-q", "--bare", "-b", "main"]);
+    let server = GitSshServer::start();
+    let empty_known_hosts = scratch.path().join("no_known_hosts");
+    std::fs::write(&empty_known_hosts, "").unwrap();
+    let config = |credential: &str, known_hosts: &std::path::Path| {
+        format!(
+            "environment: dev\ngitops:\n  argocd:\n    enabled: false\n  repo:\n    url: {}\n    \
+             revision: main\n    {credential}\n    ssh_known_hosts: {}\n",
+            server.url(&bare),
+            known_hosts.display()
+        )
+    };
+    let by_env = "ssh_key_env: COMIND_TEST_SSH_KEY";
+    scratch.config(&config(by_env, &server.known_hosts()));
+    let repo = scratch.path().join("repo");
+    let repo_arg = repo.to_str().unwrap();
+    let init = scratch.run(&["gitops", "init", repo_arg]);
+    assert_eq!(init.code, 0, "{}", init.all());
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "layout"]);
+    git(&repo, &["push", "-q", bare.to_str().unwrap(), "main"]);
+    let new = scratch.run(&["app", "new", "api", "--team", "backend", "--repo", repo_arg]);
+    assert_eq!(new.code, 0, "{}", new.all());
+    let layout = git(&bare, &["rev-parse", "main"]).trim().to_string();
+    let key = std::fs::read_to_string(server.client_key()).unwrap();
+    let stranger = std::fs::read_to_string(server.stranger_key()).unwrap();
+    let secret_line = |k: &str| k.lines().nth(2).unwrap().to_string();
+    let deploy_with = |key: &str| {
+        scratch.run_with_env(
+            &["-o", "json", "app", "deploy", "api", "--repo", repo_arg],
+            &[("COMIND_TEST_SSH_KEY", key)],
+        )
+    };
+    let untouched = |run: &crate::support::Run| {
+        for k in [&key, &stranger] {
+            assert!(
+                !run.all().contains(&secret_line(k)),
+                "the key leaked: {}",
+                run.all()
+            );
+        }
+        assert_eq!(
+            git(&bare, &["rev-parse", "main"]).trim(),
+            layout,
+            "nothing pushed"
+        );
+        assert_eq!(
+            git(&repo, &["rev-list", "--count", "HEAD"]).trim(),
+            "1",
+            "nothing committed"
+        );
+    };
+
+    // A key the server does not accept: refused, and said so.
+    let refused = deploy_with(&stranger);
+    assert_eq!(refused.code, 1, "{}", refused.all());
+    assert!(
+        refused
+            .stderr
+            .contains("refused the SSH key in $COMIND_TEST_SSH_KEY"),
+        "{}",
+        refused.all()
+    );
+    untouched(&refused);
+    // The host key unknown: ssh will not go on, and the error says how to fix it.
+    scratch.config(&config(by_env, &empty_known_hosts));
+    let unknown = deploy_with(&key);
+    assert_eq!(unknown.code, 1, "{}", unknown.all());
+    assert!(unknown.stderr.contains("host key"), "{}", unknown.all());
+    assert!(unknown.stderr.contains("ssh-keyscan"), "{}", unknown.all());
+    untouched(&unknown);
+
+    // The key and the host key known: pushed.
+    scratch.config(&config(by_env, &server.known_hosts()));
+    let deployed = deploy_with(&key);
+    assert_eq!(deployed.code, 0, "{}", deployed.all());
+    let line: Value = serde_json::from_str(deployed.stdout.trim()).unwrap();
+    let commit = line["commit"].as_str().expect("a commit").to_string();
+    assert_eq!(git(&bare, &["rev-parse", "main"]).trim(), commit);
+    let files = git(&bare, &["show", "--name-only", "--format=", "main"]);
+    assert!(
+        files.lines().all(|f| f.starts_with("apps/backend/api/")),
+        "{files}"
+    );
+
+    // Again, with the key from a file: nothing new to commit or push.
+    let by_file = format!("ssh_key_file: {}", server.client_key().display());
+    scratch.config(&config(&by_file, &server.known_hosts()));
+    let again = scratch.run(&["-o", "json", "app", "deploy", "api", "--repo", repo_arg]);
     assert_eq!(again.code, 0, "{}", again.all());
     let line: Value = serde_json::from_str(again.stdout.trim()).unwrap();
     assert!(line["commit"].is_null(), "{line}");

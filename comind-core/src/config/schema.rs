@@ -817,6 +817,9 @@ pub struct RepoSettings {
     pub ssh_key_file: Option<PathBuf>,
     /// An environment variable holding an SSH private key.
     pub ssh_key_env: Option<String>,
+    /// A known hosts file (OpenSSH's format) that `comind app deploy` checks an SSH
+    /// remote's host key against, instead of ssh's own (`~/.ssh/known_hosts`).
+    pub ssh_known_hosts: Option<PathBuf>,
     /// The local Git server (`url: local`).
     pub local: GitServerLocal,
 }
@@ -832,6 +835,7 @@ impl Default for RepoSettings {
             token_env: None,
             ssh_key_file: None,
             ssh_key_env: None,
+            ssh_known_hosts: None,
             local: GitServerLocal::default(),
         }
     }

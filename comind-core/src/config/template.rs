@@ -145,7 +145,9 @@ services:
 #     username: git
 #     # For a remote url, one credential, read from a file or the environment (never
 #     # written here): token_file, token_env (HTTPS), ssh_key_file or ssh_key_env (SSH).
-#     # Argo CD reads with it; `comind app deploy` pushes with an HTTPS token.
+#     # Argo CD reads with it; `comind app deploy` pushes with it (over SSH it runs
+#     # OpenSSH's `ssh`, which also checks the host key against ssh_known_hosts: FILE,
+#     # default ~/.ssh/known_hosts).
 #     local:
 #       image: alpine/git:v2.49.1
 #       port: 9418

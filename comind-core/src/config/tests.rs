@@ -217,6 +217,11 @@ fn gitops_settings_are_checked() {
         "key",
     );
     fails(
+        "gitops:\n  repo:\n    url: https://github.com/o/r.git\n    ssh_known_hosts: /k\n",
+        "gitops.repo.ssh_known_hosts",
+        "SSH URL",
+    );
+    fails(
         "gitops:\n  repo:\n    path: ../up\n",
         "gitops.repo.path",
         "relative",
@@ -240,6 +245,8 @@ fn gitops_settings_are_checked() {
         "gitops:\n  argocd:\n    version: v3.4.2\n    sha256: 795a3a972224da6a7f9d32c3e946445f062b60fb46028476715affeb688236e3\n",
         "gitops:\n  argocd:\n    manifest: ./install.yaml\n",
         "gitops:\n  repo:\n    url: https://github.com/o/r.git\n    token_file: /run/token\n",
+        "gitops:\n  repo:\n    url: ssh://git@git.example.com/o/r.git\n    ssh_key_file: ~/.ssh/deploy\n    ssh_known_hosts: ~/.ssh/known_hosts\n",
+        "gitops:\n  repo:\n    url: ssh://git@git.example.com:2222/o/r.git\n",
         "profile: aws\ngitops:\n  kubeconfig: /k\n  argocd:\n    enabled: false\n",
         "profile: aws\ngitops:\n  kubeconfig: /k\n  domain: example.com\n  repo:\n    url: https://github.com/o/r.git\n  addons:\n    load_balancer_controller:\n      values: {clusterName: prod-eks}\n",
     ] {

@@ -118,7 +118,9 @@ fn check_gitops(config: &Config, problems: &mut Vec<Problem>) {
         && rest
             .split('/')
             .next()
-            .is_some_and(|authority| authority.contains(':') && authority.contains('@'))
+            // `user:password@`, not `user@host:port`.
+            .and_then(|authority| authority.rsplit_once('@'))
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
     {
         problems.push(config.problem(
             "gitops.repo.url",
@@ -160,6 +162,13 @@ fn check_gitops(config: &Config, problems: &mut Vec<Problem>) {
             "gitops.repo.url",
             "an SSH URL authenticates with a key: use `ssh_key_file` or `ssh_key_env`, or an \
              `https://` URL for a token",
+        ));
+    }
+    if !ssh_url && repo.ssh_known_hosts.is_some() {
+        problems.push(config.problem(
+            "gitops.repo.ssh_known_hosts",
+            "known hosts are for an SSH URL (`ssh://…` or `git@host:path`): remove it, or \
+             name the repository's SSH URL",
         ));
     }
     if repo.url.starts_with("https://")

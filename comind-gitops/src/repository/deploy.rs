@@ -17,15 +17,28 @@ use git2::{
     StatusOptions,
 };
 
-use super::smart_http::{BasicAuth, Failure, Session};
+use super::transport::{BasicAuth, Failure, Session, SshSettings};
+
+/// The private key an SSH remote is reached with.
+#[derive(Clone)]
+enum SshKey {
+    /// A key file, given to ssh as it is.
+    File(PathBuf),
+    /// The key itself (from an environment variable): written for ssh to a 0600 file
+    /// in a private temporary directory for the deploy's length, never to a command
+    /// line.
+    Inline(Secret),
+}
 
 /// Where a deploy pushes, and with which credential.
 #[derive(Clone)]
 pub struct Remote {
     url: String,
     auth: Option<BasicAuth>,
-    /// Where the token came from, for messages: "the token in $VAR".
-    token_from: String,
+    ssh_key: Option<SshKey>,
+    known_hosts: Option<PathBuf>,
+    /// Where the token or key came from, for messages: "the token in $VAR".
+    credential_from: String,
 }
 
 impl std::fmt::Debug for Remote {
@@ -36,25 +49,63 @@ impl std::fmt::Debug for Remote {
                 "token",
                 &self.auth.as_ref().map(|_| comind_core::secret::REDACTED),
             )
+            .field(
+                "ssh_key",
+                &self.ssh_key.as_ref().map(|key| match key {
+                    SshKey::File(path) => path.display().to_string(),
+                    SshKey::Inline(_) => comind_core::secret::REDACTED.to_string(),
+                }),
+            )
+            .field("known_hosts", &self.known_hosts)
             .finish()
     }
 }
 
 impl Remote {
-    /// A remote reached without credentials: the local Git server (`git://`), a
-    /// `file://` repository or a path, or an HTTP(S) server that lets anyone push.
+    /// A remote reached without credentials of its own: the local Git server
+    /// (`git://`), a `file://` repository or a path, an HTTP(S) server that lets anyone
+    /// push, or an SSH remote with ssh's own keys (agent, `~/.ssh/config`).
     pub fn new(url: impl Into<String>) -> Remote {
         Remote {
             url: url.into(),
             auth: None,
-            token_from: "the token".to_string(),
+            ssh_key: None,
+            known_hosts: None,
+            credential_from: "the credential".to_string(),
         }
+    }
+
+    /// The same remote, reached over SSH with the private key in the file `path`.
+    #[must_use]
+    pub fn with_ssh_key_file(mut self, path: impl Into<PathBuf>) -> Remote {
+        let path = path.into();
+        self.credential_from = format!("the SSH key {}", path.display());
+        self.ssh_key = Some(SshKey::File(path));
+        self
+    }
+
+    /// The same remote, reached over SSH with the private key `key` (OpenSSH or PEM
+    /// text).
+    #[must_use]
+    pub fn with_ssh_key(mut self, key: Secret) -> Remote {
+        self.credential_from = "the SSH key".to_string();
+        self.ssh_key = Some(SshKey::Inline(key));
+        self
+    }
+
+    /// The same remote, checking the SSH server's host key against the known hosts
+    /// file `path` instead of ssh's own (`~/.ssh/known_hosts`).
+    #[must_use]
+    pub fn with_known_hosts(mut self, path: impl Into<PathBuf>) -> Remote {
+        self.known_hosts = Some(path.into());
+        self
     }
 
     /// The same remote, authenticating over HTTPS as `username` with `token` (HTTP
     /// Basic, as GitHub, GitLab, Gitea and Bitbucket take an access token).
     #[must_use]
     pub fn with_token(mut self, username: impl Into<String>, token: Secret) -> Remote {
+        self.credential_from = "the token".to_string();
         self.auth = Some(BasicAuth {
             username: username.into(),
             token,
@@ -63,25 +114,73 @@ impl Remote {
     }
 
     /// The remote `gitops.repo` names, at `url` (the local Git server's address when
-    /// `url: local`), with the token `token_file` or `token_env` holds.
+    /// `url: local`), with the token `token_file` or `token_env` holds, or the SSH key
+    /// `ssh_key_file` or `ssh_key_env` names, and the known hosts `ssh_known_hosts`
+    /// names.
     ///
     /// # Errors
-    /// `InvalidInput` when the token's file cannot be read, its variable is unset, or
-    /// it is empty.
+    /// `InvalidInput` when the credential's file cannot be read, its variable is
+    /// unset, or it is empty.
     pub fn from_settings(repo: &RepoSettings, url: impl Into<String>) -> Result<Remote> {
         let mut remote = Remote::new(url);
-        if let Some(("password", token)) = crate::platform::gitops::credential(repo)? {
+        let found = crate::platform::gitops::credential(repo)?;
+        if let Some(("password", token)) = found {
             remote = remote.with_token(repo.username.clone(), Secret::new(token));
             if let Some(name) = &repo.token_env {
-                remote.token_from = format!("the token in ${name} (`gitops.repo.token_env`)");
+                remote.credential_from = format!("the token in ${name} (`gitops.repo.token_env`)");
             } else if let Some(path) = &repo.token_file {
-                remote.token_from =
+                remote.credential_from =
                     format!("the token in {} (`gitops.repo.token_file`)", path.display());
             }
+        } else if let Some(path) = &repo.ssh_key_file {
+            remote = remote.with_ssh_key_file(crate::access::expand_home(path));
+            remote.credential_from = format!(
+                "the SSH key {} (`gitops.repo.ssh_key_file`)",
+                path.display()
+            );
+        } else if let (Some(name), Some((_, key))) = (&repo.ssh_key_env, found) {
+            remote = remote.with_ssh_key(Secret::new(key));
+            remote.credential_from = format!("the SSH key in ${name} (`gitops.repo.ssh_key_env`)");
+        }
+        if let Some(path) = &repo.ssh_known_hosts {
+            remote = remote.with_known_hosts(crate::access::expand_home(path));
         }
         Ok(remote)
     }
 
+    /// ssh's settings for this remote, with an inline key written to a private file
+    /// that lives as long as the returned directory.
+    fn ssh_settings(&self) -> Result<(SshSettings, Option<tempfile::TempDir>)> {
+        let mut settings = SshSettings {
+            identity: None,
+            known_hosts: self.known_hosts.clone(),
+        };
+        let kept = match &self.ssh_key {
+            None => None,
+            Some(SshKey::File(path)) => {
+                settings.identity = Some(path.clone());
+                None
+            }
+            Some(SshKey::Inline(key)) => {
+                // tempfile makes the directory 0700; the key file is made 0600.
+                let dir = tempfile::Builder::new()
+                    .prefix("comind-ssh-")
+                    .tempdir()
+                    .map_err(|e| {
+                        Error::internal(format!("cannot make a directory for the SSH key: {e}"))
+                            .with_hint("make the temporary directory (TMPDIR) writable")
+                    })?;
+                let path = dir.path().join("key");
+                let mut text = key.expose().trim().to_string();
+                // OpenSSH reads a key without its final newline as invalid.
+                text.push('\n');
+                comind_core::state::write_private_file(&path, text.as_bytes())?;
+                settings.identity = Some(path);
+                Some(dir)
+            }
+        };
+        Ok((settings, kept))
+    }
     /// The URL, without any user name in it.
     pub fn url(&self) -> String {
         without_userinfo(&self.url)
@@ -197,12 +296,16 @@ fn remote_tip(
     }
 }
 
-/// Refuses, before anything is touched, a remote a deploy cannot push to: SSH (no SSH
-/// stack here), any other scheme, and a token over plain HTTP (it would travel in
-/// clear).
+/// Refuses, before anything is touched, a remote a deploy cannot push to: a scheme it
+/// does not speak, an SSH address it cannot read, and a token over plain HTTP (it
+/// would travel in clear).
 fn check_remote(remote: &Remote, shown: &str) -> Result<()> {
     let url = remote.url.as_str();
-    let refused = |why: String| Err(Error::invalid_input(why).with_resource("gitops.repo.url"));
+    let refused = |why: String, hint: &str| {
+        Err(Error::invalid_input(why)
+            .with_resource("gitops.repo.url")
+            .with_hint(hint.to_string()))
+    };
     if url.starts_with("https://")
         || url.starts_with("git://")
         || url.starts_with("file://")
@@ -212,29 +315,29 @@ fn check_remote(remote: &Remote, shown: &str) -> Result<()> {
     }
     if url.starts_with("http://") {
         if remote.auth.is_some() {
-            return refused(format!(
-                "`{shown}` is plain HTTP: a deploy does not send the repository's token in clear"
-            ))
-            .map_err(|e| e.with_hint("use the server's `https://` URL"));
+            return refused(
+                format!(
+                    "`{shown}` is plain HTTP: a deploy does not send the repository's token in clear"
+                ),
+                "use the server's `https://` URL",
+            );
         }
         return Ok(());
     }
-    let ssh = url.starts_with("ssh://") || (!url.contains("://") && url.contains(':'));
-    if ssh {
-        return refused(format!(
-            "`{shown}` is reached over SSH, which `app deploy` does not speak: it pushes over \
-             HTTPS with a token, to the local Git server (`gitops.repo.url: local`), git:// \
-             and file repositories"
-        ))
-        .map_err(|e| {
-            e.with_hint(
-                "use the repository's `https://` URL with `gitops.repo.token_env` or \
-                 `token_file`, or push the application's directory with your Git tooling",
-            )
-        });
+    if url.starts_with("ssh://") || (!url.contains("://") && url.contains(':')) {
+        return super::transport::ssh::parse(url)
+            .map(|_| ())
+            .or_else(|why| {
+                refused(
+                    why,
+                    "write it as `ssh://[user@]host[:port]/path` or `[user@]host:path`",
+                )
+            });
     }
-    refused(format!("`{shown}` is not a Git URL a deploy can push to"))
-        .map_err(|e| e.with_hint("name an `https://`, git://, file:// URL or a path"))
+    refused(
+        format!("`{shown}` is not a Git URL a deploy can push to"),
+        "name an `https://`, `ssh://`, git://, file:// URL, an scp-like `user@host:path` or a path",
+    )
 }
 
 /// The typed error for a fetch or push to `shown` that failed with `e`, using what the
@@ -251,26 +354,61 @@ fn network_error(
             .with_resource(shown.to_string())
             .with_hint("is the Git server up? `comind status` shows it");
     };
-    let error = match (&failure, &remote.auth) {
-        (Failure::Unauthorized, Some(_)) => Error::permission(format!(
+    let has_credential = remote.auth.is_some() || remote.ssh_key.is_some();
+    let error = match (&failure, has_credential) {
+        (Failure::Unauthorized, true) => Error::permission(format!(
             "the server refused {} ({failure})",
-            remote.token_from
+            remote.credential_from
         ))
         .with_hint(
             "give it an access token of the repository (and `gitops.repo.username` the \
              token's user, if the server wants one)",
         ),
-        (Failure::Unauthorized, None) => Error::permission(format!(
+        (Failure::Unauthorized, false) => Error::permission(format!(
             "the server asks for a token ({failure}), and `gitops.repo` names none"
         ))
         .with_hint("name the variable or the file that holds one in `gitops.repo.token_env` or `token_file`"),
         (Failure::Forbidden, _) => Error::permission(format!(
             "the server does not let {} {doing} the repository ({failure})",
-            if remote.auth.is_some() { remote.token_from.as_str() } else { "an anonymous client" }
+            if has_credential { remote.credential_from.as_str() } else { "an anonymous client" }
         ))
         .with_hint("a deploy needs a token with write access to the repository"),
-        (Failure::NotFound, _) => Error::not_found(format!("the server has {failure}"))
-            .with_hint("check `gitops.repo.url`; a private repository also answers 404 to a token without access to it"),
+        (Failure::KeyRefused(_), true) => Error::permission(format!(
+            "the SSH server refused {}: {failure}",
+            remote.credential_from
+        ))
+        .with_hint("add the key's public half to the repository (a deploy key with write access), or name another"),
+        (Failure::KeyRefused(_), false) => Error::permission(format!(
+            "the SSH server refused every key ssh offered (`gitops.repo` names none): {failure}"
+        ))
+        .with_hint("name the deploy key in `gitops.repo.ssh_key_file` or `ssh_key_env`, or load it into your ssh agent"),
+        (Failure::HostKey(_), _) => {
+            let keyscan = super::transport::ssh::parse(&remote.url).map_or_else(
+                |_| "ssh-keyscan [-p PORT] HOST".to_string(),
+                |address| {
+                    let host = address
+                        .destination
+                        .rsplit_once('@')
+                        .map_or(address.destination.as_str(), |(_, h)| h)
+                        .to_string();
+                    match address.port {
+                        Some(port) => format!("ssh-keyscan -p {port} {host}"),
+                        None => format!("ssh-keyscan {host}"),
+                    }
+                },
+            );
+            Error::permission(format!(
+                "the SSH server's host key is not one ssh knows for it: {failure}"
+            ))
+            .with_hint(format!(
+                "check the server's host key fingerprint, then add its line (`{keyscan}`) to \
+                 ~/.ssh/known_hosts or to the file `gitops.repo.ssh_known_hosts` names"
+            ))
+        }
+        (Failure::NoSsh(_), _) => Error::not_found(failure.to_string())
+            .with_hint("install OpenSSH's client (`apt-get install openssh-client`), or use the repository's `https://` URL with a token"),
+        (Failure::NotFound(_), _) => Error::not_found(format!("the server has no repository there: {failure}"))
+            .with_hint("check `gitops.repo.url`; a private repository also answers so to a credential without access to it"),
         (Failure::NotGit(_), _) => Error::unavailable(format!("cannot {doing} the repository: {failure}"))
             .with_hint("check `gitops.repo.url`: it names the repository's clone URL"),
         (Failure::Unreachable(_), _) => Error::unavailable(format!("cannot reach the server: {failure}"))
@@ -399,7 +537,8 @@ pub fn deploy(
     // push carries the application's commits and nothing else.
     let local_head = parent.as_ref().map(git2::Commit::id);
     // The exchanges over HTTP(S) of this thread take the token from here.
-    let session = Session::open(remote.auth.clone());
+    let (ssh, _key_dir) = remote.ssh_settings()?;
+    let session = Session::open(remote.auth.clone(), ssh);
     let remote_tip = remote_tip(&repository, remote, &session, branch, &shown)?;
     let only_app_ahead = match (local_head, remote_tip) {
         (Some(head), Some(tip)) if head != tip => {

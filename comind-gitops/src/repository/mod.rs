@@ -2,7 +2,8 @@
 //! application and the ApplicationSet read ([`init`]), and pushing a work tree's
 //! committed history to the local Git server ([`push`]) with the `git` binary, and
 //! committing and pushing one application's directory with libgit2 ([`deploy`]), to
-//! the local Git server, a file repository or an HTTPS remote with a token.
+//! the local Git server, a file repository, an HTTPS remote with a token or an SSH
+//! remote.
 //!
 //! The layout, under `gitops.repo.path` (`<path>`):
 //!
@@ -17,7 +18,7 @@
 //! JSON files, so each directory holds a `README.md` saying what goes there.
 
 mod deploy;
-mod smart_http;
+mod transport;
 
 pub use deploy::{Deployed, Remote, deploy};
 

@@ -9,20 +9,18 @@
 //! sent when libgit2 first reads its answer; the answer is read whole (a push's result
 //! and a GitOps repository's packs are small).
 //!
-//! The token comes from the [`Session`] the deploy opens on its own thread (libgit2
-//! calls the transport on the thread that pushes), never from the URL; the failure the
-//! server gave is kept there too, so the deploy reports a refused token as a refused
-//! token rather than as libgit2's "network error".
+//! The token comes from the deploy's [`Session`](super::Session), never from the URL.
 
-use std::cell::RefCell;
 use std::io::{Cursor, Read, Write};
-use std::sync::{Arc, Mutex, Once, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use comind_core::Secret;
-use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream, Transport};
+use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream};
+
+use super::{Failure, SessionState};
 use http_body_util::{BodyExt as _, Full};
 
 /// How long one exchange may take, from connecting to the last byte of the answer.
@@ -47,119 +45,22 @@ impl BasicAuth {
     }
 }
 
-/// What went wrong in an exchange, kept for the deploy to turn into a typed error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Failure {
-    /// 401: no credential, or one the server refuses.
-    Unauthorized,
-    /// 403: the credential is known but may not do this (read-only token).
-    Forbidden,
-    /// 404: no repository at the URL.
-    NotFound,
-    /// The server answered, but not as a Git smart HTTP server (a web page, a dumb
-    /// server, an error status).
-    NotGit(String),
-    /// No answer: DNS, connection, TLS (an untrusted certificate), a timeout.
-    Unreachable(String),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Unauthorized => f.write_str("the server asks for credentials (401)"),
-            Failure::Forbidden => f.write_str("the server refuses the credential (403)"),
-            Failure::NotFound => f.write_str("no repository there (404)"),
-            Failure::NotGit(what) | Failure::Unreachable(what) => f.write_str(what),
-        }
-    }
-}
-
-#[derive(Default)]
-struct SessionState {
-    auth: Option<BasicAuth>,
-    failure: Arc<Mutex<Option<Failure>>>,
-}
-
-thread_local! {
-    static SESSION: RefCell<Option<SessionState>> = const { RefCell::new(None) };
-}
-
-/// The credential and the last failure of the HTTPS exchanges libgit2 makes on this
-/// thread while the session lives.
-pub(crate) struct Session {
-    failure: Arc<Mutex<Option<Failure>>>,
-}
-
-impl Session {
-    /// Opens a session on this thread with `auth`, registering the transport first.
-    pub(crate) fn open(auth: Option<BasicAuth>) -> Session {
-        register();
-        let state = SessionState {
-            auth,
-            ..SessionState::default()
-        };
-        let failure = Arc::clone(&state.failure);
-        SESSION.with(|s| *s.borrow_mut() = Some(state));
-        Session { failure }
-    }
-
-    /// The failure of the last exchange that failed, taken.
-    pub(crate) fn take_failure(&self) -> Option<Failure> {
-        self.failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        SESSION.with(|s| *s.borrow_mut() = None);
-    }
-}
-
-/// Registers the transport for `https://` and `http://` with libgit2, once per process.
-/// It takes precedence over libgit2's own HTTP transport (custom transports are
-/// looked up first), which, built without a TLS stack, cannot speak HTTPS anyway.
-fn register() {
-    static REGISTER: Once = Once::new();
-    REGISTER.call_once(|| {
-        // Schemes, not prefixes: libgit2 appends `://` itself.
-        for scheme in ["https", "http"] {
-            // SAFETY: `register` must not race with libgit2 creating transports; this
-            // runs once, under `Once`, before this process's first HTTP(S) remote.
-            // Another registration of the prefix (an embedder's own) makes it fail:
-            // theirs is kept, which is what they asked for.
-            #[allow(unsafe_code)]
-            let _ = unsafe {
-                git2::transport::register(scheme, |remote| {
-                    Transport::smart(remote, true, HttpSubtransport::for_this_thread())
-                })
-            };
-        }
-    });
-}
-
 /// One remote's transport: the session's credential, and the base URL the server
 /// redirected to (used for the POST that follows the advertisement).
-struct HttpSubtransport {
+pub(super) struct HttpSubtransport {
     auth: Option<BasicAuth>,
     failure: Arc<Mutex<Option<Failure>>>,
     redirected: Arc<Mutex<Option<String>>>,
 }
 
 impl HttpSubtransport {
-    fn for_this_thread() -> HttpSubtransport {
-        SESSION.with(|s| {
-            let s = s.borrow();
-            HttpSubtransport {
-                auth: s.as_ref().and_then(|s| s.auth.clone()),
-                failure: s
-                    .as_ref()
-                    .map_or_else(Arc::default, |s| Arc::clone(&s.failure)),
-                redirected: Arc::default(),
-            }
-        })
+    /// The transport of a remote opened under `session` (none: no credential).
+    pub(super) fn new(session: Option<&SessionState>) -> HttpSubtransport {
+        HttpSubtransport {
+            auth: session.and_then(|s| s.basic.clone()),
+            failure: session.map_or_else(Arc::default, |s| Arc::clone(&s.failure)),
+            redirected: Arc::default(),
+        }
     }
 }
 
@@ -228,11 +129,7 @@ impl Read for Exchange {
             let answered = self.send();
             match answered {
                 Ok(body) => self.answer = Some(Cursor::new(body)),
-                Err(failure) => {
-                    let message = failure.to_string();
-                    *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure);
-                    return Err(std::io::Error::other(message));
-                }
+                Err(failure) => return Err(super::failed(&self.failure, failure)),
             }
         }
         match &mut self.answer {
@@ -355,7 +252,7 @@ impl Request {
             match status.as_u16() {
                 401 => return Err(Failure::Unauthorized),
                 403 => return Err(Failure::Forbidden),
-                404 => return Err(Failure::NotFound),
+                404 => return Err(Failure::NotFound("no repository there (404)".to_string())),
                 301 | 302 | 303 | 307 | 308 if self.advertisement => {
                     base = redirect(&url, &base, response.headers())?;
                     continue;
