@@ -268,28 +268,15 @@ async fn request(url: &str) -> std::result::Result<u16, String> {
         driver.abort();
         return Ok(response.status().as_u16());
     }
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-        .map_err(|e| format!("no trusted root certificates: {e}"))?
-        .https_only()
-        .enable_http1()
-        .build();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build(connector);
+    let client = crate::https::client::<Empty<Bytes>>(false)?;
     let request = hyper::Request::get(url)
         .header(hyper::header::USER_AGENT, "comind")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let response = client.request(request).await.map_err(|e| {
-        // The legacy client's own text is "client error (Connect)": the cause is below.
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            text.push_str(&format!(": {cause}"));
-            source = cause.source();
-        }
-        text
-    })?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| crate::https::with_causes(&e))?;
     Ok(response.status().as_u16())
 }
 

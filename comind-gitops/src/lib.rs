@@ -35,6 +35,7 @@ pub mod access;
 pub mod applications;
 pub mod apply;
 pub mod consoles;
+mod https;
 pub mod kubeconfig;
 pub mod platform;
 mod provider;

@@ -225,6 +225,22 @@ fn app_deploy_commits_exactly_the_app_and_pushes_it_once() {
     );
 }
 
+/// A work tree of the GitOps layout, committed and already on `bare`'s `main`, with
+/// the application `backend/api` written (not committed): what a deploy starts from.
+fn work_tree_with_an_app(scratch: &Scratch, bare: &std::path::Path) -> std::path::PathBuf {
+    let repo = scratch.path().join("repo");
+    let repo_arg = repo.to_str().unwrap();
+    let init = scratch.run(&["gitops", "init", repo_arg]);
+    assert_eq!(init.code, 0, "{}", init.all());
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "layout"]);
+    git(&repo, &["push", "-q", bare.to_str().unwrap(), "main"]);
+    let new = scratch.run(&["app", "new", "api", "--team", "backend", "--repo", repo_arg]);
+    assert_eq!(new.code, 0, "{}", new.all());
+    repo
+}
+
 /// `app deploy` to an HTTPS remote: Git's own `git http-backend` behind TLS, signed by
 /// a CA of the test's, asking for a token. With the token (from `gitops.repo.token_env`)
 /// and the CA trusted (`SSL_CERT_FILE`), the commit reaches the branch and a second
@@ -247,15 +263,8 @@ fn app_deploy_pushes_over_https_with_the_token() {
         server.url("gitops.git")
     );
     scratch.config(&config);
-    let repo = scratch.path().join("repo");
+    let repo = work_tree_with_an_app(&scratch, &bare);
     let repo_arg = repo.to_str().unwrap();
-    assert_eq!(scratch.run(&["gitops", "init", repo_arg]).code, 0);
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "layout"]);
-    git(&repo, &["push", "-q", bare.to_str().unwrap(), "main"]);
-    let new = scratch.run(&["app", "new", "api", "--team", "backend", "--repo", repo_arg]);
-    assert_eq!(new.code, 0, "{}", new.all());
     let layout = git(&bare, &["rev-parse", "main"]).trim().to_string();
     let ca = server.ca_file().to_str().unwrap().to_string();
     let deploy_with = |vars: &[(&str, &str)]| {
@@ -383,16 +392,8 @@ fn app_deploy_pushes_over_ssh_with_the_key() {
     };
     let by_env = "ssh_key_env: COMIND_TEST_SSH_KEY";
     scratch.config(&config(by_env, &server.known_hosts()));
-    let repo = scratch.path().join("repo");
+    let repo = work_tree_with_an_app(&scratch, &bare);
     let repo_arg = repo.to_str().unwrap();
-    let init = scratch.run(&["gitops", "init", repo_arg]);
-    assert_eq!(init.code, 0, "{}", init.all());
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "layout"]);
-    git(&repo, &["push", "-q", bare.to_str().unwrap(), "main"]);
-    let new = scratch.run(&["app", "new", "api", "--team", "backend", "--repo", repo_arg]);
-    assert_eq!(new.code, 0, "{}", new.all());
     let layout = git(&bare, &["rev-parse", "main"]).trim().to_string();
     let key = std::fs::read_to_string(server.client_key()).unwrap();
     let stranger = std::fs::read_to_string(server.stranger_key()).unwrap();

@@ -296,6 +296,12 @@ fn remote_tip(
     }
 }
 
+/// Whether `url` is an SSH remote: `ssh://…`, or scp-like `[user@]host:path`.
+fn is_ssh(url: &str) -> bool {
+    url.starts_with("ssh://")
+        || (!url.contains("://") && !url.starts_with('/') && url.contains(':'))
+}
+
 /// Refuses, before anything is touched, a remote a deploy cannot push to: a scheme it
 /// does not speak, an SSH address it cannot read, and a token over plain HTTP (it
 /// would travel in clear).
@@ -324,7 +330,7 @@ fn check_remote(remote: &Remote, shown: &str) -> Result<()> {
         }
         return Ok(());
     }
-    if url.starts_with("ssh://") || (!url.contains("://") && url.contains(':')) {
+    if is_ssh(url) {
         return super::transport::ssh::parse(url)
             .map(|_| ())
             .or_else(|why| {
@@ -411,6 +417,10 @@ fn network_error(
             .with_hint("check `gitops.repo.url`; a private repository also answers so to a credential without access to it"),
         (Failure::NotGit(_), _) => Error::unavailable(format!("cannot {doing} the repository: {failure}"))
             .with_hint("check `gitops.repo.url`: it names the repository's clone URL"),
+        (Failure::Unreachable(_), _) if is_ssh(&remote.url) => {
+            Error::unavailable(format!("cannot reach the server: {failure}"))
+                .with_hint("check the host and the port, and that ssh reaches them from here")
+        }
         (Failure::Unreachable(_), _) => Error::unavailable(format!("cannot reach the server: {failure}"))
             .with_hint(
                 "check the network; a server whose certificate is signed by your own CA needs \

@@ -225,14 +225,7 @@ async fn download(url: &str) -> Result<Vec<u8>> {
                  `gitops.argocd.manifest` to a local copy of the release's install.yaml",
             )
     };
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-        .map_err(|e| failed(format!("no trusted root certificates: {e}")))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build(connector);
+    let client = crate::https::client::<Empty<Bytes>>(true).map_err(failed)?;
     let fetch = async {
         let mut current = url::Url::parse(url).map_err(|e| {
             Error::invalid_input(format!("`{url}` is not a URL: {e}"))

@@ -291,6 +291,28 @@ pub async fn start(
     Ok(started)
 }
 
+/// Applies, as the hold's field manager, `patch` (the hold's fields, or none) to the
+/// nightly PostgreSQL CronJob; `verb` and `hint` say what failed and what to do.
+async fn apply_hold(
+    client: &kube::Client,
+    namespace: &str,
+    patch: serde_json::Value,
+    verb: &str,
+    hint: String,
+) -> Result<()> {
+    Api::<CronJob>::namespaced(client.clone(), namespace)
+        .patch(
+            POSTGRES_CRONJOB,
+            &PatchParams::apply(HOLD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| {
+            api_error(verb, &format!("CronJob {namespace}/{POSTGRES_CRONJOB}"), e).with_hint(hint)
+        })?;
+    Ok(())
+}
+
 /// Holds the nightly PostgreSQL backup off for the restore Job `job`.
 async fn hold(client: &kube::Client, namespace: &str, job: &str) -> Result<()> {
     let patch = serde_json::json!({
@@ -302,22 +324,8 @@ async fn hold(client: &kube::Client, namespace: &str, job: &str) -> Result<()> {
         },
         "spec": {"suspend": true},
     });
-    Api::<CronJob>::namespaced(client.clone(), namespace)
-        .patch(
-            POSTGRES_CRONJOB,
-            &PatchParams::apply(HOLD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(|e| {
-            api_error(
-                "suspend",
-                &format!("CronJob {namespace}/{POSTGRES_CRONJOB}"),
-                e,
-            )
-            .with_hint("nothing was restored; run the command again")
-        })?;
-    Ok(())
+    let hint = "nothing was restored; run the command again".to_string();
+    apply_hold(client, namespace, patch, "suspend", hint).await
 }
 
 /// Lifts the hold: the hold's manager applies nothing, so the fields only it owned
@@ -328,21 +336,11 @@ async fn release(client: &kube::Client, namespace: &str) -> Result<()> {
         "kind": "CronJob",
         "metadata": {"name": POSTGRES_CRONJOB},
     });
-    let resource = format!("CronJob {namespace}/{POSTGRES_CRONJOB}");
-    Api::<CronJob>::namespaced(client.clone(), namespace)
-        .patch(
-            POSTGRES_CRONJOB,
-            &PatchParams::apply(HOLD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(|e| {
-            api_error("resume", &resource, e).with_hint(format!(
-                "the nightly backup stays suspended: run `comind up`, or remove \
-                 `spec.suspend` and the annotation {ANNOTATION_HELD_BY} from {resource}"
-            ))
-        })?;
-    Ok(())
+    let hint = format!(
+        "the nightly backup stays suspended: run `comind up`, or remove `spec.suspend` and \
+         the annotation {ANNOTATION_HELD_BY} from CronJob {namespace}/{POSTGRES_CRONJOB}"
+    );
+    apply_hold(client, namespace, patch, "resume", hint).await
 }
 
 /// The restore Job holding `env`'s nightly PostgreSQL backup off, if one does.

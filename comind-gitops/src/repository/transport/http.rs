@@ -201,15 +201,7 @@ struct Request {
 impl Request {
     /// The answer's body, and the repository's base URL after redirects.
     async fn exchange(self) -> Result<(Vec<u8>, String), Failure> {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| Failure::Unreachable(format!("no trusted root certificates: {e}")))?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(connector);
+        let client = crate::https::client::<Full<Bytes>>(true).map_err(Failure::Unreachable)?;
         let service = format!("git-{}", self.service);
         let mut base = self.base.clone();
         for _ in 0..=MAX_REDIRECTS {
@@ -247,7 +239,7 @@ impl Request {
             let response = client
                 .request(request)
                 .await
-                .map_err(|e| Failure::Unreachable(describe(&e)))?;
+                .map_err(|e| Failure::Unreachable(crate::https::with_causes(&e)))?;
             let status = response.status();
             match status.as_u16() {
                 401 => return Err(Failure::Unauthorized),
@@ -297,8 +289,8 @@ impl Request {
 }
 
 /// The repository's base URL after a redirect of `url` (which was `base` plus the
-/// advertisement's path). Only within the same scheme: a redirect from HTTPS to HTTP
-/// would send the token in clear.
+/// advertisement's path). Only within the same origin: a redirect elsewhere (or from
+/// HTTPS to HTTP) would send the token to another server, or in clear.
 fn redirect(url: &str, base: &str, headers: &hyper::HeaderMap) -> Result<String, Failure> {
     let location = headers
         .get(hyper::header::LOCATION)
@@ -307,10 +299,19 @@ fn redirect(url: &str, base: &str, headers: &hyper::HeaderMap) -> Result<String,
     let target = url::Url::parse(url)
         .and_then(|u| u.join(location))
         .map_err(|e| Failure::NotGit(format!("a redirect to `{location}`: {e}")))?;
-    if !base.starts_with(&format!("{}://", target.scheme())) {
+    // Only within the same scheme, host and port: the request carries the token.
+    let origin = |u: &url::Url| {
+        (
+            u.scheme().to_string(),
+            u.host_str().map(str::to_string),
+            u.port_or_known_default(),
+        )
+    };
+    let from = url::Url::parse(url).map_err(|e| Failure::NotGit(format!("`{url}`: {e}")))?;
+    if origin(&from) != origin(&target) {
         return Err(Failure::NotGit(format!(
-            "a redirect to another scheme ({}), which is not followed",
-            target.scheme()
+            "a redirect to {}, another origin, which is not followed (it would carry the token)",
+            target.origin().ascii_serialization()
         )));
     }
     let text = target.to_string();
@@ -320,22 +321,12 @@ fn redirect(url: &str, base: &str, headers: &hyper::HeaderMap) -> Result<String,
         .map_or_else(|| text.clone(), str::to_string))
 }
 
-/// The innermost cause of a client error: hyper's own message ("client error
-/// (Connect)") says little; the TLS or socket error beneath it says what to fix.
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut inner = error;
-    while let Some(source) = inner.source() {
-        inner = source;
-    }
-    inner.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_redirect_moves_the_base_and_keeps_the_scheme() {
+    fn a_redirect_moves_the_base_and_keeps_the_origin() {
         let headers = |location: &str| {
             let mut h = hyper::HeaderMap::new();
             h.insert(hyper::header::LOCATION, location.parse().unwrap());
@@ -368,6 +359,16 @@ mod tests {
                 &url,
                 base,
                 &headers("http://git.example.com/team/gitops/info/refs?service=git-receive-pack")
+            ),
+            Err(Failure::NotGit(_))
+        ));
+        assert!(matches!(
+            redirect(
+                &url,
+                base,
+                &headers(
+                    "https://elsewhere.example.com/team/gitops/info/refs?service=git-receive-pack"
+                )
             ),
             Err(Failure::NotGit(_))
         ));

@@ -192,9 +192,7 @@ impl SmartSubtransport for SshSubtransport {
             Service::ReceivePackLs | Service::ReceivePack => "receive-pack",
         };
         let record = |failure: Failure| {
-            let message = failure.to_string();
-            *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(failure);
-            git2::Error::from_str(&message)
+            git2::Error::from_str(&super::failed(&self.failure, failure).to_string())
         };
         let address = parse(url).map_err(|m| record(Failure::NotGit(m)))?;
         let mut child = Command::new("ssh")
